@@ -1,0 +1,189 @@
+//! The HTTP glue every fanout component shares.
+//!
+//! Components are thin: [`serve`] loads the configuration, checks the shared
+//! token and answers with whatever the component's handler returns, turning an
+//! [`ApiError`] into its JSON error body. Body reads ([`read_body`]) and
+//! outbound requests ([`fetch`]) are bounded in size and time.
+
+mod client;
+mod time;
+
+pub use client::{fetch, FetchError, Fetched, Outbound};
+pub use time::{random_u64, sleep, timeout, Elapsed};
+
+use fanout::api::ApiError;
+use fanout::config::Config;
+use futures::StreamExt;
+use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
+use std::future::Future;
+
+/// An incoming request, with its configuration, handed to a component's handler.
+pub struct Request {
+    /// The parsed configuration.
+    pub config: Config,
+    /// The request method, upper case (`GET`, `POST`, ...).
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The raw query string, without the `?`.
+    pub query: String,
+    inner: IncomingRequest,
+}
+
+impl Request {
+    /// The first value of header `name`, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.inner
+            .headers()
+            .get(&name.to_ascii_lowercase())
+            .into_iter()
+            .find_map(|v| String::from_utf8(v).ok())
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// Reads the whole body, refusing with 413 once it exceeds `FANOUT_MAX_REQUEST_BYTES`.
+    pub async fn body(self) -> Result<Vec<u8>, ApiError> {
+        read_body(self.inner, self.config.max_request_bytes).await
+    }
+
+    /// Fails with 405 unless the method is one of `allowed`.
+    pub fn allow(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        if allowed.contains(&self.method.as_str()) {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(
+                &self.method,
+                &self.path,
+                allowed,
+            ))
+        }
+    }
+}
+
+/// A response to send: a status, a content type and a body.
+pub struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// A `200 OK` JSON reply serialising `value`.
+    pub fn json(value: &impl serde::Serialize) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "application/json",
+            body: serde_json::to_vec(value).expect("response types always serialise"),
+        }
+    }
+
+    /// The JSON error reply for `err`.
+    pub fn error(err: &ApiError) -> Reply {
+        Reply {
+            status: err.status(),
+            content_type: "application/json",
+            body: err.to_json(),
+        }
+    }
+
+    async fn send(self, out: ResponseOutparam) {
+        let headers = Fields::from_list(&[
+            (
+                "content-type".to_owned(),
+                self.content_type.as_bytes().to_vec(),
+            ),
+            (
+                "content-length".to_owned(),
+                self.body.len().to_string().into_bytes(),
+            ),
+        ])
+        .expect("static response headers are valid");
+        let response = OutgoingResponse::new(headers);
+        response
+            .set_status_code(self.status)
+            .expect("the status is a valid code");
+        // The client may have gone away; there is nobody left to tell.
+        let _ = out.set_with_body(response, self.body).await;
+    }
+}
+
+/// Serves one request: loads the configuration, checks the shared token, runs
+/// `handler` and sends its reply, or the JSON error it failed with.
+pub async fn serve<F, Fut>(req: IncomingRequest, out: ResponseOutparam, handler: F)
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Result<Reply, ApiError>>,
+{
+    let reply = match prepare(req) {
+        Ok(request) => handler(request).await.unwrap_or_else(|e| Reply::error(&e)),
+        Err(e) => Reply::error(&e),
+    };
+    reply.send(out).await;
+}
+
+fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
+    let config = Config::from_lookup(|k| std::env::var(k).ok())?;
+    let authorization = inner
+        .headers()
+        .get(&"authorization".to_owned())
+        .into_iter()
+        .find_map(|v| String::from_utf8(v).ok());
+    config.authorize(authorization.as_deref())?;
+    let path_with_query = inner.path_with_query().unwrap_or_default();
+    let (path, query) = match path_with_query.split_once('?') {
+        Some((p, q)) => (p.to_owned(), q.to_owned()),
+        None => (path_with_query, String::new()),
+    };
+    let method = match inner.method() {
+        Method::Get => "GET".to_owned(),
+        Method::Head => "HEAD".to_owned(),
+        Method::Post => "POST".to_owned(),
+        Method::Put => "PUT".to_owned(),
+        Method::Delete => "DELETE".to_owned(),
+        Method::Connect => "CONNECT".to_owned(),
+        Method::Options => "OPTIONS".to_owned(),
+        Method::Trace => "TRACE".to_owned(),
+        Method::Patch => "PATCH".to_owned(),
+        Method::Other(m) => m.to_ascii_uppercase(),
+    };
+    Ok(Request {
+        config,
+        method,
+        path,
+        query,
+        inner,
+    })
+}
+
+/// Reads a request body, refusing with 413 as soon as it is known to exceed `limit` bytes.
+///
+/// A `Content-Length` over the limit is refused before reading; a body without
+/// one (chunked) is refused once it grows past the limit, so no more than
+/// `limit` bytes are ever held.
+pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(&"content-length".to_owned())
+        .into_iter()
+        .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("request body could not be read: {e:?}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,182 @@
+//! The error body every fanout route answers with when a request fails as a whole.
+//!
+//! Failures of single items (one URL, one CSV row) are not API errors: they are
+//! reported inside a successful response, next to the items that worked.
+
+use serde::Serialize;
+use std::fmt;
+
+/// What went wrong with a request, as a stable machine-readable name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed: bad JSON, a missing or invalid parameter.
+    BadRequest,
+    /// The request lacks the shared token, or carries a wrong one.
+    Unauthorized,
+    /// No route matches the request's path.
+    NotFound,
+    /// The route exists but does not take the request's method.
+    MethodNotAllowed,
+    /// The request body is larger than the configured limit.
+    PayloadTooLarge,
+    /// The body is not of a content type the route reads.
+    UnsupportedMediaType,
+    /// The component is misconfigured (an environment variable is invalid).
+    Config,
+    /// A worker that the coordinator depends on is not configured or not reachable.
+    BadGateway,
+}
+
+impl ErrorKind {
+    /// The HTTP status code this kind of error is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::Config => 500,
+            ErrorKind::BadGateway => 502,
+        }
+    }
+}
+
+/// A request-level failure: an HTTP status and a JSON body naming the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl ApiError {
+    /// An error of the given kind with a message that says what went wrong and where.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A malformed request.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::BadRequest, message)
+    }
+
+    /// No route for `method path`.
+    pub fn not_found(method: &str, path: &str) -> ApiError {
+        ApiError::new(ErrorKind::NotFound, format!("no route for {method} {path}"))
+    }
+
+    /// `method` is not one of `allowed` on `path`.
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &[&str]) -> ApiError {
+        ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            format!(
+                "{path} does not take {method}; it takes {}",
+                allowed.join(", ")
+            ),
+        )
+    }
+
+    /// A body that grew past `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The HTTP status code to answer with.
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The JSON response body: `{"error": {"kind": "...", "message": "..."}}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            kind: ErrorKind,
+            message: &'a str,
+        }
+        let body = Body {
+            error: Inner {
+                kind: self.kind,
+                message: &self.message,
+            },
+        };
+        serde_json::to_vec(&body).expect("an error body always serialises")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status(),
+            serde_json::to_string(&self.kind).unwrap_or_default(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Parses a JSON request body into `T`, naming the position and the problem on failure.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; a JSON object was expected",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_names_kind_and_message() {
+        let err = ApiError::payload_too_large(10);
+        assert_eq!(err.status(), 413);
+        let v: serde_json::Value = serde_json::from_slice(&err.to_json()).unwrap();
+        assert_eq!(v["error"]["kind"], "payload_too_large");
+        assert_eq!(
+            v["error"]["message"],
+            "request body is larger than the limit of 10 bytes"
+        );
+    }
+
+    #[test]
+    fn json_errors_name_line_and_column() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Job {
+            urls: Vec<String>,
+        }
+        let err = parse_json::<Job>(b"{\"urls\": [1]}").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert!(err.message().contains("line 1 column"), "{}", err.message());
+        let err = parse_json::<Job>(b"").unwrap_err();
+        assert!(err.message().contains("empty"));
+    }
+}

@@ -1,0 +1,246 @@
+//! Configuration from environment variables.
+//!
+//! Environment variables work the same under Spin (`environment = {...}` in
+//! `spin.toml`) and under `wasmtime serve --env`, unlike Spin variables, so they
+//! are the one source of configuration. [`Config::from_lookup`] takes the lookup
+//! as a function so the parsing is tested without touching the process
+//! environment.
+
+use crate::api::{ApiError, ErrorKind};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Every setting of every component, with its default.
+///
+/// Each component reads only the fields it needs; all are parsed up front so a
+/// typo in any variable is reported on the first request, naming the variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `FANOUT_MAX_REQUEST_BYTES`: the largest request body any route reads.
+    pub max_request_bytes: usize,
+    /// `FANOUT_TOKEN`: when set, every request must carry `Authorization: Bearer <token>`,
+    /// and the coordinator sends it to the workers.
+    pub token: Option<String>,
+    /// `FANOUT_FETCH_TIMEOUT_MS`: how long the scraper waits for one page.
+    pub fetch_timeout: Duration,
+    /// `FANOUT_MAX_PAGE_BYTES`: the largest page body the scraper reads.
+    pub max_page_bytes: usize,
+    /// `FANOUT_SCRAPE_CONCURRENCY`: pages fetched at once in one scrape invocation.
+    pub scrape_concurrency: usize,
+    /// `FANOUT_MAX_URLS`: the most URLs one scrape or coordinate request may name.
+    pub max_urls: usize,
+    /// `FANOUT_ALLOW_PRIVATE_HOSTS`: when true, the scraper may fetch loopback,
+    /// private and link-local addresses (off by default: see [`crate::url`]).
+    pub allow_private_hosts: bool,
+    /// `FANOUT_SCRAPE_URL`: the scrape worker's `/scrape` endpoint, for the coordinator.
+    pub scrape_url: Option<String>,
+    /// `FANOUT_TRANSFORM_URL`: the transform worker's `/transform` endpoint, for the coordinator.
+    pub transform_url: Option<String>,
+    /// `FANOUT_WORKER_CONCURRENCY`: worker invocations the coordinator runs at once.
+    pub worker_concurrency: usize,
+    /// `FANOUT_WORKER_TIMEOUT_MS`: how long the coordinator waits for one worker invocation.
+    pub worker_timeout: Duration,
+    /// `FANOUT_WORKER_ATTEMPTS`: how many times the coordinator tries one invocation.
+    pub worker_attempts: u32,
+    /// `FANOUT_MAX_WORKER_RESPONSE_BYTES`: the largest worker answer the coordinator reads.
+    pub max_worker_response_bytes: usize,
+    /// `FANOUT_BATCH_SIZE`: URLs per scrape invocation, unless the request says otherwise.
+    pub batch_size: usize,
+    /// `FANOUT_CHUNK_BYTES`: CSV bytes per transform invocation, unless the request says otherwise.
+    pub chunk_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_request_bytes: 16 * 1024 * 1024,
+            token: None,
+            fetch_timeout: Duration::from_secs(10),
+            max_page_bytes: 5 * 1024 * 1024,
+            scrape_concurrency: 16,
+            max_urls: 10_000,
+            allow_private_hosts: false,
+            scrape_url: None,
+            transform_url: None,
+            worker_concurrency: 8,
+            worker_timeout: Duration::from_secs(60),
+            worker_attempts: 3,
+            max_worker_response_bytes: 64 * 1024 * 1024,
+            batch_size: 50,
+            chunk_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration through `lookup` (normally `std::env::var(..).ok()`).
+    ///
+    /// Unset and empty variables take their defaults; a value that does not
+    /// parse is an error naming the variable and the value.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ApiError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let d = Config::default();
+        Ok(Config {
+            max_request_bytes: positive(&get, "FANOUT_MAX_REQUEST_BYTES", d.max_request_bytes)?,
+            token: get("FANOUT_TOKEN"),
+            fetch_timeout: millis(&get, "FANOUT_FETCH_TIMEOUT_MS", d.fetch_timeout)?,
+            max_page_bytes: positive(&get, "FANOUT_MAX_PAGE_BYTES", d.max_page_bytes)?,
+            scrape_concurrency: positive(&get, "FANOUT_SCRAPE_CONCURRENCY", d.scrape_concurrency)?,
+            max_urls: positive(&get, "FANOUT_MAX_URLS", d.max_urls)?,
+            allow_private_hosts: boolean(
+                &get,
+                "FANOUT_ALLOW_PRIVATE_HOSTS",
+                d.allow_private_hosts,
+            )?,
+            scrape_url: get("FANOUT_SCRAPE_URL"),
+            transform_url: get("FANOUT_TRANSFORM_URL"),
+            worker_concurrency: positive(&get, "FANOUT_WORKER_CONCURRENCY", d.worker_concurrency)?,
+            worker_timeout: millis(&get, "FANOUT_WORKER_TIMEOUT_MS", d.worker_timeout)?,
+            worker_attempts: positive(&get, "FANOUT_WORKER_ATTEMPTS", d.worker_attempts)?,
+            max_worker_response_bytes: positive(
+                &get,
+                "FANOUT_MAX_WORKER_RESPONSE_BYTES",
+                d.max_worker_response_bytes,
+            )?,
+            batch_size: positive(&get, "FANOUT_BATCH_SIZE", d.batch_size)?,
+            chunk_bytes: positive(&get, "FANOUT_CHUNK_BYTES", d.chunk_bytes)?,
+        })
+    }
+
+    /// Checks an `Authorization` header value against the shared token, if one is set.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorKind::Unauthorized,
+                "missing or wrong shared token: send Authorization: Bearer <FANOUT_TOKEN>",
+            ))
+        }
+    }
+}
+
+/// Compares without an early exit so the time taken says nothing about where a guess went wrong.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn invalid(name: &str, value: &str, expected: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Config,
+        format!("environment variable {name}={value:?} is not {expected}"),
+    )
+}
+
+fn positive<T>(get: &impl Fn(&str) -> Option<String>, name: &str, default: T) -> Result<T, ApiError>
+where
+    T: FromStr + PartialOrd + Default,
+{
+    match get(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<T>() {
+            Ok(n) if n > T::default() => Ok(n),
+            _ => Err(invalid(name, &v, "a positive whole number")),
+        },
+    }
+}
+
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, ApiError> {
+    let ms = positive(get, name, default.as_millis() as u64)?;
+    Ok(Duration::from_millis(ms))
+}
+
+fn boolean(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, ApiError> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(invalid(
+                name,
+                &v,
+                "a boolean (true/false, 1/0, yes/no, on/off)",
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ApiError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn unset_and_empty_take_defaults() {
+        assert_eq!(config(&[]).unwrap(), Config::default());
+        assert_eq!(
+            config(&[("FANOUT_TOKEN", ""), ("FANOUT_BATCH_SIZE", " ")]).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn values_parse() {
+        let c = config(&[
+            ("FANOUT_MAX_REQUEST_BYTES", "1024"),
+            ("FANOUT_WORKER_TIMEOUT_MS", "250"),
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "yes"),
+            ("FANOUT_SCRAPE_URL", "http://127.0.0.1:1/scrape"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_request_bytes, 1024);
+        assert_eq!(c.worker_timeout, Duration::from_millis(250));
+        assert!(c.allow_private_hosts);
+        assert_eq!(c.scrape_url.as_deref(), Some("http://127.0.0.1:1/scrape"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("FANOUT_BATCH_SIZE", "0"),
+            ("FANOUT_BATCH_SIZE", "-3"),
+            ("FANOUT_CHUNK_BYTES", "1MB"),
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "maybe"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(
+                err.message().contains(name) && err.message().contains(value),
+                "{}",
+                err.message()
+            );
+        }
+    }
+
+    #[test]
+    fn token_is_checked_only_when_set() {
+        assert!(config(&[]).unwrap().authorize(None).is_ok());
+        let c = config(&[("FANOUT_TOKEN", "s3cret")]).unwrap();
+        assert!(c.authorize(Some("Bearer s3cret")).is_ok());
+        assert_eq!(c.authorize(Some("Bearer s3cre")).unwrap_err().status(), 401);
+        assert_eq!(c.authorize(Some("s3cret")).unwrap_err().status(), 401);
+        assert_eq!(c.authorize(None).unwrap_err().status(), 401);
+    }
+}

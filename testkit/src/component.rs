@@ -1,0 +1,121 @@
+//! Serves a built fanout component under `wasmtime serve` on a free loopback port.
+//!
+//! The `.wasm` files come from `FANOUT_WASM_DIR` (default: the workspace's
+//! `target/wasm32-wasip2/release`, where `scripts/build.sh` puts them) and the
+//! runtime from `FANOUT_WASMTIME` (default: `wasmtime` on `PATH`). The process
+//! is killed when the [`Component`] is dropped, also when a test panics.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A component being served.
+pub struct Component {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+/// The directory holding the built components.
+pub fn wasm_dir() -> PathBuf {
+    std::env::var_os("FANOUT_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        })
+}
+
+/// The path of component `name` (`scrape`, `transform` or `coordinator`).
+pub fn wasm_path(name: &str) -> PathBuf {
+    let path = wasm_dir().join(format!("fanout_{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the components with scripts/build.sh",
+        path.display()
+    );
+    path
+}
+
+/// The `wasmtime` executable.
+pub fn wasmtime() -> PathBuf {
+    std::env::var_os("FANOUT_WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wasmtime"))
+}
+
+impl Component {
+    /// Serves component `name` with environment variables `env`, and waits until it listens.
+    pub fn serve(name: &str, env: &[(&str, &str)]) -> Component {
+        let wasm = wasm_path(name);
+        let mut last = String::new();
+        // A port found free can be taken by a parallel test before wasmtime binds it: try again.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut cmd = Command::new(wasmtime());
+            cmd.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
+            for (k, v) in env {
+                cmd.arg("--env").arg(format!("{k}={v}"));
+            }
+            cmd.arg(&wasm)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", wasmtime().display()));
+            let log = Arc::new(Mutex::new(String::new()));
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let stderr = child.stderr.take().unwrap();
+            let sink = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("Serving HTTP") {
+                        let _ = ready_tx.send(());
+                    }
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut component = Component { child, port, log };
+            loop {
+                if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                    return component;
+                }
+                if component.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline
+                {
+                    break;
+                }
+            }
+            last = component.log();
+        }
+        panic!("wasmtime serve did not start {name}:\n{last}");
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// What the runtime and the component wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,14 @@
+//! Test and benchmark support for fanout.
+//!
+//! * [`site`]: a local fixture web site on 127.0.0.1 (pages, files with byte
+//!   ranges, error statuses, slow and flaky responses).
+//! * [`component`]: serves a built component under `wasmtime serve` on a free
+//!   loopback port and stops it when dropped.
+//! * [`client`]: a small blocking HTTP/1.1 client for talking to both.
+//!
+//! Everything binds to 127.0.0.1 only and picks free ports, so tests run in
+//! parallel without clashing and never reach another host.
+
+pub mod client;
+pub mod component;
+pub mod site;

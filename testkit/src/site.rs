@@ -1,0 +1,286 @@
+//! A local fixture web site, served on 127.0.0.1 from a thread per connection.
+//!
+//! Routes (all `GET`):
+//!
+//! | path | answer |
+//! | --- | --- |
+//! | `/page/<id>?pad=N&delay_ms=M` | an HTML page titled `Page <id>`, padded by N bytes, after M ms |
+//! | `/status/<code>` | that status with a small HTML body |
+//! | `/flaky/<key>/<n>` | 503 with `Retry-After: 0` for the first n requests for key, then a page |
+//! | `/big/<bytes>` | an HTML page of that many bytes, sent in 16 KiB pieces |
+//! | `/hang` | never answers (holds the connection for 60 s) |
+//! | `/text` | a `text/plain` body |
+//! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b` |
+//!
+//! [`Site::hits`] counts the requests each path received.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Default)]
+struct State {
+    files: HashMap<String, (String, Vec<u8>)>,
+    hits: HashMap<String, usize>,
+}
+
+/// A running fixture site. It stops accepting when dropped... or when the process ends.
+pub struct Site {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl Site {
+    /// Starts the site on a free loopback port.
+    pub fn start() -> Site {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                thread::spawn(move || {
+                    let _ = serve(stream, &state);
+                });
+            }
+        });
+        Site { addr, state }
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Serves `body` at `/files/<name>` with the given content type.
+    pub fn put(&self, name: &str, content_type: &str, body: impl Into<Vec<u8>>) {
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(name.to_owned(), (content_type.to_owned(), body.into()));
+    }
+
+    /// How many requests `path` (without query) has received.
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The HTML of fixture page `id`, padded with about `pad` bytes of text.
+pub fn page_html(id: &str, pad: usize) -> String {
+    let mut html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Page {id}</title>\
+         <meta name=\"description\" content=\"Fixture page {id}\"></head>\
+         <body><h1>Heading {id}</h1><ul><li><a href=\"/page/{id}-next\">next</a></li></ul>"
+    );
+    let para = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit &amp; more.</p>\n";
+    while html.len() < pad {
+        html.push_str(para);
+    }
+    html.push_str("</body></html>");
+    html
+}
+
+struct Req {
+    path: String,
+    query: HashMap<String, String>,
+    headers: HashMap<String, String>,
+}
+
+fn read_request(stream: &TcpStream) -> std::io::Result<Option<Req>> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let query = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Ok(Some(Req {
+        path: path.to_owned(),
+        query,
+        headers,
+    }))
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    extra: &[(&str, String)],
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        reason(status),
+        body.len()
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+
+fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    let Some(req) = read_request(&stream)? else {
+        return Ok(());
+    };
+    *state
+        .lock()
+        .unwrap()
+        .hits
+        .entry(req.path.clone())
+        .or_default() += 1;
+    let num = |k: &str| {
+        req.query
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["page", id] => {
+            thread::sleep(Duration::from_millis(num("delay_ms")));
+            respond(
+                &mut stream,
+                200,
+                &[],
+                HTML,
+                page_html(id, num("pad") as usize).as_bytes(),
+            )
+        }
+        ["status", code] => {
+            let code = code.parse().unwrap_or(500);
+            respond(
+                &mut stream,
+                code,
+                &[],
+                HTML,
+                format!("<title>Status {code}</title>").as_bytes(),
+            )
+        }
+        ["flaky", key, n] => {
+            let seen = *state.lock().unwrap().hits.get(&req.path).unwrap_or(&0);
+            if seen <= n.parse().unwrap_or(0) {
+                respond(
+                    &mut stream,
+                    503,
+                    &[("retry-after", "0".into())],
+                    HTML,
+                    b"<title>busy</title>",
+                )
+            } else {
+                respond(&mut stream, 200, &[], HTML, page_html(key, 0).as_bytes())
+            }
+        }
+        ["big", bytes] => {
+            let total: usize = bytes.parse().unwrap_or(0);
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: {HTML}\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes())?;
+            let piece = vec![b' '; 16 * 1024];
+            let mut sent = 0;
+            while sent < total {
+                let n = piece.len().min(total - sent);
+                stream.write_all(&piece[..n])?;
+                sent += n;
+            }
+            stream.flush()
+        }
+        ["hang"] => {
+            thread::sleep(Duration::from_secs(60));
+            Ok(())
+        }
+        ["text"] => respond(&mut stream, 200, &[], "text/plain", b"plain text, not HTML"),
+        ["files", name] => {
+            let file = state.lock().unwrap().files.get(*name).cloned();
+            let Some((content_type, body)) = file else {
+                return respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>");
+            };
+            match req
+                .headers
+                .get("range")
+                .and_then(|r| parse_range(r, body.len()))
+            {
+                None if req.headers.contains_key("range") => respond(
+                    &mut stream,
+                    416,
+                    &[("content-range", format!("bytes */{}", body.len()))],
+                    "text/plain",
+                    b"range not satisfiable",
+                ),
+                None => respond(
+                    &mut stream,
+                    200,
+                    &[("accept-ranges", "bytes".into())],
+                    &content_type,
+                    &body,
+                ),
+                Some((a, b)) => respond(
+                    &mut stream,
+                    206,
+                    &[("content-range", format!("bytes {a}-{b}/{}", body.len()))],
+                    &content_type,
+                    &body[a..=b],
+                ),
+            }
+        }
+        _ => respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>"),
+    }
+}
+
+/// Parses `bytes=a-b` or `bytes=a-` against a body of `len` bytes into inclusive bounds.
+fn parse_range(value: &str, len: usize) -> Option<(usize, usize)> {
+    let spec = value.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let a: usize = a.parse().ok()?;
+    let b: usize = if b.is_empty() {
+        len.checked_sub(1)?
+    } else {
+        b.parse::<usize>().ok()?.min(len.checked_sub(1)?)
+    };
+    (a <= b).then_some((a, b))
+}

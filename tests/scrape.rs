@@ -1,0 +1,77 @@
+//! The scrape worker, through the real component, against the fixture site.
+
+use fanout_testkit::client::{get, post_json};
+use fanout_testkit::component::Component;
+use fanout_testkit::site::Site;
+use serde_json::json;
+
+fn scraper() -> Component {
+    Component::serve(
+        "scrape",
+        &[
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
+            ("FANOUT_FETCH_TIMEOUT_MS", "2000"),
+        ],
+    )
+}
+
+#[test]
+fn get_scrapes_one_page() {
+    let site = Site::start();
+    let c = scraper();
+    let page = site.url("/page/7");
+    let resp = get(&c.url(&format!("/scrape?url={page}")));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let r = &resp.json()["results"][0];
+    assert_eq!(r["index"], 0);
+    assert_eq!(r["url"], page);
+    assert_eq!(r["page"]["status"], 200);
+    assert_eq!(r["page"]["title"], "Page 7");
+    assert_eq!(r["page"]["description"], "Fixture page 7");
+    assert_eq!(r["page"]["h1"], json!(["Heading 7"]));
+    assert_eq!(r["page"]["final_url"], page);
+}
+
+#[test]
+fn post_keeps_input_order_with_per_url_errors() {
+    let site = Site::start();
+    let c = scraper();
+    let urls = vec![
+        site.url("/page/a?delay_ms=300"),
+        site.url("/status/404"),
+        "not a url".to_owned(),
+        site.url("/page/b"),
+        site.url("/text"),
+        site.url("/page/a?delay_ms=300"),
+        site.url("/hang"),
+        site.url("/big/6000000"),
+    ];
+    let resp = post_json(&c.url("/scrape"), &json!({ "urls": urls }));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let results = resp.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), urls.len());
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i);
+        assert_eq!(r["url"], urls[i]);
+    }
+    assert_eq!(results[0]["page"]["title"], "Page a");
+    assert_eq!(results[1]["error"]["kind"], "http_status");
+    assert_eq!(results[1]["error"]["status"], 404);
+    assert_eq!(results[2]["error"]["kind"], "invalid_url");
+    assert_eq!(results[3]["page"]["title"], "Page b");
+    assert_eq!(results[4]["error"]["kind"], "not_html");
+    assert_eq!(results[5]["page"]["title"], "Page a");
+    assert_eq!(results[6]["error"]["kind"], "timeout");
+    assert_eq!(results[7]["error"]["kind"], "too_large");
+}
+
+#[test]
+fn private_hosts_are_blocked_unless_the_operator_allows_them() {
+    let site = Site::start();
+    let c = Component::serve("scrape", &[]);
+    let resp = get(&c.url(&format!("/scrape?url={}", site.url("/page/1"))));
+    assert_eq!(resp.status, 200);
+    let r = &resp.json()["results"][0];
+    assert_eq!(r["error"]["kind"], "blocked", "{r}");
+    assert_eq!(site.hits("/page/1"), 0, "a blocked URL must not be fetched");
+}
