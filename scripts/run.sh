@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the bundle, serves it on loopback, and runs the sample job through the
+# coordinator: examples/sales.csv through the transform worker and
+# examples/urls.txt (pages of a local fixture site) through the scrape worker.
+# Prints the merged JSON and writes it to out/.
+#
+# With the Spin CLI installed it serves the bundle with `spin up`; otherwise
+# each component runs under `wasmtime serve -Scli`, the coordinator wired to the
+# workers through FANOUT_SCRAPE_URL and FANOUT_TRANSFORM_URL.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup.sh"
+# shellcheck source=scripts/toolchain.sh
+source "$root/scripts/toolchain.sh"
+fanout_find_tools
+cd "$root"
+wasm_dir=$(fanout_wasm_dir "$root")
+out="$root/out"
+mkdir -p "$out"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() { # URL: waits until something answers there
+  for _ in $(seq 200); do
+    if python3 -c 'import sys, urllib.request, urllib.error
+try: urllib.request.urlopen(sys.argv[1], timeout=1)
+except urllib.error.HTTPError: pass
+except Exception: sys.exit(1)' "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "run: nothing answered at $1" >&2; return 1
+}
+
+# The fixture site stands in for the web: it serves generated pages on loopback.
+cargo build --quiet --release --locked -p fanout-testkit --bin fixture-site
+site_log="$out/fixture-site.log"
+"$root/target/release/fixture-site" examples > "$site_log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$site_log" ] && break; sleep 0.05; done
+site=$(head -1 "$site_log")
+
+if command -v spin >/dev/null 2>&1; then
+  echo "run: serving the bundle with spin up" >&2
+  spin build >&2
+  # spin.toml wires the coordinator to the workers on spin up's default address,
+  # 127.0.0.1:3000. The sample pages are on loopback, which the scraper refuses
+  # unless the operator allows it.
+  spin up --listen 127.0.0.1:3000 -e FANOUT_ALLOW_PRIVATE_HOSTS=true >&2 &
+  pids+=($!)
+  coordinator="http://127.0.0.1:3000"
+else
+  echo "run: spin is not installed; serving each component under wasmtime serve" >&2
+  serve() { # NAME PORT ENV...
+    local name=$1 port=$2; shift 2
+    local envs=()
+    for e in "$@"; do envs+=(--env "$e"); done
+    "$FANOUT_WASMTIME" serve -Scli --addr "127.0.0.1:$port" "${envs[@]}" "$wasm_dir/fanout_$name.wasm" \
+      2>> "$out/$name.log" &
+    pids+=($!)
+  }
+  scrape_port=$(free_port); transform_port=$(free_port); coordinator_port=$(free_port)
+  serve scrape "$scrape_port" FANOUT_ALLOW_PRIVATE_HOSTS=true
+  serve transform "$transform_port"
+  serve coordinator "$coordinator_port" \
+    FANOUT_SCRAPE_URL="http://127.0.0.1:$scrape_port/scrape" \
+    FANOUT_TRANSFORM_URL="http://127.0.0.1:$transform_port/transform"
+  wait_for "http://127.0.0.1:$scrape_port/"
+  wait_for "http://127.0.0.1:$transform_port/"
+  coordinator="http://127.0.0.1:$coordinator_port"
+fi
+wait_for "$coordinator/"
+
+echo "run: transform job: examples/sales.csv in chunks of 512 bytes" >&2
+curl -sS --fail-with-body -X POST -H 'content-type: text/csv' --data-binary @examples/sales.csv \
+  "$coordinator/coordinate/transform?chunk_bytes=512" > "$out/transform.json"
+
+echo "run: scrape job: examples/urls.txt against the fixture site at $site" >&2
+python3 - "$site" examples/urls.txt > "$out/scrape-job.json" <<'PY'
+import json, sys
+site, path = sys.argv[1], sys.argv[2]
+urls = [line.strip().replace("{site}", site) for line in open(path) if line.strip() and not line.startswith("#")]
+print(json.dumps({"urls": urls, "batch_size": 3}))
+PY
+curl -sS --fail-with-body -X POST -H 'content-type: application/json' --data-binary @"$out/scrape-job.json" \
+  "$coordinator/coordinate/scrape" > "$out/scrape.json"
+
+for f in transform scrape; do
+  echo "== $out/$f.json"
+  python3 -m json.tool "$out/$f.json"
+done
+echo "run: merged JSON written to $out/transform.json and $out/scrape.json" >&2
