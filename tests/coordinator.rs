@@ -30,7 +30,7 @@ fn scrape_job_is_batched_and_merged_in_order() {
         .collect();
     let resp = post_json(
         &c.url("/coordinate/scrape"),
-        &json!({ "urls": urls, "batch_size": 4 }),
+        &json!({ "urls": urls, "batch_size": 4, "select": {"h": "body > h1"} }),
     );
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
@@ -43,6 +43,7 @@ fn scrape_job_is_batched_and_merged_in_order() {
             assert_eq!(r["error"]["kind"], "http_status", "{r}");
         } else {
             assert_eq!(r["page"]["title"], format!("Page {i}"), "{r}");
+            assert_eq!(r["page"]["select"]["h"], format!("Heading {i}"), "{r}");
         }
     }
     assert_eq!(
@@ -203,4 +204,22 @@ fn retries_stop_at_the_first_success_and_its_answer_is_still_checked() {
             .contains("not a scrape response"),
         "{err}"
     );
+}
+
+#[test]
+fn bad_scrape_jobs_are_refused_before_fan_out() {
+    let c = Component::serve(
+        "coordinator",
+        &[("FANOUT_SCRAPE_URL", "http://127.0.0.1:9/scrape")],
+    );
+    for (job, needle) in [
+        (json!({"urls": [], "batch_size": 0}), "batch_size"),
+        (json!({"urls": [], "select": {"x": "a >"}}), "select.x"),
+        (json!({"urls": [], "unknown": 1}), "unknown"),
+    ] {
+        let resp = post_json(&c.url("/coordinate/scrape"), &job);
+        assert_eq!(resp.status, 400, "{}", resp.text());
+        let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains(needle), "{msg}");
+    }
 }

@@ -75,3 +75,38 @@ fn private_hosts_are_blocked_unless_the_operator_allows_them() {
     assert_eq!(r["error"]["kind"], "blocked", "{r}");
     assert_eq!(site.hits("/page/1"), 0, "a blocked URL must not be fetched");
 }
+
+#[test]
+fn selections_and_links_come_back_per_page() {
+    let site = Site::start();
+    let c = scraper();
+    let body = json!({
+        "urls": [site.url("/page/s")],
+        "select": {"heading": "body > h1", "items": {"css": "ul li a", "attr": "href", "all": true}},
+        "options": {"links": true}
+    });
+    let resp = post_json(&c.url("/scrape"), &body);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let page = &resp.json()["results"][0]["page"];
+    assert_eq!(
+        page["select"],
+        json!({"heading": "Heading s", "items": ["/page/s-next"]})
+    );
+    assert_eq!(page["links"], json!([site.url("/page/s-next")]));
+    assert_eq!(page["lang"], "en");
+}
+
+#[test]
+fn an_invalid_selector_is_a_400_before_any_fetch() {
+    let site = Site::start();
+    let c = scraper();
+    let body = json!({"urls": [site.url("/page/1")], "select": {"price": "span:first-child"}});
+    let resp = post_json(&c.url("/scrape"), &body);
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.starts_with("select.price: invalid CSS selector"),
+        "{msg}"
+    );
+    assert_eq!(site.hits("/page/1"), 0);
+}

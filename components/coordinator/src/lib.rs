@@ -13,7 +13,7 @@ use fanout::table::TableOutput;
 use fanout::{merge, plan};
 use fanout_spin::{fetch, random_u64, serve, sleep, FetchError, Outbound, Reply, Request};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 use std::time::Duration;
@@ -37,14 +37,6 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
     }
 }
 
-/// `POST /coordinate/scrape`: `{"urls": [...], "batch_size": 50}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScrapeJob {
-    urls: Vec<String>,
-    batch_size: Option<usize>,
-}
-
 /// The merged answer of a scrape job.
 #[derive(Serialize)]
 struct ScrapeJobOutput {
@@ -63,7 +55,19 @@ struct ScrapeStats {
 async fn coordinate_scrape(req: Request) -> Result<Reply, ApiError> {
     let config = req.config.clone();
     let worker = worker_url(&config.scrape_url, "FANOUT_SCRAPE_URL")?;
-    let job: ScrapeJob = parse_json(&req.body().await?)?;
+    // A scrape request plus `batch_size`, which is the coordinator's alone.
+    let mut body: serde_json::Map<String, serde_json::Value> = parse_json(&req.body().await?)?;
+    let batch_size = match body.remove("batch_size") {
+        None => config.batch_size,
+        Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "batch_size must be a whole number of at least 1, not {v}"
+            ))
+        })? as usize,
+    };
+    let job: ScrapeRequest = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::bad_request(format!("invalid scrape job: {e}")))?;
+    job.extract_options()?;
     if job.urls.len() > config.max_urls {
         return Err(ApiError::bad_request(format!(
             "urls holds {} URLs; the limit is {} (FANOUT_MAX_URLS)",
@@ -71,20 +75,17 @@ async fn coordinate_scrape(req: Request) -> Result<Reply, ApiError> {
             config.max_urls
         )));
     }
-    let batch_size = match job.batch_size {
-        Some(0) => return Err(ApiError::bad_request("batch_size must be at least 1")),
-        Some(n) => n,
-        None => config.batch_size,
-    };
     let batches = plan::batches(job.urls.len(), batch_size);
     let invocations = batches.len();
     let urls = &job.urls;
     let results: Vec<PageResult> = futures::stream::iter(batches)
         .map(|batch| async {
-            let body = serde_json::to_vec(&ScrapeRequest {
+            let batch_request = ScrapeRequest {
                 urls: urls[batch.clone()].to_vec(),
-            })
-            .expect("a URL list always serialises");
+                ..job.clone()
+            };
+            let body =
+                serde_json::to_vec(&batch_request).expect("a scrape request always serialises");
             let answer = call_worker(&config, worker, "application/json", body).await;
             let parsed = answer.and_then(|bytes| {
                 serde_json::from_slice::<ScrapeResponse>(&bytes)

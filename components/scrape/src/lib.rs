@@ -4,7 +4,7 @@
 use fanout::api::{parse_json, ApiError};
 use fanout::config::Config;
 use fanout::egress::{self, Refusal};
-use fanout::html;
+use fanout::html::{self, ExtractOptions};
 use fanout::scrape::{
     FailureKind, ItemError, Outcome, Page, PageResult, ScrapeRequest, ScrapeResponse,
 };
@@ -27,16 +27,21 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
     }
     req.allow(&["GET", "POST"])?;
     let config = req.config.clone();
-    let urls = if req.method == "GET" {
+    let request = if req.method == "GET" {
         let url = req.query_param("url").ok_or_else(|| {
             ApiError::bad_request(
                 "GET /scrape needs a url query parameter: /scrape?url=https://...",
             )
         })?;
-        vec![url]
+        ScrapeRequest {
+            urls: vec![url],
+            ..ScrapeRequest::default()
+        }
     } else {
-        parse_json::<ScrapeRequest>(&req.body().await?)?.urls
+        parse_json::<ScrapeRequest>(&req.body().await?)?
     };
+    let options = request.extract_options()?;
+    let urls = request.urls;
     if urls.len() > config.max_urls {
         return Err(ApiError::bad_request(format!(
             "urls holds {} URLs; the limit is {} (FANOUT_MAX_URLS)",
@@ -45,15 +50,20 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         )));
     }
     let results = futures::stream::iter(urls.into_iter().enumerate())
-        .map(|(index, url)| scrape_one(&config, index, url))
+        .map(|(index, url)| scrape_one(&config, &options, index, url))
         .buffered(config.scrape_concurrency)
         .collect()
         .await;
     Ok(Reply::json(&ScrapeResponse { results }))
 }
 
-async fn scrape_one(config: &Config, index: usize, url: String) -> PageResult {
-    let outcome = match scrape(config, &url).await {
+async fn scrape_one(
+    config: &Config,
+    options: &ExtractOptions,
+    index: usize,
+    url: String,
+) -> PageResult {
+    let outcome = match scrape(config, options, &url).await {
         Ok(page) => Outcome::Page(page),
         Err(err) => Outcome::Error(err),
     };
@@ -64,7 +74,7 @@ async fn scrape_one(config: &Config, index: usize, url: String) -> PageResult {
     }
 }
 
-async fn scrape(config: &Config, url: &str) -> Result<Page, ItemError> {
+async fn scrape(config: &Config, options: &ExtractOptions, url: &str) -> Result<Page, ItemError> {
     let target =
         egress::check(url, config.allow_private_hosts).map_err(|refusal| match refusal {
             Refusal::Invalid(m) => ItemError::new(FailureKind::InvalidUrl, m),
@@ -116,8 +126,8 @@ async fn scrape(config: &Config, url: &str) -> Result<Page, ItemError> {
     let text = String::from_utf8_lossy(&response.body);
     Ok(Page {
         status: response.status,
-        final_url: target.to_string(),
+        data: html::extract(&text, &target, options),
+        final_url: target.into(),
         elapsed_ms: started.elapsed().as_millis() as u64,
-        data: html::extract(&text),
     })
 }

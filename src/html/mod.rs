@@ -1,0 +1,392 @@
+//! Extraction of structured data from HTML pages, with `tl`.
+//!
+//! Extraction never fails: malformed HTML yields whatever `tl` could make of
+//! it. Text is entity-decoded with whitespace collapsed; URLs are made
+//! absolute against `<base href>` and the page's final URL.
+
+mod selector;
+
+pub use selector::{Document, Selector, SelectorError};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use url::Url;
+
+/// What to extract beyond the fields every page gets.
+#[derive(Clone, Debug, Default)]
+pub struct ExtractOptions {
+    /// Collect the page's links.
+    pub links: bool,
+    /// At most this many links (after de-duplication).
+    pub max_links: usize,
+    /// Named selections, in the caller's order.
+    pub select: Vec<(String, Selection)>,
+}
+
+/// One named selection: what to match, what to take from each match, and how many.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// The selector.
+    pub selector: Selector,
+    /// Take this attribute's value instead of the text.
+    pub attr: Option<String>,
+    /// Take every match (an array) instead of the first (a string or null).
+    pub all: bool,
+}
+
+/// What is extracted from a page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extracted {
+    /// The `<title>` text.
+    pub title: Option<String>,
+    /// `<meta name="description">`.
+    pub description: Option<String>,
+    /// `<link rel="canonical">`, absolute.
+    pub canonical: Option<String>,
+    /// `<html lang>`.
+    pub lang: Option<String>,
+    /// `<meta property="og:*">` values by property name, first occurrence wins.
+    pub og: Map<String, Value>,
+    /// The texts of the `<h1>` elements, in document order.
+    pub h1: Vec<String>,
+    /// Absolute http(s) links, de-duplicated, fragments removed; only when asked for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub links: Option<Vec<String>>,
+    /// The parsed `<script type="application/ld+json">` blocks.
+    pub json_ld: Vec<Value>,
+    /// One message per JSON-LD block that is not valid JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub json_ld_errors: Vec<String>,
+    /// The named selections' values.
+    #[serde(skip_serializing_if = "Map::is_empty", default)]
+    pub select: Map<String, Value>,
+}
+
+/// Extracts from `html`, fetched from `url`.
+pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
+    let doc = Document::parse(html);
+    let parser = doc.parser();
+    let find = |sel: &str| {
+        Selector::parse(sel)
+            .expect("built-in selectors parse")
+            .select(&doc)
+    };
+    let text = |tag: &tl::HTMLTag<'_>| clean_text(&tag.inner_text(parser));
+    let attr = |tag: &tl::HTMLTag<'_>, name: &str| {
+        selector::attr(tag, name).flatten().map(|v| clean_text(&v))
+    };
+
+    let base = find("base[href]")
+        .first()
+        .and_then(|t| attr(t, "href"))
+        .and_then(|href| url.join(&href).ok())
+        .unwrap_or_else(|| url.clone());
+    let absolute = |href: &str| -> Option<String> {
+        let mut link = base.join(href).ok()?;
+        if !matches!(link.scheme(), "http" | "https") {
+            return None;
+        }
+        link.set_fragment(None);
+        Some(link.into())
+    };
+
+    let mut out = Extracted {
+        title: find("title")
+            .iter()
+            .map(|t| text(t))
+            .find(|t| !t.is_empty()),
+        lang: find("html[lang]")
+            .first()
+            .and_then(|t| attr(t, "lang"))
+            .filter(|l| !l.is_empty()),
+        h1: find("h1")
+            .iter()
+            .map(|t| text(t))
+            .filter(|t| !t.is_empty())
+            .collect(),
+        ..Extracted::default()
+    };
+    for meta in find("meta") {
+        let Some(content) = attr(meta, "content") else {
+            continue;
+        };
+        if attr(meta, "name").is_some_and(|n| n.eq_ignore_ascii_case("description")) {
+            out.description.get_or_insert(content);
+        } else if let Some(prop) = attr(meta, "property").filter(|p| p.starts_with("og:")) {
+            out.og.entry(prop).or_insert(Value::String(content));
+        }
+    }
+    out.canonical = find("link[rel][href]")
+        .into_iter()
+        .filter(|t| {
+            attr(t, "rel").is_some_and(|r| {
+                r.split_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("canonical"))
+            })
+        })
+        .find_map(|t| absolute(&attr(t, "href")?));
+    if options.links {
+        let mut seen = HashSet::new();
+        let links = find("a[href], area[href]")
+            .into_iter()
+            .filter_map(|t| absolute(&attr(t, "href")?))
+            .filter(|l| seen.insert(l.clone()))
+            .take(options.max_links)
+            .collect();
+        out.links = Some(links);
+    }
+    for script in find("script[type]") {
+        let kind = attr(script, "type").unwrap_or_default();
+        if !kind
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/ld+json")
+        {
+            continue;
+        }
+        // The script body is raw text: no entity decoding, no whitespace folding.
+        match serde_json::from_str::<Value>(script.inner_text(parser).trim()) {
+            Ok(v) => out.json_ld.push(v),
+            Err(e) => out.json_ld_errors.push(format!(
+                "JSON-LD block {} is not valid JSON: {e}",
+                out.json_ld.len() + out.json_ld_errors.len() + 1
+            )),
+        }
+    }
+    for (name, sel) in &options.select {
+        let values = sel
+            .selector
+            .select(&doc)
+            .into_iter()
+            .filter_map(|t| match &sel.attr {
+                Some(a) => attr(t, a),
+                None => Some(text(t)),
+            });
+        let value = if sel.all {
+            Value::Array(values.map(Value::String).collect())
+        } else {
+            values.into_iter().next().map_or(Value::Null, Value::String)
+        };
+        out.select.insert(name.clone(), value);
+    }
+    out
+}
+
+/// Decodes character references and collapses runs of whitespace into one space.
+pub fn clean_text(raw: &str) -> String {
+    let decoded = html_escape::decode_html_entities(raw);
+    decoded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn url() -> Url {
+        Url::parse("https://shop.example/catalog/item?id=1").unwrap()
+    }
+
+    #[test]
+    fn extracts_the_standard_fields() {
+        let page = r#"<!doctype html><html lang="en-GB"><head><title>
+            Fish &amp; Chips  </title>
+            <meta name="description" content="Best &quot;chips&quot; in town">
+            <meta property="og:title" content="Fish">
+            <meta property="og:image" content="https://cdn.example/f.png">
+            <meta property="og:title" content="ignored second">
+            <link rel="canonical" href="/catalog/fish#top">
+            <script type="application/ld+json">{"@type": "Product", "name": "Fish"}</script>
+            <script type="application/ld+json">{not json</script>
+            </head><body><h1>Menu</h1><p>x</p><h1> Prices &#8364; </h1></body></html>"#;
+        let got = extract(page, &url(), &ExtractOptions::default());
+        assert_eq!(got.title.as_deref(), Some("Fish & Chips"));
+        assert_eq!(got.description.as_deref(), Some("Best \"chips\" in town"));
+        assert_eq!(got.lang.as_deref(), Some("en-GB"));
+        assert_eq!(
+            got.canonical.as_deref(),
+            Some("https://shop.example/catalog/fish")
+        );
+        assert_eq!(
+            Value::Object(got.og),
+            json!({"og:title": "Fish", "og:image": "https://cdn.example/f.png"})
+        );
+        assert_eq!(got.h1, vec!["Menu", "Prices €"]);
+        assert_eq!(
+            got.json_ld,
+            vec![json!({"@type": "Product", "name": "Fish"})]
+        );
+        assert_eq!(got.json_ld_errors.len(), 1);
+        assert!(
+            got.json_ld_errors[0].contains("block 2"),
+            "{:?}",
+            got.json_ld_errors
+        );
+        assert!(got.links.is_none());
+    }
+
+    #[test]
+    fn links_are_absolute_unique_and_capped() {
+        let page = r#"<a href="a">1</a><a href="/b#x">2</a><a href="/b">3</a>
+            <a href="mailto:x@y">4</a><a href="javascript:void(0)">5</a><a href="https://other.example/c">6</a>
+            <a href="//cdn.example/d">7</a><a>no href</a>"#;
+        let opts = ExtractOptions {
+            links: true,
+            max_links: 100,
+            ..Default::default()
+        };
+        let got = extract(page, &url(), &opts);
+        assert_eq!(
+            got.links.unwrap(),
+            vec![
+                "https://shop.example/catalog/a",
+                "https://shop.example/b",
+                "https://other.example/c",
+                "https://cdn.example/d"
+            ]
+        );
+        let capped = extract(
+            page,
+            &url(),
+            &ExtractOptions {
+                max_links: 2,
+                ..opts
+            },
+        );
+        assert_eq!(capped.links.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn base_href_changes_where_links_point() {
+        let page = r#"<head><base href="https://mirror.example/root/"></head><a href="x">x</a>
+            <link rel="canonical" href="page">"#;
+        let got = extract(
+            page,
+            &url(),
+            &ExtractOptions {
+                links: true,
+                max_links: 10,
+                ..Default::default()
+            },
+        );
+        assert_eq!(got.links.unwrap(), vec!["https://mirror.example/root/x"]);
+        assert_eq!(
+            got.canonical.as_deref(),
+            Some("https://mirror.example/root/page")
+        );
+    }
+
+    #[test]
+    fn named_selections_take_text_or_attributes() {
+        let page = r#"<div class="item"><span class="price"> 9.99 &euro;</span><img class="main" src="/a.png"></div>
+            <div class="item"><span class="price">5</span><img class="main" src="b.png"></div>"#;
+        let sel = |css: &str, attr: Option<&str>, all: bool| Selection {
+            selector: Selector::parse(css).unwrap(),
+            attr: attr.map(String::from),
+            all,
+        };
+        let opts = ExtractOptions {
+            select: vec![
+                ("price".into(), sel(".item > .price", None, false)),
+                ("prices".into(), sel("div span.price", None, true)),
+                ("images".into(), sel("img.main", Some("src"), true)),
+                ("missing".into(), sel("table td", None, false)),
+            ],
+            ..Default::default()
+        };
+        let got = extract(page, &url(), &opts);
+        assert_eq!(
+            Value::Object(got.select),
+            json!({"price": "9.99 €", "prices": ["9.99 €", "5"], "images": ["/a.png", "b.png"], "missing": null})
+        );
+    }
+
+    /// Arbitrary bytes, and tag soup built from HTML's sharp edges, never panic.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        const PIECES: &[&str] = &[
+            "<",
+            ">",
+            "</",
+            "/>",
+            "<a href=\"",
+            "\"",
+            "'",
+            "=",
+            "<base href=",
+            "<script type=application/ld+json>",
+            "</script>",
+            "<meta property=og:x content=",
+            "&",
+            "&#",
+            "&#x",
+            ";",
+            "amp",
+            "<!--",
+            "-->",
+            "<![CDATA[",
+            "<html lang=",
+            "<h1>",
+            "</h1>",
+            "<title>",
+            " ",
+            "\n",
+            "\u{0}",
+            "é",
+            "\u{10FFFF}",
+            "http://[",
+            "//",
+            "#",
+        ];
+        let opts = ExtractOptions {
+            links: true,
+            max_links: 50,
+            select: vec![(
+                "s".into(),
+                Selection {
+                    selector: Selector::parse("a > b c, [x=y]").unwrap(),
+                    attr: None,
+                    all: true,
+                },
+            )],
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let len = (next() % 64) as usize;
+            let soup: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            extract(&soup, &url(), &opts);
+            let bytes: Vec<u8> = (0..len * 4).map(|_| next() as u8).collect();
+            extract(&String::from_utf8_lossy(&bytes), &url(), &opts);
+        }
+    }
+
+    #[test]
+    fn malformed_html_never_panics() {
+        for page in [
+            "",
+            "<title>Open <h1>never closed",
+            "<<<>>><title></title><meta name=description><h1></h1>&#xFFFFFFFF;",
+            "<a href=\"http://[::1\">x</a><base href=\"::::\">",
+            "<script type=\"application/ld+json\"></script>",
+            "\u{0}\u{feff}<html lang>",
+        ] {
+            let opts = ExtractOptions {
+                links: true,
+                max_links: 10,
+                ..Default::default()
+            };
+            extract(page, &url(), &opts);
+        }
+    }
+}
