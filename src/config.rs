@@ -23,6 +23,9 @@ pub struct Config {
     pub token: Option<String>,
     /// `FANOUT_FETCH_TIMEOUT_MS`: how long the scraper waits for one page.
     pub fetch_timeout: Duration,
+    /// `FANOUT_FETCH_ATTEMPTS`: attempts per page (the first included) on connection
+    /// errors, 408, 429 and 5xx.
+    pub fetch_attempts: u32,
     /// `FANOUT_MAX_PAGE_BYTES`: the largest page body the scraper reads.
     pub max_page_bytes: usize,
     /// `FANOUT_SCRAPE_CONCURRENCY`: pages fetched at once in one scrape invocation.
@@ -56,6 +59,7 @@ impl Default for Config {
             max_request_bytes: 16 * 1024 * 1024,
             token: None,
             fetch_timeout: Duration::from_secs(10),
+            fetch_attempts: 3,
             max_page_bytes: 5 * 1024 * 1024,
             scrape_concurrency: 16,
             max_urls: 10_000,
@@ -84,6 +88,7 @@ impl Config {
             max_request_bytes: positive(&get, "FANOUT_MAX_REQUEST_BYTES", d.max_request_bytes)?,
             token: get("FANOUT_TOKEN"),
             fetch_timeout: millis(&get, "FANOUT_FETCH_TIMEOUT_MS", d.fetch_timeout)?,
+            fetch_attempts: positive(&get, "FANOUT_FETCH_ATTEMPTS", d.fetch_attempts)?,
             max_page_bytes: positive(&get, "FANOUT_MAX_PAGE_BYTES", d.max_page_bytes)?,
             scrape_concurrency: positive(&get, "FANOUT_SCRAPE_CONCURRENCY", d.scrape_concurrency)?,
             max_urls: positive(&get, "FANOUT_MAX_URLS", d.max_urls)?,

@@ -116,6 +116,7 @@ mod tests {
                 status: 200,
                 final_url: url.into(),
                 elapsed_ms: 1,
+                attempts: 1,
                 data: Extracted::default(),
             }),
         }

@@ -159,6 +159,8 @@ pub struct Page {
     pub final_url: String,
     /// Milliseconds from the first request to the last body byte.
     pub elapsed_ms: u64,
+    /// Requests made, retries included.
+    pub attempts: u32,
     /// What was extracted.
     #[serde(flatten)]
     pub data: Extracted,
@@ -174,6 +176,9 @@ pub struct ItemError {
     /// The HTTP status, where a response was received.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<u16>,
+    /// Requests made, retries included, where any was made.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attempts: Option<u32>,
 }
 
 /// Stable names for the ways a URL can fail.
@@ -201,12 +206,13 @@ pub enum FailureKind {
 }
 
 impl ItemError {
-    /// An error without an HTTP status.
+    /// An error without an HTTP status or attempt count.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> ItemError {
         ItemError {
             kind,
             message: message.into(),
             status: None,
+            attempts: None,
         }
     }
 }

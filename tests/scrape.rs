@@ -110,3 +110,37 @@ fn an_invalid_selector_is_a_400_before_any_fetch() {
     );
     assert_eq!(site.hits("/page/1"), 0);
 }
+
+#[test]
+fn failed_fetches_are_retried_and_attempts_reported() {
+    let site = Site::start();
+    let c = Component::serve(
+        "scrape",
+        &[
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
+            ("FANOUT_FETCH_ATTEMPTS", "3"),
+        ],
+    );
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let urls = [
+        site.url("/flaky/p/2"),
+        site.url("/status/503"),
+        site.url("/status/404"),
+        format!("http://{dead}/"),
+    ];
+    let resp = post_json(&c.url("/scrape"), &json!({ "urls": urls }));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let r = resp.json()["results"].as_array().unwrap().clone();
+    assert_eq!(r[0]["page"]["title"], "Page p", "{}", r[0]);
+    assert_eq!(r[0]["page"]["attempts"], 3);
+    assert_eq!(site.hits("/flaky/p/2"), 3);
+    assert_eq!(r[1]["error"]["kind"], "http_status");
+    assert_eq!(r[1]["error"]["attempts"], 3);
+    assert_eq!(site.hits("/status/503"), 3);
+    assert_eq!(r[2]["error"]["attempts"], 1, "a 404 is not retried");
+    assert_eq!(r[3]["error"]["kind"], "connect", "{}", r[3]);
+    assert_eq!(r[3]["error"]["attempts"], 3);
+}

@@ -5,14 +5,15 @@ use fanout::api::{parse_json, ApiError};
 use fanout::config::Config;
 use fanout::egress::{self, Refusal};
 use fanout::html::{self, ExtractOptions};
+use fanout::retry::{parse_retry_after, retryable_status, RetryPolicy};
 use fanout::scrape::{
     FailureKind, ItemError, Outcome, Page, PageResult, ScrapeRequest, ScrapeResponse,
 };
-use fanout_spin::{fetch, serve, FetchError, Outbound, Reply, Request};
+use fanout_spin::{fetch, random_u64, serve, sleep, FetchError, Fetched, Outbound, Reply, Request};
 use futures::StreamExt;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const USER_AGENT: &str = concat!("fanout-scrape/", env!("CARGO_PKG_VERSION"));
 
@@ -81,19 +82,8 @@ async fn scrape(config: &Config, options: &ExtractOptions, url: &str) -> Result<
             Refusal::Blocked(m) => ItemError::new(FailureKind::Blocked, m),
         })?;
     let started = Instant::now();
-    let response = fetch(Outbound {
-        method: Method::Get,
-        url: target.as_str(),
-        headers: vec![
-            ("user-agent", USER_AGENT.to_owned()),
-            ("accept", "text/html,application/xhtml+xml".to_owned()),
-        ],
-        body: None,
-        timeout: config.fetch_timeout,
-        max_bytes: config.max_page_bytes,
-    })
-    .await
-    .map_err(|e| {
+    let (result, attempts) = fetch_with_retries(config, target.as_str()).await;
+    let response = result.map_err(|e| {
         let kind = match e {
             FetchError::Timeout(_) => FailureKind::Timeout,
             FetchError::Dns(_) => FailureKind::Dns,
@@ -102,13 +92,17 @@ async fn scrape(config: &Config, options: &ExtractOptions, url: &str) -> Result<
             FetchError::TooLarge(_) => FailureKind::TooLarge,
             FetchError::Invalid(_) => FailureKind::InvalidUrl,
         };
-        ItemError::new(kind, e.to_string())
+        ItemError {
+            attempts: Some(attempts),
+            ..ItemError::new(kind, e.to_string())
+        }
     })?;
     if !(200..300).contains(&response.status) {
         return Err(ItemError {
             kind: FailureKind::HttpStatus,
             message: format!("server answered {}", response.status),
             status: Some(response.status),
+            attempts: Some(attempts),
         });
     }
     let content_type = response
@@ -121,6 +115,7 @@ async fn scrape(config: &Config, options: &ExtractOptions, url: &str) -> Result<
             kind: FailureKind::NotHtml,
             message: format!("content type is {content_type:?}, not HTML"),
             status: Some(response.status),
+            attempts: Some(attempts),
         });
     }
     let text = String::from_utf8_lossy(&response.body);
@@ -129,5 +124,46 @@ async fn scrape(config: &Config, options: &ExtractOptions, url: &str) -> Result<
         data: html::extract(&text, &target, options),
         final_url: target.into(),
         elapsed_ms: started.elapsed().as_millis() as u64,
+        attempts,
     })
+}
+
+/// Fetches `url`, retrying connection errors, 408, 429 and 5xx with backoff
+/// (honouring `Retry-After`), up to `FANOUT_FETCH_ATTEMPTS` attempts. Time-outs
+/// are not retried: a page that is slow once is likely slow again, and the
+/// batch should not wait for it several times over.
+async fn fetch_with_retries(config: &Config, url: &str) -> (Result<Fetched, FetchError>, u32) {
+    let policy = RetryPolicy {
+        max_attempts: config.fetch_attempts,
+        base_delay: Duration::from_millis(250),
+        max_delay: Duration::from_secs(10),
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = fetch(Outbound {
+            method: Method::Get,
+            url,
+            headers: vec![
+                ("user-agent", USER_AGENT.to_owned()),
+                ("accept", "text/html,application/xhtml+xml".to_owned()),
+            ],
+            body: None,
+            timeout: config.fetch_timeout,
+            max_bytes: config.max_page_bytes,
+        })
+        .await;
+        let retry_after = match &result {
+            Ok(r) if retryable_status(r.status) => {
+                Some(r.header("retry-after").and_then(parse_retry_after))
+            }
+            Err(FetchError::Connect(_)) => Some(None),
+            _ => None,
+        };
+        let delay = retry_after.and_then(|after| policy.next_delay(attempts, after, random_u64()));
+        match delay {
+            Some(d) => sleep(d).await,
+            None => return (result, attempts),
+        }
+    }
 }
