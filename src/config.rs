@@ -14,6 +14,8 @@ use std::time::Duration;
 ///
 /// Each component reads only the fields it needs; all are parsed up front so a
 /// typo in any variable is reported on the first request, naming the variable.
+/// The scraper's settings are limits: a request may ask for less, never more
+/// (see [`crate::scrape::ScrapeRequest::settings`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// `FANOUT_MAX_REQUEST_BYTES`: the largest request body any route reads.
@@ -21,19 +23,26 @@ pub struct Config {
     /// `FANOUT_TOKEN`: when set, every request must carry `Authorization: Bearer <token>`,
     /// and the coordinator sends it to the workers.
     pub token: Option<String>,
-    /// `FANOUT_FETCH_TIMEOUT_MS`: how long the scraper waits for one page.
-    pub fetch_timeout: Duration,
-    /// `FANOUT_FETCH_ATTEMPTS`: attempts per page (the first included) on connection
-    /// errors, 408, 429 and 5xx.
-    pub fetch_attempts: u32,
-    /// `FANOUT_MAX_PAGE_BYTES`: the largest page body the scraper reads.
+    /// `FANOUT_FETCH_TIMEOUT_MS`: the longest a request may let the scraper wait for one page.
+    pub max_fetch_timeout: Duration,
+    /// `FANOUT_FETCH_ATTEMPTS`: the most attempts per page a request may ask for.
+    pub max_fetch_attempts: u32,
+    /// `FANOUT_MAX_PAGE_BYTES`: the largest page body a request may let the scraper read.
     pub max_page_bytes: usize,
-    /// `FANOUT_SCRAPE_CONCURRENCY`: pages fetched at once in one scrape invocation.
-    pub scrape_concurrency: usize,
+    /// `FANOUT_SCRAPE_CONCURRENCY`: the most pages a request may have fetched at once.
+    pub max_scrape_concurrency: usize,
+    /// `FANOUT_SCRAPE_DEADLINE_MS`: the longest a request may let one scrape batch run.
+    pub max_scrape_deadline: Duration,
+    /// `FANOUT_MAX_REDIRECTS`: the most redirects a request may let the scraper follow.
+    pub max_redirects: usize,
+    /// `FANOUT_USER_AGENT`: the scraper's default `User-Agent`.
+    pub user_agent: String,
+    /// `FANOUT_RESPECT_ROBOTS`: when true, robots.txt is obeyed whatever the request says.
+    pub respect_robots: bool,
     /// `FANOUT_MAX_URLS`: the most URLs one scrape or coordinate request may name.
     pub max_urls: usize,
     /// `FANOUT_ALLOW_PRIVATE_HOSTS`: when true, the scraper may fetch loopback,
-    /// private and link-local addresses (off by default: see [`crate::url`]).
+    /// private and link-local addresses (off by default: see [`crate::egress`]).
     pub allow_private_hosts: bool,
     /// `FANOUT_SCRAPE_URL`: the scrape worker's `/scrape` endpoint, for the coordinator.
     pub scrape_url: Option<String>,
@@ -58,16 +67,20 @@ impl Default for Config {
         Config {
             max_request_bytes: 16 * 1024 * 1024,
             token: None,
-            fetch_timeout: Duration::from_secs(10),
-            fetch_attempts: 3,
-            max_page_bytes: 5 * 1024 * 1024,
-            scrape_concurrency: 16,
+            max_fetch_timeout: Duration::from_secs(30),
+            max_fetch_attempts: 5,
+            max_page_bytes: 10 * 1024 * 1024,
+            max_scrape_concurrency: 64,
+            max_scrape_deadline: Duration::from_secs(300),
+            max_redirects: 20,
+            user_agent: concat!("fanout-scrape/", env!("CARGO_PKG_VERSION")).to_owned(),
+            respect_robots: false,
             max_urls: 10_000,
             allow_private_hosts: false,
             scrape_url: None,
             transform_url: None,
             worker_concurrency: 8,
-            worker_timeout: Duration::from_secs(60),
+            worker_timeout: Duration::from_secs(120),
             worker_attempts: 3,
             max_worker_response_bytes: 64 * 1024 * 1024,
             batch_size: 50,
@@ -87,10 +100,18 @@ impl Config {
         Ok(Config {
             max_request_bytes: positive(&get, "FANOUT_MAX_REQUEST_BYTES", d.max_request_bytes)?,
             token: get("FANOUT_TOKEN"),
-            fetch_timeout: millis(&get, "FANOUT_FETCH_TIMEOUT_MS", d.fetch_timeout)?,
-            fetch_attempts: positive(&get, "FANOUT_FETCH_ATTEMPTS", d.fetch_attempts)?,
+            max_fetch_timeout: millis(&get, "FANOUT_FETCH_TIMEOUT_MS", d.max_fetch_timeout)?,
+            max_fetch_attempts: positive(&get, "FANOUT_FETCH_ATTEMPTS", d.max_fetch_attempts)?,
             max_page_bytes: positive(&get, "FANOUT_MAX_PAGE_BYTES", d.max_page_bytes)?,
-            scrape_concurrency: positive(&get, "FANOUT_SCRAPE_CONCURRENCY", d.scrape_concurrency)?,
+            max_scrape_concurrency: positive(
+                &get,
+                "FANOUT_SCRAPE_CONCURRENCY",
+                d.max_scrape_concurrency,
+            )?,
+            max_scrape_deadline: millis(&get, "FANOUT_SCRAPE_DEADLINE_MS", d.max_scrape_deadline)?,
+            max_redirects: positive(&get, "FANOUT_MAX_REDIRECTS", d.max_redirects)?,
+            user_agent: get("FANOUT_USER_AGENT").unwrap_or(d.user_agent),
+            respect_robots: boolean(&get, "FANOUT_RESPECT_ROBOTS", d.respect_robots)?,
             max_urls: positive(&get, "FANOUT_MAX_URLS", d.max_urls)?,
             allow_private_hosts: boolean(
                 &get,

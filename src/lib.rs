@@ -6,20 +6,30 @@
 //!
 //! * [`api`]: the JSON error body every route answers with when it fails.
 //! * [`config`]: the environment variables that configure the components.
+//! * [`content`]: response bodies decoded to text (content-encoding, charset).
+//! * [`framing`]: results streamed as NDJSON or as JSON in input order.
 //! * [`html`]: extraction of structured data from HTML pages.
+//! * [`robots`]: robots.txt rules.
+//! * [`schedule`]: which fetch runs next, within total and per-host limits.
 //! * [`scrape`]: the scrape worker's request and result shapes.
 //! * [`table`]: CSV chunks turned into JSON records with per-row errors.
 //! * [`plan`]: how a job is split into worker invocations.
 //! * [`merge`]: how worker outputs are merged back, in input order.
+//! * [`redirect`]: following redirects, with loops and hop limits caught.
 //! * [`retry`]: when and after how long a failed call is tried again.
 //! * [`egress`]: which caller-supplied URLs a component may fetch.
 
 pub mod api;
 pub mod config;
+pub mod content;
 pub mod egress;
+pub mod framing;
 pub mod html;
 pub mod merge;
 pub mod plan;
+pub mod redirect;
 pub mod retry;
+pub mod robots;
+pub mod schedule;
 pub mod scrape;
 pub mod table;

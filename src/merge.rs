@@ -115,8 +115,13 @@ mod tests {
             outcome: Outcome::Page(Page {
                 status: 200,
                 final_url: url.into(),
-                elapsed_ms: 1,
+                redirects: 0,
                 attempts: 1,
+                content_type: "text/html".into(),
+                charset: "UTF-8".into(),
+                bytes: 0,
+                fetch_ms: 1,
+                parse_us: 1,
                 data: Extracted::default(),
             }),
         }

@@ -1,8 +1,10 @@
 //! The request and result shapes of the scrape worker, shared with the coordinator.
 
 use crate::api::ApiError;
+use crate::config::Config;
 use crate::html::{ExtractOptions, Extracted, Selection, Selector};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// `POST /scrape`: a batch of URLs, and what to extract from each page.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -38,22 +40,90 @@ pub enum SelectSpec {
     },
 }
 
-/// Per-request extraction options.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-request options. Fetch limits default to the values below and may be
+/// set up to the deployment's limits ([`Config`]), never past them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScrapeOptions {
     /// Collect each page's links.
     pub links: bool,
-    /// At most this many links per page.
-    pub max_links: usize,
+    /// At most this many links per page (default 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_links: Option<usize>,
+    /// Pages fetched at once (default 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// Pages fetched at once from one host (default 8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_host: Option<usize>,
+    /// Time allowed for one page, redirects included, in milliseconds (default 10000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Time allowed for the whole batch, in milliseconds (default 60000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Attempts per page, the first included (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The largest page body read, after decompression (default 5 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_page_bytes: Option<usize>,
+    /// Redirects followed per page (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_redirects: Option<usize>,
+    /// The `User-Agent` sent (default `FANOUT_USER_AGENT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Obey robots.txt (default false; always on when the deployment says so).
+    pub robots: bool,
+    /// Parse bodies that are not HTML instead of reporting `not_html`.
+    pub allow_non_html: bool,
 }
 
-impl Default for ScrapeOptions {
-    fn default() -> ScrapeOptions {
-        ScrapeOptions {
-            links: false,
-            max_links: 1000,
-        }
+/// The settings one scrape invocation runs with, after defaults and limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// Pages fetched at once.
+    pub concurrency: usize,
+    /// Pages fetched at once from one host.
+    pub per_host: usize,
+    /// Time allowed for one page.
+    pub timeout: Duration,
+    /// Time allowed for the whole batch.
+    pub deadline: Duration,
+    /// Attempts per page.
+    pub attempts: u32,
+    /// The largest page body read.
+    pub max_page_bytes: usize,
+    /// Redirects followed per page.
+    pub max_redirects: usize,
+    /// The `User-Agent` sent.
+    pub user_agent: String,
+    /// Obey robots.txt.
+    pub robots: bool,
+    /// Parse non-HTML bodies.
+    pub allow_non_html: bool,
+    /// Fetch loopback, private and link-local hosts.
+    pub allow_private_hosts: bool,
+}
+
+/// Picks `requested` or `default`, refusing a request over the deployment's `limit`.
+fn within<T: PartialOrd + Copy + std::fmt::Display + Default>(
+    name: &str,
+    requested: Option<T>,
+    default: T,
+    limit: T,
+    variable: &str,
+) -> Result<T, ApiError> {
+    match requested {
+        None => Ok(if default > limit { limit } else { default }),
+        Some(v) if v <= T::default() => Err(ApiError::bad_request(format!(
+            "options.{name} must be at least 1"
+        ))),
+        Some(v) if v > limit => Err(ApiError::bad_request(format!(
+            "options.{name}={v} is over this deployment's limit of {limit} ({variable})"
+        ))),
+        Some(v) => Ok(v),
     }
 }
 
@@ -80,8 +150,86 @@ impl ScrapeRequest {
         }
         Ok(ExtractOptions {
             links: self.options.links,
-            max_links: self.options.max_links,
+            max_links: self.options.max_links.unwrap_or(1000),
             select,
+        })
+    }
+
+    /// Resolves the fetch options against the deployment's limits, failing with
+    /// a 400 naming the option that asks for more than the limit allows.
+    pub fn settings(&self, config: &Config) -> Result<FetchSettings, ApiError> {
+        let o = &self.options;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let concurrency = within(
+            "concurrency",
+            o.concurrency,
+            16,
+            config.max_scrape_concurrency,
+            "FANOUT_SCRAPE_CONCURRENCY",
+        )?;
+        let timeout_ms = within(
+            "timeout_ms",
+            o.timeout_ms,
+            10_000,
+            ms(config.max_fetch_timeout),
+            "FANOUT_FETCH_TIMEOUT_MS",
+        )?;
+        let deadline_ms = within(
+            "deadline_ms",
+            o.deadline_ms,
+            60_000,
+            ms(config.max_scrape_deadline),
+            "FANOUT_SCRAPE_DEADLINE_MS",
+        )?;
+        let max_redirects = match o.max_redirects {
+            Some(n) if n > config.max_redirects => {
+                return Err(ApiError::bad_request(format!(
+                    "options.max_redirects={n} is over this deployment's limit of {} (FANOUT_MAX_REDIRECTS)",
+                    config.max_redirects
+                )))
+            }
+            Some(n) => n,
+            None => config.max_redirects.min(10),
+        };
+        let user_agent = match &o.user_agent {
+            Some(ua) if ua.trim().is_empty() || ua.chars().any(char::is_control) => {
+                return Err(ApiError::bad_request(
+                    "options.user_agent must be non-empty printable text",
+                ))
+            }
+            Some(ua) => ua.clone(),
+            None => config.user_agent.clone(),
+        };
+        Ok(FetchSettings {
+            concurrency,
+            per_host: within(
+                "per_host",
+                o.per_host,
+                8,
+                concurrency,
+                "options.concurrency",
+            )?,
+            timeout: Duration::from_millis(timeout_ms),
+            deadline: Duration::from_millis(deadline_ms),
+            attempts: within(
+                "attempts",
+                o.attempts,
+                3,
+                config.max_fetch_attempts,
+                "FANOUT_FETCH_ATTEMPTS",
+            )?,
+            max_page_bytes: within(
+                "max_page_bytes",
+                o.max_page_bytes,
+                5 * 1024 * 1024,
+                config.max_page_bytes,
+                "FANOUT_MAX_PAGE_BYTES",
+            )?,
+            max_redirects,
+            user_agent,
+            robots: o.robots || config.respect_robots,
+            allow_non_html: o.allow_non_html,
+            allow_private_hosts: config.allow_private_hosts,
         })
     }
 }
@@ -155,12 +303,22 @@ pub enum Outcome {
 pub struct Page {
     /// The HTTP status of the final response.
     pub status: u16,
-    /// The URL the content came from.
+    /// The URL the content came from, after redirects.
     pub final_url: String,
-    /// Milliseconds from the first request to the last body byte.
-    pub elapsed_ms: u64,
-    /// Requests made, retries included.
+    /// Redirects followed.
+    pub redirects: usize,
+    /// Requests made for the final URL, retries included.
     pub attempts: u32,
+    /// The `Content-Type` of the final response.
+    pub content_type: String,
+    /// The encoding the body was decoded with.
+    pub charset: String,
+    /// The body's size in bytes, after content-encoding was undone.
+    pub bytes: usize,
+    /// Milliseconds from the first request to the last body byte.
+    pub fetch_ms: u64,
+    /// Microseconds spent decoding and extracting.
+    pub parse_us: u64,
     /// What was extracted.
     #[serde(flatten)]
     pub data: Extracted,
@@ -179,6 +337,9 @@ pub struct ItemError {
     /// Requests made, retries included, where any was made.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attempts: Option<u32>,
+    /// Milliseconds spent on this URL before it failed, where any fetching was done.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub elapsed_ms: Option<u64>,
 }
 
 /// Stable names for the ways a URL can fail.
@@ -201,6 +362,12 @@ pub enum FailureKind {
     TooLarge,
     /// The body is not HTML.
     NotHtml,
+    /// A redirect chain looped or ran past its limit.
+    RedirectLoop,
+    /// The body could not be decompressed.
+    Decode,
+    /// robots.txt does not allow the URL.
+    Robots,
     /// The worker holding this URL failed, so it was not scraped.
     Worker,
 }
@@ -213,6 +380,7 @@ impl ItemError {
             message: message.into(),
             status: None,
             attempts: None,
+            elapsed_ms: None,
         }
     }
 }
@@ -240,6 +408,57 @@ mod tests {
         assert!(opts.select[1].1.all);
         assert!(opts.links);
         assert_eq!(opts.max_links, 1000);
+    }
+
+    #[test]
+    fn options_default_and_stay_within_the_deployment_limits() {
+        let config = Config {
+            max_scrape_concurrency: 32,
+            ..Config::default()
+        };
+        let req = |options: &str| -> Result<FetchSettings, ApiError> {
+            parse_json::<ScrapeRequest>(
+                format!(r#"{{"urls": [], "options": {options}}}"#).as_bytes(),
+            )?
+            .settings(&config)
+        };
+        let d = req("{}").unwrap();
+        assert_eq!(
+            (d.concurrency, d.per_host, d.attempts, d.max_redirects),
+            (16, 8, 3, 10)
+        );
+        assert_eq!(d.timeout, Duration::from_secs(10));
+        assert_eq!(d.user_agent, config.user_agent);
+        assert!(!d.robots);
+        let set = req(r#"{"concurrency": 32, "per_host": 32, "timeout_ms": 500, "robots": true, "user_agent": "x/1"}"#).unwrap();
+        assert_eq!(
+            (set.concurrency, set.per_host, set.timeout),
+            (32, 32, Duration::from_millis(500))
+        );
+        assert!(set.robots);
+        for (options, needle) in [
+            (r#"{"concurrency": 33}"#, "options.concurrency=33 is over this deployment's limit of 32 (FANOUT_SCRAPE_CONCURRENCY)"),
+            (r#"{"per_host": 17}"#, "options.per_host=17"),
+            (r#"{"attempts": 0}"#, "options.attempts must be at least 1"),
+            (r#"{"timeout_ms": 3600000}"#, "FANOUT_FETCH_TIMEOUT_MS"),
+            (r#"{"max_redirects": 99}"#, "FANOUT_MAX_REDIRECTS"),
+            (r#"{"user_agent": "bad\nua"}"#, "user_agent"),
+        ] {
+            let err = req(options).unwrap_err();
+            assert_eq!(err.status(), 400);
+            assert!(err.message().contains(needle), "{options}: {}", err.message());
+        }
+        let forced = Config {
+            respect_robots: true,
+            ..Config::default()
+        };
+        assert!(
+            parse_json::<ScrapeRequest>(br#"{"urls": []}"#)
+                .unwrap()
+                .settings(&forced)
+                .unwrap()
+                .robots
+        );
     }
 
     #[test]

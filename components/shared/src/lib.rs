@@ -13,9 +13,12 @@ pub use time::{random_u64, sleep, timeout, Elapsed};
 
 use fanout::api::ApiError;
 use fanout::config::Config;
-use futures::StreamExt;
+use futures::future::LocalBoxFuture;
+use futures::{Sink, SinkExt, StreamExt};
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 use std::future::Future;
+use std::pin::Pin;
+use wasi::io::streams::StreamError;
 
 /// An incoming request, with its configuration, handed to a component's handler.
 pub struct Request {
@@ -66,11 +69,29 @@ impl Request {
     }
 }
 
-/// A response to send: a status, a content type and a body.
+/// A response to send: a status, a content type and a body, whole or streamed.
 pub struct Reply {
     status: u16,
     content_type: &'static str,
-    body: Vec<u8>,
+    body: Body,
+}
+
+enum Body {
+    Full(Vec<u8>),
+    Stream(Box<dyn FnOnce(BodyWriter) -> LocalBoxFuture<'static, ()>>),
+}
+
+/// Writes a streamed response body, piece by piece, as the handler produces it.
+pub struct BodyWriter {
+    sink: Pin<Box<dyn Sink<Vec<u8>, Error = StreamError>>>,
+}
+
+impl BodyWriter {
+    /// Sends `bytes` to the client; false once the client has gone away, when
+    /// the producer should stop.
+    pub async fn write(&mut self, bytes: Vec<u8>) -> bool {
+        bytes.is_empty() || self.sink.send(bytes).await.is_ok()
+    }
 }
 
 impl Reply {
@@ -79,7 +100,21 @@ impl Reply {
         Reply {
             status: 200,
             content_type: "application/json",
-            body: serde_json::to_vec(value).expect("response types always serialise"),
+            body: Body::Full(serde_json::to_vec(value).expect("response types always serialise")),
+        }
+    }
+
+    /// A `200 OK` reply whose body `produce` writes while it works, so the
+    /// client sees progress and the component never holds the whole answer.
+    pub fn stream<F, Fut>(content_type: &'static str, produce: F) -> Reply
+    where
+        F: FnOnce(BodyWriter) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        Reply {
+            status: 200,
+            content_type,
+            body: Body::Stream(Box::new(move |writer| Box::pin(produce(writer)))),
         }
     }
 
@@ -88,28 +123,38 @@ impl Reply {
         Reply {
             status: err.status(),
             content_type: "application/json",
-            body: err.to_json(),
+            body: Body::Full(err.to_json()),
         }
     }
 
     async fn send(self, out: ResponseOutparam) {
-        let headers = Fields::from_list(&[
-            (
-                "content-type".to_owned(),
-                self.content_type.as_bytes().to_vec(),
-            ),
-            (
+        let mut headers = vec![(
+            "content-type".to_owned(),
+            self.content_type.as_bytes().to_vec(),
+        )];
+        if let Body::Full(body) = &self.body {
+            headers.push((
                 "content-length".to_owned(),
-                self.body.len().to_string().into_bytes(),
-            ),
-        ])
-        .expect("static response headers are valid");
+                body.len().to_string().into_bytes(),
+            ));
+        }
+        let headers = Fields::from_list(&headers).expect("static response headers are valid");
         let response = OutgoingResponse::new(headers);
         response
             .set_status_code(self.status)
             .expect("the status is a valid code");
-        // The client may have gone away; there is nobody left to tell.
-        let _ = out.set_with_body(response, self.body).await;
+        match self.body {
+            // The client may have gone away; there is nobody left to tell.
+            Body::Full(body) => drop(out.set_with_body(response, body).await),
+            Body::Stream(produce) => {
+                let sink = response.take_body();
+                out.set(response);
+                produce(BodyWriter {
+                    sink: Box::pin(sink),
+                })
+                .await;
+            }
+        }
     }
 }
 

@@ -1,0 +1,124 @@
+//! Runs one batch: every URL is checked, scheduled within the total and
+//! per-host limits, and written out as soon as the framing allows; when the
+//! deadline passes, what is still running or waiting becomes a `timeout` error.
+
+use crate::page::{self, Context};
+use fanout::egress::{self, Refusal};
+use fanout::framing::{Format, Framer};
+use fanout::html::ExtractOptions;
+use fanout::schedule::HostQueue;
+use fanout::scrape::{FailureKind, FetchSettings, ItemError, Outcome, PageResult};
+use fanout_spin::{timeout, BodyWriter};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use std::collections::BTreeSet;
+use std::time::Instant;
+use url::Url;
+
+/// Scrapes `urls` and writes one result per URL to `body`; stops early only if the client goes away.
+pub async fn run(
+    settings: &FetchSettings,
+    extract: &ExtractOptions,
+    urls: Vec<String>,
+    format: Format,
+    body: &mut BodyWriter,
+) {
+    let started = Instant::now();
+    let mut framer = Framer::new(format, "results");
+    if !body.write(framer.start()).await {
+        return;
+    }
+    let ctx = Context::new(settings, extract);
+    let mut targets: Vec<Option<Url>> = Vec::with_capacity(urls.len());
+    let mut refused = Vec::new();
+    for (index, url) in urls.iter().enumerate() {
+        match egress::check(url, settings.allow_private_hosts) {
+            Ok(target) => targets.push(Some(target)),
+            Err(refusal) => {
+                targets.push(None);
+                let err = match refusal {
+                    Refusal::Invalid(m) => ItemError::new(FailureKind::InvalidUrl, m),
+                    Refusal::Blocked(m) => ItemError::new(FailureKind::Blocked, m),
+                };
+                refused.push((index, err));
+            }
+        }
+    }
+    for (index, err) in refused {
+        if !emit(&mut framer, body, index, &urls[index], Outcome::Error(err)).await {
+            return;
+        }
+    }
+    let mut queue = HostQueue::new(
+        targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.as_ref()?.host_str()?.to_owned()))),
+        settings.concurrency,
+        settings.per_host,
+    );
+    let mut running = FuturesUnordered::new();
+    let mut in_flight = BTreeSet::new();
+    loop {
+        while let Some((index, host)) = queue.start_next() {
+            let target = targets[index]
+                .clone()
+                .expect("only fetchable URLs are queued");
+            in_flight.insert(index);
+            let ctx = &ctx;
+            running.push(async move { (index, host, page::scrape(ctx, target).await) });
+        }
+        let left = settings.deadline.saturating_sub(started.elapsed());
+        match timeout(left, running.next()).await {
+            Ok(Some((index, host, outcome))) => {
+                queue.finish(&host);
+                in_flight.remove(&index);
+                let outcome = match outcome {
+                    Ok(page) => Outcome::Page(page),
+                    Err(err) => Outcome::Error(err),
+                };
+                if !emit(&mut framer, body, index, &urls[index], outcome).await {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                // Dropping the running fetches cancels them.
+                drop(running);
+                let mut late: Vec<usize> =
+                    in_flight.into_iter().chain(queue.drain_waiting()).collect();
+                late.sort_unstable();
+                let message = format!(
+                    "the batch deadline of {} ms passed before this page was done",
+                    settings.deadline.as_millis()
+                );
+                for index in late {
+                    let err = ItemError {
+                        elapsed_ms: Some(started.elapsed().as_millis() as u64),
+                        ..ItemError::new(FailureKind::Timeout, message.clone())
+                    };
+                    if !emit(&mut framer, body, index, &urls[index], Outcome::Error(err)).await {
+                        return;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    body.write(framer.finish()).await;
+}
+
+async fn emit(
+    framer: &mut Framer,
+    body: &mut BodyWriter,
+    index: usize,
+    url: &str,
+    outcome: Outcome,
+) -> bool {
+    let result = PageResult {
+        index,
+        url: url.to_owned(),
+        outcome,
+    };
+    body.write(framer.push(index, &result)).await
+}

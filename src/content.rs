@@ -1,0 +1,252 @@
+//! Response bodies turned into text: content-encoding (gzip, deflate) undone
+//! within a size limit, and the charset found and decoded.
+
+use encoding_rs::{Encoding, UTF_8};
+use std::fmt;
+use std::io::Read;
+
+/// Why a body could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentError {
+    /// The decoded body grew past the limit (a "zip bomb" stops here).
+    TooLarge(usize),
+    /// The body is not valid for its content-encoding.
+    Corrupt(String),
+    /// The content-encoding is not one fanout decodes.
+    Unsupported(String),
+}
+
+impl fmt::Display for ContentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContentError::TooLarge(n) => {
+                write!(f, "decoded body is larger than the limit of {n} bytes")
+            }
+            ContentError::Corrupt(m) => write!(f, "body could not be decoded: {m}"),
+            ContentError::Unsupported(e) => write!(
+                f,
+                "content-encoding {e:?} is not supported (gzip, deflate and identity are)"
+            ),
+        }
+    }
+}
+
+/// The media type of a `Content-Type` value, lower case, without parameters.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a `Content-Type` value names HTML.
+pub fn is_html(content_type: &str) -> bool {
+    matches!(
+        media_type(content_type).as_str(),
+        "text/html" | "application/xhtml+xml"
+    )
+}
+
+/// Undoes `Content-Encoding` (a comma-separated list, applied in order), never
+/// producing more than `max` bytes.
+pub fn decode_encoding(
+    body: Vec<u8>,
+    encoding: Option<&str>,
+    max: usize,
+) -> Result<Vec<u8>, ContentError> {
+    let Some(encoding) = encoding else {
+        return Ok(body);
+    };
+    let mut body = body;
+    for coding in encoding
+        .split(',')
+        .rev()
+        .map(|c| c.trim().to_ascii_lowercase())
+    {
+        body = match coding.as_str() {
+            "" | "identity" => body,
+            "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&body[..]), max)?,
+            // Servers disagree on whether "deflate" means zlib-wrapped or raw
+            // deflate; browsers accept both, and so does fanout.
+            "deflate" => match read_limited(flate2::read::ZlibDecoder::new(&body[..]), max) {
+                Ok(out) => out,
+                Err(ContentError::Corrupt(_)) => {
+                    read_limited(flate2::read::DeflateDecoder::new(&body[..]), max)?
+                }
+                Err(e) => return Err(e),
+            },
+            other => return Err(ContentError::Unsupported(other.to_owned())),
+        };
+    }
+    Ok(body)
+}
+
+fn read_limited(reader: impl Read, max: usize) -> Result<Vec<u8>, ContentError> {
+    let mut out = Vec::new();
+    reader
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ContentError::Corrupt(e.to_string()))?;
+    if out.len() > max {
+        return Err(ContentError::TooLarge(max));
+    }
+    Ok(out)
+}
+
+/// Decodes an HTML body to text, returning it with the name of the encoding used.
+///
+/// The encoding comes from, in order: a byte order mark, the `charset` of the
+/// `Content-Type` header, a `<meta charset>` or `<meta http-equiv>` in the
+/// first 1024 bytes, else UTF-8. Labels follow the WHATWG Encoding standard,
+/// so `latin1` and `iso-8859-1` mean windows-1252, as in browsers. Bytes that
+/// are invalid in the encoding become U+FFFD.
+pub fn decode_text(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+    let encoding = Encoding::for_bom(body)
+        .map(|(e, _)| e)
+        .or_else(|| {
+            content_type
+                .and_then(charset_param)
+                .and_then(|l| Encoding::for_label(l.as_bytes()))
+        })
+        .or_else(|| meta_charset(&body[..body.len().min(1024)]))
+        .unwrap_or(UTF_8);
+    let (text, used, _) = encoding.decode(body);
+    (text.into_owned(), used.name())
+}
+
+fn charset_param(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+    })
+}
+
+/// Finds a charset declared in a `<meta>` tag of an HTML prefix.
+fn meta_charset(prefix: &[u8]) -> Option<&'static Encoding> {
+    let text = String::from_utf8_lossy(prefix).to_ascii_lowercase();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("<meta") {
+        rest = &rest[at + 5..];
+        let tag = &rest[..rest.find('>').unwrap_or(rest.len())];
+        if let Some(pos) = tag.find("charset") {
+            let value = tag[pos + 7..].trim_start().strip_prefix('=')?.trim_start();
+            let value = value.trim_start_matches(['"', '\'']);
+            let end = value
+                .find(|c: char| c == '"' || c == '\'' || c == ';' || c == '/' || c.is_whitespace())
+                .unwrap_or(value.len());
+            if let Some(encoding) = Encoding::for_label(value[..end].as_bytes()) {
+                // A <meta> claiming UTF-16 was read as ASCII, so the page is UTF-8 (HTML spec),
+                // which is what output_encoding() maps it to.
+                return Some(encoding.output_encoding());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(is_html("text/html; charset=utf-8"));
+        assert!(is_html("Application/XHTML+XML"));
+        assert!(!is_html("text/plain"));
+        assert!(!is_html(""));
+        assert_eq!(media_type(" Text/CSV ; header=present"), "text/csv");
+    }
+
+    #[test]
+    fn gzip_and_deflate_are_undone() {
+        let page = b"<title>hello</title>".repeat(10);
+        assert_eq!(
+            decode_encoding(gzip(&page), Some("gzip"), 1 << 20).unwrap(),
+            page
+        );
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&page).unwrap();
+        assert_eq!(
+            decode_encoding(z.finish().unwrap(), Some("deflate"), 1 << 20).unwrap(),
+            page
+        );
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(&page).unwrap();
+        assert_eq!(
+            decode_encoding(raw.finish().unwrap(), Some("Deflate"), 1 << 20).unwrap(),
+            page
+        );
+        assert_eq!(
+            decode_encoding(page.clone(), Some("identity"), 1).unwrap(),
+            page
+        );
+        assert_eq!(decode_encoding(page.clone(), None, 1).unwrap(), page);
+    }
+
+    #[test]
+    fn bombs_corruption_and_unknown_codings_fail() {
+        let bomb = gzip(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 5000);
+        assert_eq!(
+            decode_encoding(bomb, Some("gzip"), 1000),
+            Err(ContentError::TooLarge(1000))
+        );
+        assert!(matches!(
+            decode_encoding(b"not gzip".to_vec(), Some("gzip"), 100),
+            Err(ContentError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_encoding(b"x".to_vec(), Some("br"), 100),
+            Err(ContentError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn charsets_from_header_meta_and_bom() {
+        let latin = b"<p>caf\xe9 \x80</p>";
+        assert_eq!(
+            decode_text(latin, Some("text/html; charset=ISO-8859-1")),
+            ("<p>café €</p>".into(), "windows-1252")
+        );
+        assert_eq!(
+            decode_text(latin, Some("text/html; charset=\"windows-1252\"")).0,
+            "<p>café €</p>"
+        );
+        let meta = b"<html><head><meta charset='latin1'><title>caf\xe9</title>";
+        assert!(decode_text(meta, Some("text/html")).0.contains("café"));
+        let http_equiv = b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=windows-1252\"><p>\xe9</p>";
+        assert_eq!(decode_text(http_equiv, None).1, "windows-1252");
+        assert_eq!(
+            decode_text("<p>é</p>".as_bytes(), None),
+            ("<p>é</p>".into(), "UTF-8")
+        );
+        assert_eq!(
+            decode_text(
+                b"\xef\xbb\xbf<p>x</p>",
+                Some("text/html; charset=windows-1252")
+            )
+            .1,
+            "UTF-8"
+        );
+        assert_eq!(
+            decode_text(b"<p>\xff</p>", Some("text/html; charset=nonsense")).0,
+            "<p>\u{fffd}</p>"
+        );
+        assert_eq!(
+            decode_text(b"<meta charset=utf-16><p>x</p>", None).1,
+            "UTF-8"
+        );
+    }
+}
