@@ -66,6 +66,23 @@ fn post_keeps_input_order_with_per_url_errors() {
 }
 
 #[test]
+fn retry_after_is_honoured() {
+    let site = Site::start();
+    let c = scraper();
+    let started = std::time::Instant::now();
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": [site.url("/flaky/ra/1?retry_after=1")] }),
+    ));
+    assert_eq!(r[0]["page"]["attempts"], 2, "{}", r[0]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn private_hosts_are_blocked_unless_the_operator_allows_them() {
     let site = Site::start();
     let c = Component::serve("scrape", &[]);
@@ -143,4 +160,345 @@ fn failed_fetches_are_retried_and_attempts_reported() {
     assert_eq!(r[2]["error"]["attempts"], 1, "a 404 is not retried");
     assert_eq!(r[3]["error"]["kind"], "connect", "{}", r[3]);
     assert_eq!(r[3]["error"]["attempts"], 3);
+}
+
+fn results(resp: &fanout_testkit::client::Response) -> Vec<serde_json::Value> {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.json()["results"]
+        .as_array()
+        .expect("a results array")
+        .clone()
+}
+
+#[test]
+fn ndjson_streams_each_page_as_it_finishes() {
+    use std::io::{BufRead, BufReader, Write};
+    let site = Site::start();
+    let c = scraper();
+    let urls = json!([
+        site.url("/page/slow?delay_ms=1500"),
+        site.url("/page/a"),
+        "nope",
+        site.url("/page/b")
+    ]);
+    let body = json!({ "urls": urls }).to_string();
+    let addr = c.url("").trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let started = std::time::Instant::now();
+    write!(
+        s,
+        "POST /scrape HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept: application/x-ndjson\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/x-ndjson"),
+        "{head}"
+    );
+    // Chunked framing: size line, data, CRLF. Read lines until three results arrived.
+    let mut lines = Vec::new();
+    let mut first_at = None;
+    while lines.len() < 4 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) {
+            if v.is_object() {
+                first_at.get_or_insert(started.elapsed());
+                lines.push(v);
+            }
+        }
+    }
+    assert!(
+        first_at.unwrap() < std::time::Duration::from_millis(1200),
+        "first line came at {first_at:?}"
+    );
+    let order: Vec<u64> = lines.iter().map(|v| v["index"].as_u64().unwrap()).collect();
+    assert_eq!(order.len(), 4);
+    assert_eq!(
+        *order.last().unwrap(),
+        0,
+        "the slow page finishes last: {order:?}"
+    );
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![0, 1, 2, 3]);
+    assert_eq!(
+        lines.iter().find(|v| v["index"] == 0).unwrap()["page"]["title"],
+        "Page slow"
+    );
+}
+
+#[test]
+fn redirects_are_followed_and_bounded() {
+    let site = Site::start();
+    let c = scraper();
+    let urls = [
+        site.url("/redirect/3?to=/page/r"),
+        site.url("/loop/a"),
+        site.url("/redirect/5?to=/page/r"),
+        site.url("/redirect-to?url=file:///etc/passwd"),
+    ];
+    let body = json!({ "urls": urls, "options": {"max_redirects": 4} });
+    let r = results(&post_json(&c.url("/scrape"), &body));
+    assert_eq!(r[0]["page"]["title"], "Page r", "{}", r[0]);
+    assert_eq!(r[0]["page"]["final_url"], site.url("/page/r"));
+    assert_eq!(r[0]["page"]["redirects"], 3);
+    assert_eq!(r[1]["error"]["kind"], "redirect_loop", "{}", r[1]);
+    assert!(r[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already visited"));
+    assert_eq!(r[2]["error"]["kind"], "redirect_loop", "{}", r[2]);
+    assert!(r[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("more than 4 redirects"));
+    assert_eq!(r[3]["error"]["kind"], "invalid_url", "{}", r[3]);
+    assert_eq!(r[3]["error"]["status"], 301);
+}
+
+#[test]
+fn compressed_and_non_utf8_pages_are_decoded() {
+    let site = Site::start();
+    let c = scraper();
+    let urls = [
+        site.url("/gzip/g"),
+        site.url("/deflate/d"),
+        site.url("/corrupt-gzip"),
+        site.url("/latin1"),
+        site.url("/latin1-meta"),
+    ];
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": urls })));
+    assert_eq!(r[0]["page"]["title"], "Page g", "{}", r[0]);
+    assert!(r[0]["page"]["bytes"].as_u64().unwrap() > 100);
+    assert_eq!(r[1]["page"]["title"], "Page d", "{}", r[1]);
+    assert_eq!(r[2]["error"]["kind"], "decode", "{}", r[2]);
+    for page in [&r[3]["page"], &r[4]["page"]] {
+        assert_eq!(page["title"], "Café – crème brûlée €", "{page}");
+        assert_eq!(page["charset"], "windows-1252");
+    }
+}
+
+#[test]
+fn non_html_is_parsed_only_when_asked() {
+    let site = Site::start();
+    let c = scraper();
+    let asked = json!({ "urls": [site.url("/text")], "options": {"allow_non_html": true} });
+    let r = results(&post_json(&c.url("/scrape"), &asked));
+    assert_eq!(r[0]["page"]["content_type"], "text/plain", "{}", r[0]);
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": [site.url("/text")] }),
+    ));
+    assert_eq!(r[0]["error"]["kind"], "not_html");
+}
+
+#[test]
+fn robots_txt_is_obeyed_when_asked_and_fetched_once() {
+    let site = Site::start();
+    site.set_robots("User-agent: *\nDisallow: /page/secret\n");
+    let c = scraper();
+    let urls = [
+        site.url("/page/secret"),
+        site.url("/page/open"),
+        site.url("/page/secret2"),
+        site.url("/page/o2"),
+    ];
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": urls, "options": {"robots": true} }),
+    ));
+    assert_eq!(r[0]["error"]["kind"], "robots", "{}", r[0]);
+    assert_eq!(r[1]["page"]["title"], "Page open");
+    assert_eq!(r[2]["error"]["kind"], "robots");
+    assert_eq!(r[3]["page"]["title"], "Page o2");
+    assert_eq!(site.hits("/robots.txt"), 1);
+    assert_eq!(site.hits("/page/secret"), 0);
+    // Without the option robots.txt is not consulted.
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": [site.url("/page/secret")] }),
+    ));
+    assert_eq!(r[0]["page"]["title"], "Page secret");
+    // The operator can make it mandatory.
+    let strict = Component::serve(
+        "scrape",
+        &[
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
+            ("FANOUT_RESPECT_ROBOTS", "true"),
+        ],
+    );
+    let r = results(&post_json(
+        &strict.url("/scrape"),
+        &json!({ "urls": [site.url("/page/secret")] }),
+    ));
+    assert_eq!(r[0]["error"]["kind"], "robots");
+}
+
+#[test]
+fn the_user_agent_is_configurable() {
+    let site = Site::start();
+    let c = scraper();
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": [site.url("/echo-ua")] }),
+    ));
+    assert!(
+        r[0]["page"]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("fanout-scrape/"),
+        "{}",
+        r[0]
+    );
+    let body = json!({ "urls": [site.url("/echo-ua")], "options": {"user_agent": "mybot/2.0 (+ops@example.com)"} });
+    let r = results(&post_json(&c.url("/scrape"), &body));
+    assert_eq!(r[0]["page"]["title"], "mybot/2.0 (+ops@example.com)");
+    let c = Component::serve(
+        "scrape",
+        &[
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
+            ("FANOUT_USER_AGENT", "acme-crawler/1"),
+        ],
+    );
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": [site.url("/echo-ua")] }),
+    ));
+    assert_eq!(r[0]["page"]["title"], "acme-crawler/1");
+}
+
+#[test]
+fn concurrency_is_bounded_in_total_and_per_host() {
+    let site = Site::start();
+    let c = scraper();
+    let port = site.url("").rsplit(':').next().unwrap().to_owned();
+    // Two host names for the one fixture site: 127.0.0.1 and localhost.
+    let urls: Vec<String> = (0..24)
+        .map(|i| {
+            let host = if i % 2 == 0 { "127.0.0.1" } else { "localhost" };
+            format!("http://{host}:{port}/page/{i}?delay_ms=150")
+        })
+        .collect();
+    let body = json!({ "urls": urls, "options": {"concurrency": 5, "per_host": 3} });
+    let r = results(&post_json(&c.url("/scrape"), &body));
+    assert!(r.iter().all(|r| r["page"]["status"] == 200), "{r:?}");
+    let peak = site.peak();
+    assert!(peak <= 5, "peak {peak} over the total limit");
+    assert!(
+        peak > 3,
+        "peak {peak}: the second host should run beside the first"
+    );
+
+    let site = Site::start();
+    let urls: Vec<String> = (0..12)
+        .map(|i| site.url(&format!("/page/{i}?delay_ms=150")))
+        .collect();
+    let body = json!({ "urls": urls, "options": {"concurrency": 10, "per_host": 2} });
+    results(&post_json(&c.url("/scrape"), &body));
+    assert_eq!(
+        site.peak(),
+        2,
+        "one host never gets more than per_host at once"
+    );
+}
+
+#[test]
+fn the_batch_deadline_turns_late_pages_into_timeouts() {
+    let site = Site::start();
+    let c = scraper();
+    let urls = [
+        site.url("/page/quick"),
+        site.url("/hang"),
+        site.url("/page/late?delay_ms=3000"),
+    ];
+    let started = std::time::Instant::now();
+    let body = json!({ "urls": urls, "options": {"deadline_ms": 700, "timeout_ms": 2000} });
+    let r = results(&post_json(&c.url("/scrape"), &body));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r[0]["page"]["title"], "Page quick");
+    for late in &r[1..] {
+        assert_eq!(late["error"]["kind"], "timeout", "{late}");
+        assert!(
+            late["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("deadline of 700 ms"),
+            "{late}"
+        );
+    }
+}
+
+#[test]
+fn unresolvable_hosts_are_dns_errors() {
+    // A 64-character label is refused by the resolver itself: no query leaves the machine.
+    let c = scraper();
+    let host = "a".repeat(64);
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": [format!("http://{host}.example/")] }),
+    ));
+    assert_eq!(r[0]["error"]["kind"], "dns", "{}", r[0]);
+}
+
+#[test]
+fn options_over_the_operator_limits_are_400() {
+    let site = Site::start();
+    let c = Component::serve(
+        "scrape",
+        &[
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
+            ("FANOUT_SCRAPE_CONCURRENCY", "20"),
+        ],
+    );
+    let body = json!({ "urls": [site.url("/page/1")], "options": {"concurrency": 50} });
+    let resp = post_json(&c.url("/scrape"), &body);
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("options.concurrency=50") && msg.contains("FANOUT_SCRAPE_CONCURRENCY"),
+        "{msg}"
+    );
+    assert_eq!(site.hits("/page/1"), 0);
+}
+
+#[test]
+fn json_ld_blocks_are_parsed_and_bad_ones_reported() {
+    let site = Site::start();
+    site.put(
+        "ld.html",
+        "text/html",
+        r#"<title>LD</title><script type="application/ld+json">{"@type": "Product", "sku": "A1"}</script>
+           <script type="application/ld+json">{oops</script>"#,
+    );
+    let c = scraper();
+    let r = results(&post_json(
+        &c.url("/scrape"),
+        &json!({ "urls": [site.url("/files/ld.html")] }),
+    ));
+    assert_eq!(
+        r[0]["page"]["json_ld"],
+        json!([{"@type": "Product", "sku": "A1"}]),
+        "{}",
+        r[0]
+    );
+    assert_eq!(r[0]["page"]["json_ld_errors"].as_array().unwrap().len(), 1);
 }

@@ -6,13 +6,22 @@
 //! | --- | --- |
 //! | `/page/<id>?pad=N&delay_ms=M` | an HTML page titled `Page <id>`, padded by N bytes, after M ms |
 //! | `/status/<code>` | that status with a small HTML body |
-//! | `/flaky/<key>/<n>` | 503 with `Retry-After: 0` for the first n requests for key, then a page |
+//! | `/flaky/<key>/<n>?retry_after=S` | 503 with `Retry-After: S` (default 0) for the first n requests for key, then a page |
 //! | `/big/<bytes>` | an HTML page of that many bytes, sent in 16 KiB pieces |
 //! | `/hang` | never answers (holds the connection for 60 s) |
 //! | `/text` | a `text/plain` body |
 //! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b` |
+//! | `/redirect/<n>?to=<path>` | a chain of n relative redirects ending at `to` |
+//! | `/redirect-to?url=<url>` | one redirect to `url`, as given |
+//! | `/loop/a`, `/loop/b` | redirects to each other |
+//! | `/gzip/<id>`, `/deflate/<id>` | page `<id>` with that content-encoding |
+//! | `/corrupt-gzip` | `content-encoding: gzip` over bytes that are not gzip |
+//! | `/latin1`, `/latin1-meta` | a windows-1252 page, its charset in the header or in a `<meta>` |
+//! | `/echo-ua` | a page whose title is the request's `User-Agent` |
+//! | `/robots.txt` | what [`Site::set_robots`] set, else 404 |
 //!
-//! [`Site::hits`] counts the requests each path received.
+//! [`Site::hits`] counts the requests each path received; [`Site::peak`] is
+//! the most requests the site was serving at once.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -25,6 +34,9 @@ use std::time::Duration;
 struct State {
     files: HashMap<String, (String, Vec<u8>)>,
     hits: HashMap<String, usize>,
+    robots: Option<String>,
+    in_flight: usize,
+    peak: usize,
 }
 
 /// A running fixture site. It stops accepting when dropped... or when the process ends.
@@ -65,6 +77,16 @@ impl Site {
             .unwrap()
             .files
             .insert(name.to_owned(), (content_type.to_owned(), body.into()));
+    }
+
+    /// Serves `text` at `/robots.txt`.
+    pub fn set_robots(&self, text: &str) {
+        self.state.lock().unwrap().robots = Some(text.to_owned());
+    }
+
+    /// The most requests the site was serving at once.
+    pub fn peak(&self) -> usize {
+        self.state.lock().unwrap().peak
     }
 
     /// How many requests `path` (without query) has received.
@@ -165,7 +187,33 @@ fn reason(status: u16) -> &'static str {
 
 const HTML: &str = "text/html; charset=utf-8";
 
-fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.peak = s.peak.max(s.in_flight);
+    }
+    let result = answer(stream, state);
+    state.lock().unwrap().in_flight -= 1;
+    result
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+/// "Café – crème brûlée €", in windows-1252.
+const LATIN1_TEXT: &[u8] = b"Caf\xe9 \x96 cr\xe8me br\xfbl\xe9e \x80";
+
+fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let Some(req) = read_request(&stream)? else {
         return Ok(());
     };
@@ -209,7 +257,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 respond(
                     &mut stream,
                     503,
-                    &[("retry-after", "0".into())],
+                    &[("retry-after", num("retry_after").to_string())],
                     HTML,
                     b"<title>busy</title>",
                 )
@@ -235,6 +283,87 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             Ok(())
         }
         ["text"] => respond(&mut stream, 200, &[], "text/plain", b"plain text, not HTML"),
+        ["redirect", n] => {
+            let n: u32 = n.parse().unwrap_or(0);
+            let to = req
+                .query
+                .get("to")
+                .cloned()
+                .unwrap_or_else(|| "/page/end".into());
+            let location = if n <= 1 {
+                to
+            } else {
+                format!("../redirect/{}?to={to}", n - 1)
+            };
+            respond(&mut stream, 302, &[("location", location)], HTML, b"")
+        }
+        ["redirect-to"] => {
+            let url = req.query.get("url").cloned().unwrap_or_default();
+            respond(&mut stream, 301, &[("location", url)], HTML, b"")
+        }
+        ["loop", which] => {
+            let other = if *which == "a" { "b" } else { "a" };
+            respond(
+                &mut stream,
+                307,
+                &[("location", format!("/loop/{other}"))],
+                HTML,
+                b"",
+            )
+        }
+        ["gzip", id] => respond(
+            &mut stream,
+            200,
+            &[("content-encoding", "gzip".into())],
+            HTML,
+            &gzip(page_html(id, 0).as_bytes()),
+        ),
+        ["deflate", id] => respond(
+            &mut stream,
+            200,
+            &[("content-encoding", "deflate".into())],
+            HTML,
+            &deflate(page_html(id, 0).as_bytes()),
+        ),
+        ["corrupt-gzip"] => respond(
+            &mut stream,
+            200,
+            &[("content-encoding", "gzip".into())],
+            HTML,
+            b"not gzip at all",
+        ),
+        ["latin1"] => {
+            let mut body = b"<title>".to_vec();
+            body.extend_from_slice(LATIN1_TEXT);
+            body.extend_from_slice(b"</title>");
+            respond(
+                &mut stream,
+                200,
+                &[],
+                "text/html; charset=iso-8859-1",
+                &body,
+            )
+        }
+        ["latin1-meta"] => {
+            let mut body = b"<html><head><meta charset=\"windows-1252\"><title>".to_vec();
+            body.extend_from_slice(LATIN1_TEXT);
+            body.extend_from_slice(b"</title></head></html>");
+            respond(&mut stream, 200, &[], "text/html", &body)
+        }
+        ["echo-ua"] => {
+            let ua = req.headers.get("user-agent").cloned().unwrap_or_default();
+            respond(
+                &mut stream,
+                200,
+                &[],
+                HTML,
+                format!("<title>{ua}</title>").as_bytes(),
+            )
+        }
+        ["robots.txt"] => match state.lock().unwrap().robots.clone() {
+            Some(text) => respond(&mut stream, 200, &[], "text/plain", text.as_bytes()),
+            None => respond(&mut stream, 404, &[], "text/plain", b"no robots.txt"),
+        },
         ["files", name] => {
             let file = state.lock().unwrap().files.get(*name).cloned();
             let Some((content_type, body)) = file else {
