@@ -10,7 +10,12 @@ pub use selector::{Document, Selector, SelectorError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+/// The tags the standard fields come from.
+const STANDARD_TAGS: [&str; 9] = [
+    "base", "title", "html", "h1", "meta", "link", "a", "area", "script",
+];
 use url::Url;
 
 /// What to extract beyond the fields every page gets.
@@ -67,18 +72,23 @@ pub struct Extracted {
 pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     let doc = Document::parse(html);
     let parser = doc.parser();
-    let find = |sel: &str| {
-        Selector::parse(sel)
-            .expect("built-in selectors parse")
-            .select(&doc)
-    };
+    // One pass over the document collects the tags the standard fields read.
+    let mut named: HashMap<&'static str, Vec<&tl::HTMLTag<'_>>> = HashMap::new();
+    for tag in doc.tags() {
+        let name = tag.name().as_utf8_str();
+        if let Some(&known) = STANDARD_TAGS.iter().find(|n| name.eq_ignore_ascii_case(n)) {
+            named.entry(known).or_default().push(tag);
+        }
+    }
+    let find = |name: &str| named.get(name).map_or(&[][..], Vec::as_slice);
     let text = |tag: &tl::HTMLTag<'_>| clean_text(&tag.inner_text(parser));
     let attr = |tag: &tl::HTMLTag<'_>, name: &str| {
         selector::attr(tag, name).flatten().map(|v| clean_text(&v))
     };
 
-    let base = find("base[href]")
-        .first()
+    let base = find("base")
+        .iter()
+        .find(|t| selector::attr(t, "href").is_some())
         .and_then(|t| attr(t, "href"))
         .and_then(|href| url.join(&href).ok())
         .unwrap_or_else(|| url.clone());
@@ -96,7 +106,7 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
             .iter()
             .map(|t| text(t))
             .find(|t| !t.is_empty()),
-        lang: find("html[lang]")
+        lang: find("html")
             .first()
             .and_then(|t| attr(t, "lang"))
             .filter(|l| !l.is_empty()),
@@ -117,8 +127,8 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
             out.og.entry(prop).or_insert(Value::String(content));
         }
     }
-    out.canonical = find("link[rel][href]")
-        .into_iter()
+    out.canonical = find("link")
+        .iter()
         .filter(|t| {
             attr(t, "rel").is_some_and(|r| {
                 r.split_whitespace()
@@ -128,7 +138,13 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         .find_map(|t| absolute(&attr(t, "href")?));
     if options.links {
         let mut seen = HashSet::new();
-        let links = find("a[href], area[href]")
+        let mut anchors: Vec<&tl::HTMLTag<'_>> =
+            find("a").iter().chain(find("area")).copied().collect();
+        if !find("area").is_empty() {
+            // Keep document order across the two tag names.
+            anchors.sort_by_key(|t| t.boundaries(parser).0);
+        }
+        let links = anchors
             .into_iter()
             .filter_map(|t| absolute(&attr(t, "href")?))
             .filter(|l| seen.insert(l.clone()))
@@ -136,7 +152,7 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
             .collect();
         out.links = Some(links);
     }
-    for script in find("script[type]") {
+    for script in find("script") {
         let kind = attr(script, "type").unwrap_or_default();
         if !kind
             .split(';')

@@ -73,7 +73,7 @@ impl Selector {
 
     /// The tag nodes of `dom` that match, in document order.
     pub fn select<'d>(&self, doc: &'d Document<'d>) -> Vec<&'d tl::HTMLTag<'d>> {
-        doc.tags()
+        doc.indexed_tags()
             .filter(|&(i, _)| self.alternatives.iter().any(|c| c.matches(doc, i)))
             .map(|(_, t)| t)
             .collect()
@@ -112,8 +112,13 @@ impl<'a> Document<'a> {
         self.dom.parser()
     }
 
+    /// Every tag, in document order.
+    pub fn tags(&self) -> impl Iterator<Item = &tl::HTMLTag<'a>> {
+        self.dom.nodes().iter().filter_map(|n| n.as_tag())
+    }
+
     /// Every tag with its node index, in document order.
-    fn tags(&self) -> impl Iterator<Item = (usize, &tl::HTMLTag<'a>)> {
+    fn indexed_tags(&self) -> impl Iterator<Item = (usize, &tl::HTMLTag<'a>)> {
         self.dom
             .nodes()
             .iter()
