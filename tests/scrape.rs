@@ -30,6 +30,10 @@ fn get_scrapes_one_page() {
     assert_eq!(r["page"]["description"], "Fixture page 7");
     assert_eq!(r["page"]["h1"], json!(["Heading 7"]));
     assert_eq!(r["page"]["final_url"], page);
+    assert_eq!(r["page"]["canonical"], site.url("/page/7"));
+    assert_eq!(r["page"]["og"], json!({"og:title": "OG 7"}));
+    assert_eq!(r["page"]["lang"], "en");
+    assert!(r["page"].get("links").is_none(), "links only when asked");
 }
 
 #[test]

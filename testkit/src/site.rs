@@ -105,7 +105,8 @@ impl Site {
 pub fn page_html(id: &str, pad: usize) -> String {
     let mut html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Page {id}</title>\
-         <meta name=\"description\" content=\"Fixture page {id}\"></head>\
+         <meta name=\"description\" content=\"Fixture page {id}\">\
+         <meta property=\"og:title\" content=\"OG {id}\"><link rel=\"canonical\" href=\"/page/{id}\"></head>\
          <body><h1>Heading {id}</h1><ul><li><a href=\"/page/{id}-next\">next</a></li></ul>"
     );
     let para = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit &amp; more.</p>\n";
