@@ -24,11 +24,7 @@ fn options() -> ExtractOptions {
         max_links: 1000,
         select: vec![(
             "paragraphs".into(),
-            Selection {
-                selector: Selector::parse("body p").unwrap(),
-                attr: None,
-                all: true,
-            },
+            Selection { selector: Selector::parse("body p").unwrap(), attr: None, all: true },
         )],
     }
 }
@@ -38,9 +34,7 @@ fn main() {
     let select = json!({"paragraphs": {"css": "body p", "all": true}});
 
     // 1. Native extraction.
-    let pages: Vec<String> = (0..50)
-        .map(|i| page_html(&i.to_string(), PAGE_BYTES))
-        .collect();
+    let pages: Vec<String> = (0..50).map(|i| page_html(&i.to_string(), PAGE_BYTES)).collect();
     let url = Url::parse("http://127.0.0.1/page/x").unwrap();
     let mut bytes = 0usize;
     let started = Instant::now();
@@ -56,9 +50,7 @@ fn main() {
     // 2. The same step inside the component.
     let site = Site::start();
     let scraper = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
-    let urls: Vec<String> = (0..200)
-        .map(|i| site.url(&format!("/page/{i}?pad={PAGE_BYTES}")))
-        .collect();
+    let urls: Vec<String> = (0..200).map(|i| site.url(&format!("/page/{i}?pad={PAGE_BYTES}"))).collect();
     let body = json!({"urls": urls, "select": select, "options": {"links": true, "concurrency": 4, "per_host": 4}});
     let resp = post_json(&scraper.url("/scrape"), &body).json();
     let (mut wasm_bytes, mut wasm_us) = (0u64, 0u64);
@@ -73,30 +65,21 @@ fn main() {
     // 3. Pages per second against the latency bound.
     let n = 1000;
     let (concurrency, latency_ms) = (50usize, 50u64);
-    let urls: Vec<String> = (0..n)
-        .map(|i| site.url(&format!("/page/{i}?pad={PAGE_BYTES}&delay_ms={latency_ms}")))
-        .collect();
+    let urls: Vec<String> =
+        (0..n).map(|i| site.url(&format!("/page/{i}?pad={PAGE_BYTES}&delay_ms={latency_ms}"))).collect();
     let body = json!({"urls": urls, "select": select,
         "options": {"links": true, "concurrency": concurrency, "per_host": concurrency}});
     let started = Instant::now();
     let resp = post_json(&scraper.url("/scrape"), &body).json();
     let elapsed = started.elapsed().as_secs_f64();
-    let ok = resp["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["page"].is_object())
-        .count();
+    let ok = resp["results"].as_array().unwrap().iter().filter(|r| r["page"].is_object()).count();
     assert_eq!(ok, n, "every page should have been scraped");
     let rate = n as f64 / elapsed;
     let bound = concurrency as f64 * 1000.0 / latency_ms as f64;
 
     println!("scrape benchmark (pages of {PAGE_BYTES} bytes; decode + extract with links and one selection)");
     println!("  native extraction:     {native:8.1} MB/s");
-    println!(
-        "  wasm extraction:       {wasm:8.1} MB/s   ({:.2} of native; target >= 0.50)",
-        wasm / native
-    );
+    println!("  wasm extraction:       {wasm:8.1} MB/s   ({:.2} of native; target >= 0.50)", wasm / native);
     println!(
         "  {n} pages, {latency_ms} ms latency, concurrency {concurrency}: {elapsed:.2} s = {rate:.0} pages/s \
          ({:.2} of the {bound:.0} pages/s bound; target >= 0.80)",

@@ -54,10 +54,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error of the given kind with a message that says what went wrong and where.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
-        ApiError {
-            kind,
-            message: message.into(),
-        }
+        ApiError { kind, message: message.into() }
     }
 
     /// A malformed request.
@@ -74,19 +71,13 @@ impl ApiError {
     pub fn method_not_allowed(method: &str, path: &str, allowed: &[&str]) -> ApiError {
         ApiError::new(
             ErrorKind::MethodNotAllowed,
-            format!(
-                "{path} does not take {method}; it takes {}",
-                allowed.join(", ")
-            ),
+            format!("{path} does not take {method}; it takes {}", allowed.join(", ")),
         )
     }
 
     /// A body that grew past `limit` bytes.
     pub fn payload_too_large(limit: usize) -> ApiError {
-        ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
+        ApiError::new(ErrorKind::PayloadTooLarge, format!("request body is larger than the limit of {limit} bytes"))
     }
 
     /// The kind of this error.
@@ -115,25 +106,14 @@ impl ApiError {
             kind: ErrorKind,
             message: &'a str,
         }
-        let body = Body {
-            error: Inner {
-                kind: self.kind,
-                message: &self.message,
-            },
-        };
+        let body = Body { error: Inner { kind: self.kind, message: &self.message } };
         serde_json::to_vec(&body).expect("an error body always serialises")
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.status(),
-            serde_json::to_string(&self.kind).unwrap_or_default(),
-            self.message
-        )
+        write!(f, "{} ({}): {}", self.status(), serde_json::to_string(&self.kind).unwrap_or_default(), self.message)
     }
 }
 
@@ -142,12 +122,9 @@ impl std::error::Error for ApiError {}
 /// Parses a JSON request body into `T`, naming the position and the problem on failure.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "request body is empty; a JSON object was expected",
-        ));
+        return Err(ApiError::bad_request("request body is empty; a JSON object was expected"));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[cfg(test)]
@@ -160,10 +137,7 @@ mod tests {
         assert_eq!(err.status(), 413);
         let v: serde_json::Value = serde_json::from_slice(&err.to_json()).unwrap();
         assert_eq!(v["error"]["kind"], "payload_too_large");
-        assert_eq!(
-            v["error"]["message"],
-            "request body is larger than the limit of 10 bytes"
-        );
+        assert_eq!(v["error"]["message"], "request body is larger than the limit of 10 bytes");
     }
 
     #[test]

@@ -103,31 +103,19 @@ impl Config {
             max_fetch_timeout: millis(&get, "FANOUT_FETCH_TIMEOUT_MS", d.max_fetch_timeout)?,
             max_fetch_attempts: positive(&get, "FANOUT_FETCH_ATTEMPTS", d.max_fetch_attempts)?,
             max_page_bytes: positive(&get, "FANOUT_MAX_PAGE_BYTES", d.max_page_bytes)?,
-            max_scrape_concurrency: positive(
-                &get,
-                "FANOUT_SCRAPE_CONCURRENCY",
-                d.max_scrape_concurrency,
-            )?,
+            max_scrape_concurrency: positive(&get, "FANOUT_SCRAPE_CONCURRENCY", d.max_scrape_concurrency)?,
             max_scrape_deadline: millis(&get, "FANOUT_SCRAPE_DEADLINE_MS", d.max_scrape_deadline)?,
             max_redirects: positive(&get, "FANOUT_MAX_REDIRECTS", d.max_redirects)?,
             user_agent: get("FANOUT_USER_AGENT").unwrap_or(d.user_agent),
             respect_robots: boolean(&get, "FANOUT_RESPECT_ROBOTS", d.respect_robots)?,
             max_urls: positive(&get, "FANOUT_MAX_URLS", d.max_urls)?,
-            allow_private_hosts: boolean(
-                &get,
-                "FANOUT_ALLOW_PRIVATE_HOSTS",
-                d.allow_private_hosts,
-            )?,
+            allow_private_hosts: boolean(&get, "FANOUT_ALLOW_PRIVATE_HOSTS", d.allow_private_hosts)?,
             scrape_url: get("FANOUT_SCRAPE_URL"),
             transform_url: get("FANOUT_TRANSFORM_URL"),
             worker_concurrency: positive(&get, "FANOUT_WORKER_CONCURRENCY", d.worker_concurrency)?,
             worker_timeout: millis(&get, "FANOUT_WORKER_TIMEOUT_MS", d.worker_timeout)?,
             worker_attempts: positive(&get, "FANOUT_WORKER_ATTEMPTS", d.worker_attempts)?,
-            max_worker_response_bytes: positive(
-                &get,
-                "FANOUT_MAX_WORKER_RESPONSE_BYTES",
-                d.max_worker_response_bytes,
-            )?,
+            max_worker_response_bytes: positive(&get, "FANOUT_MAX_WORKER_RESPONSE_BYTES", d.max_worker_response_bytes)?,
             batch_size: positive(&get, "FANOUT_BATCH_SIZE", d.batch_size)?,
             chunk_bytes: positive(&get, "FANOUT_CHUNK_BYTES", d.chunk_bytes)?,
         })
@@ -138,9 +126,7 @@ impl Config {
         let Some(token) = &self.token else {
             return Ok(());
         };
-        let given = authorization
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = authorization.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
@@ -158,10 +144,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn invalid(name: &str, value: &str, expected: &str) -> ApiError {
-    ApiError::new(
-        ErrorKind::Config,
-        format!("environment variable {name}={value:?} is not {expected}"),
-    )
+    ApiError::new(ErrorKind::Config, format!("environment variable {name}={value:?} is not {expected}"))
 }
 
 fn positive<T>(get: &impl Fn(&str) -> Option<String>, name: &str, default: T) -> Result<T, ApiError>
@@ -177,30 +160,18 @@ where
     }
 }
 
-fn millis(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: Duration,
-) -> Result<Duration, ApiError> {
+fn millis(get: &impl Fn(&str) -> Option<String>, name: &str, default: Duration) -> Result<Duration, ApiError> {
     let ms = positive(get, name, default.as_millis() as u64)?;
     Ok(Duration::from_millis(ms))
 }
 
-fn boolean(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: bool,
-) -> Result<bool, ApiError> {
+fn boolean(get: &impl Fn(&str) -> Option<String>, name: &str, default: bool) -> Result<bool, ApiError> {
     match get(name) {
         None => Ok(default),
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
             "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(invalid(
-                name,
-                &v,
-                "a boolean (true/false, 1/0, yes/no, on/off)",
-            )),
+            _ => Err(invalid(name, &v, "a boolean (true/false, 1/0, yes/no, on/off)")),
         },
     }
 }
@@ -211,20 +182,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ApiError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
     #[test]
     fn unset_and_empty_take_defaults() {
         assert_eq!(config(&[]).unwrap(), Config::default());
-        assert_eq!(
-            config(&[("FANOUT_TOKEN", ""), ("FANOUT_BATCH_SIZE", " ")]).unwrap(),
-            Config::default()
-        );
+        assert_eq!(config(&[("FANOUT_TOKEN", ""), ("FANOUT_BATCH_SIZE", " ")]).unwrap(), Config::default());
     }
 
     #[test]
@@ -252,11 +217,7 @@ mod tests {
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config);
-            assert!(
-                err.message().contains(name) && err.message().contains(value),
-                "{}",
-                err.message()
-            );
+            assert!(err.message().contains(name) && err.message().contains(value), "{}", err.message());
         }
     }
 

@@ -23,48 +23,31 @@ impl fmt::Display for ContentError {
                 write!(f, "decoded body is larger than the limit of {n} bytes")
             }
             ContentError::Corrupt(m) => write!(f, "body could not be decoded: {m}"),
-            ContentError::Unsupported(e) => write!(
-                f,
-                "content-encoding {e:?} is not supported (gzip, deflate and identity are)"
-            ),
+            ContentError::Unsupported(e) => {
+                write!(f, "content-encoding {e:?} is not supported (gzip, deflate and identity are)")
+            }
         }
     }
 }
 
 /// The media type of a `Content-Type` value, lower case, without parameters.
 pub fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
 /// Whether a `Content-Type` value names HTML.
 pub fn is_html(content_type: &str) -> bool {
-    matches!(
-        media_type(content_type).as_str(),
-        "text/html" | "application/xhtml+xml"
-    )
+    matches!(media_type(content_type).as_str(), "text/html" | "application/xhtml+xml")
 }
 
 /// Undoes `Content-Encoding` (a comma-separated list, applied in order), never
 /// producing more than `max` bytes.
-pub fn decode_encoding(
-    body: Vec<u8>,
-    encoding: Option<&str>,
-    max: usize,
-) -> Result<Vec<u8>, ContentError> {
+pub fn decode_encoding(body: Vec<u8>, encoding: Option<&str>, max: usize) -> Result<Vec<u8>, ContentError> {
     let Some(encoding) = encoding else {
         return Ok(body);
     };
     let mut body = body;
-    for coding in encoding
-        .split(',')
-        .rev()
-        .map(|c| c.trim().to_ascii_lowercase())
-    {
+    for coding in encoding.split(',').rev().map(|c| c.trim().to_ascii_lowercase()) {
         body = match coding.as_str() {
             "" | "identity" => body,
             "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&body[..]), max)?,
@@ -72,9 +55,7 @@ pub fn decode_encoding(
             // deflate; browsers accept both, and so does fanout.
             "deflate" => match read_limited(flate2::read::ZlibDecoder::new(&body[..]), max) {
                 Ok(out) => out,
-                Err(ContentError::Corrupt(_)) => {
-                    read_limited(flate2::read::DeflateDecoder::new(&body[..]), max)?
-                }
+                Err(ContentError::Corrupt(_)) => read_limited(flate2::read::DeflateDecoder::new(&body[..]), max)?,
                 Err(e) => return Err(e),
             },
             other => return Err(ContentError::Unsupported(other.to_owned())),
@@ -85,10 +66,7 @@ pub fn decode_encoding(
 
 fn read_limited(reader: impl Read, max: usize) -> Result<Vec<u8>, ContentError> {
     let mut out = Vec::new();
-    reader
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ContentError::Corrupt(e.to_string()))?;
+    reader.take(max as u64 + 1).read_to_end(&mut out).map_err(|e| ContentError::Corrupt(e.to_string()))?;
     if out.len() > max {
         return Err(ContentError::TooLarge(max));
     }
@@ -105,11 +83,7 @@ fn read_limited(reader: impl Read, max: usize) -> Result<Vec<u8>, ContentError> 
 pub fn decode_text(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
     let encoding = Encoding::for_bom(body)
         .map(|(e, _)| e)
-        .or_else(|| {
-            content_type
-                .and_then(charset_param)
-                .and_then(|l| Encoding::for_label(l.as_bytes()))
-        })
+        .or_else(|| content_type.and_then(charset_param).and_then(|l| Encoding::for_label(l.as_bytes())))
         .or_else(|| meta_charset(&body[..body.len().min(1024)]))
         .unwrap_or(UTF_8);
     let (text, used, _) = encoding.decode(body);
@@ -119,9 +93,7 @@ pub fn decode_text(body: &[u8], content_type: Option<&str>) -> (String, &'static
 fn charset_param(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+        k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches(['"', '\'']).to_owned())
     })
 }
 
@@ -132,9 +104,12 @@ fn meta_charset(prefix: &[u8]) -> Option<&'static Encoding> {
     while let Some(at) = rest.find("<meta") {
         rest = &rest[at + 5..];
         let tag = &rest[..rest.find('>').unwrap_or(rest.len())];
-        if let Some(pos) = tag.find("charset") {
-            let value = tag[pos + 7..].trim_start().strip_prefix('=')?.trim_start();
-            let value = value.trim_start_matches(['"', '\'']);
+        // Other attributes may mention "charset" too (content="charset tools"): try each.
+        for (pos, _) in tag.match_indices("charset") {
+            let Some(value) = tag[pos + 7..].trim_start().strip_prefix('=') else {
+                continue;
+            };
+            let value = value.trim_start().trim_start_matches(['"', '\'']);
             let end = value
                 .find(|c: char| c == '"' || c == '\'' || c == ';' || c == '/' || c.is_whitespace())
                 .unwrap_or(value.len());
@@ -171,27 +146,14 @@ mod tests {
     #[test]
     fn gzip_and_deflate_are_undone() {
         let page = b"<title>hello</title>".repeat(10);
-        assert_eq!(
-            decode_encoding(gzip(&page), Some("gzip"), 1 << 20).unwrap(),
-            page
-        );
+        assert_eq!(decode_encoding(gzip(&page), Some("gzip"), 1 << 20).unwrap(), page);
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&page).unwrap();
-        assert_eq!(
-            decode_encoding(z.finish().unwrap(), Some("deflate"), 1 << 20).unwrap(),
-            page
-        );
-        let mut raw =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        assert_eq!(decode_encoding(z.finish().unwrap(), Some("deflate"), 1 << 20).unwrap(), page);
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         raw.write_all(&page).unwrap();
-        assert_eq!(
-            decode_encoding(raw.finish().unwrap(), Some("Deflate"), 1 << 20).unwrap(),
-            page
-        );
-        assert_eq!(
-            decode_encoding(page.clone(), Some("identity"), 1).unwrap(),
-            page
-        );
+        assert_eq!(decode_encoding(raw.finish().unwrap(), Some("Deflate"), 1 << 20).unwrap(), page);
+        assert_eq!(decode_encoding(page.clone(), Some("identity"), 1).unwrap(), page);
         assert_eq!(decode_encoding(page.clone(), None, 1).unwrap(), page);
     }
 
@@ -199,54 +161,23 @@ mod tests {
     fn bombs_corruption_and_unknown_codings_fail() {
         let bomb = gzip(&vec![0u8; 1 << 20]);
         assert!(bomb.len() < 5000);
-        assert_eq!(
-            decode_encoding(bomb, Some("gzip"), 1000),
-            Err(ContentError::TooLarge(1000))
-        );
-        assert!(matches!(
-            decode_encoding(b"not gzip".to_vec(), Some("gzip"), 100),
-            Err(ContentError::Corrupt(_))
-        ));
-        assert!(matches!(
-            decode_encoding(b"x".to_vec(), Some("br"), 100),
-            Err(ContentError::Unsupported(_))
-        ));
+        assert_eq!(decode_encoding(bomb, Some("gzip"), 1000), Err(ContentError::TooLarge(1000)));
+        assert!(matches!(decode_encoding(b"not gzip".to_vec(), Some("gzip"), 100), Err(ContentError::Corrupt(_))));
+        assert!(matches!(decode_encoding(b"x".to_vec(), Some("br"), 100), Err(ContentError::Unsupported(_))));
     }
 
     #[test]
     fn charsets_from_header_meta_and_bom() {
         let latin = b"<p>caf\xe9 \x80</p>";
-        assert_eq!(
-            decode_text(latin, Some("text/html; charset=ISO-8859-1")),
-            ("<p>café €</p>".into(), "windows-1252")
-        );
-        assert_eq!(
-            decode_text(latin, Some("text/html; charset=\"windows-1252\"")).0,
-            "<p>café €</p>"
-        );
+        assert_eq!(decode_text(latin, Some("text/html; charset=ISO-8859-1")), ("<p>café €</p>".into(), "windows-1252"));
+        assert_eq!(decode_text(latin, Some("text/html; charset=\"windows-1252\"")).0, "<p>café €</p>");
         let meta = b"<html><head><meta charset='latin1'><title>caf\xe9</title>";
         assert!(decode_text(meta, Some("text/html")).0.contains("café"));
         let http_equiv = b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=windows-1252\"><p>\xe9</p>";
         assert_eq!(decode_text(http_equiv, None).1, "windows-1252");
-        assert_eq!(
-            decode_text("<p>é</p>".as_bytes(), None),
-            ("<p>é</p>".into(), "UTF-8")
-        );
-        assert_eq!(
-            decode_text(
-                b"\xef\xbb\xbf<p>x</p>",
-                Some("text/html; charset=windows-1252")
-            )
-            .1,
-            "UTF-8"
-        );
-        assert_eq!(
-            decode_text(b"<p>\xff</p>", Some("text/html; charset=nonsense")).0,
-            "<p>\u{fffd}</p>"
-        );
-        assert_eq!(
-            decode_text(b"<meta charset=utf-16><p>x</p>", None).1,
-            "UTF-8"
-        );
+        assert_eq!(decode_text("<p>é</p>".as_bytes(), None), ("<p>é</p>".into(), "UTF-8"));
+        assert_eq!(decode_text(b"\xef\xbb\xbf<p>x</p>", Some("text/html; charset=windows-1252")).1, "UTF-8");
+        assert_eq!(decode_text(b"<p>\xff</p>", Some("text/html; charset=nonsense")).0, "<p>\u{fffd}</p>");
+        assert_eq!(decode_text(b"<meta charset=utf-16><p>x</p>", None).1, "UTF-8");
     }
 }

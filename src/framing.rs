@@ -21,13 +21,7 @@ impl Format {
     /// NDJSON when the `Accept` header asks for it, else JSON.
     pub fn from_accept(accept: Option<&str>) -> Format {
         let ndjson = accept.is_some_and(|a| {
-            a.split(',').any(|t| {
-                t.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/x-ndjson")
-            })
+            a.split(',').any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-ndjson"))
         });
         if ndjson {
             Format::Ndjson
@@ -52,17 +46,13 @@ pub struct Framer {
     field: &'static str,
     next: usize,
     waiting: BTreeMap<usize, Vec<u8>>,
+    waiting_bytes: usize,
 }
 
 impl Framer {
     /// A framer whose JSON form puts the results in an array named `field`.
     pub fn new(format: Format, field: &'static str) -> Framer {
-        Framer {
-            format,
-            field,
-            next: 0,
-            waiting: BTreeMap::new(),
-        }
+        Framer { format, field, next: 0, waiting: BTreeMap::new(), waiting_bytes: 0 }
     }
 
     /// The bytes that open the answer.
@@ -82,9 +72,11 @@ impl Framer {
                 json
             }
             Format::Json => {
+                self.waiting_bytes += json.len();
                 self.waiting.insert(index, json);
                 let mut out = Vec::new();
                 while let Some(json) = self.waiting.remove(&self.next) {
+                    self.waiting_bytes -= json.len();
                     if self.next > 0 {
                         out.push(b',');
                     }
@@ -94,6 +86,11 @@ impl Framer {
                 out
             }
         }
+    }
+
+    /// Bytes of results held back until the results before them are out.
+    pub fn waiting_bytes(&self) -> usize {
+        self.waiting_bytes
     }
 
     /// The bytes that close the answer.
@@ -116,15 +113,14 @@ mod tests {
         let mut f = Framer::new(Format::Json, "results");
         let mut out = f.start();
         assert!(f.push(2, &json!({"i": 2})).is_empty());
+        assert_eq!(f.waiting_bytes(), 7);
         out.extend(f.push(0, &json!({"i": 0})));
         assert!(f.push(3, &json!({"i": 3})).is_empty());
         out.extend(f.push(1, &json!({"i": 1})));
+        assert_eq!(f.waiting_bytes(), 0);
         out.extend(f.finish());
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            v,
-            json!({"results": [{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}]})
-        );
+        assert_eq!(v, json!({"results": [{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}]}));
         let empty = Framer::new(Format::Json, "results");
         let mut out = empty.start();
         out.extend(empty.finish());
@@ -142,14 +138,8 @@ mod tests {
 
     #[test]
     fn accept_negotiation() {
-        assert_eq!(
-            Format::from_accept(Some("application/x-ndjson")),
-            Format::Ndjson
-        );
-        assert_eq!(
-            Format::from_accept(Some("text/html, Application/X-NDJSON;q=0.9")),
-            Format::Ndjson
-        );
+        assert_eq!(Format::from_accept(Some("application/x-ndjson")), Format::Ndjson);
+        assert_eq!(Format::from_accept(Some("text/html, Application/X-NDJSON;q=0.9")), Format::Ndjson);
         assert_eq!(Format::from_accept(Some("application/json")), Format::Json);
         assert_eq!(Format::from_accept(None), Format::Json);
     }

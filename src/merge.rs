@@ -13,20 +13,11 @@ use std::ops::Range;
 ///
 /// A worker answer that does not hold exactly one result per URL of the batch,
 /// in order, is treated as a failure of the batch.
-pub fn scrape_batch(
-    urls: &[String],
-    batch: Range<usize>,
-    outcome: Result<ScrapeResponse, String>,
-) -> Vec<PageResult> {
+pub fn scrape_batch(urls: &[String], batch: Range<usize>, outcome: Result<ScrapeResponse, String>) -> Vec<PageResult> {
     let expected = &urls[batch.clone()];
     let checked = outcome.and_then(|resp| {
         let matches = resp.results.len() == expected.len()
-            && resp
-                .results
-                .iter()
-                .zip(expected)
-                .enumerate()
-                .all(|(i, (r, u))| r.index == i && &r.url == u);
+            && resp.results.iter().zip(expected).enumerate().all(|(i, (r, u))| r.index == i && &r.url == u);
         if matches {
             Ok(resp.results)
         } else {
@@ -60,19 +51,12 @@ pub fn scrape_batch(
 /// Appends one transform chunk's outcome to `total`, with line numbers counted in the whole file.
 ///
 /// A failed chunk becomes one error record covering its lines, and its rows count as errored.
-pub fn table_chunk(
-    total: &mut TableOutput,
-    chunk: &CsvChunk,
-    outcome: Result<TableOutput, String>,
-) {
+pub fn table_chunk(total: &mut TableOutput, chunk: &CsvChunk, outcome: Result<TableOutput, String>) {
     let checked = outcome.and_then(|part| {
         if part.stats.rows_in == chunk.rows {
             Ok(part)
         } else {
-            Err(format!(
-                "worker read {} rows of a chunk holding {}",
-                part.stats.rows_in, chunk.rows
-            ))
+            Err(format!("worker read {} rows of a chunk holding {}", part.stats.rows_in, chunk.rows))
         }
     });
     match checked {
@@ -130,9 +114,7 @@ mod tests {
     #[test]
     fn scrape_results_are_reindexed_into_the_job() {
         let urls: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
-        let resp = ScrapeResponse {
-            results: vec![page(0, "c"), page(1, "d")],
-        };
+        let resp = ScrapeResponse { results: vec![page(0, "c"), page(1, "d")] };
         let got = scrape_batch(&urls, 2..4, Ok(resp));
         assert_eq!(got, vec![page(2, "c"), page(3, "d")]);
     }
@@ -142,23 +124,12 @@ mod tests {
         let urls: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         for outcome in [
             Err("connection refused".to_string()),
-            Ok(ScrapeResponse {
-                results: vec![page(0, "b")],
-            }),
-            Ok(ScrapeResponse {
-                results: vec![page(0, "x"), page(1, "c")],
-            }),
+            Ok(ScrapeResponse { results: vec![page(0, "b")] }),
+            Ok(ScrapeResponse { results: vec![page(0, "x"), page(1, "c")] }),
         ] {
             let got = scrape_batch(&urls, 1..3, outcome);
-            assert_eq!(
-                got.iter()
-                    .map(|r| (r.index, r.url.as_str()))
-                    .collect::<Vec<_>>(),
-                vec![(1, "b"), (2, "c")]
-            );
-            assert!(got
-                .iter()
-                .all(|r| matches!(&r.outcome, Outcome::Error(e) if e.kind == FailureKind::Worker)));
+            assert_eq!(got.iter().map(|r| (r.index, r.url.as_str())).collect::<Vec<_>>(), vec![(1, "b"), (2, "c")]);
+            assert!(got.iter().all(|r| matches!(&r.outcome, Outcome::Error(e) if e.kind == FailureKind::Worker)));
         }
     }
 
@@ -168,20 +139,12 @@ mod tests {
         let plan = csv_chunks(data, 4).unwrap();
         assert_eq!(plan.chunks.len(), 2);
         let mut total = TableOutput::default();
-        table_chunk(
-            &mut total,
-            &plan.chunks[0],
-            to_records(&plan.body(data, 0)).map_err(|e| e.to_string()),
-        );
+        table_chunk(&mut total, &plan.chunks[0], to_records(&plan.body(data, 0)).map_err(|e| e.to_string()));
         table_chunk(&mut total, &plan.chunks[1], Err("timed out".into()));
         assert_eq!(total.records.len(), 2);
         assert_eq!(total.stats.rows_in, 4);
         assert_eq!(total.stats.rows_errored, 2);
         assert_eq!(total.errors[0].line, 4);
-        assert!(
-            total.errors[0].message.contains("lines 4 to 5"),
-            "{}",
-            total.errors[0].message
-        );
+        assert!(total.errors[0].message.contains("lines 4 to 5"), "{}", total.errors[0].message);
     }
 }

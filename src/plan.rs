@@ -6,10 +6,7 @@ use std::ops::Range;
 /// Splits `len` items into consecutive batches of at most `size` items.
 pub fn batches(len: usize, size: usize) -> Vec<Range<usize>> {
     let size = size.max(1);
-    (0..len)
-        .step_by(size)
-        .map(|start| start..(start + size).min(len))
-        .collect()
+    (0..len).step_by(size).map(|start| start..(start + size).min(len)).collect()
 }
 
 /// A CSV file cut at record boundaries into chunks, each sent with the header row.
@@ -57,10 +54,7 @@ impl CsvPlan {
 /// Records are found by a real CSV parse, so quoted fields holding newlines
 /// are never cut.
 pub fn csv_chunks(data: &[u8], max_bytes: usize) -> Result<CsvPlan, ApiError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(data);
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
     let mut record = csv::ByteRecord::new();
     // Record starts as (byte offset, line); the header is the first record.
     let mut starts: Vec<(usize, u64)> = Vec::new();
@@ -75,9 +69,7 @@ pub fn csv_chunks(data: &[u8], max_bytes: usize) -> Result<CsvPlan, ApiError> {
         }
     }
     if starts.is_empty() {
-        return Err(ApiError::bad_request(
-            "CSV body is empty; a header row was expected on line 1",
-        ));
+        return Err(ApiError::bad_request("CSV body is empty; a header row was expected on line 1"));
     }
     let header_end = starts.get(1).map_or(data.len(), |s| s.0);
     let header = 0..header_end;
@@ -136,11 +128,7 @@ mod tests {
     fn chunks_reassemble_to_the_whole_file() {
         let data = b"id,note\n1,a\n2,\"multi\nline, quoted\"\r\n3,c\n\n4,d\n5,\"e\"";
         let whole = to_records(data).unwrap();
-        let whole: Vec<_> = whole
-            .records
-            .into_iter()
-            .map(serde_json::Value::Object)
-            .collect();
+        let whole: Vec<_> = whole.records.into_iter().map(serde_json::Value::Object).collect();
         for max in [1, 5, 10, 20, 1000] {
             assert_eq!(records_of(data, max).0, whole, "max_bytes = {max}");
         }

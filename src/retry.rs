@@ -23,26 +23,17 @@ impl RetryPolicy {
     ///
     /// `retry_after` is the server's `Retry-After`, when it sent one; `random`
     /// is any random number (it picks the jitter).
-    pub fn next_delay(
-        &self,
-        failed: u32,
-        retry_after: Option<Duration>,
-        random: u64,
-    ) -> Option<Duration> {
+    pub fn next_delay(&self, failed: u32, retry_after: Option<Duration>, random: u64) -> Option<Duration> {
         if failed >= self.max_attempts {
             return None;
         }
         if let Some(wait) = retry_after {
             return (wait <= self.max_delay).then_some(wait);
         }
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << failed.saturating_sub(1).min(20));
+        let exp = self.base_delay.saturating_mul(1u32 << failed.saturating_sub(1).min(20));
         let ceiling = exp.min(self.max_delay);
         let half = ceiling / 2;
-        let jitter_ms = (half.as_millis() as u64)
-            .checked_add(1)
-            .map_or(0, |n| random % n);
+        let jitter_ms = (half.as_millis() as u64).checked_add(1).map_or(0, |n| random % n);
         Some(half + Duration::from_millis(jitter_ms))
     }
 }
@@ -64,11 +55,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    const POLICY: RetryPolicy = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_secs(1),
-    };
+    const POLICY: RetryPolicy =
+        RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
 
     #[test]
     fn delays_grow_and_stay_within_bounds() {
@@ -76,43 +64,23 @@ mod tests {
             let d1 = POLICY.next_delay(1, None, random).unwrap();
             let d2 = POLICY.next_delay(2, None, random).unwrap();
             let d3 = POLICY.next_delay(3, None, random).unwrap();
-            assert!(
-                (Duration::from_millis(50)..=Duration::from_millis(100)).contains(&d1),
-                "{d1:?}"
-            );
-            assert!(
-                (Duration::from_millis(100)..=Duration::from_millis(200)).contains(&d2),
-                "{d2:?}"
-            );
-            assert!(
-                (Duration::from_millis(200)..=Duration::from_millis(400)).contains(&d3),
-                "{d3:?}"
-            );
+            assert!((Duration::from_millis(50)..=Duration::from_millis(100)).contains(&d1), "{d1:?}");
+            assert!((Duration::from_millis(100)..=Duration::from_millis(200)).contains(&d2), "{d2:?}");
+            assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&d3), "{d3:?}");
         }
-        let big = RetryPolicy {
-            max_attempts: 100,
-            ..POLICY
-        };
+        let big = RetryPolicy { max_attempts: 100, ..POLICY };
         assert!(big.next_delay(60, None, 12345).unwrap() <= POLICY.max_delay);
     }
 
     #[test]
     fn gives_up_after_max_attempts() {
         assert!(POLICY.next_delay(4, None, 0).is_none());
-        assert!(RetryPolicy {
-            max_attempts: 1,
-            ..POLICY
-        }
-        .next_delay(1, None, 0)
-        .is_none());
+        assert!(RetryPolicy { max_attempts: 1, ..POLICY }.next_delay(1, None, 0).is_none());
     }
 
     #[test]
     fn honours_retry_after_within_the_cap() {
-        assert_eq!(
-            POLICY.next_delay(1, Some(Duration::from_secs(1)), 0),
-            Some(Duration::from_secs(1))
-        );
+        assert_eq!(POLICY.next_delay(1, Some(Duration::from_secs(1)), 0), Some(Duration::from_secs(1)));
         assert_eq!(POLICY.next_delay(1, Some(Duration::from_secs(2)), 0), None);
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);

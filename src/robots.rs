@@ -28,17 +28,15 @@ impl Robots {
 
     /// Rules that allow nothing: what an unreachable robots.txt (5xx, no connection) means.
     pub fn disallow_all() -> Robots {
-        Robots {
-            groups: Vec::new(),
-            disallow_all: true,
-        }
+        Robots { groups: Vec::new(), disallow_all: true }
     }
 
     /// Parses robots.txt text; unknown lines are ignored, as the RFC asks.
     pub fn parse(text: &str) -> Robots {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut groups: Vec<Group> = Vec::new();
         let mut in_agents = false;
-        for line in text.lines() {
+        for line in text.split(['\n', '\r']) {
             let line = line.split('#').next().unwrap_or("");
             let Some((key, value)) = line.split_once(':') else {
                 continue;
@@ -50,29 +48,19 @@ impl Robots {
                         groups.push(Group::default());
                         in_agents = true;
                     }
-                    groups
-                        .last_mut()
-                        .expect("just pushed")
-                        .agents
-                        .push(value.to_ascii_lowercase());
+                    groups.last_mut().expect("just pushed").agents.push(product_token(value));
                 }
                 "allow" | "disallow" => {
                     in_agents = false;
                     // An empty Disallow allows everything; it adds no rule.
                     if let (Some(group), false) = (groups.last_mut(), value.is_empty()) {
-                        group.rules.push(Rule {
-                            allow: key == "allow",
-                            pattern: value.to_owned(),
-                        });
+                        group.rules.push(Rule { allow: key == "allow", pattern: normalize(value) });
                     }
                 }
                 _ => {}
             }
         }
-        Robots {
-            groups,
-            disallow_all: false,
-        }
+        Robots { groups, disallow_all: false }
     }
 
     /// Whether a crawler whose user agent is `user_agent` may fetch `path`
@@ -84,32 +72,19 @@ impl Robots {
         if self.disallow_all {
             return false;
         }
-        let product = user_agent
-            .split(['/', ' '])
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let named: Vec<&Group> = self
-            .groups
-            .iter()
-            .filter(|g| {
-                g.agents
-                    .iter()
-                    .any(|a| a != "*" && !a.is_empty() && product.starts_with(a.as_str()))
-            })
-            .collect();
+        let product = product_token(user_agent);
+        let named: Vec<&Group> =
+            self.groups.iter().filter(|g| g.agents.iter().any(|a| a != "*" && *a == product)).collect();
+        let path = normalize(path);
         let groups = if named.is_empty() {
-            self.groups
-                .iter()
-                .filter(|g| g.agents.iter().any(|a| a == "*"))
-                .collect()
+            self.groups.iter().filter(|g| g.agents.iter().any(|a| a == "*")).collect()
         } else {
             named
         };
         // The longest matching pattern decides; Allow wins a tie.
         let mut best: Option<(usize, bool)> = None;
         for rule in groups.iter().flat_map(|g| &g.rules) {
-            if matches(&rule.pattern, path) {
+            if matches(&rule.pattern, &path) {
                 let candidate = (rule.pattern.len(), rule.allow);
                 if best.is_none_or(|b| candidate > b) {
                     best = Some(candidate);
@@ -118,6 +93,38 @@ impl Robots {
         }
         best.is_none_or(|(_, allow)| allow)
     }
+}
+
+/// The product token of a user agent (`fanout-scrape` of `fanout-scrape/0.1 (+info)`), lower case.
+fn product_token(user_agent: &str) -> String {
+    user_agent.trim().split(['/', ' ']).next().unwrap_or("").to_ascii_lowercase()
+}
+
+/// Percent-encodes non-ASCII bytes and upper-cases existing `%xx`, so that
+/// `/café`, `/caf%c3%a9` and `/caf%C3%A9` compare equal, as RFC 9309 asks.
+fn normalize(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        {
+            out.push('%');
+            out.push(bytes[i + 1].to_ascii_uppercase() as char);
+            out.push(bytes[i + 2].to_ascii_uppercase() as char);
+            i += 3;
+        } else if b.is_ascii() {
+            out.push(b as char);
+            i += 1;
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Whether `pattern` (with `*` for any run and a final `$` for the end) matches a prefix of `path`.
@@ -163,7 +170,7 @@ Allow: /private/open
 Disallow: /*.pdf$
 Disallow: /search?
 
-User-agent: fanout
+User-agent: FanOut-Scrape
 User-agent: other-bot
 Disallow: /
 
@@ -180,10 +187,7 @@ Disallow:
         assert!(!r.allows(ua, "/private/x"));
         assert!(r.allows(ua, "/private/open/x"), "the longer Allow wins");
         assert!(!r.allows(ua, "/docs/a.pdf"));
-        assert!(
-            r.allows(ua, "/docs/a.pdf?download=1"),
-            "$ anchors at the end"
-        );
+        assert!(r.allows(ua, "/docs/a.pdf?download=1"), "$ anchors at the end");
         assert!(!r.allows(ua, "/search?q=x"));
         assert!(r.allows(ua, "/search"));
     }
@@ -193,11 +197,18 @@ Disallow:
         let r = Robots::parse(FILE);
         assert!(!r.allows("fanout-scrape/0.1", "/public/page"));
         assert!(!r.allows("Other-Bot", "/"));
-        assert!(
-            r.allows("nobody", "/private/x"),
-            "an empty Disallow allows everything"
-        );
+        assert!(r.allows("nobody", "/private/x"), "an empty Disallow allows everything");
         assert!(r.allows("fanout-scrape/0.1", "/robots.txt"));
+    }
+
+    #[test]
+    fn encoding_bom_line_endings_and_exact_tokens() {
+        let r = Robots::parse("\u{feff}User-agent: *\rDisallow: /café\r\nUser-agent: f\nDisallow: /\n");
+        assert!(!r.allows("x", "/caf%C3%A9/menu"));
+        assert!(!r.allows("x", "/caf%c3%a9"));
+        assert!(r.allows("x", "/cafe"));
+        assert!(r.allows("fanout-scrape/0.1", "/other"), "'f' is not fanout-scrape's product token");
+        assert!(!r.allows("F/1.0", "/other"));
     }
 
     #[test]

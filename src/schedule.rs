@@ -25,26 +25,13 @@ struct Host {
 
 impl HostQueue {
     /// A queue of `items` (index, host) run at most `total` at once and `per_host` per host.
-    pub fn new(
-        items: impl IntoIterator<Item = (usize, String)>,
-        total: usize,
-        per_host: usize,
-    ) -> HostQueue {
+    pub fn new(items: impl IntoIterator<Item = (usize, String)>, total: usize, per_host: usize) -> HostQueue {
         let mut hosts: HashMap<String, Host> = HashMap::new();
         for (index, host) in items {
             hosts.entry(host).or_default().waiting.push_back(index);
         }
-        let ready = hosts
-            .iter()
-            .filter_map(|(h, q)| Some((*q.waiting.front()?, h.clone())))
-            .collect();
-        HostQueue {
-            total: total.max(1),
-            per_host: per_host.max(1),
-            running: 0,
-            hosts,
-            ready,
-        }
+        let ready = hosts.iter().filter_map(|(h, q)| Some((*q.waiting.front()?, h.clone()))).collect();
+        HostQueue { total: total.max(1), per_host: per_host.max(1), running: 0, hosts, ready }
     }
 
     /// The next item to start, if the limits allow one; it counts as running until [`HostQueue::finish`].
@@ -53,10 +40,7 @@ impl HostQueue {
             return None;
         }
         let (index, host_name) = self.ready.pop_first()?;
-        let host = self
-            .hosts
-            .get_mut(&host_name)
-            .expect("ready hosts are known");
+        let host = self.hosts.get_mut(&host_name).expect("ready hosts are known");
         host.waiting.pop_front();
         host.running += 1;
         self.running += 1;
@@ -70,10 +54,7 @@ impl HostQueue {
 
     /// Marks one running item of `host` as done.
     pub fn finish(&mut self, host_name: &str) {
-        let host = self
-            .hosts
-            .get_mut(host_name)
-            .expect("finished items were started");
+        let host = self.hosts.get_mut(host_name).expect("finished items were started");
         let had_room = host.running < self.per_host;
         host.running -= 1;
         self.running -= 1;
@@ -87,11 +68,7 @@ impl HostQueue {
     /// Takes every item not yet started, in input order (when a deadline passes, say).
     pub fn drain_waiting(&mut self) -> Vec<usize> {
         self.ready.clear();
-        let mut all: Vec<usize> = self
-            .hosts
-            .values_mut()
-            .flat_map(|h| h.waiting.drain(..))
-            .collect();
+        let mut all: Vec<usize> = self.hosts.values_mut().flat_map(|h| h.waiting.drain(..)).collect();
         all.sort_unstable();
         all
     }
@@ -102,11 +79,7 @@ mod tests {
     use super::*;
 
     fn queue(hosts: &str, total: usize, per_host: usize) -> HostQueue {
-        HostQueue::new(
-            hosts.chars().enumerate().map(|(i, h)| (i, h.to_string())),
-            total,
-            per_host,
-        )
+        HostQueue::new(hosts.chars().enumerate().map(|(i, h)| (i, h.to_string())), total, per_host)
     }
 
     fn start_all(q: &mut HostQueue) -> Vec<usize> {

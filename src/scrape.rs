@@ -117,9 +117,7 @@ fn within<T: PartialOrd + Copy + std::fmt::Display + Default>(
 ) -> Result<T, ApiError> {
     match requested {
         None => Ok(if default > limit { limit } else { default }),
-        Some(v) if v <= T::default() => Err(ApiError::bad_request(format!(
-            "options.{name} must be at least 1"
-        ))),
+        Some(v) if v <= T::default() => Err(ApiError::bad_request(format!("options.{name} must be at least 1"))),
         Some(v) if v > limit => Err(ApiError::bad_request(format!(
             "options.{name}={v} is over this deployment's limit of {limit} ({variable})"
         ))),
@@ -137,22 +135,10 @@ impl ScrapeRequest {
                 SelectSpec::Css(css) => (css, None, false),
                 SelectSpec::Full { css, attr, all } => (css, attr.clone(), *all),
             };
-            let selector = Selector::parse(css)
-                .map_err(|e| ApiError::bad_request(format!("select.{name}: {e}")))?;
-            select.push((
-                name.clone(),
-                Selection {
-                    selector,
-                    attr,
-                    all,
-                },
-            ));
+            let selector = Selector::parse(css).map_err(|e| ApiError::bad_request(format!("select.{name}: {e}")))?;
+            select.push((name.clone(), Selection { selector, attr, all }));
         }
-        Ok(ExtractOptions {
-            links: self.options.links,
-            max_links: self.options.max_links.unwrap_or(1000),
-            select,
-        })
+        Ok(ExtractOptions { links: self.options.links, max_links: self.options.max_links.unwrap_or(1000), select })
     }
 
     /// Resolves the fetch options against the deployment's limits, failing with
@@ -160,27 +146,12 @@ impl ScrapeRequest {
     pub fn settings(&self, config: &Config) -> Result<FetchSettings, ApiError> {
         let o = &self.options;
         let ms = |d: Duration| d.as_millis() as u64;
-        let concurrency = within(
-            "concurrency",
-            o.concurrency,
-            16,
-            config.max_scrape_concurrency,
-            "FANOUT_SCRAPE_CONCURRENCY",
-        )?;
-        let timeout_ms = within(
-            "timeout_ms",
-            o.timeout_ms,
-            10_000,
-            ms(config.max_fetch_timeout),
-            "FANOUT_FETCH_TIMEOUT_MS",
-        )?;
-        let deadline_ms = within(
-            "deadline_ms",
-            o.deadline_ms,
-            60_000,
-            ms(config.max_scrape_deadline),
-            "FANOUT_SCRAPE_DEADLINE_MS",
-        )?;
+        let concurrency =
+            within("concurrency", o.concurrency, 16, config.max_scrape_concurrency, "FANOUT_SCRAPE_CONCURRENCY")?;
+        let timeout_ms =
+            within("timeout_ms", o.timeout_ms, 10_000, ms(config.max_fetch_timeout), "FANOUT_FETCH_TIMEOUT_MS")?;
+        let deadline_ms =
+            within("deadline_ms", o.deadline_ms, 60_000, ms(config.max_scrape_deadline), "FANOUT_SCRAPE_DEADLINE_MS")?;
         let max_redirects = match o.max_redirects {
             Some(n) if n > config.max_redirects => {
                 return Err(ApiError::bad_request(format!(
@@ -193,31 +164,17 @@ impl ScrapeRequest {
         };
         let user_agent = match &o.user_agent {
             Some(ua) if ua.trim().is_empty() || ua.chars().any(char::is_control) => {
-                return Err(ApiError::bad_request(
-                    "options.user_agent must be non-empty printable text",
-                ))
+                return Err(ApiError::bad_request("options.user_agent must be non-empty printable text"))
             }
             Some(ua) => ua.clone(),
             None => config.user_agent.clone(),
         };
         Ok(FetchSettings {
             concurrency,
-            per_host: within(
-                "per_host",
-                o.per_host,
-                8,
-                concurrency,
-                "options.concurrency",
-            )?,
+            per_host: within("per_host", o.per_host, 8, concurrency, "options.concurrency")?,
             timeout: Duration::from_millis(timeout_ms),
             deadline: Duration::from_millis(deadline_ms),
-            attempts: within(
-                "attempts",
-                o.attempts,
-                3,
-                config.max_fetch_attempts,
-                "FANOUT_FETCH_ATTEMPTS",
-            )?,
+            attempts: within("attempts", o.attempts, 3, config.max_fetch_attempts, "FANOUT_FETCH_ATTEMPTS")?,
             max_page_bytes: within(
                 "max_page_bytes",
                 o.max_page_bytes,
@@ -242,19 +199,12 @@ mod named {
     pub fn serialize<S: Serializer>(v: &[(String, SelectSpec)], s: S) -> Result<S::Ok, S::Error> {
         let map: serde_json::Map<String, serde_json::Value> = v
             .iter()
-            .map(|(k, spec)| {
-                (
-                    k.clone(),
-                    serde_json::to_value(spec).expect("a selection serialises"),
-                )
-            })
+            .map(|(k, spec)| (k.clone(), serde_json::to_value(spec).expect("a selection serialises")))
             .collect();
         map.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(String, SelectSpec)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, SelectSpec)>, D::Error> {
         let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
         map.into_iter()
             .map(|(k, v)| {
@@ -375,13 +325,7 @@ pub enum FailureKind {
 impl ItemError {
     /// An error without an HTTP status or attempt count.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> ItemError {
-        ItemError {
-            kind,
-            message: message.into(),
-            status: None,
-            attempts: None,
-            elapsed_ms: None,
-        }
+        ItemError { kind, message: message.into(), status: None, attempts: None, elapsed_ms: None }
     }
 }
 
@@ -398,13 +342,7 @@ mod tests {
         )
         .unwrap();
         let opts = req.extract_options().unwrap();
-        assert_eq!(
-            opts.select
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>(),
-            ["z", "a"]
-        );
+        assert_eq!(opts.select.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["z", "a"]);
         assert!(opts.select[1].1.all);
         assert!(opts.links);
         assert_eq!(opts.max_links, 1000);
@@ -412,32 +350,25 @@ mod tests {
 
     #[test]
     fn options_default_and_stay_within_the_deployment_limits() {
-        let config = Config {
-            max_scrape_concurrency: 32,
-            ..Config::default()
-        };
+        let config = Config { max_scrape_concurrency: 32, ..Config::default() };
         let req = |options: &str| -> Result<FetchSettings, ApiError> {
-            parse_json::<ScrapeRequest>(
-                format!(r#"{{"urls": [], "options": {options}}}"#).as_bytes(),
-            )?
-            .settings(&config)
+            parse_json::<ScrapeRequest>(format!(r#"{{"urls": [], "options": {options}}}"#).as_bytes())?
+                .settings(&config)
         };
         let d = req("{}").unwrap();
-        assert_eq!(
-            (d.concurrency, d.per_host, d.attempts, d.max_redirects),
-            (16, 8, 3, 10)
-        );
+        assert_eq!((d.concurrency, d.per_host, d.attempts, d.max_redirects), (16, 8, 3, 10));
         assert_eq!(d.timeout, Duration::from_secs(10));
         assert_eq!(d.user_agent, config.user_agent);
         assert!(!d.robots);
-        let set = req(r#"{"concurrency": 32, "per_host": 32, "timeout_ms": 500, "robots": true, "user_agent": "x/1"}"#).unwrap();
-        assert_eq!(
-            (set.concurrency, set.per_host, set.timeout),
-            (32, 32, Duration::from_millis(500))
-        );
+        let set = req(r#"{"concurrency": 32, "per_host": 32, "timeout_ms": 500, "robots": true, "user_agent": "x/1"}"#)
+            .unwrap();
+        assert_eq!((set.concurrency, set.per_host, set.timeout), (32, 32, Duration::from_millis(500)));
         assert!(set.robots);
         for (options, needle) in [
-            (r#"{"concurrency": 33}"#, "options.concurrency=33 is over this deployment's limit of 32 (FANOUT_SCRAPE_CONCURRENCY)"),
+            (
+                r#"{"concurrency": 33}"#,
+                "options.concurrency=33 is over this deployment's limit of 32 (FANOUT_SCRAPE_CONCURRENCY)",
+            ),
             (r#"{"per_host": 17}"#, "options.per_host=17"),
             (r#"{"attempts": 0}"#, "options.attempts must be at least 1"),
             (r#"{"timeout_ms": 3600000}"#, "FANOUT_FETCH_TIMEOUT_MS"),
@@ -448,36 +379,19 @@ mod tests {
             assert_eq!(err.status(), 400);
             assert!(err.message().contains(needle), "{options}: {}", err.message());
         }
-        let forced = Config {
-            respect_robots: true,
-            ..Config::default()
-        };
-        assert!(
-            parse_json::<ScrapeRequest>(br#"{"urls": []}"#)
-                .unwrap()
-                .settings(&forced)
-                .unwrap()
-                .robots
-        );
+        let forced = Config { respect_robots: true, ..Config::default() };
+        assert!(parse_json::<ScrapeRequest>(br#"{"urls": []}"#).unwrap().settings(&forced).unwrap().robots);
     }
 
     #[test]
     fn bad_selections_name_the_field() {
-        let req: ScrapeRequest =
-            parse_json(br#"{"urls": [], "select": {"price": "a:hover"}}"#).unwrap();
+        let req: ScrapeRequest = parse_json(br#"{"urls": [], "select": {"price": "a:hover"}}"#).unwrap();
         let err = req.extract_options().unwrap_err();
         assert_eq!(err.status(), 400);
-        assert!(
-            err.message()
-                .starts_with("select.price: invalid CSS selector \"a:hover\""),
-            "{}",
-            err.message()
-        );
-        let err =
-            parse_json::<ScrapeRequest>(br#"{"urls": [], "select": {"price": 3}}"#).unwrap_err();
+        assert!(err.message().starts_with("select.price: invalid CSS selector \"a:hover\""), "{}", err.message());
+        let err = parse_json::<ScrapeRequest>(br#"{"urls": [], "select": {"price": 3}}"#).unwrap_err();
         assert!(err.message().contains("select.price"), "{}", err.message());
-        let err =
-            parse_json::<ScrapeRequest>(br#"{"urls": [], "options": {"link": true}}"#).unwrap_err();
+        let err = parse_json::<ScrapeRequest>(br#"{"urls": [], "options": {"link": true}}"#).unwrap_err();
         assert!(err.message().contains("link"), "{}", err.message());
     }
 }

@@ -68,18 +68,13 @@ impl Stats {
 ///
 /// Fails as a whole only when there is no header row or the header is not UTF-8.
 pub fn to_records(csv: &[u8]) -> Result<TableOutput, ApiError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(csv);
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(csv);
     let header = reader
         .headers()
         .map_err(|e| ApiError::bad_request(format!("CSV header row (line 1) is not valid: {e}")))?
         .clone();
     if header.is_empty() {
-        return Err(ApiError::bad_request(
-            "CSV body is empty; a header row was expected on line 1",
-        ));
+        return Err(ApiError::bad_request("CSV body is empty; a header row was expected on line 1"));
     }
     let mut out = TableOutput::default();
     let mut row = csv::ByteRecord::new();
@@ -107,21 +102,13 @@ pub fn to_records(csv: &[u8]) -> Result<TableOutput, ApiError> {
     Ok(out)
 }
 
-fn record(
-    header: &csv::StringRecord,
-    row: &csv::ByteRecord,
-    line: u64,
-) -> Result<Map<String, Value>, RowError> {
+fn record(header: &csv::StringRecord, row: &csv::ByteRecord, line: u64) -> Result<Map<String, Value>, RowError> {
     if row.len() != header.len() {
         return Err(RowError {
             line,
             column: None,
             kind: RowErrorKind::FieldCount,
-            message: format!(
-                "row has {} fields but the header has {}",
-                row.len(),
-                header.len()
-            ),
+            message: format!("row has {} fields but the header has {}", row.len(), header.len()),
         });
     }
     let mut rec = Map::with_capacity(header.len());
@@ -130,10 +117,7 @@ fn record(
             line,
             column: Some(i + 1),
             kind: RowErrorKind::InvalidUtf8,
-            message: format!(
-                "field {name:?} is not valid UTF-8 (bad byte at offset {})",
-                e.valid_up_to()
-            ),
+            message: format!("field {name:?} is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
         })?;
         rec.insert(name.to_owned(), Value::String(text.to_owned()));
     }
@@ -152,25 +136,14 @@ mod tests {
             Value::Array(out.records.into_iter().map(Value::Object).collect()),
             json!([{"id": "1", "name": "a"}, {"id": "2", "name": "b, c"}, {"id": "3", "name": "multi\nline"}])
         );
-        assert_eq!(
-            out.stats,
-            Stats {
-                rows_in: 3,
-                rows_out: 3,
-                rows_errored: 0
-            }
-        );
+        assert_eq!(out.stats, Stats { rows_in: 3, rows_out: 3, rows_errored: 0 });
     }
 
     #[test]
     fn bad_rows_become_errors_with_their_line() {
         let out = to_records(b"id,name\n1,a\n2\n3,c,extra\n4,\xff\n5,e").unwrap();
         assert_eq!(out.records.len(), 2);
-        let lines: Vec<_> = out
-            .errors
-            .iter()
-            .map(|e| (e.line, e.kind, e.column))
-            .collect();
+        let lines: Vec<_> = out.errors.iter().map(|e| (e.line, e.kind, e.column)).collect();
         assert_eq!(
             lines,
             vec![
@@ -179,22 +152,12 @@ mod tests {
                 (5, RowErrorKind::InvalidUtf8, Some(2)),
             ]
         );
-        assert_eq!(
-            out.stats,
-            Stats {
-                rows_in: 5,
-                rows_out: 2,
-                rows_errored: 3
-            }
-        );
+        assert_eq!(out.stats, Stats { rows_in: 5, rows_out: 2, rows_errored: 3 });
     }
 
     #[test]
     fn missing_or_bad_header_fails_the_chunk() {
         assert_eq!(to_records(b"").unwrap_err().status(), 400);
-        assert!(to_records(b"id,\xffname\n1,2\n")
-            .unwrap_err()
-            .message()
-            .contains("line 1"));
+        assert!(to_records(b"id,\xffname\n1,2\n").unwrap_err().message().contains("line 1"));
     }
 }

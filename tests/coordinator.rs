@@ -12,13 +12,7 @@ fn scrape_job_is_batched_and_merged_in_order() {
     let site = Site::start();
     let worker = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
     let scrape_url = worker.url("/scrape");
-    let c = Component::serve(
-        "coordinator",
-        &[
-            ("FANOUT_SCRAPE_URL", &scrape_url),
-            ("FANOUT_WORKER_CONCURRENCY", "3"),
-        ],
-    );
+    let c = Component::serve("coordinator", &[("FANOUT_SCRAPE_URL", &scrape_url), ("FANOUT_WORKER_CONCURRENCY", "3")]);
     let urls: Vec<String> = (0..23)
         .map(|i| {
             if i % 7 == 3 {
@@ -46,10 +40,7 @@ fn scrape_job_is_batched_and_merged_in_order() {
             assert_eq!(r["page"]["select"]["h"], format!("Heading {i}"), "{r}");
         }
     }
-    assert_eq!(
-        v["stats"],
-        json!({"urls": 23, "pages": 20, "errors": 3, "invocations": 6})
-    );
+    assert_eq!(v["stats"], json!({"urls": 23, "pages": 20, "errors": 3, "invocations": 6}));
 }
 
 #[test]
@@ -65,37 +56,20 @@ fn transform_job_is_chunked_and_merged_with_file_line_numbers() {
             _ => csv.push_str(&format!("{i},n{i}\n")),
         }
     }
-    let resp = post(
-        &c.url("/coordinate/transform?chunk_bytes=300"),
-        "text/csv",
-        csv.as_bytes(),
-    );
+    let resp = post(&c.url("/coordinate/transform?chunk_bytes=300"), "text/csv", csv.as_bytes());
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
     let records = v["records"].as_array().unwrap();
     assert_eq!(records.len(), 199);
-    let ids: Vec<u32> = records
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let ids: Vec<u32> = records.iter().map(|r| r["id"].as_str().unwrap().parse().unwrap()).collect();
     assert_eq!(ids, (1..=200).filter(|&i| i != 50).collect::<Vec<_>>());
-    assert_eq!(
-        records.iter().find(|r| r["id"] == "120").unwrap()["note"],
-        "spans\ntwo lines"
-    );
+    assert_eq!(records.iter().find(|r| r["id"] == "120").unwrap()["note"], "spans\ntwo lines");
     assert_eq!(
         v["errors"],
         json!([{"line": 51, "kind": "field_count", "message": "row has 1 fields but the header has 2"}])
     );
-    assert_eq!(
-        v["stats"],
-        json!({"rows_in": 200, "rows_out": 199, "rows_errored": 1})
-    );
-    assert!(
-        v["invocations"].as_u64().unwrap() > 5,
-        "{}",
-        v["invocations"]
-    );
+    assert_eq!(v["stats"], json!({"rows_in": 200, "rows_out": 199, "rows_errored": 1}));
+    assert!(v["invocations"].as_u64().unwrap() > 5, "{}", v["invocations"]);
 }
 
 #[test]
@@ -105,73 +79,37 @@ fn failing_workers_are_retried_and_then_reported_per_item() {
     // its rows come back as one error record that says so.
     let c = Component::serve(
         "coordinator",
-        &[
-            ("FANOUT_TRANSFORM_URL", &site.url("/status/503")),
-            ("FANOUT_WORKER_ATTEMPTS", "3"),
-        ],
+        &[("FANOUT_TRANSFORM_URL", &site.url("/status/503")), ("FANOUT_WORKER_ATTEMPTS", "3")],
     );
-    let resp = post(
-        &c.url("/coordinate/transform?chunk_bytes=8"),
-        "text/csv",
-        b"id\n1\n2\n3\n4\n5\n",
-    );
+    let resp = post(&c.url("/coordinate/transform?chunk_bytes=8"), "text/csv", b"id\n1\n2\n3\n4\n5\n");
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
     assert_eq!(v["records"], json!([]));
-    assert_eq!(
-        v["stats"],
-        json!({"rows_in": 5, "rows_out": 0, "rows_errored": 5})
-    );
+    assert_eq!(v["stats"], json!({"rows_in": 5, "rows_out": 0, "rows_errored": 5}));
     let errors = v["errors"].as_array().unwrap();
     let covered: u64 = errors
         .iter()
-        .map(|e| {
-            e["message"]
-                .as_str()
-                .unwrap()
-                .split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
+        .map(|e| e["message"].as_str().unwrap().split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(covered, 5, "{errors:?}");
     for e in errors {
         assert_eq!(e["kind"], "worker");
         assert!(e["message"].as_str().unwrap().contains("503"), "{e}");
-        assert!(
-            e["message"].as_str().unwrap().contains("after 3 attempts"),
-            "{e}"
-        );
+        assert!(e["message"].as_str().unwrap().contains("after 3 attempts"), "{e}");
     }
     assert_eq!(site.hits("/status/503"), 3 * errors.len());
 
     // A worker that is not there at all: every URL still comes back, as an error.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let c = Component::serve(
         "coordinator",
-        &[
-            ("FANOUT_SCRAPE_URL", &format!("http://{dead}/scrape")),
-            ("FANOUT_WORKER_ATTEMPTS", "2"),
-        ],
+        &[("FANOUT_SCRAPE_URL", &format!("http://{dead}/scrape")), ("FANOUT_WORKER_ATTEMPTS", "2")],
     );
     let urls: Vec<String> = (0..5).map(|i| format!("https://example.com/{i}")).collect();
-    let resp = post_json(
-        &c.url("/coordinate/scrape"),
-        &json!({ "urls": urls, "batch_size": 2 }),
-    );
+    let resp = post_json(&c.url("/coordinate/scrape"), &json!({ "urls": urls, "batch_size": 2 }));
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
-    let kinds: Vec<&Value> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["error"]["kind"])
-        .collect();
+    let kinds: Vec<&Value> = v["results"].as_array().unwrap().iter().map(|r| &r["error"]["kind"]).collect();
     assert_eq!(kinds, vec![&json!("worker"); 5]);
     assert_eq!(v["stats"]["errors"], 5);
 }
@@ -184,34 +122,19 @@ fn retries_stop_at_the_first_success_and_its_answer_is_still_checked() {
     // refuses an answer that is not a scrape response, keeping the URL as an error.
     let c = Component::serve(
         "coordinator",
-        &[
-            ("FANOUT_SCRAPE_URL", &site.url("/flaky/w/2")),
-            ("FANOUT_WORKER_ATTEMPTS", "5"),
-        ],
+        &[("FANOUT_SCRAPE_URL", &site.url("/flaky/w/2")), ("FANOUT_WORKER_ATTEMPTS", "5")],
     );
-    let resp = post_json(
-        &c.url("/coordinate/scrape"),
-        &json!({ "urls": ["https://example.com/"] }),
-    );
+    let resp = post_json(&c.url("/coordinate/scrape"), &json!({ "urls": ["https://example.com/"] }));
     assert_eq!(resp.status, 200);
     assert_eq!(site.hits("/flaky/w/2"), 3);
     let err = &resp.json()["results"][0]["error"];
     assert_eq!(err["kind"], "worker");
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .contains("not a scrape response"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().contains("not a scrape response"), "{err}");
 }
 
 #[test]
 fn bad_scrape_jobs_are_refused_before_fan_out() {
-    let c = Component::serve(
-        "coordinator",
-        &[("FANOUT_SCRAPE_URL", "http://127.0.0.1:9/scrape")],
-    );
+    let c = Component::serve("coordinator", &[("FANOUT_SCRAPE_URL", "http://127.0.0.1:9/scrape")]);
     for (job, needle) in [
         (json!({"urls": [], "batch_size": 0}), "batch_size"),
         (json!({"urls": [], "select": {"x": "a >"}}), "select.x"),

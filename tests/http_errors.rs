@@ -9,19 +9,12 @@ fn assert_error(resp: &fanout_testkit::client::Response, status: u16, kind: &str
     assert_eq!(resp.header("content-type"), Some("application/json"));
     let body = resp.json();
     assert_eq!(body["error"]["kind"], kind, "{body}");
-    body["error"]["message"]
-        .as_str()
-        .expect("a message")
-        .to_owned()
+    body["error"]["message"].as_str().expect("a message").to_owned()
 }
 
 #[test]
 fn unknown_routes_are_404_with_a_json_body() {
-    for (name, path) in [
-        ("scrape", "/scrapes"),
-        ("transform", "/"),
-        ("coordinator", "/coordinate/nothing"),
-    ] {
+    for (name, path) in [("scrape", "/scrapes"), ("transform", "/"), ("coordinator", "/coordinate/nothing")] {
         let c = Component::serve(name, &[]);
         let msg = assert_error(&get(&c.url(path)), 404, "not_found");
         assert!(msg.contains(path), "{msg}");
@@ -34,19 +27,12 @@ fn wrong_methods_are_405() {
     let msg = assert_error(&get(&c.url("/transform")), 405, "method_not_allowed");
     assert!(msg.contains("POST"), "{msg}");
     let c = Component::serve("coordinator", &[]);
-    assert_error(
-        &get(&c.url("/coordinate/scrape")),
-        405,
-        "method_not_allowed",
-    );
+    assert_error(&get(&c.url("/coordinate/scrape")), 405, "method_not_allowed");
 }
 
 #[test]
 fn bodies_over_the_limit_are_413() {
-    let limit = [
-        ("FANOUT_MAX_REQUEST_BYTES", "1000"),
-        ("FANOUT_TRANSFORM_URL", "http://127.0.0.1:9/transform"),
-    ];
+    let limit = [("FANOUT_MAX_REQUEST_BYTES", "1000"), ("FANOUT_TRANSFORM_URL", "http://127.0.0.1:9/transform")];
     let big = vec![b'a'; 5000];
     for (name, path, ctype) in [
         ("transform", "/transform", "text/csv"),
@@ -70,12 +56,7 @@ fn chunked_bodies_over_the_limit_are_413() {
     // No content-length: the limit must hold while streaming.
     let c = Component::serve("transform", &[("FANOUT_MAX_REQUEST_BYTES", "1000")]);
     let url = c.url("/transform");
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_owned();
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let chunk = vec![b'x'; 600];
@@ -96,53 +77,26 @@ fn chunked_bodies_over_the_limit_are_413() {
 #[test]
 fn malformed_requests_are_400_naming_the_problem() {
     let c = Component::serve("scrape", &[]);
-    let msg = assert_error(
-        &post(&c.url("/scrape"), "application/json", b"{\"urls\": [1, 2]}"),
-        400,
-        "bad_request",
-    );
+    let msg = assert_error(&post(&c.url("/scrape"), "application/json", b"{\"urls\": [1, 2]}"), 400, "bad_request");
     assert!(msg.contains("line 1 column"), "{msg}");
-    let msg = assert_error(
-        &post(&c.url("/scrape"), "application/json", b"{\"url\": []}"),
-        400,
-        "bad_request",
-    );
+    let msg = assert_error(&post(&c.url("/scrape"), "application/json", b"{\"url\": []}"), 400, "bad_request");
     assert!(msg.contains("url"), "{msg}");
     let msg = assert_error(&get(&c.url("/scrape")), 400, "bad_request");
     assert!(msg.contains("url query parameter"), "{msg}");
 
     let c = Component::serve("transform", &[]);
-    let msg = assert_error(
-        &post(&c.url("/transform"), "text/csv", b""),
-        400,
-        "bad_request",
-    );
+    let msg = assert_error(&post(&c.url("/transform"), "text/csv", b""), 400, "bad_request");
     assert!(msg.contains("header row"), "{msg}");
-    assert_error(
-        &post(&c.url("/transform"), "application/json", b"{}"),
-        415,
-        "unsupported_media_type",
-    );
+    assert_error(&post(&c.url("/transform"), "application/json", b"{}"), 415, "unsupported_media_type");
 
     let c = Component::serve(
         "coordinator",
-        &[
-            ("FANOUT_SCRAPE_URL", "http://127.0.0.1:9/scrape"),
-            ("FANOUT_TRANSFORM_URL", "http://127.0.0.1:9/transform"),
-        ],
+        &[("FANOUT_SCRAPE_URL", "http://127.0.0.1:9/scrape"), ("FANOUT_TRANSFORM_URL", "http://127.0.0.1:9/transform")],
     );
-    let msg = assert_error(
-        &post(&c.url("/coordinate/scrape"), "application/json", b"[]"),
-        400,
-        "bad_request",
-    );
+    let msg = assert_error(&post(&c.url("/coordinate/scrape"), "application/json", b"[]"), 400, "bad_request");
     assert!(msg.contains("invalid JSON body"), "{msg}");
     let msg = assert_error(
-        &post(
-            &c.url("/coordinate/transform?chunk_bytes=lots"),
-            "text/csv",
-            b"a\n1\n",
-        ),
+        &post(&c.url("/coordinate/transform?chunk_bytes=lots"), "text/csv", b"a\n1\n"),
         400,
         "bad_request",
     );
@@ -152,18 +106,10 @@ fn malformed_requests_are_400_naming_the_problem() {
 #[test]
 fn misconfiguration_is_a_500_naming_the_variable() {
     let c = Component::serve("transform", &[("FANOUT_MAX_REQUEST_BYTES", "ten")]);
-    let msg = assert_error(
-        &post(&c.url("/transform"), "text/csv", b"a\n1\n"),
-        500,
-        "config",
-    );
+    let msg = assert_error(&post(&c.url("/transform"), "text/csv", b"a\n1\n"), 500, "config");
     assert!(msg.contains("FANOUT_MAX_REQUEST_BYTES"), "{msg}");
     let c = Component::serve("coordinator", &[]);
-    let msg = assert_error(
-        &post(&c.url("/coordinate/transform"), "text/csv", b"a\n1\n"),
-        500,
-        "config",
-    );
+    let msg = assert_error(&post(&c.url("/coordinate/transform"), "text/csv", b"a\n1\n"), 500, "config");
     assert!(msg.contains("FANOUT_TRANSFORM_URL"), "{msg}");
 }
 
@@ -172,26 +118,10 @@ fn the_shared_token_is_required_when_set() {
     let c = Component::serve("transform", &[("FANOUT_TOKEN", "s3cret")]);
     let url = c.url("/transform");
     assert_error(&post(&url, "text/csv", b"a\n1\n"), 401, "unauthorized");
-    let wrong = request(
-        "POST",
-        &url,
-        &[
-            ("authorization", "Bearer nope"),
-            ("content-type", "text/csv"),
-        ],
-        b"a\n1\n",
-    )
-    .unwrap();
+    let wrong =
+        request("POST", &url, &[("authorization", "Bearer nope"), ("content-type", "text/csv")], b"a\n1\n").unwrap();
     assert_error(&wrong, 401, "unauthorized");
-    let right = request(
-        "POST",
-        &url,
-        &[
-            ("authorization", "Bearer s3cret"),
-            ("content-type", "text/csv"),
-        ],
-        b"a\n1\n",
-    )
-    .unwrap();
+    let right =
+        request("POST", &url, &[("authorization", "Bearer s3cret"), ("content-type", "text/csv")], b"a\n1\n").unwrap();
     assert_eq!(right.status, 200, "{}", right.text());
 }

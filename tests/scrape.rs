@@ -6,13 +6,7 @@ use fanout_testkit::site::Site;
 use serde_json::json;
 
 fn scraper() -> Component {
-    Component::serve(
-        "scrape",
-        &[
-            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
-            ("FANOUT_FETCH_TIMEOUT_MS", "2000"),
-        ],
-    )
+    Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_FETCH_TIMEOUT_MS", "2000")])
 }
 
 #[test]
@@ -74,16 +68,9 @@ fn retry_after_is_honoured() {
     let site = Site::start();
     let c = scraper();
     let started = std::time::Instant::now();
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": [site.url("/flaky/ra/1?retry_after=1")] }),
-    ));
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/flaky/ra/1?retry_after=1")] })));
     assert_eq!(r[0]["page"]["attempts"], 2, "{}", r[0]);
-    assert!(
-        started.elapsed() >= std::time::Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -109,10 +96,7 @@ fn selections_and_links_come_back_per_page() {
     let resp = post_json(&c.url("/scrape"), &body);
     assert_eq!(resp.status, 200, "{}", resp.text());
     let page = &resp.json()["results"][0]["page"];
-    assert_eq!(
-        page["select"],
-        json!({"heading": "Heading s", "items": ["/page/s-next"]})
-    );
+    assert_eq!(page["select"], json!({"heading": "Heading s", "items": ["/page/s-next"]}));
     assert_eq!(page["links"], json!([site.url("/page/s-next")]));
     assert_eq!(page["lang"], "en");
 }
@@ -125,33 +109,16 @@ fn an_invalid_selector_is_a_400_before_any_fetch() {
     let resp = post_json(&c.url("/scrape"), &body);
     assert_eq!(resp.status, 400, "{}", resp.text());
     let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(
-        msg.starts_with("select.price: invalid CSS selector"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("select.price: invalid CSS selector"), "{msg}");
     assert_eq!(site.hits("/page/1"), 0);
 }
 
 #[test]
 fn failed_fetches_are_retried_and_attempts_reported() {
     let site = Site::start();
-    let c = Component::serve(
-        "scrape",
-        &[
-            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
-            ("FANOUT_FETCH_ATTEMPTS", "3"),
-        ],
-    );
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let urls = [
-        site.url("/flaky/p/2"),
-        site.url("/status/503"),
-        site.url("/status/404"),
-        format!("http://{dead}/"),
-    ];
+    let c = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_FETCH_ATTEMPTS", "3")]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let urls = [site.url("/flaky/p/2"), site.url("/status/503"), site.url("/status/404"), format!("http://{dead}/")];
     let resp = post_json(&c.url("/scrape"), &json!({ "urls": urls }));
     assert_eq!(resp.status, 200, "{}", resp.text());
     let r = resp.json()["results"].as_array().unwrap().clone();
@@ -168,10 +135,7 @@ fn failed_fetches_are_retried_and_attempts_reported() {
 
 fn results(resp: &fanout_testkit::client::Response) -> Vec<serde_json::Value> {
     assert_eq!(resp.status, 200, "{}", resp.text());
-    resp.json()["results"]
-        .as_array()
-        .expect("a results array")
-        .clone()
+    resp.json()["results"].as_array().expect("a results array").clone()
 }
 
 #[test]
@@ -179,12 +143,7 @@ fn ndjson_streams_each_page_as_it_finishes() {
     use std::io::{BufRead, BufReader, Write};
     let site = Site::start();
     let c = scraper();
-    let urls = json!([
-        site.url("/page/slow?delay_ms=1500"),
-        site.url("/page/a"),
-        "nope",
-        site.url("/page/b")
-    ]);
+    let urls = json!([site.url("/page/slow?delay_ms=1500"), site.url("/page/a"), "nope", site.url("/page/b")]);
     let body = json!({ "urls": urls }).to_string();
     let addr = c.url("").trim_start_matches("http://").to_owned();
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -206,11 +165,7 @@ fn ndjson_streams_each_page_as_it_finishes() {
         }
         head.push_str(&line);
     }
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/x-ndjson"),
-        "{head}"
-    );
+    assert!(head.to_ascii_lowercase().contains("content-type: application/x-ndjson"), "{head}");
     // Chunked framing: size line, data, CRLF. Read lines until three results arrived.
     let mut lines = Vec::new();
     let mut first_at = None;
@@ -226,24 +181,14 @@ fn ndjson_streams_each_page_as_it_finishes() {
             }
         }
     }
-    assert!(
-        first_at.unwrap() < std::time::Duration::from_millis(1200),
-        "first line came at {first_at:?}"
-    );
+    assert!(first_at.unwrap() < std::time::Duration::from_millis(1200), "first line came at {first_at:?}");
     let order: Vec<u64> = lines.iter().map(|v| v["index"].as_u64().unwrap()).collect();
     assert_eq!(order.len(), 4);
-    assert_eq!(
-        *order.last().unwrap(),
-        0,
-        "the slow page finishes last: {order:?}"
-    );
+    assert_eq!(*order.last().unwrap(), 0, "the slow page finishes last: {order:?}");
     let mut sorted = order.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, vec![0, 1, 2, 3]);
-    assert_eq!(
-        lines.iter().find(|v| v["index"] == 0).unwrap()["page"]["title"],
-        "Page slow"
-    );
+    assert_eq!(lines.iter().find(|v| v["index"] == 0).unwrap()["page"]["title"], "Page slow");
 }
 
 #[test]
@@ -262,15 +207,9 @@ fn redirects_are_followed_and_bounded() {
     assert_eq!(r[0]["page"]["final_url"], site.url("/page/r"));
     assert_eq!(r[0]["page"]["redirects"], 3);
     assert_eq!(r[1]["error"]["kind"], "redirect_loop", "{}", r[1]);
-    assert!(r[1]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("already visited"));
+    assert!(r[1]["error"]["message"].as_str().unwrap().contains("already visited"));
     assert_eq!(r[2]["error"]["kind"], "redirect_loop", "{}", r[2]);
-    assert!(r[2]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("more than 4 redirects"));
+    assert!(r[2]["error"]["message"].as_str().unwrap().contains("more than 4 redirects"));
     assert_eq!(r[3]["error"]["kind"], "invalid_url", "{}", r[3]);
     assert_eq!(r[3]["error"]["status"], 301);
 }
@@ -304,10 +243,7 @@ fn non_html_is_parsed_only_when_asked() {
     let asked = json!({ "urls": [site.url("/text")], "options": {"allow_non_html": true} });
     let r = results(&post_json(&c.url("/scrape"), &asked));
     assert_eq!(r[0]["page"]["content_type"], "text/plain", "{}", r[0]);
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": [site.url("/text")] }),
-    ));
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/text")] })));
     assert_eq!(r[0]["error"]["kind"], "not_html");
 }
 
@@ -316,16 +252,8 @@ fn robots_txt_is_obeyed_when_asked_and_fetched_once() {
     let site = Site::start();
     site.set_robots("User-agent: *\nDisallow: /page/secret\n");
     let c = scraper();
-    let urls = [
-        site.url("/page/secret"),
-        site.url("/page/open"),
-        site.url("/page/secret2"),
-        site.url("/page/o2"),
-    ];
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": urls, "options": {"robots": true} }),
-    ));
+    let urls = [site.url("/page/secret"), site.url("/page/open"), site.url("/page/secret2"), site.url("/page/o2")];
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": urls, "options": {"robots": true} })));
     assert_eq!(r[0]["error"]["kind"], "robots", "{}", r[0]);
     assert_eq!(r[1]["page"]["title"], "Page open");
     assert_eq!(r[2]["error"]["kind"], "robots");
@@ -333,23 +261,12 @@ fn robots_txt_is_obeyed_when_asked_and_fetched_once() {
     assert_eq!(site.hits("/robots.txt"), 1);
     assert_eq!(site.hits("/page/secret"), 0);
     // Without the option robots.txt is not consulted.
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": [site.url("/page/secret")] }),
-    ));
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/page/secret")] })));
     assert_eq!(r[0]["page"]["title"], "Page secret");
     // The operator can make it mandatory.
-    let strict = Component::serve(
-        "scrape",
-        &[
-            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
-            ("FANOUT_RESPECT_ROBOTS", "true"),
-        ],
-    );
-    let r = results(&post_json(
-        &strict.url("/scrape"),
-        &json!({ "urls": [site.url("/page/secret")] }),
-    ));
+    let strict =
+        Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_RESPECT_ROBOTS", "true")]);
+    let r = results(&post_json(&strict.url("/scrape"), &json!({ "urls": [site.url("/page/secret")] })));
     assert_eq!(r[0]["error"]["kind"], "robots");
 }
 
@@ -357,32 +274,14 @@ fn robots_txt_is_obeyed_when_asked_and_fetched_once() {
 fn the_user_agent_is_configurable() {
     let site = Site::start();
     let c = scraper();
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": [site.url("/echo-ua")] }),
-    ));
-    assert!(
-        r[0]["page"]["title"]
-            .as_str()
-            .unwrap()
-            .starts_with("fanout-scrape/"),
-        "{}",
-        r[0]
-    );
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/echo-ua")] })));
+    assert!(r[0]["page"]["title"].as_str().unwrap().starts_with("fanout-scrape/"), "{}", r[0]);
     let body = json!({ "urls": [site.url("/echo-ua")], "options": {"user_agent": "mybot/2.0 (+ops@example.com)"} });
     let r = results(&post_json(&c.url("/scrape"), &body));
     assert_eq!(r[0]["page"]["title"], "mybot/2.0 (+ops@example.com)");
-    let c = Component::serve(
-        "scrape",
-        &[
-            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
-            ("FANOUT_USER_AGENT", "acme-crawler/1"),
-        ],
-    );
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": [site.url("/echo-ua")] }),
-    ));
+    let c =
+        Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_USER_AGENT", "acme-crawler/1")]);
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/echo-ua")] })));
     assert_eq!(r[0]["page"]["title"], "acme-crawler/1");
 }
 
@@ -403,51 +302,28 @@ fn concurrency_is_bounded_in_total_and_per_host() {
     assert!(r.iter().all(|r| r["page"]["status"] == 200), "{r:?}");
     let peak = site.peak();
     assert!(peak <= 5, "peak {peak} over the total limit");
-    assert!(
-        peak > 3,
-        "peak {peak}: the second host should run beside the first"
-    );
+    assert!(peak > 3, "peak {peak}: the second host should run beside the first");
 
     let site = Site::start();
-    let urls: Vec<String> = (0..12)
-        .map(|i| site.url(&format!("/page/{i}?delay_ms=150")))
-        .collect();
+    let urls: Vec<String> = (0..12).map(|i| site.url(&format!("/page/{i}?delay_ms=150"))).collect();
     let body = json!({ "urls": urls, "options": {"concurrency": 10, "per_host": 2} });
     results(&post_json(&c.url("/scrape"), &body));
-    assert_eq!(
-        site.peak(),
-        2,
-        "one host never gets more than per_host at once"
-    );
+    assert_eq!(site.peak(), 2, "one host never gets more than per_host at once");
 }
 
 #[test]
 fn the_batch_deadline_turns_late_pages_into_timeouts() {
     let site = Site::start();
     let c = scraper();
-    let urls = [
-        site.url("/page/quick"),
-        site.url("/hang"),
-        site.url("/page/late?delay_ms=3000"),
-    ];
+    let urls = [site.url("/page/quick"), site.url("/hang"), site.url("/page/late?delay_ms=3000")];
     let started = std::time::Instant::now();
     let body = json!({ "urls": urls, "options": {"deadline_ms": 700, "timeout_ms": 2000} });
     let r = results(&post_json(&c.url("/scrape"), &body));
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(1800),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(1800), "{:?}", started.elapsed());
     assert_eq!(r[0]["page"]["title"], "Page quick");
     for late in &r[1..] {
         assert_eq!(late["error"]["kind"], "timeout", "{late}");
-        assert!(
-            late["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("deadline of 700 ms"),
-            "{late}"
-        );
+        assert!(late["error"]["message"].as_str().unwrap().contains("deadline of 700 ms"), "{late}");
     }
 }
 
@@ -456,31 +332,19 @@ fn unresolvable_hosts_are_dns_errors() {
     // A 64-character label is refused by the resolver itself: no query leaves the machine.
     let c = scraper();
     let host = "a".repeat(64);
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": [format!("http://{host}.example/")] }),
-    ));
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [format!("http://{host}.example/")] })));
     assert_eq!(r[0]["error"]["kind"], "dns", "{}", r[0]);
 }
 
 #[test]
 fn options_over_the_operator_limits_are_400() {
     let site = Site::start();
-    let c = Component::serve(
-        "scrape",
-        &[
-            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
-            ("FANOUT_SCRAPE_CONCURRENCY", "20"),
-        ],
-    );
+    let c = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_SCRAPE_CONCURRENCY", "20")]);
     let body = json!({ "urls": [site.url("/page/1")], "options": {"concurrency": 50} });
     let resp = post_json(&c.url("/scrape"), &body);
     assert_eq!(resp.status, 400, "{}", resp.text());
     let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(
-        msg.contains("options.concurrency=50") && msg.contains("FANOUT_SCRAPE_CONCURRENCY"),
-        "{msg}"
-    );
+    assert!(msg.contains("options.concurrency=50") && msg.contains("FANOUT_SCRAPE_CONCURRENCY"), "{msg}");
     assert_eq!(site.hits("/page/1"), 0);
 }
 
@@ -494,15 +358,50 @@ fn json_ld_blocks_are_parsed_and_bad_ones_reported() {
            <script type="application/ld+json">{oops</script>"#,
     );
     let c = scraper();
-    let r = results(&post_json(
-        &c.url("/scrape"),
-        &json!({ "urls": [site.url("/files/ld.html")] }),
-    ));
-    assert_eq!(
-        r[0]["page"]["json_ld"],
-        json!([{"@type": "Product", "sku": "A1"}]),
-        "{}",
-        r[0]
-    );
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/files/ld.html")] })));
+    assert_eq!(r[0]["page"]["json_ld"], json!([{"@type": "Product", "sku": "A1"}]), "{}", r[0]);
     assert_eq!(r[0]["page"]["json_ld_errors"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn robots_txt_redirects_are_followed() {
+    let site = Site::start();
+    site.redirect_robots("/files/moved-robots.txt");
+    site.put("moved-robots.txt", "text/plain", "User-agent: *\nDisallow: /page/no\n");
+    let c = scraper();
+    let urls = [site.url("/page/no"), site.url("/page/yes")];
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": urls, "options": {"robots": true} })));
+    assert_eq!(r[0]["error"]["kind"], "robots", "{}", r[0]);
+    assert_eq!(r[1]["page"]["title"], "Page yes");
+}
+
+#[test]
+fn the_page_time_limit_covers_redirects() {
+    let site = Site::start();
+    let c = scraper();
+    // Each hop answers in 250 ms, under the limit; the four together do not.
+    let body = json!({ "urls": [site.url("/redirect/3?delay_ms=250&to=/page/x")], "options": {"timeout_ms": 600} });
+    let r = results(&post_json(&c.url("/scrape"), &body));
+    assert_eq!(r[0]["error"]["kind"], "timeout", "{}", r[0]);
+    assert!(r[0]["error"]["message"].as_str().unwrap().contains("within 600 ms"), "{}", r[0]);
+}
+
+#[test]
+fn hostile_markup_is_answered_not_fatal() {
+    let site = Site::start();
+    let nested = format!("<title>deep</title><h1>{}x", "<b>".repeat(1_000_000));
+    site.put("nested.html", "text/html", nested);
+    site.put(
+        "script.html",
+        "text/html",
+        r#"<script type="application/ld+json">{"d": "a<b", "e": "<p>x</p>"}</script><p>after</p>"#,
+    );
+    let c = scraper();
+    let urls = [site.url("/files/nested.html"), site.url("/files/script.html"), site.url("/page/ok")];
+    let body = json!({ "urls": urls, "select": {"b": {"css": "h1 b b", "all": true}} });
+    let r = results(&post_json(&c.url("/scrape"), &body));
+    assert_eq!(r[0]["page"]["title"], "deep", "{}", r[0]["page"]["title"]);
+    assert!(!r[0]["page"]["warnings"].as_array().unwrap().is_empty());
+    assert_eq!(r[1]["page"]["json_ld"], json!([{"d": "a<b", "e": "<p>x</p>"}]));
+    assert_eq!(r[2]["page"]["title"], "Page ok");
 }

@@ -10,15 +10,7 @@ use std::process::Command;
 fn items(wit: &str, keyword: &str) -> BTreeSet<String> {
     wit.lines()
         .filter_map(|l| l.trim().strip_prefix(keyword))
-        .map(|rest| {
-            rest.trim()
-                .trim_end_matches(';')
-                .split('@')
-                .next()
-                .unwrap()
-                .trim()
-                .to_owned()
-        })
+        .map(|rest| rest.trim().trim_end_matches(';').split('@').next().unwrap().trim().to_owned())
         .collect()
 }
 
@@ -28,37 +20,22 @@ fn wasm_tools() -> String {
 
 #[test]
 fn components_import_only_the_declared_wasi_world() {
-    let world =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/wit/world.wit")).unwrap();
+    let world = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/wit/world.wit")).unwrap();
     let allowed = items(&world, "import ");
-    assert!(
-        allowed.iter().all(|i| i.starts_with("wasi:")),
-        "wit/world.wit itself names a non-WASI import"
-    );
+    assert!(allowed.iter().all(|i| i.starts_with("wasi:")), "wit/world.wit itself names a non-WASI import");
     for name in ["scrape", "transform", "coordinator"] {
         let out = Command::new(wasm_tools())
             .args(["component", "wit"])
             .arg(wasm_path(name))
             .output()
             .expect("run wasm-tools (scripts/setup.sh installs it; FANOUT_WASM_TOOLS names it)");
-        assert!(
-            out.status.success(),
-            "wasm-tools failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "wasm-tools failed: {}", String::from_utf8_lossy(&out.stderr));
         let wit = String::from_utf8(out.stdout).unwrap();
         let imports = items(&wit, "import ");
         assert!(!imports.is_empty(), "{name}: no imports found in:\n{wit}");
         let foreign: Vec<_> = imports.difference(&allowed).collect();
-        assert!(
-            foreign.is_empty(),
-            "{name} imports {foreign:?}, which wit/world.wit does not allow"
-        );
+        assert!(foreign.is_empty(), "{name} imports {foreign:?}, which wit/world.wit does not allow");
         let exports = items(&wit, "export ");
-        assert_eq!(
-            exports,
-            BTreeSet::from(["wasi:http/incoming-handler".to_owned()]),
-            "{name} exports"
-        );
+        assert_eq!(exports, BTreeSet::from(["wasi:http/incoming-handler".to_owned()]), "{name} exports");
     }
 }

@@ -13,9 +13,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
 /// The tags the standard fields come from.
-const STANDARD_TAGS: [&str; 9] = [
-    "base", "title", "html", "h1", "meta", "link", "a", "area", "script",
-];
+const STANDARD_TAGS: [&str; 9] = ["base", "title", "html", "h1", "meta", "link", "a", "area", "script"];
 use url::Url;
 
 /// What to extract beyond the fields every page gets.
@@ -66,30 +64,35 @@ pub struct Extracted {
     /// The named selections' values.
     #[serde(skip_serializing_if = "Map::is_empty", default)]
     pub select: Map<String, Value>,
+    /// What was cut short on this page, and why (deep nesting, too many matches).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
 }
+
+/// The most bytes of raw text read for one extracted value.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// The most values one `all` selection returns.
+pub const MAX_MATCHES: usize = 10_000;
 
 /// Extracts from `html`, fetched from `url`.
 pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     let doc = Document::parse(html);
-    let parser = doc.parser();
     // One pass over the document collects the tags the standard fields read.
-    let mut named: HashMap<&'static str, Vec<&tl::HTMLTag<'_>>> = HashMap::new();
-    for tag in doc.tags() {
+    let mut named: HashMap<&'static str, Vec<usize>> = HashMap::new();
+    for (i, tag) in doc.tags() {
         let name = tag.name().as_utf8_str();
         if let Some(&known) = STANDARD_TAGS.iter().find(|n| name.eq_ignore_ascii_case(n)) {
-            named.entry(known).or_default().push(tag);
+            named.entry(known).or_default().push(i);
         }
     }
     let find = |name: &str| named.get(name).map_or(&[][..], Vec::as_slice);
-    let text = |tag: &tl::HTMLTag<'_>| clean_text(&tag.inner_text(parser));
-    let attr = |tag: &tl::HTMLTag<'_>, name: &str| {
-        selector::attr(tag, name).flatten().map(|v| clean_text(&v))
-    };
+    let text = |i: usize| clean_text(&doc.text(i, MAX_TEXT_BYTES));
+    let attr = |i: usize, name: &str| selector::attr(doc.tag(i)?, name).flatten().map(|v| clean_text(&v));
 
     let base = find("base")
         .iter()
-        .find(|t| selector::attr(t, "href").is_some())
-        .and_then(|t| attr(t, "href"))
+        .find_map(|&i| attr(i, "href"))
         .and_then(|href| url.join(&href).ok())
         .unwrap_or_else(|| url.clone());
     let absolute = |href: &str| -> Option<String> {
@@ -102,22 +105,12 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     };
 
     let mut out = Extracted {
-        title: find("title")
-            .iter()
-            .map(|t| text(t))
-            .find(|t| !t.is_empty()),
-        lang: find("html")
-            .first()
-            .and_then(|t| attr(t, "lang"))
-            .filter(|l| !l.is_empty()),
-        h1: find("h1")
-            .iter()
-            .map(|t| text(t))
-            .filter(|t| !t.is_empty())
-            .collect(),
+        title: find("title").iter().map(|&i| text(i)).find(|t| !t.is_empty()),
+        lang: find("html").first().and_then(|&i| attr(i, "lang")).filter(|l| !l.is_empty()),
+        h1: find("h1").iter().map(|&i| text(i)).filter(|t| !t.is_empty()).collect(),
         ..Extracted::default()
     };
-    for meta in find("meta") {
+    for &meta in find("meta") {
         let Some(content) = attr(meta, "content") else {
             continue;
         };
@@ -129,42 +122,27 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     }
     out.canonical = find("link")
         .iter()
-        .filter(|t| {
-            attr(t, "rel").is_some_and(|r| {
-                r.split_whitespace()
-                    .any(|r| r.eq_ignore_ascii_case("canonical"))
-            })
-        })
-        .find_map(|t| absolute(&attr(t, "href")?));
+        .filter(|&&i| attr(i, "rel").is_some_and(|r| r.split_whitespace().any(|r| r.eq_ignore_ascii_case("canonical"))))
+        .find_map(|&i| absolute(&attr(i, "href")?));
     if options.links {
+        let mut anchors: Vec<usize> = find("a").iter().chain(find("area")).copied().collect();
+        anchors.sort_unstable();
         let mut seen = HashSet::new();
-        let mut anchors: Vec<&tl::HTMLTag<'_>> =
-            find("a").iter().chain(find("area")).copied().collect();
-        if !find("area").is_empty() {
-            // Keep document order across the two tag names.
-            anchors.sort_by_key(|t| t.boundaries(parser).0);
-        }
         let links = anchors
             .into_iter()
-            .filter_map(|t| absolute(&attr(t, "href")?))
+            .filter_map(|i| absolute(&attr(i, "href")?))
             .filter(|l| seen.insert(l.clone()))
             .take(options.max_links)
             .collect();
         out.links = Some(links);
     }
-    for script in find("script") {
+    for &script in find("script") {
         let kind = attr(script, "type").unwrap_or_default();
-        if !kind
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case("application/ld+json")
-        {
+        if !kind.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/ld+json") {
             continue;
         }
-        // The script body is raw text: no entity decoding, no whitespace folding.
-        match serde_json::from_str::<Value>(script.inner_text(parser).trim()) {
+        // A script's body is raw text, not markup: read it from the source untouched.
+        match serde_json::from_str::<Value>(doc.raw_body(script).trim()) {
             Ok(v) => out.json_ld.push(v),
             Err(e) => out.json_ld_errors.push(format!(
                 "JSON-LD block {} is not valid JSON: {e}",
@@ -173,20 +151,27 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         }
     }
     for (name, sel) in &options.select {
-        let values = sel
-            .selector
-            .select(&doc)
-            .into_iter()
-            .filter_map(|t| match &sel.attr {
-                Some(a) => attr(t, a),
-                None => Some(text(t)),
-            });
+        let matches = sel.selector.select(&doc);
+        let values = matches.iter().filter_map(|&i| match &sel.attr {
+            Some(a) => attr(i, a),
+            None => Some(text(i)),
+        });
         let value = if sel.all {
-            Value::Array(values.map(Value::String).collect())
+            if matches.len() > MAX_MATCHES {
+                out.warnings
+                    .push(format!("select.{name}: {} matches, only the first {MAX_MATCHES} are kept", matches.len()));
+            }
+            Value::Array(values.take(MAX_MATCHES).map(Value::String).collect())
         } else {
             values.into_iter().next().map_or(Value::Null, Value::String)
         };
         out.select.insert(name.clone(), value);
+    }
+    if doc.exhausted() {
+        out.warnings.push(format!(
+            "the page nests too deeply: extraction stopped after {} steps, so some values may be missing",
+            selector::WORK_BUDGET
+        ));
     }
     out
 }
@@ -222,25 +207,12 @@ mod tests {
         assert_eq!(got.title.as_deref(), Some("Fish & Chips"));
         assert_eq!(got.description.as_deref(), Some("Best \"chips\" in town"));
         assert_eq!(got.lang.as_deref(), Some("en-GB"));
-        assert_eq!(
-            got.canonical.as_deref(),
-            Some("https://shop.example/catalog/fish")
-        );
-        assert_eq!(
-            Value::Object(got.og),
-            json!({"og:title": "Fish", "og:image": "https://cdn.example/f.png"})
-        );
+        assert_eq!(got.canonical.as_deref(), Some("https://shop.example/catalog/fish"));
+        assert_eq!(Value::Object(got.og), json!({"og:title": "Fish", "og:image": "https://cdn.example/f.png"}));
         assert_eq!(got.h1, vec!["Menu", "Prices €"]);
-        assert_eq!(
-            got.json_ld,
-            vec![json!({"@type": "Product", "name": "Fish"})]
-        );
+        assert_eq!(got.json_ld, vec![json!({"@type": "Product", "name": "Fish"})]);
         assert_eq!(got.json_ld_errors.len(), 1);
-        assert!(
-            got.json_ld_errors[0].contains("block 2"),
-            "{:?}",
-            got.json_ld_errors
-        );
+        assert!(got.json_ld_errors[0].contains("block 2"), "{:?}", got.json_ld_errors);
         assert!(got.links.is_none());
     }
 
@@ -249,11 +221,7 @@ mod tests {
         let page = r#"<a href="a">1</a><a href="/b#x">2</a><a href="/b">3</a>
             <a href="mailto:x@y">4</a><a href="javascript:void(0)">5</a><a href="https://other.example/c">6</a>
             <a href="//cdn.example/d">7</a><a>no href</a>"#;
-        let opts = ExtractOptions {
-            links: true,
-            max_links: 100,
-            ..Default::default()
-        };
+        let opts = ExtractOptions { links: true, max_links: 100, ..Default::default() };
         let got = extract(page, &url(), &opts);
         assert_eq!(
             got.links.unwrap(),
@@ -264,14 +232,7 @@ mod tests {
                 "https://cdn.example/d"
             ]
         );
-        let capped = extract(
-            page,
-            &url(),
-            &ExtractOptions {
-                max_links: 2,
-                ..opts
-            },
-        );
+        let capped = extract(page, &url(), &ExtractOptions { max_links: 2, ..opts });
         assert_eq!(capped.links.unwrap().len(), 2);
     }
 
@@ -279,20 +240,9 @@ mod tests {
     fn base_href_changes_where_links_point() {
         let page = r#"<head><base href="https://mirror.example/root/"></head><a href="x">x</a>
             <link rel="canonical" href="page">"#;
-        let got = extract(
-            page,
-            &url(),
-            &ExtractOptions {
-                links: true,
-                max_links: 10,
-                ..Default::default()
-            },
-        );
+        let got = extract(page, &url(), &ExtractOptions { links: true, max_links: 10, ..Default::default() });
         assert_eq!(got.links.unwrap(), vec!["https://mirror.example/root/x"]);
-        assert_eq!(
-            got.canonical.as_deref(),
-            Some("https://mirror.example/root/page")
-        );
+        assert_eq!(got.canonical.as_deref(), Some("https://mirror.example/root/page"));
     }
 
     #[test]
@@ -362,11 +312,7 @@ mod tests {
             max_links: 50,
             select: vec![(
                 "s".into(),
-                Selection {
-                    selector: Selector::parse("a > b c, [x=y]").unwrap(),
-                    attr: None,
-                    all: true,
-                },
+                Selection { selector: Selector::parse("a > b c, [x=y]").unwrap(), attr: None, all: true },
             )],
         };
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -378,13 +324,27 @@ mod tests {
         };
         for _ in 0..3000 {
             let len = (next() % 64) as usize;
-            let soup: String = (0..len)
-                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
-                .collect();
+            let soup: String = (0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
             extract(&soup, &url(), &opts);
             let bytes: Vec<u8> = (0..len * 4).map(|_| next() as u8).collect();
             extract(&String::from_utf8_lossy(&bytes), &url(), &opts);
         }
+    }
+
+    #[test]
+    fn hostile_nesting_is_bounded() {
+        let html = format!("<title>t</title><h1>{}x", "<b>".repeat(1_000_000));
+        let opts = ExtractOptions {
+            select: vec![(
+                "bold".into(),
+                Selection { selector: Selector::parse("h1 b b").unwrap(), attr: None, all: true },
+            )],
+            ..Default::default()
+        };
+        let got = extract(&html, &url(), &opts);
+        assert_eq!(got.title.as_deref(), Some("t"));
+        assert_eq!(got.h1, vec!["x"]);
+        assert!(!got.warnings.is_empty());
     }
 
     #[test]
@@ -397,11 +357,7 @@ mod tests {
             "<script type=\"application/ld+json\"></script>",
             "\u{0}\u{feff}<html lang>",
         ] {
-            let opts = ExtractOptions {
-                links: true,
-                max_links: 10,
-                ..Default::default()
-            };
+            let opts = ExtractOptions { links: true, max_links: 10, ..Default::default() };
             extract(page, &url(), &opts);
         }
     }

@@ -8,6 +8,7 @@
 //! `[attr=value]` (value bare or quoted), compounds of these (`a.b#c[d]`),
 //! descendant (`A B`) and child (`A > B`) combinators, and lists (`A, B`).
 
+use std::cell::Cell;
 use std::fmt;
 
 /// A parsed selector list.
@@ -47,11 +48,7 @@ pub struct SelectorError {
 
 impl fmt::Display for SelectorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid CSS selector {:?}: {}",
-            self.selector, self.reason
-        )
+        write!(f, "invalid CSS selector {:?}: {}", self.selector, self.reason)
     }
 }
 
@@ -60,10 +57,7 @@ impl std::error::Error for SelectorError {}
 impl Selector {
     /// Parses a selector list.
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
-        let err = |reason: String| SelectorError {
-            selector: text.to_owned(),
-            reason,
-        };
+        let err = |reason: String| SelectorError { selector: text.to_owned(), reason };
         let mut alternatives = Vec::new();
         for part in split_top_level(text, ',') {
             alternatives.push(parse_complex(part).map_err(err)?);
@@ -71,69 +65,158 @@ impl Selector {
         Ok(Selector { alternatives })
     }
 
-    /// The tag nodes of `dom` that match, in document order.
-    pub fn select<'d>(&self, doc: &'d Document<'d>) -> Vec<&'d tl::HTMLTag<'d>> {
-        doc.indexed_tags()
-            .filter(|&(i, _)| self.alternatives.iter().any(|c| c.matches(doc, i)))
-            .map(|(_, t)| t)
-            .collect()
+    /// The indices of the tags of `doc` that match, in document order. Stops
+    /// early (keeping what matched) when the document's work budget runs out.
+    pub fn select(&self, doc: &Document<'_>) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, _) in doc.tags() {
+            if doc.exhausted() {
+                break;
+            }
+            if self.alternatives.iter().any(|c| c.matches(doc, i)) {
+                out.push(i);
+            }
+        }
+        out
     }
 }
 
-/// A parsed document with the parent links selectors need.
+/// A parsed document with the structure selectors and text extraction need.
+///
+/// `tl` recurses once per nesting level when it collects text, so hostile
+/// markup (a million unclosed tags) would overflow the stack; and matching or
+/// collecting text over such nesting is quadratic. So parent links and
+/// subtree ends are computed here once, iteratively, and every walk spends
+/// from one work budget per document: when it runs out, extraction stops with
+/// a warning instead of running on.
 pub struct Document<'a> {
+    source: &'a str,
     dom: tl::VDom<'a>,
-    parent: Vec<Option<usize>>,
+    parent: Vec<u32>,
+    /// The index of each node's last descendant (itself when it has none).
+    last: Vec<u32>,
+    budget: Cell<u64>,
 }
+
+const NO_PARENT: u32 = u32::MAX;
+
+/// Node visits allowed per document, across all selections and texts.
+pub const WORK_BUDGET: u64 = 20_000_000;
 
 impl<'a> Document<'a> {
     /// Parses `html` with `tl`. Never fails: `tl` only refuses input over 4 GiB,
     /// far beyond any body limit, which yields an empty document.
     pub fn parse(html: &'a str) -> Document<'a> {
-        let dom = tl::parse(html, tl::ParserOptions::default()).unwrap_or_else(|_| {
-            tl::parse("", tl::ParserOptions::default()).expect("the empty document parses")
-        });
+        let (source, dom) = match tl::parse(html, tl::ParserOptions::default()) {
+            Ok(dom) => (html, dom),
+            Err(_) => ("", tl::parse("", tl::ParserOptions::default()).expect("the empty document parses")),
+        };
         let nodes = dom.nodes();
-        let mut parent = vec![None; nodes.len()];
+        let mut parent = vec![NO_PARENT; nodes.len()];
         for (i, node) in nodes.iter().enumerate() {
             if let Some(tag) = node.as_tag() {
                 for child in tag.children().top().iter() {
                     if let Some(slot) = parent.get_mut(child.get_inner() as usize) {
-                        *slot = Some(i);
+                        *slot = i as u32;
                     }
                 }
             }
         }
-        Document { dom, parent }
-    }
-
-    /// The `tl` parser, for reading nodes' text.
-    pub fn parser(&self) -> &tl::Parser<'a> {
-        self.dom.parser()
-    }
-
-    /// Every tag, in document order.
-    pub fn tags(&self) -> impl Iterator<Item = &tl::HTMLTag<'a>> {
-        self.dom.nodes().iter().filter_map(|n| n.as_tag())
+        // Nodes are in document order (pre-order), so a node's subtree ends
+        // where the next node that is not its descendant begins.
+        let mut last: Vec<u32> = (0..nodes.len() as u32).collect();
+        let mut open: Vec<u32> = Vec::new();
+        for i in 0..nodes.len() as u32 {
+            while let Some(&top) = open.last() {
+                if top == parent[i as usize] {
+                    break;
+                }
+                open.pop();
+                last[top as usize] = i - 1;
+            }
+            open.push(i);
+        }
+        let end = nodes.len().saturating_sub(1) as u32;
+        for top in open {
+            last[top as usize] = end;
+        }
+        Document { source, dom, parent, last, budget: Cell::new(WORK_BUDGET) }
     }
 
     /// Every tag with its node index, in document order.
-    fn indexed_tags(&self) -> impl Iterator<Item = (usize, &tl::HTMLTag<'a>)> {
-        self.dom
-            .nodes()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| Some((i, n.as_tag()?)))
+    pub fn tags(&self) -> impl Iterator<Item = (usize, &tl::HTMLTag<'a>)> {
+        self.dom.nodes().iter().enumerate().filter_map(|(i, n)| Some((i, n.as_tag()?)))
     }
 
-    fn tag(&self, i: usize) -> Option<&tl::HTMLTag<'a>> {
+    /// The tag at node index `i`.
+    pub fn tag(&self, i: usize) -> Option<&tl::HTMLTag<'a>> {
         self.dom.nodes().get(i)?.as_tag()
+    }
+
+    fn parent(&self, i: usize) -> Option<usize> {
+        match self.parent[i] {
+            NO_PARENT => None,
+            p => Some(p as usize),
+        }
+    }
+
+    /// Spends one unit of work; false once the budget is gone.
+    fn spend(&self) -> bool {
+        let left = self.budget.get();
+        self.budget.set(left.saturating_sub(1));
+        left > 0
+    }
+
+    /// Whether the work budget ran out.
+    pub fn exhausted(&self) -> bool {
+        self.budget.get() == 0
+    }
+
+    /// The raw text inside tag `i` (markup dropped, entities not yet decoded),
+    /// at most about `cap` bytes.
+    pub fn text(&self, i: usize, cap: usize) -> String {
+        let mut out = String::new();
+        for node in &self.dom.nodes()[i + 1..=self.last[i] as usize] {
+            if out.len() >= cap || !self.spend() {
+                break;
+            }
+            if let tl::Node::Raw(text) = node {
+                out.push_str(&text.as_utf8_str());
+            }
+        }
+        out
+    }
+
+    /// The source text between tag `i`'s start tag and the next `</tag>`,
+    /// untouched: what a browser gives a `<script>`, whose body is not markup.
+    pub fn raw_body(&self, i: usize) -> &'a str {
+        let Some(tag) = self.tag(i) else { return "" };
+        let start = tag.boundaries(self.dom.parser()).0;
+        let rest = &self.source[start..];
+        // The start tag ends at the first '>' outside quotes.
+        let mut quote = None;
+        let mut body_start = rest.len();
+        for (at, c) in rest.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '>') => {
+                    body_start = at + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let body = &rest[body_start..];
+        let close = format!("</{}", tag.name().as_utf8_str().to_ascii_lowercase());
+        let end = body.to_ascii_lowercase().find(&close).unwrap_or(body.len());
+        &body[..end]
     }
 }
 
 impl Complex {
     fn matches(&self, doc: &Document<'_>, node: usize) -> bool {
-        doc.tag(node).is_some_and(|t| self.subject.matches(t)) && self.ancestors_match(doc, node, 0)
+        doc.spend() && doc.tag(node).is_some_and(|t| self.subject.matches(t)) && self.ancestors_match(doc, node, 0)
     }
 
     /// Whether `ancestors[step..]` match going up from `node`, backtracking over descendant combinators.
@@ -141,17 +224,18 @@ impl Complex {
         let Some((combinator, compound)) = self.ancestors.get(step) else {
             return true;
         };
-        let mut up = doc.parent[node];
+        let mut up = doc.parent(node);
         while let Some(p) = up {
-            if doc.tag(p).is_some_and(|t| compound.matches(t))
-                && self.ancestors_match(doc, p, step + 1)
-            {
+            if !doc.spend() {
+                return false;
+            }
+            if doc.tag(p).is_some_and(|t| compound.matches(t)) && self.ancestors_match(doc, p, step + 1) {
                 return true;
             }
             if *combinator == Combinator::Child {
                 return false;
             }
-            up = doc.parent[p];
+            up = doc.parent(p);
         }
         false
     }
@@ -164,37 +248,31 @@ impl Compound {
                 return false;
             }
         }
-        let attrs = tag.attributes();
         if let Some(id) = &self.id {
-            if attrs.id().map(|v| v.as_utf8_str()) != Some(id.as_str().into()) {
+            if attr(tag, "id").flatten().as_deref() != Some(id.as_str()) {
                 return false;
             }
         }
         if !self.classes.is_empty() {
-            let Some(classes) = attrs.class_iter() else {
+            let Some(classes) = attr(tag, "class").flatten() else {
                 return false;
             };
-            let classes: Vec<&str> = classes.collect();
-            if !self.classes.iter().all(|c| classes.contains(&c.as_str())) {
+            if !self.classes.iter().all(|c| classes.split_ascii_whitespace().any(|have| have == c)) {
                 return false;
             }
         }
-        self.attrs
-            .iter()
-            .all(|(name, want)| match (attr(tag, name), want) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(have), Some(want)) => have.as_deref() == Some(want.as_str()),
-            })
+        // A valueless attribute (`<input disabled>`) has the empty string as its value.
+        self.attrs.iter().all(|(name, want)| match (attr(tag, name), want) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(have), Some(want)) => have.as_deref().unwrap_or("") == want,
+        })
     }
 }
 
 /// Attribute `name` of `tag`, matched case-insensitively: `Some(None)` when present without a value.
 pub(crate) fn attr(tag: &tl::HTMLTag<'_>, name: &str) -> Option<Option<String>> {
-    tag.attributes()
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.map(|v| v.into_owned()))
+    tag.attributes().iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.map(|v| v.into_owned()))
 }
 
 /// Splits on `sep` outside brackets and quotes.
@@ -249,11 +327,7 @@ fn parse_complex(text: &str) -> Result<Complex, String> {
         }
     }
     let subject = compounds.pop().expect("at least one compound was parsed");
-    let ancestors = combinators
-        .into_iter()
-        .rev()
-        .zip(compounds.into_iter().rev())
-        .collect();
+    let ancestors = combinators.into_iter().rev().zip(compounds.into_iter().rev()).collect();
     Ok(Complex { subject, ancestors })
 }
 
@@ -312,7 +386,9 @@ fn parse_compound(text: &str) -> Result<(Compound, &str), String> {
                     }
                 };
                 if name.is_empty() || !name.chars().all(is_ident) {
-                    return Err(format!("attribute selector [{inner}] is not supported (only [attr] and [attr=value])"));
+                    return Err(format!(
+                        "attribute selector [{inner}] is not supported (only [attr] and [attr=value])"
+                    ));
                 }
                 compound.attrs.push((name.to_ascii_lowercase(), value));
                 rest = &rest[close + 1..];
@@ -322,13 +398,8 @@ fn parse_compound(text: &str) -> Result<(Compound, &str), String> {
         any = true;
     }
     if !any {
-        let c = rest
-            .chars()
-            .next()
-            .map_or("end of selector".to_owned(), |c| format!("{c:?}"));
-        return Err(format!(
-            "expected a tag, '*', '.', '#' or '[' but found {c}"
-        ));
+        let c = rest.chars().next().map_or("end of selector".to_owned(), |c| format!("{c:?}"));
+        return Err(format!("expected a tag, '*', '.', '#' or '[' but found {c}"));
     }
     Ok((compound, rest))
 }
@@ -350,10 +421,7 @@ mod tests {
     fn texts(selector: &str) -> Vec<String> {
         let doc = Document::parse(PAGE);
         let sel = Selector::parse(selector).unwrap();
-        sel.select(&doc)
-            .into_iter()
-            .map(|t| t.inner_text(doc.parser()).trim().to_owned())
-            .collect()
+        sel.select(&doc).into_iter().map(|i| doc.text(i, 1000).trim().to_owned()).collect()
     }
 
     #[test]
@@ -367,11 +435,7 @@ mod tests {
         assert_eq!(texts("a[rel=\"next\"]"), ["five"]);
         assert_eq!(texts("a[rel='prev']"), Vec::<String>::new());
         assert_eq!(texts("*.main").len(), 1);
-        assert_eq!(
-            texts("P.LEAD"),
-            Vec::<String>::new(),
-            "class names are case-sensitive"
-        );
+        assert_eq!(texts("P.LEAD"), Vec::<String>::new(), "class names are case-sensitive");
     }
 
     #[test]
@@ -392,24 +456,41 @@ mod tests {
     }
 
     #[test]
+    fn attribute_names_are_case_insensitive_and_valueless_means_empty() {
+        let doc = Document::parse(r#"<span CLASS="price big" ID="p1">9</span><input disabled><p x="">y</p>"#);
+        let count = |s: &str| Selector::parse(s).unwrap().select(&doc).len();
+        assert_eq!(count(".price.big"), 1);
+        assert_eq!(count("#p1"), 1);
+        assert_eq!(count("[disabled=\"\"]"), 1);
+        assert_eq!(count("[x=\"\"]"), 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded_not_fatal() {
+        let depth = 200_000;
+        let html = format!("<h1>{}deep", "<b>".repeat(depth));
+        let doc = Document::parse(&html);
+        assert_eq!(doc.text(0, 64), "deep");
+        let sel = Selector::parse("h1 b b").unwrap();
+        let found = sel.select(&doc);
+        assert!(!found.is_empty());
+        assert!(doc.exhausted(), "a quadratic walk must hit the budget, not run on");
+    }
+
+    #[test]
+    fn script_bodies_are_raw_text() {
+        let html =
+            r#"<script type="application/ld+json" data-x='a>b'>{"d": "a<b", "e": "<p>x</p>"}</SCRIPT><p>after</p>"#;
+        let doc = Document::parse(html);
+        let (i, _) = doc.tags().next().unwrap();
+        assert_eq!(doc.raw_body(i), r#"{"d": "a<b", "e": "<p>x</p>"}"#);
+    }
+
+    #[test]
     fn invalid_selectors_say_what_is_wrong() {
-        for bad in [
-            "",
-            "p,",
-            "div >",
-            "a:hover",
-            "a[href^=x]",
-            "[",
-            ".",
-            "p ~ q",
-            "a + b",
-            "##x",
-        ] {
+        for bad in ["", "p,", "div >", "a:hover", "a[href^=x]", "[", ".", "p ~ q", "a + b", "##x"] {
             let err = Selector::parse(bad).unwrap_err();
-            assert!(
-                err.to_string().contains("invalid CSS selector"),
-                "{bad}: {err}"
-            );
+            assert!(err.to_string().contains("invalid CSS selector"), "{bad}: {err}");
         }
     }
 }

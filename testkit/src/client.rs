@@ -18,20 +18,13 @@ pub struct Response {
 impl Response {
     /// The first value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON; panics with the body's text when it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The body as text.
@@ -44,21 +37,13 @@ impl Response {
 ///
 /// `url` must be `http://127.0.0.1:PORT/path`; the time limit for the whole
 /// exchange is generous (120 s) since it only guards against hung tests.
-pub fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Response> {
-    let rest = url
-        .strip_prefix("http://")
-        .expect("the test client speaks plain http");
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+    let rest = url.strip_prefix("http://").expect("the test client speaks plain http");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut stream = TcpStream::connect(authority)?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -79,8 +64,7 @@ pub fn get(url: &str) -> Response {
 
 /// `POST url` with a body of the given content type.
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> Response {
-    request("POST", url, &[("content-type", content_type)], body)
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    request("POST", url, &[("content-type", content_type)], body).unwrap_or_else(|e| panic!("POST {url}: {e}"))
 }
 
 /// `POST url` with a JSON body.
@@ -108,12 +92,7 @@ fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
     }
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v): &(String, String)| v.clone())
-    };
+    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v): &(String, String)| v.clone());
     let mut body = Vec::new();
     if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
@@ -136,9 +115,5 @@ fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }

@@ -25,27 +25,19 @@ pub struct Component {
 pub fn wasm_dir() -> PathBuf {
     std::env::var_os("FANOUT_WASM_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"))
 }
 
 /// The path of component `name` (`scrape`, `transform` or `coordinator`).
 pub fn wasm_path(name: &str) -> PathBuf {
     let path = wasm_dir().join(format!("fanout_{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: build the components with scripts/build.sh",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: build the components with scripts/build.sh", path.display());
     path
 }
 
 /// The `wasmtime` executable.
 pub fn wasmtime() -> PathBuf {
-    std::env::var_os("FANOUT_WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("wasmtime"))
+    std::env::var_os("FANOUT_WASMTIME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("wasmtime"))
 }
 
 impl Component {
@@ -55,23 +47,14 @@ impl Component {
         let mut last = String::new();
         // A port found free can be taken by a parallel test before wasmtime binds it: try again.
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let mut cmd = Command::new(wasmtime());
             cmd.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
             for (k, v) in env {
                 cmd.arg("--env").arg(format!("{k}={v}"));
             }
-            cmd.arg(&wasm)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", wasmtime().display()));
+            cmd.arg(&wasm).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", wasmtime().display()));
             let log = Arc::new(Mutex::new(String::new()));
             let (ready_tx, ready_rx) = mpsc::channel();
             let stderr = child.stderr.take().unwrap();
@@ -92,8 +75,7 @@ impl Component {
                 if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                     return component;
                 }
-                if component.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline
-                {
+                if component.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
                     break;
                 }
             }

@@ -11,14 +11,14 @@
 //! | `/hang` | never answers (holds the connection for 60 s) |
 //! | `/text` | a `text/plain` body |
 //! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b` |
-//! | `/redirect/<n>?to=<path>` | a chain of n relative redirects ending at `to` |
+//! | `/redirect/<n>?delay_ms=M&to=<path>` | a chain of n relative redirects ending at `to`, each after M ms |
 //! | `/redirect-to?url=<url>` | one redirect to `url`, as given |
 //! | `/loop/a`, `/loop/b` | redirects to each other |
 //! | `/gzip/<id>`, `/deflate/<id>` | page `<id>` with that content-encoding |
 //! | `/corrupt-gzip` | `content-encoding: gzip` over bytes that are not gzip |
 //! | `/latin1`, `/latin1-meta` | a windows-1252 page, its charset in the header or in a `<meta>` |
 //! | `/echo-ua` | a page whose title is the request's `User-Agent` |
-//! | `/robots.txt` | what [`Site::set_robots`] set, else 404 |
+//! | `/robots.txt` | what [`Site::set_robots`] set, a redirect set by [`Site::redirect_robots`], else 404 |
 //!
 //! [`Site::hits`] counts the requests each path received; [`Site::peak`] is
 //! the most requests the site was serving at once.
@@ -34,7 +34,8 @@ use std::time::Duration;
 struct State {
     files: HashMap<String, (String, Vec<u8>)>,
     hits: HashMap<String, usize>,
-    robots: Option<String>,
+    /// The status and body (or `Location`) of `/robots.txt`.
+    robots: Option<(u16, String)>,
     in_flight: usize,
     peak: usize,
 }
@@ -49,9 +50,7 @@ impl Site {
     /// Starts the site on a free loopback port.
     pub fn start() -> Site {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let addr = listener.local_addr().expect("a bound listener has an address");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         thread::spawn(move || {
@@ -72,16 +71,17 @@ impl Site {
 
     /// Serves `body` at `/files/<name>` with the given content type.
     pub fn put(&self, name: &str, content_type: &str, body: impl Into<Vec<u8>>) {
-        self.state
-            .lock()
-            .unwrap()
-            .files
-            .insert(name.to_owned(), (content_type.to_owned(), body.into()));
+        self.state.lock().unwrap().files.insert(name.to_owned(), (content_type.to_owned(), body.into()));
     }
 
     /// Serves `text` at `/robots.txt`.
     pub fn set_robots(&self, text: &str) {
-        self.state.lock().unwrap().robots = Some(text.to_owned());
+        self.state.lock().unwrap().robots = Some((200, text.to_owned()));
+    }
+
+    /// Makes `/robots.txt` redirect to `location`.
+    pub fn redirect_robots(&self, location: &str) {
+        self.state.lock().unwrap().robots = Some((301, location.to_owned()));
     }
 
     /// The most requests the site was serving at once.
@@ -91,13 +91,7 @@ impl Site {
 
     /// How many requests `path` (without query) has received.
     pub fn hits(&self, path: &str) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .hits
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.state.lock().unwrap().hits.get(path).copied().unwrap_or(0)
     }
 }
 
@@ -141,16 +135,9 @@ fn read_request(stream: &TcpStream) -> std::io::Result<Option<Req>> {
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    Ok(Some(Req {
-        path: path.to_owned(),
-        query,
-        headers,
-    }))
+    let query =
+        query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    Ok(Some(Req { path: path.to_owned(), query, headers }))
 }
 
 fn respond(
@@ -218,39 +205,17 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let Some(req) = read_request(&stream)? else {
         return Ok(());
     };
-    *state
-        .lock()
-        .unwrap()
-        .hits
-        .entry(req.path.clone())
-        .or_default() += 1;
-    let num = |k: &str| {
-        req.query
-            .get(k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    *state.lock().unwrap().hits.entry(req.path.clone()).or_default() += 1;
+    let num = |k: &str| req.query.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["page", id] => {
             thread::sleep(Duration::from_millis(num("delay_ms")));
-            respond(
-                &mut stream,
-                200,
-                &[],
-                HTML,
-                page_html(id, num("pad") as usize).as_bytes(),
-            )
+            respond(&mut stream, 200, &[], HTML, page_html(id, num("pad") as usize).as_bytes())
         }
         ["status", code] => {
             let code = code.parse().unwrap_or(500);
-            respond(
-                &mut stream,
-                code,
-                &[],
-                HTML,
-                format!("<title>Status {code}</title>").as_bytes(),
-            )
+            respond(&mut stream, code, &[], HTML, format!("<title>Status {code}</title>").as_bytes())
         }
         ["flaky", key, n] => {
             let seen = *state.lock().unwrap().hits.get(&req.path).unwrap_or(&0);
@@ -268,7 +233,9 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
         ["big", bytes] => {
             let total: usize = bytes.parse().unwrap_or(0);
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: {HTML}\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n");
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {HTML}\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n"
+            );
             stream.write_all(head.as_bytes())?;
             let piece = vec![b' '; 16 * 1024];
             let mut sent = 0;
@@ -286,16 +253,10 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         ["text"] => respond(&mut stream, 200, &[], "text/plain", b"plain text, not HTML"),
         ["redirect", n] => {
             let n: u32 = n.parse().unwrap_or(0);
-            let to = req
-                .query
-                .get("to")
-                .cloned()
-                .unwrap_or_else(|| "/page/end".into());
-            let location = if n <= 1 {
-                to
-            } else {
-                format!("../redirect/{}?to={to}", n - 1)
-            };
+            let to = req.query.get("to").cloned().unwrap_or_else(|| "/page/end".into());
+            let delay = num("delay_ms");
+            thread::sleep(Duration::from_millis(delay));
+            let location = if n <= 1 { to } else { format!("../redirect/{}?delay_ms={delay}&to={to}", n - 1) };
             respond(&mut stream, 302, &[("location", location)], HTML, b"")
         }
         ["redirect-to"] => {
@@ -304,21 +265,11 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
         ["loop", which] => {
             let other = if *which == "a" { "b" } else { "a" };
-            respond(
-                &mut stream,
-                307,
-                &[("location", format!("/loop/{other}"))],
-                HTML,
-                b"",
-            )
+            respond(&mut stream, 307, &[("location", format!("/loop/{other}"))], HTML, b"")
         }
-        ["gzip", id] => respond(
-            &mut stream,
-            200,
-            &[("content-encoding", "gzip".into())],
-            HTML,
-            &gzip(page_html(id, 0).as_bytes()),
-        ),
+        ["gzip", id] => {
+            respond(&mut stream, 200, &[("content-encoding", "gzip".into())], HTML, &gzip(page_html(id, 0).as_bytes()))
+        }
         ["deflate", id] => respond(
             &mut stream,
             200,
@@ -326,24 +277,12 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             HTML,
             &deflate(page_html(id, 0).as_bytes()),
         ),
-        ["corrupt-gzip"] => respond(
-            &mut stream,
-            200,
-            &[("content-encoding", "gzip".into())],
-            HTML,
-            b"not gzip at all",
-        ),
+        ["corrupt-gzip"] => respond(&mut stream, 200, &[("content-encoding", "gzip".into())], HTML, b"not gzip at all"),
         ["latin1"] => {
             let mut body = b"<title>".to_vec();
             body.extend_from_slice(LATIN1_TEXT);
             body.extend_from_slice(b"</title>");
-            respond(
-                &mut stream,
-                200,
-                &[],
-                "text/html; charset=iso-8859-1",
-                &body,
-            )
+            respond(&mut stream, 200, &[], "text/html; charset=iso-8859-1", &body)
         }
         ["latin1-meta"] => {
             let mut body = b"<html><head><meta charset=\"windows-1252\"><title>".to_vec();
@@ -353,16 +292,11 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
         ["echo-ua"] => {
             let ua = req.headers.get("user-agent").cloned().unwrap_or_default();
-            respond(
-                &mut stream,
-                200,
-                &[],
-                HTML,
-                format!("<title>{ua}</title>").as_bytes(),
-            )
+            respond(&mut stream, 200, &[], HTML, format!("<title>{ua}</title>").as_bytes())
         }
         ["robots.txt"] => match state.lock().unwrap().robots.clone() {
-            Some(text) => respond(&mut stream, 200, &[], "text/plain", text.as_bytes()),
+            Some((200, text)) => respond(&mut stream, 200, &[], "text/plain", text.as_bytes()),
+            Some((status, location)) => respond(&mut stream, status, &[("location", location)], "text/plain", b""),
             None => respond(&mut stream, 404, &[], "text/plain", b"no robots.txt"),
         },
         ["files", name] => {
@@ -370,11 +304,7 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             let Some((content_type, body)) = file else {
                 return respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>");
             };
-            match req
-                .headers
-                .get("range")
-                .and_then(|r| parse_range(r, body.len()))
-            {
+            match req.headers.get("range").and_then(|r| parse_range(r, body.len())) {
                 None if req.headers.contains_key("range") => respond(
                     &mut stream,
                     416,
@@ -382,13 +312,7 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                     "text/plain",
                     b"range not satisfiable",
                 ),
-                None => respond(
-                    &mut stream,
-                    200,
-                    &[("accept-ranges", "bytes".into())],
-                    &content_type,
-                    &body,
-                ),
+                None => respond(&mut stream, 200, &[("accept-ranges", "bytes".into())], &content_type, &body),
                 Some((a, b)) => respond(
                     &mut stream,
                     206,
@@ -407,10 +331,6 @@ fn parse_range(value: &str, len: usize) -> Option<(usize, usize)> {
     let spec = value.strip_prefix("bytes=")?;
     let (a, b) = spec.split_once('-')?;
     let a: usize = a.parse().ok()?;
-    let b: usize = if b.is_empty() {
-        len.checked_sub(1)?
-    } else {
-        b.parse::<usize>().ok()?.min(len.checked_sub(1)?)
-    };
+    let b: usize = if b.is_empty() { len.checked_sub(1)? } else { b.parse::<usize>().ok()?.min(len.checked_sub(1)?) };
     (a <= b).then_some((a, b))
 }

@@ -57,14 +57,13 @@ async fn coordinate_scrape(req: Request) -> Result<Reply, ApiError> {
     let worker = worker_url(&config.scrape_url, "FANOUT_SCRAPE_URL")?;
     // A scrape request plus `batch_size`, which is the coordinator's alone.
     let mut body: serde_json::Map<String, serde_json::Value> = parse_json(&req.body().await?)?;
-    let batch_size = match body.remove("batch_size") {
-        None => config.batch_size,
-        Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "batch_size must be a whole number of at least 1, not {v}"
-            ))
-        })? as usize,
-    };
+    let batch_size =
+        match body.remove("batch_size") {
+            None => config.batch_size,
+            Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+                ApiError::bad_request(format!("batch_size must be a whole number of at least 1, not {v}"))
+            })? as usize,
+        };
     let job: ScrapeRequest = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::bad_request(format!("invalid scrape job: {e}")))?;
     job.extract_options()?;
@@ -80,12 +79,8 @@ async fn coordinate_scrape(req: Request) -> Result<Reply, ApiError> {
     let urls = &job.urls;
     let results: Vec<PageResult> = futures::stream::iter(batches)
         .map(|batch| async {
-            let batch_request = ScrapeRequest {
-                urls: urls[batch.clone()].to_vec(),
-                ..job.clone()
-            };
-            let body =
-                serde_json::to_vec(&batch_request).expect("a scrape request always serialises");
+            let batch_request = ScrapeRequest { urls: urls[batch.clone()].to_vec(), ..job.clone() };
+            let body = serde_json::to_vec(&batch_request).expect("a scrape request always serialises");
             let answer = call_worker(&config, worker, "application/json", body).await;
             let parsed = answer.and_then(|bytes| {
                 serde_json::from_slice::<ScrapeResponse>(&bytes)
@@ -97,16 +92,8 @@ async fn coordinate_scrape(req: Request) -> Result<Reply, ApiError> {
         .flat_map(futures::stream::iter)
         .collect()
         .await;
-    let pages = results
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Page(_)))
-        .count();
-    let stats = ScrapeStats {
-        urls: results.len(),
-        pages,
-        errors: results.len() - pages,
-        invocations,
-    };
+    let pages = results.iter().filter(|r| matches!(r.outcome, Outcome::Page(_))).count();
+    let stats = ScrapeStats { urls: results.len(), pages, errors: results.len() - pages, invocations };
     Ok(Reply::json(&ScrapeJobOutput { results, stats }))
 }
 
@@ -123,9 +110,11 @@ async fn coordinate_transform(req: Request) -> Result<Reply, ApiError> {
     let worker = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
     let chunk_bytes = match req.query_param("chunk_bytes") {
         None => config.chunk_bytes,
-        Some(v) => v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-            ApiError::bad_request(format!("chunk_bytes={v:?} is not a positive whole number"))
-        })?,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| ApiError::bad_request(format!("chunk_bytes={v:?} is not a positive whole number")))?,
     };
     let data = req.body().await?;
     let plan = plan::csv_chunks(&data, chunk_bytes)?;
@@ -149,10 +138,7 @@ async fn coordinate_transform(req: Request) -> Result<Reply, ApiError> {
     for (chunk, answer) in plan.chunks.iter().zip(answers) {
         merge::table_chunk(&mut output, chunk, answer);
     }
-    Ok(Reply::json(&TransformJobOutput {
-        output,
-        invocations,
-    }))
+    Ok(Reply::json(&TransformJobOutput { output, invocations }))
 }
 
 fn worker_url<'a>(url: &'a Option<String>, variable: &str) -> Result<&'a str, ApiError> {
@@ -166,21 +152,13 @@ fn worker_url<'a>(url: &'a Option<String>, variable: &str) -> Result<&'a str, Ap
 
 /// Posts `body` to a worker, retrying connection failures, time-outs, 429 and
 /// 5xx answers with backoff, and returns the body of its 200 answer or why there is none.
-async fn call_worker(
-    config: &Config,
-    url: &str,
-    content_type: &str,
-    body: Vec<u8>,
-) -> Result<Vec<u8>, String> {
+async fn call_worker(config: &Config, url: &str, content_type: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     let policy = RetryPolicy {
         max_attempts: config.worker_attempts,
         base_delay: Duration::from_millis(200),
         max_delay: Duration::from_secs(10),
     };
-    let mut headers = vec![
-        ("content-type", content_type.to_owned()),
-        ("accept", "application/json".to_owned()),
-    ];
+    let mut headers = vec![("content-type", content_type.to_owned()), ("accept", "application/json".to_owned())];
     if let Some(token) = &config.token {
         headers.push(("authorization", format!("Bearer {token}")));
     }
@@ -193,6 +171,7 @@ async fn call_worker(
             body: Some(body.clone()),
             timeout: config.worker_timeout,
             max_bytes: config.max_worker_response_bytes,
+            truncate: false,
         })
         .await;
         failed += 1;
@@ -203,10 +182,7 @@ async fn call_worker(
                 if !retryable_status(resp.status) {
                     return Err(reason);
                 }
-                (
-                    reason,
-                    resp.header("retry-after").and_then(parse_retry_after),
-                )
+                (reason, resp.header("retry-after").and_then(parse_retry_after))
             }
             Err(e @ (FetchError::TooLarge(_) | FetchError::Invalid(_) | FetchError::Denied(_))) => {
                 return Err(format!("worker call failed: {e}"))

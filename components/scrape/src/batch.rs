@@ -15,6 +15,9 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 use url::Url;
 
+/// The most result bytes held back for ordering before new fetches wait.
+const MAX_WAITING_BYTES: usize = 8 * 1024 * 1024;
+
 /// Scrapes `urls` and writes one result per URL to `body`; stops early only if the client goes away.
 pub async fn run(
     settings: &FetchSettings,
@@ -50,20 +53,22 @@ pub async fn run(
         }
     }
     let mut queue = HostQueue::new(
-        targets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| Some((i, t.as_ref()?.host_str()?.to_owned()))),
+        targets.iter().enumerate().filter_map(|(i, t)| Some((i, t.as_ref()?.host_str()?.to_owned()))),
         settings.concurrency,
         settings.per_host,
     );
     let mut running = FuturesUnordered::new();
     let mut in_flight = BTreeSet::new();
     loop {
-        while let Some((index, host)) = queue.start_next() {
-            let target = targets[index]
-                .clone()
-                .expect("only fetchable URLs are queued");
+        // Results waiting for a slow earlier page are held in memory (JSON keeps
+        // input order): past a bound, start nothing new until they drain. With
+        // nothing running, the earliest waiting page, the one holding the
+        // others back, is what starts.
+        while framer.waiting_bytes() < MAX_WAITING_BYTES || in_flight.is_empty() {
+            let Some((index, host)) = queue.start_next() else {
+                break;
+            };
+            let target = targets[index].clone().expect("only fetchable URLs are queued");
             in_flight.insert(index);
             let ctx = &ctx;
             running.push(async move { (index, host, page::scrape(ctx, target).await) });
@@ -85,8 +90,7 @@ pub async fn run(
             Err(_) => {
                 // Dropping the running fetches cancels them.
                 drop(running);
-                let mut late: Vec<usize> =
-                    in_flight.into_iter().chain(queue.drain_waiting()).collect();
+                let mut late: Vec<usize> = in_flight.into_iter().chain(queue.drain_waiting()).collect();
                 late.sort_unstable();
                 let message = format!(
                     "the batch deadline of {} ms passed before this page was done",
@@ -108,17 +112,7 @@ pub async fn run(
     body.write(framer.finish()).await;
 }
 
-async fn emit(
-    framer: &mut Framer,
-    body: &mut BodyWriter,
-    index: usize,
-    url: &str,
-    outcome: Outcome,
-) -> bool {
-    let result = PageResult {
-        index,
-        url: url.to_owned(),
-        outcome,
-    };
+async fn emit(framer: &mut Framer, body: &mut BodyWriter, index: usize, url: &str, outcome: Outcome) -> bool {
+    let result = PageResult { index, url: url.to_owned(), outcome };
     body.write(framer.push(index, &result)).await
 }

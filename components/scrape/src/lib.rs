@@ -28,15 +28,10 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
     let config = req.config.clone();
     let format = Format::from_accept(req.header("accept").as_deref());
     let request = if req.method == "GET" {
-        let url = req.query_param("url").ok_or_else(|| {
-            ApiError::bad_request(
-                "GET /scrape needs a url query parameter: /scrape?url=https://...",
-            )
-        })?;
-        ScrapeRequest {
-            urls: vec![url],
-            ..ScrapeRequest::default()
-        }
+        let url = req
+            .query_param("url")
+            .ok_or_else(|| ApiError::bad_request("GET /scrape needs a url query parameter: /scrape?url=https://..."))?;
+        ScrapeRequest { urls: vec![url], ..ScrapeRequest::default() }
     } else {
         parse_json::<ScrapeRequest>(&req.body().await?)?
     };
@@ -50,10 +45,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
     // Everything that can make the request fail as a whole is checked before the answer starts.
     let extract = request.extract_options()?;
     let settings = request.settings(&config)?;
-    Ok(Reply::stream(
-        format.content_type(),
-        move |mut body| async move {
-            batch::run(&settings, &extract, request.urls, format, &mut body).await;
-        },
-    ))
+    Ok(Reply::stream(format.content_type(), move |mut body| async move {
+        batch::run(&settings, &extract, request.urls, format, &mut body).await;
+    }))
 }

@@ -8,7 +8,7 @@ use fanout::redirect::{is_redirect, RedirectError, Redirects};
 use fanout::retry::{parse_retry_after, retryable_status, RetryPolicy};
 use fanout::robots::Robots;
 use fanout::scrape::{FailureKind, FetchSettings, ItemError, Page};
-use fanout_spin::{fetch, random_u64, sleep, FetchError, Fetched, Outbound};
+use fanout_spin::{fetch, random_u64, sleep, timeout, FetchError, Fetched, Outbound};
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use spin_sdk::http::Method;
 use std::cell::RefCell;
@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// robots.txt bodies larger than this are cut here, as RFC 9309 allows (it asks for at least 500 KiB).
+/// robots.txt bodies are read up to this size and parsed (RFC 9309 asks for at least 500 KiB).
 const MAX_ROBOTS_BYTES: usize = 512 * 1024;
 
 /// What every page of one batch shares.
@@ -37,12 +37,7 @@ impl<'a> Context<'a> {
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(10),
         };
-        Context {
-            settings,
-            extract,
-            retry,
-            robots: RefCell::new(HashMap::new()),
-        }
+        Context { settings, extract, retry, robots: RefCell::new(HashMap::new()) }
     }
 
     async fn robots_allow(&self, url: &Url) -> bool {
@@ -52,9 +47,7 @@ impl<'a> Context<'a> {
             cache
                 .entry(origin.clone())
                 .or_insert_with(|| {
-                    fetch_robots(format!("{origin}/robots.txt"), self.settings.clone())
-                        .boxed_local()
-                        .shared()
+                    fetch_robots(format!("{origin}/robots.txt"), self.settings.clone()).boxed_local().shared()
                 })
                 .clone()
         };
@@ -63,28 +56,62 @@ impl<'a> Context<'a> {
     }
 }
 
-/// Fetches a robots.txt: 2xx is parsed, 4xx means no rules, anything else
-/// (5xx, no connection) means stay out, as RFC 9309 says.
+/// Fetches a robots.txt: 2xx is parsed (its first 512 KiB), 4xx means no
+/// rules, anything else (5xx, no connection, a redirect chain that fails)
+/// means stay out, as RFC 9309 says. Up to five redirects are followed, each
+/// checked like a caller's URL.
 async fn fetch_robots(url: String, settings: FetchSettings) -> Rc<Robots> {
-    let response = fetch(Outbound {
-        method: Method::Get,
-        url: &url,
-        headers: vec![("user-agent", settings.user_agent.clone())],
-        body: None,
-        timeout: settings.timeout,
-        max_bytes: MAX_ROBOTS_BYTES,
-    })
-    .await;
-    Rc::new(match response {
-        Ok(r) if (200..300).contains(&r.status) => Robots::parse(&String::from_utf8_lossy(&r.body)),
-        Ok(r) if (300..500).contains(&r.status) => Robots::allow_all(),
-        Err(FetchError::TooLarge(_)) => Robots::allow_all(),
-        _ => Robots::disallow_all(),
+    let Ok(start) = Url::parse(&url) else {
+        return Rc::new(Robots::disallow_all());
+    };
+    let mut chain = Redirects::new(start, 5);
+    let rules = loop {
+        let response = fetch(Outbound {
+            method: Method::Get,
+            url: chain.current().as_str(),
+            headers: vec![("user-agent", settings.user_agent.clone())],
+            body: None,
+            timeout: settings.timeout,
+            max_bytes: MAX_ROBOTS_BYTES,
+            truncate: true,
+        })
+        .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(_) => break Robots::disallow_all(),
+        };
+        match response.status {
+            200..=299 => break Robots::parse(&String::from_utf8_lossy(&response.body)),
+            s if is_redirect(s) => {
+                let followed = response.header("location").is_some_and(|l| chain.follow(l).is_ok());
+                if followed && egress::check_url(chain.current().clone(), settings.allow_private_hosts).is_ok() {
+                    continue;
+                }
+                break Robots::disallow_all();
+            }
+            400..=499 => break Robots::allow_all(),
+            _ => break Robots::disallow_all(),
+        }
+    };
+    Rc::new(rules)
+}
+
+/// Fetches and parses `url` within the page time limit (`options.timeout_ms`),
+/// which covers robots.txt, redirects and retries.
+pub async fn scrape(ctx: &Context<'_>, url: Url) -> Result<Page, ItemError> {
+    let limit = ctx.settings.timeout;
+    timeout(limit, fetch_and_parse(ctx, url)).await.unwrap_or_else(|_| {
+        Err(ItemError {
+            elapsed_ms: Some(limit.as_millis() as u64),
+            ..ItemError::new(
+                FailureKind::Timeout,
+                format!("the page was not done within {} ms (options.timeout_ms)", limit.as_millis()),
+            )
+        })
     })
 }
 
-/// Fetches and parses `url`.
-pub async fn scrape(ctx: &Context<'_>, url: Url) -> Result<Page, ItemError> {
+async fn fetch_and_parse(ctx: &Context<'_>, url: Url) -> Result<Page, ItemError> {
     let started = Instant::now();
     let settings = ctx.settings;
     let mut attempts = 0;
@@ -99,12 +126,7 @@ pub async fn scrape(ctx: &Context<'_>, url: Url) -> Result<Page, ItemError> {
     let response = loop {
         let current = chain.current().clone();
         if settings.robots && !ctx.robots_allow(&current).await {
-            return Err(fail(
-                FailureKind::Robots,
-                format!("robots.txt does not allow {current}"),
-                None,
-                attempts,
-            ));
+            return Err(fail(FailureKind::Robots, format!("robots.txt does not allow {current}"), None, attempts));
         }
         let (result, tries) = fetch_with_retries(ctx, current.as_str()).await;
         attempts = tries;
@@ -119,65 +141,39 @@ pub async fn scrape(ctx: &Context<'_>, url: Url) -> Result<Page, ItemError> {
             };
             fail(kind, e.to_string(), None, attempts)
         })?;
-        let location = response
-            .header("location")
-            .filter(|_| is_redirect(response.status));
+        let location = response.header("location").filter(|_| is_redirect(response.status));
         let Some(location) = location else {
             break response;
         };
         let status = Some(response.status);
         let next = chain.follow(location).map_err(|e| match e {
-            RedirectError::BadLocation(_) => {
-                fail(FailureKind::InvalidUrl, e.to_string(), status, attempts)
-            }
+            RedirectError::BadLocation(_) => fail(FailureKind::InvalidUrl, e.to_string(), status, attempts),
             _ => fail(FailureKind::RedirectLoop, e.to_string(), status, attempts),
         })?;
-        egress::check_url(next.clone(), settings.allow_private_hosts).map_err(|refusal| {
-            match refusal {
-                Refusal::Invalid(m) => fail(
-                    FailureKind::InvalidUrl,
-                    format!("redirect to {m}"),
-                    status,
-                    attempts,
-                ),
-                Refusal::Blocked(m) => fail(
-                    FailureKind::Blocked,
-                    format!("redirect to {m}"),
-                    status,
-                    attempts,
-                ),
-            }
+        egress::check_url(next.clone(), settings.allow_private_hosts).map_err(|refusal| match refusal {
+            Refusal::Invalid(m) => fail(FailureKind::InvalidUrl, format!("redirect to {m}"), status, attempts),
+            Refusal::Blocked(m) => fail(FailureKind::Blocked, format!("redirect to {m}"), status, attempts),
         })?;
     };
     let status = response.status;
     if !(200..300).contains(&status) {
-        return Err(fail(
-            FailureKind::HttpStatus,
-            format!("server answered {status}"),
-            Some(status),
-            attempts,
-        ));
+        return Err(fail(FailureKind::HttpStatus, format!("server answered {status}"), Some(status), attempts));
     }
     let content_type = response.header("content-type").unwrap_or("").to_owned();
     if !settings.allow_non_html && !content::is_html(&content_type) {
-        let message = format!(
-            "content type is {:?}, not HTML (options.allow_non_html parses it anyway)",
-            content_type
-        );
+        let message = format!("content type is {:?}, not HTML (options.allow_non_html parses it anyway)", content_type);
         return Err(fail(FailureKind::NotHtml, message, Some(status), attempts));
     }
     let fetch_ms = started.elapsed().as_millis() as u64;
     let parse_started = Instant::now();
     let encoding = response.header("content-encoding").map(str::to_owned);
-    let body =
-        content::decode_encoding(response.body, encoding.as_deref(), settings.max_page_bytes)
-            .map_err(|e| {
-                let kind = match e {
-                    ContentError::TooLarge(_) => FailureKind::TooLarge,
-                    ContentError::Corrupt(_) | ContentError::Unsupported(_) => FailureKind::Decode,
-                };
-                fail(kind, e.to_string(), Some(status), attempts)
-            })?;
+    let body = content::decode_encoding(response.body, encoding.as_deref(), settings.max_page_bytes).map_err(|e| {
+        let kind = match e {
+            ContentError::TooLarge(_) => FailureKind::TooLarge,
+            ContentError::Corrupt(_) | ContentError::Unsupported(_) => FailureKind::Decode,
+        };
+        fail(kind, e.to_string(), Some(status), attempts)
+    })?;
     let (text, charset) = content::decode_text(&body, Some(&content_type));
     let final_url = chain.current().clone();
     let data = html::extract(&text, &final_url, ctx.extract);
@@ -209,21 +205,17 @@ async fn fetch_with_retries(ctx: &Context<'_>, url: &str) -> (Result<Fetched, Fe
             url,
             headers: vec![
                 ("user-agent", settings.user_agent.clone()),
-                (
-                    "accept",
-                    "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5".to_owned(),
-                ),
+                ("accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5".to_owned()),
                 ("accept-encoding", "gzip, deflate".to_owned()),
             ],
             body: None,
             timeout: settings.timeout,
             max_bytes: settings.max_page_bytes,
+            truncate: false,
         })
         .await;
         let retry_after = match &result {
-            Ok(r) if retryable_status(r.status) => {
-                Some(r.header("retry-after").and_then(parse_retry_after))
-            }
+            Ok(r) if retryable_status(r.status) => Some(r.header("retry-after").and_then(parse_retry_after)),
             Err(FetchError::Connect(_)) => Some(None),
             _ => None,
         };

@@ -20,6 +20,8 @@ pub struct Outbound<'a> {
     pub timeout: Duration,
     /// The largest response body accepted.
     pub max_bytes: usize,
+    /// At `max_bytes`, keep what was read instead of failing with [`FetchError::TooLarge`].
+    pub truncate: bool,
 }
 
 /// A response read in full.
@@ -36,10 +38,7 @@ pub struct Fetched {
 impl Fetched {
     /// The first value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -78,9 +77,7 @@ impl fmt::Display for FetchError {
 /// Sends `req` and reads the response body, within `req.timeout` and `req.max_bytes`.
 pub async fn fetch(req: Outbound<'_>) -> Result<Fetched, FetchError> {
     let limit = req.timeout;
-    timeout(limit, exchange(req))
-        .await
-        .unwrap_or(Err(FetchError::Timeout(limit)))
+    timeout(limit, exchange(req)).await.unwrap_or(Err(FetchError::Timeout(limit)))
 }
 
 async fn exchange(req: Outbound<'_>) -> Result<Fetched, FetchError> {
@@ -92,9 +89,7 @@ async fn exchange(req: Outbound<'_>) -> Result<Fetched, FetchError> {
     if let Some(body) = req.body {
         builder.body(body);
     }
-    let response: IncomingResponse = spin_sdk::http::send(builder.build())
-        .await
-        .map_err(classify)?;
+    let response: IncomingResponse = spin_sdk::http::send(builder.build()).await.map_err(classify)?;
     let status = response.status();
     let headers = response
         .headers()
@@ -107,15 +102,15 @@ async fn exchange(req: Outbound<'_>) -> Result<Fetched, FetchError> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| FetchError::Connect(format!("body broke off: {e:?}")))?;
         if body.len() + chunk.len() > req.max_bytes {
+            if req.truncate {
+                body.extend_from_slice(&chunk[..req.max_bytes - body.len()]);
+                break;
+            }
             return Err(FetchError::TooLarge(req.max_bytes));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Fetched {
-        status,
-        headers,
-        body,
-    })
+    Ok(Fetched { status, headers, body })
 }
 
 fn classify(err: SendError) -> FetchError {

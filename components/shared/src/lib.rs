@@ -36,18 +36,12 @@ pub struct Request {
 impl Request {
     /// The first value of header `name`, if present and valid UTF-8.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.inner
-            .headers()
-            .get(&name.to_ascii_lowercase())
-            .into_iter()
-            .find_map(|v| String::from_utf8(v).ok())
+        self.inner.headers().get(&name.to_ascii_lowercase()).into_iter().find_map(|v| String::from_utf8(v).ok())
     }
 
     /// The first value of query parameter `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        url::form_urlencoded::parse(self.query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+        url::form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
     }
 
     /// Reads the whole body, refusing with 413 once it exceeds `FANOUT_MAX_REQUEST_BYTES`.
@@ -60,11 +54,7 @@ impl Request {
         if allowed.contains(&self.method.as_str()) {
             Ok(())
         } else {
-            Err(ApiError::method_not_allowed(
-                &self.method,
-                &self.path,
-                allowed,
-            ))
+            Err(ApiError::method_not_allowed(&self.method, &self.path, allowed))
         }
     }
 }
@@ -111,48 +101,29 @@ impl Reply {
         F: FnOnce(BodyWriter) -> Fut + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        Reply {
-            status: 200,
-            content_type,
-            body: Body::Stream(Box::new(move |writer| Box::pin(produce(writer)))),
-        }
+        Reply { status: 200, content_type, body: Body::Stream(Box::new(move |writer| Box::pin(produce(writer)))) }
     }
 
     /// The JSON error reply for `err`.
     pub fn error(err: &ApiError) -> Reply {
-        Reply {
-            status: err.status(),
-            content_type: "application/json",
-            body: Body::Full(err.to_json()),
-        }
+        Reply { status: err.status(), content_type: "application/json", body: Body::Full(err.to_json()) }
     }
 
     async fn send(self, out: ResponseOutparam) {
-        let mut headers = vec![(
-            "content-type".to_owned(),
-            self.content_type.as_bytes().to_vec(),
-        )];
+        let mut headers = vec![("content-type".to_owned(), self.content_type.as_bytes().to_vec())];
         if let Body::Full(body) = &self.body {
-            headers.push((
-                "content-length".to_owned(),
-                body.len().to_string().into_bytes(),
-            ));
+            headers.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
         }
         let headers = Fields::from_list(&headers).expect("static response headers are valid");
         let response = OutgoingResponse::new(headers);
-        response
-            .set_status_code(self.status)
-            .expect("the status is a valid code");
+        response.set_status_code(self.status).expect("the status is a valid code");
         match self.body {
             // The client may have gone away; there is nobody left to tell.
             Body::Full(body) => drop(out.set_with_body(response, body).await),
             Body::Stream(produce) => {
                 let sink = response.take_body();
                 out.set(response);
-                produce(BodyWriter {
-                    sink: Box::pin(sink),
-                })
-                .await;
+                produce(BodyWriter { sink: Box::pin(sink) }).await;
             }
         }
     }
@@ -174,11 +145,8 @@ where
 
 fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
     let config = Config::from_lookup(|k| std::env::var(k).ok())?;
-    let authorization = inner
-        .headers()
-        .get(&"authorization".to_owned())
-        .into_iter()
-        .find_map(|v| String::from_utf8(v).ok());
+    let authorization =
+        inner.headers().get(&"authorization".to_owned()).into_iter().find_map(|v| String::from_utf8(v).ok());
     config.authorize(authorization.as_deref())?;
     let path_with_query = inner.path_with_query().unwrap_or_default();
     let (path, query) = match path_with_query.split_once('?') {
@@ -197,13 +165,7 @@ fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
         Method::Patch => "PATCH".to_owned(),
         Method::Other(m) => m.to_ascii_uppercase(),
     };
-    Ok(Request {
-        config,
-        method,
-        path,
-        query,
-        inner,
-    })
+    Ok(Request { config, method, path, query, inner })
 }
 
 /// Reads a request body, refusing with 413 as soon as it is known to exceed `limit` bytes.
@@ -223,8 +185,7 @@ pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, Ap
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::bad_request(format!("request body could not be read: {e:?}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("request body could not be read: {e:?}")))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::payload_too_large(limit));
         }

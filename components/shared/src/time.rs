@@ -12,8 +12,7 @@ pub struct Elapsed;
 
 /// Completes after `duration`.
 pub async fn sleep(duration: Duration) {
-    let deadline =
-        monotonic_clock::now().saturating_add(duration.as_nanos().min(u64::MAX as u128) as u64);
+    let deadline = monotonic_clock::now().saturating_add(duration.as_nanos().min(u64::MAX as u128) as u64);
     let mut registration = None;
     std::future::poll_fn(move |cx| {
         if monotonic_clock::now() >= deadline {

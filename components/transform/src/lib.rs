@@ -18,16 +18,8 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
     }
     req.allow(&["POST"])?;
     if let Some(content_type) = req.header("content-type") {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !matches!(
-            essence.as_str(),
-            "text/csv" | "text/plain" | "application/octet-stream"
-        ) {
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !matches!(essence.as_str(), "text/csv" | "text/plain" | "application/octet-stream") {
             return Err(ApiError::new(
                 ErrorKind::UnsupportedMediaType,
                 format!("POST /transform reads text/csv, not {essence:?}"),

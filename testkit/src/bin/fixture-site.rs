@@ -8,10 +8,7 @@ use fanout_testkit::site::Site;
 fn main() {
     let site = Site::start();
     if let Some(dir) = std::env::args_os().nth(1) {
-        for entry in std::fs::read_dir(&dir)
-            .expect("read the directory")
-            .flatten()
-        {
+        for entry in std::fs::read_dir(&dir).expect("read the directory").flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let content_type = match name.rsplit('.').next() {
                 Some("csv") => "text/csv",
@@ -19,11 +16,7 @@ fn main() {
                 Some("json") => "application/json",
                 _ => "application/octet-stream",
             };
-            site.put(
-                &name,
-                content_type,
-                std::fs::read(entry.path()).expect("read a file"),
-            );
+            site.put(&name, content_type, std::fs::read(entry.path()).expect("read a file"));
         }
     }
     println!("{}", site.url(""));
