@@ -20,8 +20,12 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// The request body is larger than the configured limit.
     PayloadTooLarge,
+    /// The request names a source the deployment does not fetch.
+    Forbidden,
     /// The body is not of a content type the route reads.
     UnsupportedMediaType,
+    /// A row broke a rule the request asked to be strict about (`on_error: fail`, range mode).
+    BadRow,
     /// The component is misconfigured (an environment variable is invalid).
     Config,
     /// A worker that the coordinator depends on is not configured or not reachable.
@@ -36,8 +40,10 @@ impl ErrorKind {
             ErrorKind::Unauthorized => 401,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Forbidden => 403,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::BadRow => 422,
             ErrorKind::Config => 500,
             ErrorKind::BadGateway => 502,
         }

@@ -39,6 +39,8 @@ pub struct Config {
     pub user_agent: String,
     /// `FANOUT_RESPECT_ROBOTS`: when true, robots.txt is obeyed whatever the request says.
     pub respect_robots: bool,
+    /// `FANOUT_SOURCE_TIMEOUT_MS`: how long the transform worker waits for a range of its source file.
+    pub source_timeout: Duration,
     /// `FANOUT_MAX_URLS`: the most URLs one scrape or coordinate request may name.
     pub max_urls: usize,
     /// `FANOUT_ALLOW_PRIVATE_HOSTS`: when true, the scraper may fetch loopback,
@@ -75,6 +77,7 @@ impl Default for Config {
             max_redirects: 20,
             user_agent: concat!("fanout-scrape/", env!("CARGO_PKG_VERSION")).to_owned(),
             respect_robots: false,
+            source_timeout: Duration::from_secs(60),
             max_urls: 10_000,
             allow_private_hosts: false,
             scrape_url: None,
@@ -108,6 +111,7 @@ impl Config {
             max_redirects: positive(&get, "FANOUT_MAX_REDIRECTS", d.max_redirects)?,
             user_agent: get("FANOUT_USER_AGENT").unwrap_or(d.user_agent),
             respect_robots: boolean(&get, "FANOUT_RESPECT_ROBOTS", d.respect_robots)?,
+            source_timeout: millis(&get, "FANOUT_SOURCE_TIMEOUT_MS", d.source_timeout)?,
             max_urls: positive(&get, "FANOUT_MAX_URLS", d.max_urls)?,
             allow_private_hosts: boolean(&get, "FANOUT_ALLOW_PRIVATE_HOSTS", d.allow_private_hosts)?,
             scrape_url: get("FANOUT_SCRAPE_URL"),

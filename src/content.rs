@@ -113,7 +113,7 @@ fn meta_charset(prefix: &[u8]) -> Option<&'static Encoding> {
             let end = value
                 .find(|c: char| c == '"' || c == '\'' || c == ';' || c == '/' || c.is_whitespace())
                 .unwrap_or(value.len());
-            if let Some(encoding) = Encoding::for_label(value[..end].as_bytes()) {
+            if let Some(encoding) = Encoding::for_label(&value.as_bytes()[..end]) {
                 // A <meta> claiming UTF-16 was read as ASCII, so the page is UTF-8 (HTML spec),
                 // which is what output_encoding() maps it to.
                 return Some(encoding.output_encoding());

@@ -12,7 +12,7 @@
 //! * [`robots`]: robots.txt rules.
 //! * [`schedule`]: which fetch runs next, within total and per-host limits.
 //! * [`scrape`]: the scrape worker's request and result shapes.
-//! * [`table`]: CSV chunks turned into JSON records with per-row errors.
+//! * [`transform`]: CSV chunks turned into JSON records or group summaries by a spec.
 //! * [`plan`]: how a job is split into worker invocations.
 //! * [`merge`]: how worker outputs are merged back, in input order.
 //! * [`redirect`]: following redirects, with loops and hop limits caught.
@@ -32,4 +32,4 @@ pub mod retry;
 pub mod robots;
 pub mod schedule;
 pub mod scrape;
-pub mod table;
+pub mod transform;

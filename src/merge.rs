@@ -6,7 +6,10 @@
 
 use crate::plan::CsvChunk;
 use crate::scrape::{FailureKind, ItemError, Outcome, PageResult, ScrapeResponse};
-use crate::table::{RowError, RowErrorKind, TableOutput};
+use crate::transform::aggregate::{Groups, Partial};
+use crate::transform::output::{RowError, RowErrorKind, Stats, TableOutput};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::ops::Range;
 
 /// Turns one scrape batch's outcome into results for `urls[batch]`, indexed within the whole job.
@@ -48,38 +51,74 @@ pub fn scrape_batch(urls: &[String], batch: Range<usize>, outcome: Result<Scrape
     }
 }
 
-/// Appends one transform chunk's outcome to `total`, with line numbers counted in the whole file.
-///
-/// A failed chunk becomes one error record covering its lines, and its rows count as errored.
-pub fn table_chunk(total: &mut TableOutput, chunk: &CsvChunk, outcome: Result<TableOutput, String>) {
-    let checked = outcome.and_then(|part| {
-        if part.stats.rows_in == chunk.rows {
+/// One transform worker's answer: records, or a partial aggregate, with its errors and counts.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ChunkAnswer {
+    /// Records, in record mode.
+    #[serde(default)]
+    pub records: Vec<Map<String, Value>>,
+    /// The partial aggregate, in aggregate mode.
+    #[serde(default)]
+    pub partial: Option<Partial>,
+    /// Bad rows.
+    #[serde(default)]
+    pub errors: Vec<RowError>,
+    /// Counts.
+    pub stats: Stats,
+}
+
+/// A transform job's answers merged in chunk order.
+#[derive(Debug)]
+pub struct TransformMerge {
+    /// Records (record mode), errors and counts.
+    pub output: TableOutput,
+    /// The merged groups, in aggregate mode.
+    pub groups: Option<Groups>,
+}
+
+impl TransformMerge {
+    /// An empty merge; `groups` is `Some` (and empty) in aggregate mode.
+    pub fn new(groups: Option<Groups>) -> TransformMerge {
+        TransformMerge { output: TableOutput::default(), groups }
+    }
+
+    /// Adds one chunk's outcome, whose line numbers are already the file's
+    /// (the worker was given the chunk's `line_offset`). A failed chunk, or an answer that does not
+    /// account for exactly the chunk's rows, becomes one error record covering
+    /// its lines, and its rows count as errored.
+    pub fn add(&mut self, chunk: &CsvChunk, outcome: Result<ChunkAnswer, String>) {
+        let checked = outcome.and_then(|part| {
+            if part.stats.rows_in != chunk.rows {
+                return Err(format!("worker read {} rows of a chunk holding {}", part.stats.rows_in, chunk.rows));
+            }
+            match (&mut self.groups, &part.partial) {
+                (Some(groups), Some(partial)) => groups.merge(partial)?,
+                (Some(_), None) => return Err("worker answered records where a partial aggregate was asked for".into()),
+                _ => {}
+            }
             Ok(part)
-        } else {
-            Err(format!("worker read {} rows of a chunk holding {}", part.stats.rows_in, chunk.rows))
-        }
-    });
-    match checked {
-        Ok(part) => {
-            total.stats.add(&part.stats);
-            total.records.extend(part.records);
-            total.errors.extend(part.errors.into_iter().map(|mut e| {
-                e.line += chunk.line_offset;
-                e
-            }));
-        }
-        Err(reason) => {
-            total.stats.rows_in += chunk.rows;
-            total.stats.rows_errored += chunk.rows;
-            total.errors.push(RowError {
-                line: chunk.first_line,
-                column: None,
-                kind: RowErrorKind::Worker,
-                message: format!(
-                    "the {} rows on lines {} to {} were not processed: {reason}",
-                    chunk.rows, chunk.first_line, chunk.last_line
-                ),
-            });
+        });
+        let total = &mut self.output;
+        match checked {
+            Ok(part) => {
+                total.stats.add(&part.stats);
+                total.records.extend(part.records);
+                total.errors.extend(part.errors);
+            }
+            Err(reason) => {
+                total.stats.rows_in += chunk.rows;
+                total.stats.rows_errored += chunk.rows;
+                total.errors.push(RowError {
+                    line: chunk.first_line,
+                    byte: None,
+                    column: None,
+                    kind: RowErrorKind::Worker,
+                    message: format!(
+                        "the {} rows on lines {} to {} were not processed: {reason}",
+                        chunk.rows, chunk.first_line, chunk.last_line
+                    ),
+                });
+            }
         }
     }
 }
@@ -87,16 +126,18 @@ pub fn table_chunk(total: &mut TableOutput, chunk: &CsvChunk, outcome: Result<Ta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::Format;
     use crate::html::Extracted;
     use crate::plan::csv_chunks;
     use crate::scrape::Page;
-    use crate::table::to_records;
+    use crate::transform::engine::run_to_end;
+    use crate::transform::spec::{Dialect, Spec};
 
     fn page(index: usize, url: &str) -> PageResult {
         PageResult {
             index,
             url: url.into(),
-            outcome: Outcome::Page(Page {
+            outcome: Outcome::Page(Box::new(Page {
                 status: 200,
                 final_url: url.into(),
                 redirects: 0,
@@ -107,7 +148,7 @@ mod tests {
                 fetch_ms: 1,
                 parse_us: 1,
                 data: Extracted::default(),
-            }),
+            })),
         }
     }
 
@@ -136,15 +177,54 @@ mod tests {
     #[test]
     fn table_chunks_merge_in_order_and_account_for_failures() {
         let data = b"id\n1\n2\n3\n4\n";
-        let plan = csv_chunks(data, 4).unwrap();
+        let plan = csv_chunks(data, 4, &Dialect::default()).unwrap();
         assert_eq!(plan.chunks.len(), 2);
-        let mut total = TableOutput::default();
-        table_chunk(&mut total, &plan.chunks[0], to_records(&plan.body(data, 0)).map_err(|e| e.to_string()));
-        table_chunk(&mut total, &plan.chunks[1], Err("timed out".into()));
+        let mut merge = TransformMerge::new(None);
+        let first = run_to_end(&Spec::default(), &plan.body(data, 0), Format::Json).unwrap();
+        merge.add(&plan.chunks[0], Ok(serde_json::from_slice(&first).unwrap()));
+        merge.add(&plan.chunks[1], Err("timed out".into()));
+        let total = merge.output;
         assert_eq!(total.records.len(), 2);
         assert_eq!(total.stats.rows_in, 4);
         assert_eq!(total.stats.rows_errored, 2);
         assert_eq!(total.errors[0].line, 4);
         assert!(total.errors[0].message.contains("lines 4 to 5"), "{}", total.errors[0].message);
+    }
+
+    #[test]
+    fn partial_aggregates_merge_to_the_whole_files_groups() {
+        use crate::transform::aggregate::Shape;
+        use crate::transform::engine::read_header;
+        use crate::transform::program::Program;
+        use crate::transform::spec;
+        let mut data = b"id,amount,region,product\n".to_vec();
+        for i in 0..60 {
+            data.extend_from_slice(format!("{i},{}.{:02},r{},p{}\n", i * 397 % 5000, i % 100, i % 3, i % 2).as_bytes());
+        }
+        data.extend_from_slice(b"x,oops,r1,p1\n");
+        let whole_spec = spec::parse(br#"{"preset": "sales-summary", "aggregate": {"group_by": ["region", "product"],
+            "metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"op": "count"}, {"op": "max", "column": "amount"}]}}"#).unwrap();
+        let whole: Value = serde_json::from_slice(&run_to_end(&whole_spec, &data, Format::Json).unwrap()).unwrap();
+        let mut part_spec = whole_spec.clone();
+        part_spec.aggregate.as_mut().unwrap().partial = true;
+        let header = read_header(&whole_spec.dialect, &data).unwrap();
+        let program = Program::compile(&whole_spec, &header.names).unwrap();
+        for max in [1, 100, 333, 100_000] {
+            let plan = csv_chunks(&data, max, &Dialect::default()).unwrap();
+            let shape = Shape::compile(whole_spec.aggregate.as_ref().unwrap(), &program.schema()).unwrap().shape;
+            let mut merge = TransformMerge::new(Some(Groups::new(shape)));
+            // Answers arrive in any order; merging must not care.
+            for i in (0..plan.chunks.len()).rev() {
+                let answer = run_to_end(&part_spec, &plan.body(&data, i), Format::Json).unwrap();
+                merge.add(&plan.chunks[i], Ok(serde_json::from_slice(&answer).unwrap()));
+            }
+            let groups = merge.groups.unwrap().finish(whole_spec.aggregate.as_ref().unwrap()).unwrap();
+            assert_eq!(
+                Value::Array(groups.into_iter().map(Value::Object).collect()),
+                whole["groups"],
+                "max_bytes {max}"
+            );
+            assert_eq!(merge.output.stats.rows_errored, 1);
+        }
     }
 }

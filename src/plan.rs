@@ -1,6 +1,8 @@
 //! How a job is split into worker invocations.
 
 use crate::api::ApiError;
+use crate::transform::engine;
+use crate::transform::spec::Dialect;
 use std::ops::Range;
 
 /// Splits `len` items into consecutive batches of at most `size` items.
@@ -12,7 +14,7 @@ pub fn batches(len: usize, size: usize) -> Vec<Range<usize>> {
 /// A CSV file cut at record boundaries into chunks, each sent with the header row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CsvPlan {
-    /// The bytes of the header row (and any blank lines after it).
+    /// The bytes of the header row (and any blank lines after it); empty without one.
     pub header: Range<usize>,
     /// The chunks, in file order, covering every data record exactly once.
     pub chunks: Vec<CsvChunk>,
@@ -40,7 +42,7 @@ impl CsvPlan {
         let chunk = &data[self.chunks[i].bytes.clone()];
         let mut body = Vec::with_capacity(header.len() + 1 + chunk.len());
         body.extend_from_slice(header);
-        if !header.ends_with(b"\n") {
+        if !header.is_empty() && !header.ends_with(b"\n") {
             body.push(b'\n');
         }
         body.extend_from_slice(chunk);
@@ -49,12 +51,13 @@ impl CsvPlan {
 }
 
 /// Cuts `data` into chunks of whole records of at most `max_bytes` each (a
-/// single larger record gets a chunk of its own).
+/// single larger record gets a chunk of its own), each to be sent after the
+/// header row when the dialect has one.
 ///
-/// Records are found by a real CSV parse, so quoted fields holding newlines
-/// are never cut.
-pub fn csv_chunks(data: &[u8], max_bytes: usize) -> Result<CsvPlan, ApiError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
+/// Records are found by a real CSV parse in the file's dialect, so quoted
+/// fields holding newlines are never cut.
+pub fn csv_chunks(data: &[u8], max_bytes: usize, dialect: &Dialect) -> Result<CsvPlan, ApiError> {
+    let mut reader = engine::reader(dialect, data).map_err(ApiError::bad_request)?;
     let mut record = csv::ByteRecord::new();
     // Record starts as (byte offset, line); the header is the first record.
     let mut starts: Vec<(usize, u64)> = Vec::new();
@@ -68,14 +71,17 @@ pub fn csv_chunks(data: &[u8], max_bytes: usize) -> Result<CsvPlan, ApiError> {
             Err(e) => return Err(ApiError::bad_request(format!("CSV could not be read: {e}"))),
         }
     }
-    if starts.is_empty() {
-        return Err(ApiError::bad_request("CSV body is empty; a header row was expected on line 1"));
-    }
-    let header_end = starts.get(1).map_or(data.len(), |s| s.0);
-    let header = 0..header_end;
-    let header_lines = data[header.clone()].iter().filter(|&&b| b == b'\n').count() as u64
-        + u64::from(!data[header.clone()].ends_with(b"\n"));
-    let records = &starts[1..];
+    let (header, header_lines, records) = if dialect.header {
+        if starts.is_empty() {
+            return Err(ApiError::bad_request("CSV body is empty; a header row was expected on line 1"));
+        }
+        let header_end = starts.get(1).map_or(data.len(), |s| s.0);
+        let lines = data[..header_end].iter().filter(|&&b| b == b'\n').count() as u64
+            + u64::from(!data[..header_end].ends_with(b"\n"));
+        (0..header_end, lines, &starts[1..])
+    } else {
+        (0..0, 0, &starts[..])
+    };
     let end_of = |i: usize| records.get(i + 1).map_or(data.len(), |s| s.0);
 
     let mut chunks = Vec::new();
@@ -101,7 +107,15 @@ pub fn csv_chunks(data: &[u8], max_bytes: usize) -> Result<CsvPlan, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::to_records;
+    use crate::framing::Format;
+    use crate::transform::engine::run_to_end;
+    use crate::transform::output::TableOutput;
+    use crate::transform::spec::Spec;
+
+    fn to_records(data: &[u8]) -> Result<TableOutput, String> {
+        let out = run_to_end(&Spec::default(), data, Format::Json).map_err(|e| format!("{e:?}"))?;
+        Ok(serde_json::from_slice(&out).unwrap())
+    }
 
     #[test]
     fn batches_cover_every_item_once() {
@@ -112,7 +126,7 @@ mod tests {
     }
 
     fn records_of(data: &[u8], max: usize) -> (Vec<serde_json::Value>, Vec<u64>) {
-        let plan = csv_chunks(data, max).unwrap();
+        let plan = csv_chunks(data, max, &Dialect::default()).unwrap();
         let mut recs = Vec::new();
         let mut lines = Vec::new();
         for (i, chunk) in plan.chunks.iter().enumerate() {
@@ -143,15 +157,25 @@ mod tests {
     }
 
     #[test]
+    fn headerless_files_are_all_records() {
+        let dialect = Dialect { header: false, columns: Some(vec!["a".into()]), ..Dialect::default() };
+        let plan = csv_chunks(b"1\n2\n3\n", 4, &dialect).unwrap();
+        assert_eq!(plan.header, 0..0);
+        assert_eq!(plan.chunks.iter().map(|c| c.rows).sum::<u64>(), 3);
+        assert_eq!(plan.chunks[0].line_offset, 0);
+        assert_eq!(plan.body(b"1\n2\n3\n", 0), b"1\n2\n");
+    }
+
+    #[test]
     fn multiline_header_and_missing_final_newline() {
         let data = b"\"i\nd\",v\n1,2";
-        let plan = csv_chunks(data, 1).unwrap();
+        let plan = csv_chunks(data, 1, &Dialect::default()).unwrap();
         assert_eq!(plan.chunks.len(), 1);
         assert_eq!(plan.chunks[0].first_line, 3);
         assert_eq!(plan.chunks[0].line_offset, 0);
         assert_eq!(plan.body(data, 0), data.to_vec());
-        let header_only = csv_chunks(b"a,b", 10).unwrap();
+        let header_only = csv_chunks(b"a,b", 10, &Dialect::default()).unwrap();
         assert!(header_only.chunks.is_empty());
-        assert!(csv_chunks(b"", 10).is_err());
+        assert!(csv_chunks(b"", 10, &Dialect::default()).is_err());
     }
 }

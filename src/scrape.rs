@@ -243,7 +243,7 @@ pub struct PageResult {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The page was fetched and parsed.
-    Page(Page),
+    Page(Box<Page>),
     /// The page could not be had.
     Error(ItemError),
 }

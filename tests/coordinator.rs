@@ -68,7 +68,7 @@ fn transform_job_is_chunked_and_merged_with_file_line_numbers() {
         v["errors"],
         json!([{"line": 51, "kind": "field_count", "message": "row has 1 fields but the header has 2"}])
     );
-    assert_eq!(v["stats"], json!({"rows_in": 200, "rows_out": 199, "rows_errored": 1}));
+    assert_eq!(v["stats"], json!({"rows_in": 200, "rows_out": 199, "rows_filtered": 0, "rows_errored": 1}));
     assert!(v["invocations"].as_u64().unwrap() > 5, "{}", v["invocations"]);
 }
 
@@ -85,7 +85,7 @@ fn failing_workers_are_retried_and_then_reported_per_item() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
     assert_eq!(v["records"], json!([]));
-    assert_eq!(v["stats"], json!({"rows_in": 5, "rows_out": 0, "rows_errored": 5}));
+    assert_eq!(v["stats"], json!({"rows_in": 5, "rows_out": 0, "rows_filtered": 0, "rows_errored": 5}));
     let errors = v["errors"].as_array().unwrap();
     let covered: u64 = errors
         .iter()
@@ -145,4 +145,71 @@ fn bad_scrape_jobs_are_refused_before_fan_out() {
         let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
         assert!(msg.contains(needle), "{msg}");
     }
+}
+
+fn sales(rows: usize) -> String {
+    let mut csv = String::from("id,amount,date,category,region,product\n");
+    for i in 1..=rows {
+        let amount = if i % 10 == 0 { "-1.00".to_owned() } else { format!("{}.{:02}", i * 37 % 900, i % 100) };
+        let region = ["north", "south", "east"][i % 3];
+        csv.push_str(&format!("{i},{amount},2026-03-{:02},Cat{},{region},p{}\n", i % 28 + 1, i % 4, i % 2));
+    }
+    csv
+}
+
+#[test]
+fn transform_specs_reach_every_chunk_and_aggregates_merge_exactly() {
+    let worker = Component::serve("transform", &[]);
+    let transform_url = worker.url("/transform");
+    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &transform_url)]);
+    let csv = sales(500);
+    // Records: the vat preset over many chunks equals the worker over the whole file.
+    let whole = post(&format!("{transform_url}?preset=vat"), "text/csv", csv.as_bytes()).json();
+    let fanned = post(&c.url("/coordinate/transform?preset=vat&chunk_bytes=700"), "text/csv", csv.as_bytes()).json();
+    assert!(fanned["invocations"].as_u64().unwrap() > 10);
+    assert_eq!(fanned["records"], whole["records"]);
+    assert_eq!(fanned["stats"], whole["stats"]);
+    assert_eq!(fanned["stats"]["rows_filtered"], 50);
+    // Aggregates: partial states from every chunk merge to exactly the whole file's groups.
+    // One line: a header value cannot hold line breaks.
+    let spec = concat!(
+        r#"{"preset": "sales-summary", "aggregate": {"group_by": ["region", "product"], "#,
+        r#""metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"op": "count"}, {"op": "mean", "column": "amount"}], "#,
+        r#""sort": [{"by": "total", "desc": true}], "limit": 4}}"#
+    );
+    let headers = [("content-type", "text/csv"), ("x-fanout-spec", spec)];
+    let whole = fanout_testkit::client::request("POST", &transform_url, &headers, csv.as_bytes()).unwrap().json();
+    let fanned = fanout_testkit::client::request(
+        "POST",
+        &c.url("/coordinate/transform?chunk_bytes=900"),
+        &headers,
+        csv.as_bytes(),
+    )
+    .unwrap()
+    .json();
+    assert_eq!(fanned["groups"], whole["groups"], "{fanned}");
+    assert_eq!(fanned["groups"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn transform_job_mistakes_fail_before_fan_out_and_strict_jobs_fail_whole() {
+    let site = Site::start();
+    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &site.url("/status/500"))]);
+    let headers = [("content-type", "text/csv"), ("x-fanout-spec", r#"{"columns": ["nope"]}"#)];
+    let resp = fanout_testkit::client::request("POST", &c.url("/coordinate/transform"), &headers, b"id\n1\n").unwrap();
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert!(resp.json()["error"]["message"].as_str().unwrap().contains("columns[0].from"));
+    assert_eq!(site.hits("/status/500"), 0, "no worker was called");
+
+    let worker = Component::serve("transform", &[]);
+    let transform_url = worker.url("/transform");
+    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &transform_url)]);
+    let spec = r#"{"columns": [{"from": "id", "type": "integer"}], "on_error": "fail"}"#;
+    let headers = [("content-type", "text/csv"), ("x-fanout-spec", spec)];
+    let csv = b"id\n1\n2\n3\nx\n5\n";
+    let resp =
+        fanout_testkit::client::request("POST", &c.url("/coordinate/transform?chunk_bytes=4"), &headers, csv).unwrap();
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("line 5: column \"id\": \"x\" is not an integer"), "{msg}");
 }

@@ -87,7 +87,9 @@ fn malformed_requests_are_400_naming_the_problem() {
     let c = Component::serve("transform", &[]);
     let msg = assert_error(&post(&c.url("/transform"), "text/csv", b""), 400, "bad_request");
     assert!(msg.contains("header row"), "{msg}");
-    assert_error(&post(&c.url("/transform"), "application/json", b"{}"), 415, "unsupported_media_type");
+    assert_error(&post(&c.url("/transform"), "image/png", b"{}"), 415, "unsupported_media_type");
+    let msg = assert_error(&post(&c.url("/transform"), "application/json", b"{}"), 400, "bad_request");
+    assert!(msg.contains("source"), "range mode names its missing field: {msg}");
 
     let c = Component::serve(
         "coordinator",

@@ -17,5 +17,170 @@ fn csv_rows_become_records_and_bad_rows_errors() {
     assert_eq!(v["errors"][1]["line"], 5);
     assert_eq!(v["errors"][1]["kind"], "invalid_utf8");
     assert_eq!(v["errors"][1]["column"], 2);
-    assert_eq!(v["stats"], json!({"rows_in": 4, "rows_out": 2, "rows_errored": 2}));
+    assert_eq!(v["stats"], json!({"rows_in": 4, "rows_out": 2, "rows_filtered": 0, "rows_errored": 2}));
+}
+
+use fanout_testkit::client::{post_json, request};
+use fanout_testkit::site::Site;
+
+const SALES: &str = "id,amount,date,category,region,product\n\
+1,100.00,2026-01-05, Tools ,north,widget\n\
+2,-5.00,2026-01-06,HOME,south,gadget\n\
+3,abc,2026-01-08,garden,east,gizmo\n\
+4,9000,2026-02-01,home,north,widget\n\
+5,20000,2026-02-02,Home,south,gadget\n";
+
+fn transform(c: &Component, query: &str, headers: &[(&str, &str)], csv: &[u8]) -> fanout_testkit::client::Response {
+    let mut all = vec![("content-type", "text/csv")];
+    all.extend_from_slice(headers);
+    request("POST", &c.url(&format!("/transform{query}")), &all, csv).unwrap()
+}
+
+#[test]
+fn the_vat_preset_by_query_header_or_spec() {
+    let c = Component::serve("transform", &[]);
+    let by_preset = transform(&c, "?preset=vat", &[], SALES.as_bytes());
+    assert_eq!(by_preset.status, 200, "{}", by_preset.text());
+    let v = by_preset.json();
+    assert_eq!(
+        v["records"],
+        json!([
+            {"id": 1, "amount": 121.0, "date": "2026-01-05", "category": "tools"},
+            {"id": 4, "amount": 10890.0, "date": "2026-02-01", "category": "home"},
+            {"id": 5, "amount": 24200.0, "date": "2026-02-02", "category": "home"}
+        ])
+    );
+    assert_eq!(v["stats"], json!({"rows_in": 5, "rows_out": 3, "rows_filtered": 1, "rows_errored": 1}));
+    assert_eq!(v["errors"][0]["line"], 4);
+    let by_header = transform(&c, "", &[("x-fanout-spec", r#"{"preset": "vat"}"#)], SALES.as_bytes());
+    assert_eq!(by_header.json(), v);
+    let spec = r#"{"preset":"vat"}"#.replace('"', "%22").replace('{', "%7B").replace('}', "%7D").replace(':', "%3A");
+    let by_query = transform(&c, &format!("?spec={spec}"), &[], SALES.as_bytes());
+    assert_eq!(by_query.json(), v);
+}
+
+#[test]
+fn aggregates_and_partials() {
+    let c = Component::serve("transform", &[]);
+    let mut csv = String::from("id,amount,region,product\n");
+    for i in 0..30 {
+        csv.push_str(&format!("{i},1000.10,north,widget\n{i},10,south,gadget\n"));
+    }
+    let v = transform(&c, "?preset=sales-summary", &[], csv.as_bytes()).json();
+    assert_eq!(v["groups"], json!([{"region": "north", "product": "widget", "total": 30003.0, "orders": 30}]));
+    let partial = r#"{"preset": "sales-summary", "aggregate": {"group_by": ["region"], "metrics": [{"name": "total", "op": "sum", "column": "amount"}], "partial": true}}"#;
+    let v = transform(&c, "", &[("x-fanout-spec", partial)], csv.as_bytes()).json();
+    assert_eq!(
+        v["partial"]["groups"],
+        json!([{"key": ["north"], "state": [{"sum": "30003", "n": 30}]}, {"key": ["south"], "state": [{"sum": "300", "n": 30}]}])
+    );
+}
+
+#[test]
+fn ndjson_streams_records_errors_and_stats() {
+    let c = Component::serve("transform", &[]);
+    let resp = transform(&c, "?preset=vat", &[("accept", "application/x-ndjson")], SALES.as_bytes());
+    assert_eq!(resp.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<serde_json::Value> = resp.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["record"]["id"], 1);
+    assert_eq!(lines[1]["error"]["line"], 4);
+    assert_eq!(lines[4]["stats"]["rows_in"], 5);
+}
+
+#[test]
+fn error_policies_fail_with_422_or_keep_nulls() {
+    let c = Component::serve("transform", &[]);
+    let spec =
+        r#"{"columns": [{"from": "id", "type": "integer"}, {"from": "amount", "type": "float"}], "on_error": "fail"}"#;
+    let resp = transform(&c, "", &[("x-fanout-spec", spec)], SALES.as_bytes());
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.starts_with("line 4: column \"amount\": \"abc\" is not a float"), "{msg}");
+    let resp = transform(&c, "", &[("x-fanout-spec", &spec.replace("fail", "null"))], SALES.as_bytes());
+    assert_eq!(resp.json()["records"][2], json!({"id": 3, "amount": null}));
+}
+
+#[test]
+fn bad_specs_are_400_naming_the_field() {
+    let c = Component::serve("transform", &[]);
+    for (spec, needle) in [
+        (r#"{"columns": [{"from": "amt"}]}"#, "columns[0].from: no input column \"amt\""),
+        (r#"{"columns": [{"from": "id", "type": "money"}]}"#, "columns[0]: type: unknown variant `money`"),
+        (r#"{"filter": {"column": "id", "op": "~", "value": 1}}"#, "filter.op"),
+        (r#"{"preset": "nope"}"#, "unknown preset"),
+        ("not json", "invalid spec"),
+    ] {
+        let resp = transform(&c, "", &[("x-fanout-spec", spec)], SALES.as_bytes());
+        assert_eq!(resp.status, 400, "{spec}: {}", resp.text());
+        let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains(needle), "{spec}: {msg}");
+    }
+    let resp = transform(&c, "?preset=vat", &[("x-fanout-spec", "{}")], SALES.as_bytes());
+    assert!(resp.json()["error"]["message"].as_str().unwrap().contains("give it one way"));
+}
+
+fn range(c: &Component, source: &str, start: u64, end: u64) -> fanout_testkit::client::Response {
+    post_json(&c.url("/transform"), &json!({"source": source, "start": start, "end": end}))
+}
+
+fn ids(resp: &fanout_testkit::client::Response) -> Vec<String> {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.json()["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn range_mode_owns_exactly_the_records_starting_inside() {
+    let site = Site::start();
+    let files: [(&str, &[u8]); 3] = [
+        ("lf.csv", b"id,v\n1,a\n22,bb\n333,ccc\n4,d\n"),
+        ("crlf.csv", b"id,v\r\n1,a\r\n22,bb\r\n333,ccc\r\n4,d\r\n"),
+        ("noeol.csv", b"id,v\n1,a\n22,bb\n333,ccc\n4,d"),
+    ];
+    let c = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    for (name, body) in files {
+        site.put(name, "text/csv", body);
+        let url = site.url(&format!("/files/{name}"));
+        let n = body.len() as u64;
+        // Cut points mid-record, on line breaks, between \r and \n, at the end.
+        for cut in 1..n {
+            let mut joined = ids(&range(&c, &url, 0, cut));
+            joined.extend(ids(&range(&c, &url, cut, n)));
+            assert_eq!(joined, ["1", "22", "333", "4"], "{name} cut at {cut}");
+        }
+    }
+    let v = range(&c, &site.url("/files/lf.csv"), 5, 12).json();
+    assert_eq!(v["records"], json!([{"id": "1", "v": "a"}, {"id": "22", "v": "bb"}]));
+}
+
+#[test]
+fn range_mode_errors_carry_file_offsets() {
+    let site = Site::start();
+    site.put("bad.csv", "text/csv", "id,v\n1,a\n2\n3,c\n");
+    let c = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let v = range(&c, &site.url("/files/bad.csv"), 6, 15).json();
+    assert_eq!(v["errors"][0]["byte"], 9);
+    assert_eq!(v["errors"][0]["kind"], "field_count");
+}
+
+#[test]
+fn range_mode_refuses_what_it_cannot_split() {
+    let site = Site::start();
+    site.put("quoted.csv", "text/csv", "id,v\n1,\"two\nlines\"\n3,c\n");
+    site.put("plain.csv", "text/csv", "id,v\n1,a\n2,b\n");
+    let c = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let resp = range(&c, &site.url("/files/quoted.csv"), 0, 10);
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    assert!(resp.text().contains("line break inside a quoted field"), "{}", resp.text());
+    // A server that ignores Range still works: the worker cuts the whole file itself.
+    assert_eq!(ids(&range(&c, &site.url("/whole/plain.csv"), 6, 100)), ["2"]);
+    let resp = range(&c, &site.url("/files/missing.csv"), 0, 10);
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    let resp = range(&c, "ftp://example.com/x.csv", 0, 10);
+    assert_eq!(resp.status, 400);
+    let resp = post_json(&c.url("/transform"), &json!({"source": site.url("/files/plain.csv"), "start": 9, "end": 3}));
+    assert_eq!(resp.status, 400);
+    let strict = Component::serve("transform", &[]);
+    let resp = range(&strict, &site.url("/files/plain.csv"), 0, 10);
+    assert_eq!(resp.status, 403, "{}", resp.text());
 }

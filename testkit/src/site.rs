@@ -11,6 +11,7 @@
 //! | `/hang` | never answers (holds the connection for 60 s) |
 //! | `/text` | a `text/plain` body |
 //! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b` |
+//! | `/whole/<name>` | the same content, ignoring `Range` (a server without range support) |
 //! | `/redirect/<n>?delay_ms=M&to=<path>` | a chain of n relative redirects ending at `to`, each after M ms |
 //! | `/redirect-to?url=<url>` | one redirect to `url`, as given |
 //! | `/loop/a`, `/loop/b` | redirects to each other |
@@ -298,6 +299,10 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             Some((200, text)) => respond(&mut stream, 200, &[], "text/plain", text.as_bytes()),
             Some((status, location)) => respond(&mut stream, status, &[("location", location)], "text/plain", b""),
             None => respond(&mut stream, 404, &[], "text/plain", b"no robots.txt"),
+        },
+        ["whole", name] => match state.lock().unwrap().files.get(*name).cloned() {
+            Some((content_type, body)) => respond(&mut stream, 200, &[], &content_type, &body),
+            None => respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>"),
         },
         ["files", name] => {
             let file = state.lock().unwrap().files.get(*name).cloned();

@@ -7,9 +7,13 @@
 
 use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::config::Config;
+use fanout::merge::{ChunkAnswer, TransformMerge};
 use fanout::retry::{parse_retry_after, retryable_status, RetryPolicy};
 use fanout::scrape::{Outcome, PageResult, ScrapeRequest, ScrapeResponse};
-use fanout::table::TableOutput;
+use fanout::transform::aggregate::{Groups, Shape};
+use fanout::transform::engine::read_header;
+use fanout::transform::program::Program;
+use fanout::transform::spec;
 use fanout::{merge, plan};
 use fanout_spin::{fetch, random_u64, serve, sleep, FetchError, Outbound, Reply, Request};
 use futures::StreamExt;
@@ -81,7 +85,7 @@ async fn coordinate_scrape(req: Request) -> Result<Reply, ApiError> {
         .map(|batch| async {
             let batch_request = ScrapeRequest { urls: urls[batch.clone()].to_vec(), ..job.clone() };
             let body = serde_json::to_vec(&batch_request).expect("a scrape request always serialises");
-            let answer = call_worker(&config, worker, "application/json", body).await;
+            let answer = call_worker(&config, worker, "application/json", body).await.map_err(|f| f.message);
             let parsed = answer.and_then(|bytes| {
                 serde_json::from_slice::<ScrapeResponse>(&bytes)
                     .map_err(|e| format!("worker answer is not a scrape response: {e}"))
@@ -97,14 +101,9 @@ async fn coordinate_scrape(req: Request) -> Result<Reply, ApiError> {
     Ok(Reply::json(&ScrapeJobOutput { results, stats }))
 }
 
-/// The merged answer of a transform job.
-#[derive(Serialize)]
-struct TransformJobOutput {
-    #[serde(flatten)]
-    output: TableOutput,
-    invocations: usize,
-}
-
+/// `POST /coordinate/transform`: the file is cut into chunks of whole records,
+/// each sent with the header and the spec to the transform worker; records are
+/// merged in order, or partial aggregates merged exactly and then finished.
 async fn coordinate_transform(req: Request) -> Result<Reply, ApiError> {
     let config = req.config.clone();
     let worker = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
@@ -116,29 +115,71 @@ async fn coordinate_transform(req: Request) -> Result<Reply, ApiError> {
             .filter(|&n| n > 0)
             .ok_or_else(|| ApiError::bad_request(format!("chunk_bytes={v:?} is not a positive whole number")))?,
     };
+    let spec = spec::from_request(req.header("x-fanout-spec"), req.query_param("spec"), req.query_param("preset"))?
+        .unwrap_or_default();
     let data = req.body().await?;
-    let plan = plan::csv_chunks(&data, chunk_bytes)?;
+    // Every mistake in the spec is found here, before any worker is called.
+    let header = read_header(&spec.dialect, &data).map_err(ApiError::bad_request)?;
+    let program = Program::compile(&spec, &header.names).map_err(ApiError::bad_request)?;
+    let groups = match &spec.aggregate {
+        Some(aggregate) => {
+            let shape = Shape::compile(aggregate, &program.schema()).map_err(ApiError::bad_request)?.shape;
+            let groups = Groups::new(shape);
+            groups.finish(aggregate).map_err(ApiError::bad_request)?;
+            Some(groups)
+        }
+        None => None,
+    };
+    let mut worker_spec = spec.clone();
+    if let Some(aggregate) = worker_spec.aggregate.as_mut() {
+        aggregate.partial = true;
+    }
+    let mut worker_url = url::Url::parse(worker)
+        .map_err(|e| ApiError::new(ErrorKind::Config, format!("FANOUT_TRANSFORM_URL={worker:?} is not a URL: {e}")))?;
+    worker_url.query_pairs_mut().append_pair("spec", &serde_json::to_string(&worker_spec).expect("specs serialise"));
+
+    let plan = plan::csv_chunks(&data, chunk_bytes, &spec.dialect)?;
     let invocations = plan.chunks.len();
-    let answers: Vec<Result<TableOutput, String>> = futures::stream::iter(0..invocations)
+    let answers: Vec<Result<ChunkAnswer, WorkerFailure>> = futures::stream::iter(0..invocations)
         .map(|i| {
             let body = plan.body(&data, i);
             let config = &config;
+            // The worker counts lines from its chunk's header; this makes them the file's.
+            let mut url = worker_url.clone();
+            url.query_pairs_mut().append_pair("line_offset", &plan.chunks[i].line_offset.to_string());
             async move {
-                let answer = call_worker(config, worker, "text/csv", body).await;
-                answer.and_then(|bytes| {
-                    serde_json::from_slice::<TableOutput>(&bytes)
-                        .map_err(|e| format!("worker answer is not a transform output: {e}"))
+                let bytes = call_worker(config, url.as_str(), "text/csv", body).await?;
+                serde_json::from_slice::<ChunkAnswer>(&bytes).map_err(|e| WorkerFailure {
+                    status: None,
+                    message: format!("worker answer is not a transform output: {e}"),
                 })
             }
         })
         .buffered(config.worker_concurrency)
         .collect()
         .await;
-    let mut output = TableOutput::default();
+    let mut merge = TransformMerge::new(groups);
     for (chunk, answer) in plan.chunks.iter().zip(answers) {
-        merge::table_chunk(&mut output, chunk, answer);
+        if let Err(WorkerFailure { status: Some(422), message }) = &answer {
+            // `on_error: fail` asked for the first bad row to fail the job.
+            return Err(ApiError::new(ErrorKind::BadRow, message.clone()));
+        }
+        merge.add(chunk, answer.map_err(|f| f.message));
     }
-    Ok(Reply::json(&TransformJobOutput { output, invocations }))
+    let TransformMerge { output, groups } = merge;
+    let answer = match (groups, &spec.aggregate) {
+        (Some(groups), Some(aggregate)) if aggregate.partial => serde_json::json!({
+            "partial": groups.to_partial(), "errors": output.errors, "stats": output.stats, "invocations": invocations
+        }),
+        (Some(groups), Some(aggregate)) => serde_json::json!({
+            "groups": groups.finish(aggregate).map_err(ApiError::bad_request)?,
+            "errors": output.errors, "stats": output.stats, "invocations": invocations
+        }),
+        _ => serde_json::json!({
+            "records": output.records, "errors": output.errors, "stats": output.stats, "invocations": invocations
+        }),
+    };
+    Ok(Reply::json(&answer))
 }
 
 fn worker_url<'a>(url: &'a Option<String>, variable: &str) -> Result<&'a str, ApiError> {
@@ -152,7 +193,14 @@ fn worker_url<'a>(url: &'a Option<String>, variable: &str) -> Result<&'a str, Ap
 
 /// Posts `body` to a worker, retrying connection failures, time-outs, 429 and
 /// 5xx answers with backoff, and returns the body of its 200 answer or why there is none.
-async fn call_worker(config: &Config, url: &str, content_type: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
+/// Why a worker invocation has no answer, after its retries.
+struct WorkerFailure {
+    /// The worker's last HTTP status, if it answered.
+    status: Option<u16>,
+    message: String,
+}
+
+async fn call_worker(config: &Config, url: &str, content_type: &str, body: Vec<u8>) -> Result<Vec<u8>, WorkerFailure> {
     let policy = RetryPolicy {
         max_attempts: config.worker_attempts,
         base_delay: Duration::from_millis(200),
@@ -175,25 +223,36 @@ async fn call_worker(config: &Config, url: &str, content_type: &str, body: Vec<u
         })
         .await;
         failed += 1;
-        let (reason, retry_after) = match answer {
+        let (reason, status, retry_after) = match answer {
             Ok(resp) if resp.status == 200 => return Ok(resp.body),
             Ok(resp) => {
-                let reason = format!("worker answered {}: {}", resp.status, snippet(&resp.body));
+                let reason = format!("worker answered {}: {}", resp.status, worker_message(&resp.body));
                 if !retryable_status(resp.status) {
-                    return Err(reason);
+                    return Err(WorkerFailure { status: Some(resp.status), message: reason });
                 }
-                (reason, resp.header("retry-after").and_then(parse_retry_after))
+                (reason, Some(resp.status), resp.header("retry-after").and_then(parse_retry_after))
             }
             Err(e @ (FetchError::TooLarge(_) | FetchError::Invalid(_) | FetchError::Denied(_))) => {
-                return Err(format!("worker call failed: {e}"))
+                return Err(WorkerFailure { status: None, message: format!("worker call failed: {e}") })
             }
-            Err(e) => (format!("worker call failed: {e}"), None),
+            Err(e) => (format!("worker call failed: {e}"), None, None),
         };
         match policy.next_delay(failed, retry_after, random_u64()) {
             Some(delay) => sleep(delay).await,
-            None => return Err(format!("{reason} (gave up after {failed} attempts)")),
+            None => {
+                let message = format!("{reason} (gave up after {failed} attempts)");
+                return Err(WorkerFailure { status, message });
+            }
         }
     }
+}
+
+/// A worker's error message: the `message` of its JSON error body, else the body's start.
+fn worker_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| snippet(body))
 }
 
 /// The start of a worker's error body, for messages.

@@ -79,7 +79,7 @@ pub async fn run(
                 queue.finish(&host);
                 in_flight.remove(&index);
                 let outcome = match outcome {
-                    Ok(page) => Outcome::Page(page),
+                    Ok(page) => Outcome::Page(Box::new(page)),
                     Err(err) => Outcome::Error(err),
                 };
                 if !emit(&mut framer, body, index, &urls[index], outcome).await {

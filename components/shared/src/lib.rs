@@ -87,11 +87,12 @@ impl BodyWriter {
 impl Reply {
     /// A `200 OK` JSON reply serialising `value`.
     pub fn json(value: &impl serde::Serialize) -> Reply {
-        Reply {
-            status: 200,
-            content_type: "application/json",
-            body: Body::Full(serde_json::to_vec(value).expect("response types always serialise")),
-        }
+        Reply::bytes("application/json", serde_json::to_vec(value).expect("response types always serialise"))
+    }
+
+    /// A `200 OK` reply with a body already made.
+    pub fn bytes(content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply { status: 200, content_type, body: Body::Full(body) }
     }
 
     /// A `200 OK` reply whose body `produce` writes while it works, so the
@@ -146,7 +147,7 @@ where
 fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
     let config = Config::from_lookup(|k| std::env::var(k).ok())?;
     let authorization =
-        inner.headers().get(&"authorization".to_owned()).into_iter().find_map(|v| String::from_utf8(v).ok());
+        inner.headers().get("authorization").into_iter().find_map(|v| String::from_utf8(v).ok());
     config.authorize(authorization.as_deref())?;
     let path_with_query = inner.path_with_query().unwrap_or_default();
     let (path, query) = match path_with_query.split_once('?') {
@@ -176,7 +177,7 @@ fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
 pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
-        .get(&"content-length".to_owned())
+        .get("content-length")
         .into_iter()
         .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {

@@ -1,11 +1,24 @@
-//! The transform worker: `POST /transform` turns a CSV chunk into JSON records
-//! with [`fanout::table`], one error record per bad row.
+//! The transform worker: `POST /transform` runs a spec ([`fanout::transform`])
+//! over a CSV chunk sent as the body, or over a byte range of a file it
+//! fetches itself (range mode), and streams records, error records and counts
+//! back as JSON or NDJSON.
+//!
+//! * [`source`]: range mode's fetching of the range and the header.
+
+mod source;
 
 use fanout::api::{ApiError, ErrorKind};
-use fanout::table;
+use fanout::content::media_type;
+use fanout::framing::Format;
+use fanout::transform::engine::{read_header, run_compiled, Placement, Progress, RunError, Transformer};
+use fanout::transform::program::Program;
+use fanout::transform::spec::{self, OnError, Spec};
 use fanout_spin::{serve, Reply, Request};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+/// Streamed answers are sent in pieces of about this size.
+const PIECE_BYTES: usize = 64 * 1024;
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -17,15 +30,73 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         return Err(ApiError::not_found(&req.method, &req.path));
     }
     req.allow(&["POST"])?;
-    if let Some(content_type) = req.header("content-type") {
-        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if !matches!(essence.as_str(), "text/csv" | "text/plain" | "application/octet-stream") {
-            return Err(ApiError::new(
-                ErrorKind::UnsupportedMediaType,
-                format!("POST /transform reads text/csv, not {essence:?}"),
-            ));
+    let format = Format::from_accept(req.header("accept").as_deref());
+    let essence = req.header("content-type").map(|c| media_type(&c)).unwrap_or_default();
+    match essence.as_str() {
+        "application/json" => source::range_mode(req, format).await,
+        "" | "text/csv" | "text/plain" | "application/octet-stream" => {
+            let spec = spec_from_request(&req)?.unwrap_or_default();
+            let offset = line_offset(&req)?;
+            let data = req.body().await?;
+            let header = read_header(&spec.dialect, &data).map_err(ApiError::bad_request)?;
+            let program = Program::compile(&spec, &header.names).map_err(ApiError::bad_request)?;
+            let placement = Placement { line_offset: header.lines + offset, range_start: None };
+            answer(spec, program, data, header.data_start, format, placement)
         }
+        other => Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("POST /transform reads text/csv (a chunk) or application/json (range mode), not {other:?}"),
+        )),
     }
-    let body = req.body().await?;
-    Ok(Reply::json(&table::to_records(&body)?))
+}
+
+/// The spec from the `x-fanout-spec` header, the `spec` query parameter, or `preset=NAME`.
+fn spec_from_request(req: &Request) -> Result<Option<Spec>, ApiError> {
+    spec::from_request(req.header("x-fanout-spec"), req.query_param("spec"), req.query_param("preset"))
+}
+
+/// The `line_offset` query parameter: added to every line number, so that a
+/// caller sending one chunk of a larger file gets the file's line numbers.
+fn line_offset(req: &Request) -> Result<u64, ApiError> {
+    match req.query_param("line_offset") {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| ApiError::bad_request(format!("line_offset={v:?} is not a whole number"))),
+    }
+}
+
+/// Answers with the transform of `data[rows_from..]`: streamed, unless the
+/// answer must be complete first (`on_error: fail`, range mode), so that a bad
+/// row can still turn it into a 422.
+fn answer(
+    spec: Spec,
+    program: Program,
+    data: Vec<u8>,
+    rows_from: usize,
+    format: Format,
+    placement: Placement,
+) -> Result<Reply, ApiError> {
+    if spec.on_error == OnError::Fail || placement.range_start.is_some() {
+        return match run_compiled(&spec, &program, &data[rows_from..], format, placement) {
+            Ok(out) => Ok(Reply::bytes(format.content_type(), out)),
+            Err(RunError::Spec(m)) => Err(ApiError::bad_request(m)),
+            Err(RunError::Halt(h)) => {
+                let at = match placement.range_start {
+                    Some(_) => String::new(),
+                    None => format!("line {}: ", h.line),
+                };
+                Err(ApiError::new(ErrorKind::BadRow, format!("{at}{}", h.message)))
+            }
+        };
+    }
+    Ok(Reply::stream(format.content_type(), move |mut body| async move {
+        let Ok(mut t) = Transformer::new(&spec, &program, &data[rows_from..], format, placement) else { return };
+        let mut piece = Vec::with_capacity(PIECE_BYTES + 4096);
+        loop {
+            // Without `fail` and outside range mode nothing halts a chunk.
+            let progress = t.fill(&mut piece, PIECE_BYTES).unwrap_or(Progress::Done);
+            if !body.write(std::mem::take(&mut piece)).await || progress == Progress::Done {
+                return;
+            }
+        }
+    }))
 }

@@ -1,0 +1,87 @@
+//! Transform benchmark: the `vat` preset over 1 million generated rows, native
+//! core vs the component in one invocation. Run with `scripts/bench.sh transform`.
+
+use fanout::framing::Format;
+use fanout::transform::engine::run_to_end;
+use fanout::transform::spec;
+use fanout_testkit::client::request;
+use fanout_testkit::component::Component;
+use std::time::Instant;
+
+const ROWS: usize = 1_000_000;
+
+/// Sales rows like the ones the preset is for: a few with amounts <= 0.
+fn generate() -> Vec<u8> {
+    let categories = [" Tools", "HOME ", "garden", "Kitchen", " toys "];
+    let regions = ["north", "south", "east", "west"];
+    let products = ["widget", "gadget", "gizmo", "doohickey"];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut csv = b"id,amount,date,category,region,product\n".to_vec();
+    for id in 1..=ROWS {
+        let r = next();
+        let cents = (r % 2_000_000) as i64 - 100_000;
+        let sign = if cents < 0 { "-" } else { "" };
+        let line = format!(
+            "{id},{sign}{}.{:02},2026-{:02}-{:02},{},{},{}\n",
+            cents.abs() / 100,
+            cents.abs() % 100,
+            r % 12 + 1,
+            (r >> 8) % 28 + 1,
+            categories[(r >> 16) as usize % categories.len()],
+            regions[(r >> 24) as usize % regions.len()],
+            products[(r >> 32) as usize % products.len()],
+        );
+        csv.extend_from_slice(line.as_bytes());
+    }
+    csv
+}
+
+fn main() {
+    let data = generate();
+    let mb = data.len() as f64 / 1e6;
+    let vat = spec::parse(br#"{"preset": "vat"}"#).unwrap();
+
+    // Native: best of three runs of parse + convert + filter + serialise, one core.
+    let mut native = f64::MAX;
+    let mut out_len = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = run_to_end(&vat, &data, Format::Json).unwrap();
+        native = native.min(started.elapsed().as_secs_f64());
+        out_len = out.len();
+    }
+
+    // The component, one invocation, the same bytes over loopback.
+    let limit = (data.len() + 1024).to_string();
+    let c = Component::serve("transform", &[("FANOUT_MAX_REQUEST_BYTES", &limit)]);
+    let mut wasm = f64::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let resp = request("POST", &c.url("/transform?preset=vat"), &[("content-type", "text/csv")], &data).unwrap();
+        wasm = wasm.min(started.elapsed().as_secs_f64());
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body[..resp.body.len().min(500)]));
+        assert_eq!(resp.body.len(), out_len, "the component's answer matches the native one in size");
+    }
+
+    println!(
+        "transform benchmark: vat preset, {ROWS} rows, {mb:.1} MB of CSV -> {:.1} MB of JSON",
+        out_len as f64 / 1e6
+    );
+    println!(
+        "  native core:         {:7.1} MB/s  {:9.0} rows/s  (target >= 150 MB/s)",
+        mb / native,
+        ROWS as f64 / native
+    );
+    println!(
+        "  component (1 call):  {:7.1} MB/s  {:9.0} rows/s  ({:.2} of native; target >= 0.50)",
+        mb / wasm,
+        ROWS as f64 / wasm,
+        native / wasm
+    );
+}

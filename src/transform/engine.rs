@@ -1,0 +1,310 @@
+//! Runs a compiled spec over a CSV chunk, producing the answer piece by piece
+//! so a component can stream it: [`Transformer::fill`] processes rows until
+//! its output buffer holds enough to send.
+
+use super::aggregate::{Aggregator, Groups};
+use super::output::{RowError, RowErrorKind, Stats};
+use super::program::{Program, Verdict};
+use super::spec::{AggregateSpec, Dialect, OnError, Spec};
+use super::value::Value;
+use crate::framing::Format;
+
+/// Why a chunk stopped before its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Halt {
+    /// The line of the row that stopped it.
+    pub line: u64,
+    /// What happened.
+    pub message: String,
+}
+
+/// Whether [`Transformer::fill`] has more to give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Call again.
+    More,
+    /// The answer is complete.
+    Done,
+}
+
+/// Where a chunk sits in its file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Added to line numbers counted in the chunk (the header's lines, say).
+    pub line_offset: u64,
+    /// In range mode, the file offset of the chunk's first byte: error records
+    /// then carry `byte`, and a record with a line break inside a quoted field
+    /// halts the chunk, since ranges cannot be cut safely in such files.
+    pub range_start: Option<u64>,
+}
+
+/// The header of a chunk: column names, and where the data starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The column names.
+    pub names: Vec<String>,
+    /// The offset of the first data byte.
+    pub data_start: usize,
+    /// How many lines the header takes.
+    pub lines: u64,
+}
+
+/// A CSV reader configured by `dialect`.
+pub fn reader<'a>(dialect: &Dialect, data: &'a [u8]) -> Result<csv::Reader<&'a [u8]>, String> {
+    let byte = |s: &str, what: &str| match s.as_bytes() {
+        [b] if b.is_ascii() => Ok(*b),
+        _ => Err(format!("dialect.{what}: {s:?} is not one ASCII character")),
+    };
+    Ok(csv::ReaderBuilder::new()
+        .delimiter(byte(&dialect.delimiter, "delimiter")?)
+        .quote(byte(&dialect.quote, "quote")?)
+        .trim(if dialect.trim { csv::Trim::All } else { csv::Trim::None })
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(data))
+}
+
+/// Reads the header row (or takes the dialect's `columns`).
+pub fn read_header(dialect: &Dialect, data: &[u8]) -> Result<Header, String> {
+    let mut r = reader(dialect, data)?;
+    if !dialect.header {
+        let names = dialect.columns.clone().ok_or("dialect.columns: input without a header row needs column names")?;
+        return Ok(Header { names, data_start: 0, lines: 0 });
+    }
+    let mut record = csv::ByteRecord::new();
+    if !r.read_byte_record(&mut record).map_err(|e| format!("the CSV header row could not be read: {e}"))? {
+        return Err("the CSV body is empty; a header row was expected on line 1".into());
+    }
+    let names = record
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            String::from_utf8(f.to_vec())
+                .map_err(|_| format!("the CSV header (line 1) has invalid UTF-8 in column {}", i + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let names = match &dialect.columns {
+        Some(given) if given.len() != names.len() => {
+            return Err(format!("dialect.columns names {} columns but the header has {}", given.len(), names.len()))
+        }
+        Some(given) => given.clone(),
+        None => names,
+    };
+    let data_start = r.position().byte() as usize;
+    Ok(Header { names, data_start, lines: r.position().line() - 1 })
+}
+
+/// Turns a chunk's rows into its answer, a piece at a time.
+pub struct Transformer<'a> {
+    program: &'a Program,
+    aggregate: Option<(&'a AggregateSpec, Aggregator)>,
+    reader: csv::Reader<&'a [u8]>,
+    format: Format,
+    placement: Placement,
+    stats: Stats,
+    errors: Vec<RowError>,
+    started: bool,
+    first: bool,
+    done: bool,
+}
+
+impl<'a> Transformer<'a> {
+    /// A transformer over the data rows in `data` (no header row).
+    pub fn new(
+        spec: &'a Spec,
+        program: &'a Program,
+        data: &'a [u8],
+        format: Format,
+        placement: Placement,
+    ) -> Result<Transformer<'a>, String> {
+        let aggregate = match &spec.aggregate {
+            Some(a) => Some((a, Aggregator::new(a, &program.schema())?)),
+            None => None,
+        };
+        Ok(Transformer {
+            program,
+            aggregate,
+            reader: reader(&spec.dialect, data)?,
+            format,
+            placement,
+            stats: Stats::default(),
+            errors: Vec::new(),
+            started: false,
+            first: true,
+            done: false,
+        })
+    }
+
+    /// Processes rows, appending the answer's next bytes to `out` until it
+    /// holds at least `target` bytes or the answer is complete.
+    pub fn fill(&mut self, out: &mut Vec<u8>, target: usize) -> Result<Progress, Halt> {
+        if self.done {
+            return Ok(Progress::Done);
+        }
+        if !self.started {
+            self.started = true;
+            if self.aggregate.is_none() && self.format == Format::Json {
+                out.extend_from_slice(b"{\"records\":[");
+            }
+        }
+        let mut record = csv::ByteRecord::new();
+        while out.len() < target {
+            let more = self.reader.read_byte_record(&mut record).map_err(|e| Halt {
+                line: self.placement.line_offset + self.reader.position().line(),
+                message: format!("the CSV could not be read: {e}"),
+            })?;
+            if !more {
+                self.finish(out).map_err(|message| Halt { line: 0, message })?;
+                self.done = true;
+                return Ok(Progress::Done);
+            }
+            self.row(&record, out)?;
+        }
+        Ok(Progress::More)
+    }
+
+    fn row(&mut self, record: &csv::ByteRecord, out: &mut Vec<u8>) -> Result<(), Halt> {
+        self.stats.rows_in += 1;
+        let pos = record.position().expect("the csv reader sets positions");
+        let line = self.placement.line_offset + pos.line();
+        let byte = self.placement.range_start.map(|s| s + pos.byte());
+        if let Some(byte) = byte.filter(|_| record.iter().any(|f| f.contains(&b'\n') || f.contains(&b'\r'))) {
+            return Err(Halt {
+                line,
+                message: format!(
+                    "the record at byte {byte} has a line break inside a quoted field; range mode needs files without \
+                     them (send such a file whole, or in chunks cut by the coordinator)"
+                ),
+            });
+        }
+        let mut values = Vec::with_capacity(self.program.columns.len());
+        let mut verdict = self.program.eval(record, line, &mut values);
+        if let (Ok(Verdict::Keep), Some((_, agg))) = (&verdict, &mut self.aggregate) {
+            if let Err(message) = agg.push(&values) {
+                verdict = Err(RowError { line, byte: None, column: None, kind: RowErrorKind::InvalidValue, message });
+            }
+        }
+        match verdict {
+            Ok(Verdict::Keep) => {
+                self.stats.rows_out += 1;
+                if self.aggregate.is_none() {
+                    self.write_record(&values, out);
+                }
+            }
+            Ok(Verdict::Filtered) => self.stats.rows_filtered += 1,
+            Err(err) if self.program.on_error == OnError::Fail => return Err(Halt { line, message: err.message }),
+            Err(mut err) => {
+                err.byte = byte;
+                self.stats.rows_errored += 1;
+                self.write_error(err, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_record(&mut self, values: &[Value<'_>], out: &mut Vec<u8>) {
+        match self.format {
+            Format::Json => {
+                if !self.first {
+                    out.push(b',');
+                }
+                self.first = false;
+                self.program.write_record(values, out);
+            }
+            Format::Ndjson => {
+                out.extend_from_slice(b"{\"record\":");
+                self.program.write_record(values, out);
+                out.extend_from_slice(b"}\n");
+            }
+        }
+    }
+
+    fn write_error(&mut self, err: RowError, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Json => self.errors.push(err),
+            Format::Ndjson => line(out, serde_json::json!({ "error": err })),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let stats = serde_json::to_value(self.stats).expect("stats serialise");
+        let groups: Option<(&AggregateSpec, Groups)> =
+            self.aggregate.take().map(|(spec, agg)| (spec, agg.into_groups()));
+        match (self.format, groups) {
+            (Format::Json, None) => {
+                out.extend_from_slice(b"],\"errors\":");
+                serde_json::to_writer(&mut *out, &self.errors).expect("writing to memory");
+                out.extend_from_slice(b",\"stats\":");
+                serde_json::to_writer(&mut *out, &stats).expect("writing to memory");
+                out.push(b'}');
+            }
+            (Format::Ndjson, None) => line(out, serde_json::json!({ "stats": stats })),
+            (format, Some((spec, groups))) => {
+                let (key, body) = if spec.partial {
+                    ("partial", serde_json::to_value(groups.to_partial()).expect("partials serialise"))
+                } else {
+                    (
+                        "groups",
+                        serde_json::Value::Array(
+                            groups.finish(spec)?.into_iter().map(serde_json::Value::Object).collect(),
+                        ),
+                    )
+                };
+                match format {
+                    Format::Json => {
+                        let answer = serde_json::json!({ key: body, "errors": self.errors, "stats": stats });
+                        serde_json::to_writer(&mut *out, &answer).expect("writing to memory");
+                    }
+                    Format::Ndjson => {
+                        match body {
+                            serde_json::Value::Array(groups) => {
+                                groups.into_iter().for_each(|g| line(out, serde_json::json!({ "group": g })))
+                            }
+                            partial => line(out, serde_json::json!({ "partial": partial })),
+                        }
+                        line(out, serde_json::json!({ "stats": stats }));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line(out: &mut Vec<u8>, value: serde_json::Value) {
+    serde_json::to_writer(&mut *out, &value).expect("writing to memory");
+    out.push(b'\n');
+}
+
+/// Runs `spec` over a whole CSV chunk (header included) into one buffer: for
+/// tests, benchmarks and answers that must be complete before they start (the
+/// `fail` policy, whose 422 must come before any output).
+pub fn run_to_end(spec: &Spec, data: &[u8], format: Format) -> Result<Vec<u8>, RunError> {
+    let header = read_header(&spec.dialect, data).map_err(RunError::Spec)?;
+    let program = Program::compile(spec, &header.names).map_err(RunError::Spec)?;
+    let placement = Placement { line_offset: header.lines, range_start: None };
+    run_compiled(spec, &program, &data[header.data_start..], format, placement)
+}
+
+/// Runs a compiled spec over data rows into one buffer.
+pub fn run_compiled(
+    spec: &Spec,
+    program: &Program,
+    rows: &[u8],
+    format: Format,
+    placement: Placement,
+) -> Result<Vec<u8>, RunError> {
+    let mut t = Transformer::new(spec, program, rows, format, placement).map_err(RunError::Spec)?;
+    let mut out = Vec::new();
+    while t.fill(&mut out, usize::MAX).map_err(RunError::Halt)? == Progress::More {}
+    Ok(out)
+}
+
+/// Why a chunk produced no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunError {
+    /// The spec or the header is wrong (a 400).
+    Spec(String),
+    /// A row stopped the chunk (a 422).
+    Halt(Halt),
+}

@@ -1,0 +1,70 @@
+//! What a transform produces besides records: error records and counts.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Why one row produced no record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowError {
+    /// The 1-based line of the input on which the row starts (the header is line 1).
+    pub line: u64,
+    /// In range mode, the byte offset in the source file at which the row starts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub byte: Option<u64>,
+    /// The 1-based input field at fault, where one is.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub column: Option<usize>,
+    /// What class of problem this is.
+    pub kind: RowErrorKind,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// Stable names for the ways a row can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowErrorKind {
+    /// The row has more or fewer fields than the header.
+    FieldCount,
+    /// A field is not valid UTF-8.
+    InvalidUtf8,
+    /// A value does not convert to its column's type, or arithmetic on it failed.
+    InvalidValue,
+    /// The worker that held these rows failed, so they were not processed.
+    Worker,
+}
+
+/// Row counts. Always `rows_in = rows_out + rows_filtered + rows_errored`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Data rows read (the header is not counted).
+    pub rows_in: u64,
+    /// Rows written as records (or, when aggregating, rows that went into groups).
+    pub rows_out: u64,
+    /// Rows the filter dropped.
+    #[serde(default)]
+    pub rows_filtered: u64,
+    /// Rows that produced an error record.
+    pub rows_errored: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Stats) {
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.rows_filtered += other.rows_filtered;
+        self.rows_errored += other.rows_errored;
+    }
+}
+
+/// A whole record-mode answer, as the coordinator reads a worker's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableOutput {
+    /// One JSON object per kept row, in input order.
+    pub records: Vec<Map<String, Value>>,
+    /// One entry per bad row, in input order.
+    pub errors: Vec<RowError>,
+    /// Row counts.
+    pub stats: Stats,
+}

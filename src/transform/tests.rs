@@ -1,0 +1,247 @@
+//! End-to-end tests of the transform core: spec in, CSV in, JSON out.
+
+use super::engine::{run_to_end, RunError};
+use super::spec;
+use crate::framing::Format;
+use serde_json::{json, Value};
+
+fn run(spec_json: &str, csv: &str) -> Result<Value, RunError> {
+    let spec = spec::parse(spec_json.as_bytes()).map_err(RunError::Spec)?;
+    let out = run_to_end(&spec, csv.as_bytes(), Format::Json)?;
+    Ok(serde_json::from_slice(&out).unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(&out))))
+}
+
+fn ok(spec_json: &str, csv: &str) -> Value {
+    let v = run(spec_json, csv).unwrap();
+    let s = &v["stats"];
+    assert_eq!(
+        s["rows_in"].as_u64().unwrap(),
+        s["rows_out"].as_u64().unwrap() + s["rows_filtered"].as_u64().unwrap() + s["rows_errored"].as_u64().unwrap(),
+        "rows_in = out + filtered + errored: {s}"
+    );
+    v
+}
+
+fn spec_error(spec_json: &str, csv: &str) -> String {
+    match run(spec_json, csv) {
+        Err(RunError::Spec(m)) => m,
+        other => panic!("expected a spec error, got {other:?}"),
+    }
+}
+
+const SALES: &str = "\
+id,amount,date,category,region,product
+1,100.00,2026-01-05, Tools ,north,widget
+2,-5.00,2026-01-06,HOME,south,gadget
+3,0,2026-01-07,garden,north,widget
+4,abc,2026-01-08,garden,east,gizmo
+5,12000.50,2026-13-01,Tools,north,widget
+6,9000,2026-02-01,home,north,widget
+7,20000,2026-02-02,Home,south,gadget
+";
+
+#[test]
+fn vat_preset() {
+    let v = ok(r#"{"preset": "vat"}"#, SALES);
+    assert_eq!(
+        v["records"],
+        json!([
+            {"id": 1, "amount": 121.0, "date": "2026-01-05", "category": "tools"},
+            {"id": 6, "amount": 10890.0, "date": "2026-02-01", "category": "home"},
+            {"id": 7, "amount": 24200.0, "date": "2026-02-02", "category": "home"}
+        ])
+    );
+    assert_eq!(v["stats"], json!({"rows_in": 7, "rows_out": 3, "rows_filtered": 2, "rows_errored": 2}));
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["line"], 5);
+    assert_eq!(errors[0]["column"], 2);
+    assert_eq!(errors[0]["kind"], "invalid_value");
+    assert_eq!(errors[0]["message"], "column \"net\": \"abc\" is not a float");
+    assert_eq!(errors[1]["line"], 6);
+    assert_eq!(errors[1]["column"], 3);
+    assert!(errors[1]["message"].as_str().unwrap().contains("\"2026-13-01\" is not a date"));
+}
+
+#[test]
+fn sales_summary_preset() {
+    let mut csv = String::from("id,amount,region,product\n");
+    for i in 0..10 {
+        csv.push_str(&format!("{i},2500.5,north,widget\n{i},100,south,gadget\n{i},3000,east,gizmo\n"));
+    }
+    csv.push_str("x,not money,east,gizmo\n");
+    let v = ok(r#"{"preset": "sales-summary"}"#, &csv);
+    assert_eq!(
+        v["groups"],
+        json!([
+            {"region": "east", "product": "gizmo", "total": 30000.0, "orders": 10},
+            {"region": "north", "product": "widget", "total": 25005.0, "orders": 10}
+        ])
+    );
+    assert_eq!(v["stats"]["rows_errored"], 1);
+}
+
+#[test]
+fn passthrough_keeps_strings_and_reports_bad_rows() {
+    let v = ok("{}", "id,name\n1,a\n2\n3,\"x, \"\"y\"\"\"\n4,\u{e9}\n");
+    assert_eq!(
+        v["records"],
+        json!([{"id": "1", "name": "a"}, {"id": "3", "name": "x, \"y\""}, {"id": "4", "name": "é"}])
+    );
+    assert_eq!(v["errors"][0]["kind"], "field_count");
+    assert_eq!(v["errors"][0]["line"], 3);
+    let spec = spec::parse(b"{}").unwrap();
+    let out = run_to_end(&spec, b"id,name\n1,\xff\n", Format::Json).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["errors"][0]["kind"], "invalid_utf8");
+    assert_eq!(v["errors"][0]["column"], 2);
+}
+
+#[test]
+fn conversions_and_string_operations() {
+    let spec = r#"{"columns": [
+        {"from": "n", "type": "integer", "multiply": 2, "add": 1},
+        {"from": "f", "type": "float", "default": "0.5", "round": 1},
+        {"from": "b", "type": "boolean"},
+        {"from": "d", "type": "date", "formats": ["%d/%m/%Y", "%Y-%m-%d"], "output_format": "%Y%m%d"},
+        {"from": "t", "type": "datetime", "formats": ["%Y-%m-%d %H:%M"]},
+        {"name": "label", "from": "s", "trim": true, "replace": [{"from": "-", "to": " "}], "upper": true},
+        {"name": "total", "expr": "n * `f` + 1", "round": 2},
+        {"name": "raw", "expr": "e * 2", "hidden": true},
+        {"name": "blank", "from": "e", "type": "integer"}
+    ]}"#;
+    let csv = "n,f,b,d,t,s,e\n3,1.26,yes,7/3/2026,2026-03-07 09:30, a-b ,\n4,,F,2026-12-31,2026-01-01 00:00,x,7\n";
+    // Names in expressions are earlier output columns (n and f above, converted), else input columns (e).
+    let v = ok(spec, csv);
+    assert_eq!(
+        v["records"],
+        json!([
+            {"n": 7, "f": 1.3, "b": true, "d": "20260307", "t": "2026-03-07T09:30:00", "label": "A B", "total": 10.1, "blank": null},
+            {"n": 9, "f": 0.5, "b": false, "d": "20261231", "t": "2026-01-01T00:00:00", "label": "X", "total": 5.5, "blank": 7}
+        ])
+    );
+}
+
+#[test]
+fn filters_work_on_typed_values() {
+    let spec = r#"{"columns": ["name", {"from": "age", "type": "integer"}, {"from": "joined", "type": "date"}],
+        "filter": {"any": [
+            {"all": [{"column": "age", "op": ">=", "value": 30}, {"column": "name", "op": "not_in", "value": ["bob"]}]},
+            {"column": "joined", "op": "<", "value": "2020-01-01"}]}}"#;
+    let csv = "name,age,joined\nann,31,2021-01-01\nbob,40,2021-01-01\ncid,20,2019-05-05\ndee,20,2021-01-01\neve,,2021-01-01\n";
+    let v = ok(spec, csv);
+    let names: Vec<&str> = v["records"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ann", "cid"]);
+    assert_eq!(v["stats"]["rows_filtered"], 3);
+}
+
+#[test]
+fn error_policies() {
+    let spec = r#"{"columns": [{"from": "x", "type": "integer"}], "on_error": "ON"}"#;
+    let csv = "x\n1\nnope\n3\n";
+    match run(&spec.replace("ON", "fail"), csv) {
+        Err(RunError::Halt(h)) => {
+            assert_eq!(h.line, 3);
+            assert!(h.message.contains("\"nope\" is not an integer"), "{}", h.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let v = ok(&spec.replace("ON", "null"), csv);
+    assert_eq!(v["records"], json!([{"x": 1}, {"x": null}, {"x": 3}]));
+    let v = ok(&spec.replace("ON", "skip"), csv);
+    assert_eq!(v["records"], json!([{"x": 1}, {"x": 3}]));
+    assert_eq!(v["errors"][0]["line"], 3);
+}
+
+#[test]
+fn dialects() {
+    let v = ok(r#"{"dialect": {"delimiter": ";", "quote": "'", "trim": true}}"#, "a;b\n 1 ;'x;y'\n");
+    assert_eq!(v["records"], json!([{"a": "1", "b": "x;y"}]));
+    let v = ok(r#"{"dialect": {"header": false, "columns": ["p", "q"]}}"#, "1,2\n3,4\n");
+    assert_eq!(v["records"], json!([{"p": "1", "q": "2"}, {"p": "3", "q": "4"}]));
+    assert_eq!(v["stats"]["rows_in"], 2);
+    let v = ok(r#"{"dialect": {"flexible": true}}"#, "a,b\n1\n1,2,3\n");
+    assert_eq!(v["records"], json!([{"a": "1", "b": ""}, {"a": "1", "b": "2"}]));
+    let v = ok(r#"{"dialect": {"columns": ["x", "y"]}}"#, "a,b\n1,2\n");
+    assert_eq!(v["records"], json!([{"x": "1", "y": "2"}]));
+    assert!(spec_error(r#"{"dialect": {"delimiter": "ab"}}"#, "a\n").contains("dialect.delimiter"));
+    assert!(spec_error(r#"{"dialect": {"header": false}}"#, "a\n").contains("dialect.columns"));
+    assert!(spec_error(r#"{"dialect": {"columns": ["x"]}}"#, "a,b\n").contains("names 1 columns but the header has 2"));
+}
+
+#[test]
+fn spec_mistakes_name_the_field_before_any_row() {
+    let csv = "id,amount\n1,2\n";
+    for (spec, needle) in [
+        (r#"{"columns": [{"from": "amt"}]}"#, "columns[0].from: no input column \"amt\" (the header has: id, amount)"),
+        (r#"{"columns": [{"name": "t", "expr": "amount * qty"}]}"#, "columns[0].expr: no input column \"qty\""),
+        (r#"{"columns": [{"expr": "amount * 2"}]}"#, "columns[0].name: a computed column needs a name"),
+        (r#"{"columns": [{"from": "id", "type": "date", "formats": ["%Y-%b"]}]}"#, "columns[0].formats[0]"),
+        (r#"{"columns": [{"from": "id", "round": 2}]}"#, "columns[0]: multiply, add and round need a float or integer"),
+        (r#"{"columns": [{"from": "id", "type": "integer", "default": "x"}]}"#, "columns[0].default"),
+        (r#"{"columns": ["id", "id"]}"#, "columns[1]: the output name \"id\" is used twice"),
+        (r#"{"filter": {"column": "amount", "op": ">", "value": 1}}"#, "filter.value: 1 is not a string"),
+        (r#"{"aggregate": {"group_by": ["x"], "metrics": [{"op": "count"}]}}"#, "aggregate.group_by[0]"),
+    ] {
+        let err = spec_error(spec, csv);
+        assert!(err.contains(needle), "{spec}: {err}");
+    }
+}
+
+#[test]
+fn ndjson_lines() {
+    let spec = spec::parse(br#"{"columns": [{"from": "x", "type": "integer"}]}"#).unwrap();
+    let out = run_to_end(&spec, b"x\n1\nbad\n2\n", Format::Ndjson).unwrap();
+    let lines: Vec<Value> =
+        out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert_eq!(lines[0], json!({"record": {"x": 1}}));
+    assert_eq!(lines[1]["error"]["line"], 3);
+    assert_eq!(lines[2], json!({"record": {"x": 2}}));
+    assert_eq!(lines[3]["stats"]["rows_in"], 3);
+    let agg = spec::parse(
+        br#"{"preset": "sales-summary", "aggregate": {"group_by": ["region"], "metrics": [{"op": "count"}]}}"#,
+    )
+    .unwrap();
+    let out = run_to_end(&agg, b"id,amount,region,product\n1,2,n,w\n", Format::Ndjson).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap().lines().next().unwrap(), r#"{"group":{"region":"n","count":1}}"#);
+}
+
+#[test]
+fn partial_aggregates_are_returned_for_merging() {
+    let v = ok(
+        r#"{"preset": "sales-summary", "aggregate": {"group_by": ["region"], "metrics": [{"name": "t", "op": "sum", "column": "amount"}], "partial": true}}"#,
+        "id,amount,region,product\n1,0.1,n,w\n2,0.2,n,w\n",
+    );
+    assert_eq!(v["partial"]["groups"], json!([{"key": ["n"], "state": [{"sum": "0.3", "n": 2}]}]));
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let specs = [
+        r#"{}"#,
+        r#"{"preset": "vat"}"#,
+        r#"{"preset": "sales-summary"}"#,
+        r#"{"dialect": {"flexible": true, "trim": true}}"#,
+    ];
+    let alphabet = b"ab,\"\n\r;1.-9e \xff\xc3\xa9";
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let len = (next() % 80) as usize;
+        let data: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        for s in specs {
+            let spec = spec::parse(s.as_bytes()).unwrap();
+            for format in [Format::Json, Format::Ndjson] {
+                if let Ok(out) = run_to_end(&spec, &data, format) {
+                    if format == Format::Json {
+                        serde_json::from_slice::<Value>(&out).expect("valid JSON");
+                    }
+                }
+            }
+        }
+    }
+}
