@@ -21,13 +21,16 @@ fanout_wasm_mode() {
 }
 
 # Runs cargo for wasm32-wasip2 with the arguments given, in the chosen mode.
+# SIMD128 is on: every WASI 0.2 host (wasmtime, Spin) runs it, and it makes
+# byte scanning (UTF-8 checks, searches) markedly faster.
 fanout_wasm_cargo() {
+  local simd="-C target-feature=+simd128"
   case "$(fanout_wasm_mode)" in
-    rustup) cargo "$@" --target wasm32-wasip2 ;;
+    rustup) CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="$simd" cargo "$@" --target wasm32-wasip2 ;;
     debian)
-      # The rustflags belong to this mode only: with rustup's target they would break linking.
+      # The link flags belong to this mode only: with rustup's target they would break linking.
       RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
-        CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C link-self-contained=no -L /usr/lib/wasm32-wasi" \
+        CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="$simd -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
         /usr/bin/cargo "$@" --target wasm32-wasip2 -Zbuild-std=std,panic_abort ;;
     *) echo "no wasm32-wasip2 toolchain: run scripts/setup.sh" >&2; return 1 ;;
   esac

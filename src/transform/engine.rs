@@ -8,6 +8,7 @@ use super::program::{Program, Verdict};
 use super::spec::{AggregateSpec, Dialect, OnError, Spec};
 use super::value::Value;
 use crate::framing::Format;
+use std::time::{Duration, Instant};
 
 /// Why a chunk stopped before its end.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +104,10 @@ pub struct Transformer<'a> {
     placement: Placement,
     stats: Stats,
     errors: Vec<RowError>,
+    /// The allocation each row's values are computed in, kept between rows.
+    values: Vec<Value<'static>>,
+    busy: Duration,
+    fill_started: Option<Instant>,
     started: bool,
     first: bool,
     done: bool,
@@ -129,6 +134,9 @@ impl<'a> Transformer<'a> {
             placement,
             stats: Stats::default(),
             errors: Vec::new(),
+            values: Vec::with_capacity(program.columns.len()),
+            busy: Duration::ZERO,
+            fill_started: None,
             started: false,
             first: true,
             done: false,
@@ -138,6 +146,14 @@ impl<'a> Transformer<'a> {
     /// Processes rows, appending the answer's next bytes to `out` until it
     /// holds at least `target` bytes or the answer is complete.
     pub fn fill(&mut self, out: &mut Vec<u8>, target: usize) -> Result<Progress, Halt> {
+        let started = Instant::now();
+        self.fill_started = Some(started);
+        let progress = self.fill_rows(out, target);
+        self.busy += started.elapsed();
+        progress
+    }
+
+    fn fill_rows(&mut self, out: &mut Vec<u8>, target: usize) -> Result<Progress, Halt> {
         if self.done {
             return Ok(Progress::Done);
         }
@@ -177,7 +193,7 @@ impl<'a> Transformer<'a> {
                 ),
             });
         }
-        let mut values = Vec::with_capacity(self.program.columns.len());
+        let mut values = reuse(std::mem::take(&mut self.values));
         let mut verdict = self.program.eval(record, line, &mut values);
         if let (Ok(Verdict::Keep), Some((_, agg))) = (&verdict, &mut self.aggregate) {
             if let Err(message) = agg.push(&values) {
@@ -199,6 +215,7 @@ impl<'a> Transformer<'a> {
                 self.write_error(err, out);
             }
         }
+        self.values = reuse(values);
         Ok(())
     }
 
@@ -228,6 +245,9 @@ impl<'a> Transformer<'a> {
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         let stats = serde_json::to_value(self.stats).expect("stats serialise");
+        let busy = self.busy + self.fill_started.map_or(Duration::ZERO, |s| s.elapsed());
+        // Time spent processing, waits for the client excluded: the chunk's own cost.
+        let timing = serde_json::json!({ "process_us": busy.as_micros() as u64 });
         let groups: Option<(&AggregateSpec, Groups)> =
             self.aggregate.take().map(|(spec, agg)| (spec, agg.into_groups()));
         match (self.format, groups) {
@@ -236,9 +256,11 @@ impl<'a> Transformer<'a> {
                 serde_json::to_writer(&mut *out, &self.errors).expect("writing to memory");
                 out.extend_from_slice(b",\"stats\":");
                 serde_json::to_writer(&mut *out, &stats).expect("writing to memory");
+                out.extend_from_slice(b",\"timing\":");
+                serde_json::to_writer(&mut *out, &timing).expect("writing to memory");
                 out.push(b'}');
             }
-            (Format::Ndjson, None) => line(out, serde_json::json!({ "stats": stats })),
+            (Format::Ndjson, None) => line(out, serde_json::json!({ "stats": stats, "timing": timing })),
             (format, Some((spec, groups))) => {
                 let (key, body) = if spec.partial {
                     ("partial", serde_json::to_value(groups.to_partial()).expect("partials serialise"))
@@ -252,7 +274,8 @@ impl<'a> Transformer<'a> {
                 };
                 match format {
                     Format::Json => {
-                        let answer = serde_json::json!({ key: body, "errors": self.errors, "stats": stats });
+                        let answer =
+                            serde_json::json!({ key: body, "errors": self.errors, "stats": stats, "timing": timing });
                         serde_json::to_writer(&mut *out, &answer).expect("writing to memory");
                     }
                     Format::Ndjson => {
@@ -262,13 +285,20 @@ impl<'a> Transformer<'a> {
                             }
                             partial => line(out, serde_json::json!({ "partial": partial })),
                         }
-                        line(out, serde_json::json!({ "stats": stats }));
+                        line(out, serde_json::json!({ "stats": stats, "timing": timing }));
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// An emptied vector's allocation, for values borrowing from something else:
+/// collecting a consumed empty vector in place keeps its buffer.
+fn reuse<'b>(mut v: Vec<Value<'_>>) -> Vec<Value<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 fn line(out: &mut Vec<u8>, value: serde_json::Value) {

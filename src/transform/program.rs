@@ -170,9 +170,17 @@ impl Column {
                 self.convert(text).map_err(|m| (RowErrorKind::InvalidValue, Some(*i), m))
             }
             Source::Expr { expr, slots } => {
-                let mut numbers = Vec::with_capacity(slots.len());
-                for slot in slots {
-                    numbers.push(match *slot {
+                // Most expressions name a few columns: keep their numbers on the stack.
+                let mut inline = [None; 8];
+                let mut spilled;
+                let numbers: &mut [Option<f64>] = if slots.len() <= inline.len() {
+                    &mut inline[..slots.len()]
+                } else {
+                    spilled = vec![None; slots.len()];
+                    &mut spilled
+                };
+                for (number, slot) in numbers.iter_mut().zip(slots) {
+                    *number = match *slot {
                         Slot::Column(c) => earlier[c].as_f64(),
                         Slot::Field(f) => {
                             let raw = std::str::from_utf8(row.get(f).unwrap_or(b"")).unwrap_or("").trim();
@@ -185,9 +193,9 @@ impl Column {
                                 })?)
                             }
                         }
-                    });
+                    };
                 }
-                match expr.eval(&numbers) {
+                match expr.eval(numbers) {
                     Ok(n) => self.number(n).map_err(|m| (RowErrorKind::InvalidValue, None, m)),
                     Err(EvalError::Missing(_)) => Ok(Value::Null),
                     Err(EvalError::NotFinite) => Err((
@@ -207,11 +215,11 @@ impl Column {
                 text = Cow::Owned(text.replace(from.as_str(), to));
             }
         }
-        if self.lower && text.chars().any(|c| c.is_uppercase()) {
-            text = Cow::Owned(text.to_lowercase());
+        if self.lower && text.chars().any(char::is_uppercase) {
+            text = Cow::Owned(if text.is_ascii() { text.to_ascii_lowercase() } else { text.to_lowercase() });
         }
-        if self.upper && text.chars().any(|c| c.is_lowercase()) {
-            text = Cow::Owned(text.to_uppercase());
+        if self.upper && text.chars().any(char::is_lowercase) {
+            text = Cow::Owned(if text.is_ascii() { text.to_ascii_uppercase() } else { text.to_uppercase() });
         }
         text
     }

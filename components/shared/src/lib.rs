@@ -14,7 +14,7 @@ pub use time::{random_u64, sleep, timeout, Elapsed};
 use fanout::api::ApiError;
 use fanout::config::Config;
 use futures::future::LocalBoxFuture;
-use futures::{Sink, SinkExt, StreamExt};
+use futures::{Sink, SinkExt};
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 use std::future::Future;
 use std::pin::Pin;
@@ -146,8 +146,7 @@ where
 
 fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
     let config = Config::from_lookup(|k| std::env::var(k).ok())?;
-    let authorization =
-        inner.headers().get("authorization").into_iter().find_map(|v| String::from_utf8(v).ok());
+    let authorization = inner.headers().get("authorization").into_iter().find_map(|v| String::from_utf8(v).ok());
     config.authorize(authorization.as_deref())?;
     let path_with_query = inner.path_with_query().unwrap_or_default();
     let (path, query) = match path_with_query.split_once('?') {
@@ -169,6 +168,9 @@ fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
     Ok(Request { config, method, path, query, inner })
 }
 
+/// The most bytes asked for in one read of a request body.
+const READ_BYTES: u64 = 1024 * 1024;
+
 /// Reads a request body, refusing with 413 as soon as it is known to exceed `limit` bytes.
 ///
 /// A `Content-Length` over the limit is refused before reading; a body without
@@ -184,13 +186,22 @@ pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, Ap
         return Err(ApiError::payload_too_large(limit));
     }
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
-    let mut stream = req.into_body_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("request body could not be read: {e:?}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::payload_too_large(limit));
+    let unreadable = |what: String| ApiError::bad_request(format!("request body could not be read: {what}"));
+    let incoming = req.consume().map_err(|()| unreadable("it was already taken".into()))?;
+    let stream = incoming.stream().map_err(|()| unreadable("it has no stream".into()))?;
+    // Nothing else runs before the body is in, so blocking reads cost no
+    // concurrency, and large reads cost far fewer host calls than small ones.
+    loop {
+        match stream.blocking_read(READ_BYTES) {
+            Ok(chunk) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::payload_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return Err(unreadable(e.to_debug_string())),
         }
-        body.extend_from_slice(&chunk);
     }
     Ok(body)
 }

@@ -90,11 +90,12 @@ fn answer(
     }
     Ok(Reply::stream(format.content_type(), move |mut body| async move {
         let Ok(mut t) = Transformer::new(&spec, &program, &data[rows_from..], format, placement) else { return };
-        let mut piece = Vec::with_capacity(PIECE_BYTES + 4096);
+        let mut piece = Vec::with_capacity(PIECE_BYTES * 2);
         loop {
             // Without `fail` and outside range mode nothing halts a chunk.
             let progress = t.fill(&mut piece, PIECE_BYTES).unwrap_or(Progress::Done);
-            if !body.write(std::mem::take(&mut piece)).await || progress == Progress::Done {
+            let full = std::mem::replace(&mut piece, Vec::with_capacity(PIECE_BYTES * 2));
+            if !body.write(full).await || progress == Progress::Done {
                 return;
             }
         }
