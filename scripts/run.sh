@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the bundle, serves it on loopback, and runs the sample job through the
-# coordinator: examples/sales.csv through the transform worker and
+# coordinator: examples/sales.csv through the transform worker (the vat preset,
+# and a per-region summary) and
 # examples/urls.txt (pages of a local fixture site) through the scrape worker.
 # Prints the merged JSON and writes it to out/.
 #
@@ -73,9 +74,14 @@ else
 fi
 wait_for "$coordinator/"
 
-echo "run: transform job: examples/sales.csv in chunks of 512 bytes" >&2
+echo "run: transform job: examples/sales.csv with the vat preset, in chunks of 512 bytes" >&2
 curl -sS --fail-with-body -X POST -H 'content-type: text/csv' --data-binary @examples/sales.csv \
-  "$coordinator/coordinate/transform?chunk_bytes=512" > "$out/transform.json"
+  "$coordinator/coordinate/transform?chunk_bytes=512&preset=vat" > "$out/transform.json"
+
+echo "run: summary job: total and orders per region, merged from partial aggregates of 512-byte chunks" >&2
+summary='{"preset": "sales-summary", "aggregate": {"group_by": ["region"], "metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"name": "orders", "op": "count", "column": "id"}], "sort": [{"by": "total", "desc": true}]}}'
+curl -sS --fail-with-body -X POST -H 'content-type: text/csv' -H "x-fanout-spec: $summary" \
+  --data-binary @examples/sales.csv "$coordinator/coordinate/transform?chunk_bytes=512" > "$out/summary.json"
 
 echo "run: scrape job: examples/urls.txt against the fixture site at $site" >&2
 python3 - "$site" examples/urls.txt > "$out/scrape-job.json" <<'PY'
@@ -87,8 +93,8 @@ PY
 curl -sS --fail-with-body -X POST -H 'content-type: application/json' --data-binary @"$out/scrape-job.json" \
   "$coordinator/coordinate/scrape" > "$out/scrape.json"
 
-for f in transform scrape; do
+for f in transform summary scrape; do
   echo "== $out/$f.json"
   python3 -m json.tool "$out/$f.json"
 done
-echo "run: merged JSON written to $out/transform.json and $out/scrape.json" >&2
+echo "run: merged JSON written to $out/transform.json, $out/summary.json and $out/scrape.json" >&2

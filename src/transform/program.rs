@@ -6,7 +6,7 @@ use super::expr::{EvalError, Expr};
 use super::filter::Cond;
 use super::output::{RowError, RowErrorKind};
 use super::spec::{ColumnEntry, ColumnSpec, OnError, Spec};
-use super::value::{parse_bool, write_str, Type, Value};
+use super::value::{parse_bool, write_float, write_str, Type, Value};
 use std::borrow::Cow;
 
 /// A compiled spec.
@@ -143,10 +143,44 @@ impl Program {
             }
             first = false;
             out.extend_from_slice(&column.key_json);
-            value.write_json(out, column.output_format.as_ref());
+            match (value, column.round) {
+                (Value::Float(f), Some(places)) if write_fixed(out, *f, places) => {}
+                _ => value.write_json(out, column.output_format.as_ref()),
+            }
         }
         out.push(b'}');
     }
+}
+
+/// Writes a float already rounded to `places` decimals as fixed-point digits
+/// (`121.0`, `-0.07`), the same text the shortest round-trip form gives, with
+/// integer arithmetic only: shortest-form printing needs 128-bit products,
+/// which WebAssembly computes slowly. Declines (false) outside the range where
+/// the digits are exact.
+fn write_fixed(out: &mut Vec<u8>, f: f64, places: u32) -> bool {
+    let scale = 10f64.powi(places as i32);
+    let units = (f * scale).round();
+    if !(f == 0.0 || (1e-4..1e15).contains(&f.abs())) || units.abs() >= 9.0e15 {
+        return false;
+    }
+    let units = units as i64;
+    if f.is_sign_negative() {
+        out.push(b'-');
+    }
+    let pow = 10u64.pow(places);
+    let (int, mut frac) = (units.unsigned_abs() / pow, units.unsigned_abs() % pow);
+    out.extend_from_slice(itoa::Buffer::new().format(int).as_bytes());
+    out.push(b'.');
+    let mut digits = places as usize;
+    while digits > 1 && frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    let mut buffer = itoa::Buffer::new();
+    let text = buffer.format(frac);
+    out.extend(std::iter::repeat_n(b'0', digits.saturating_sub(text.len())));
+    out.extend_from_slice(text.as_bytes());
+    true
 }
 
 type ValueError = (RowErrorKind, Option<usize>, String);
@@ -366,4 +400,37 @@ fn compile_column(spec: &ColumnSpec, header: &[String], earlier: &[Column], path
         return Err(format!("{path}: an integer column can only be multiplied or added by whole numbers"));
     }
     Ok(column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fixed-point text is what the shortest round-trip form would have been.
+    #[test]
+    fn fixed_point_matches_shortest_form() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for places in 0..=6u32 {
+            for _ in 0..20_000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let raw = (seed % 2_000_000_000) as f64 / 1000.0 - 1_000_000.0;
+                let scale = 10f64.powi(places as i32);
+                let f = (raw * scale).round() / scale;
+                let (mut fixed, mut shortest) = (Vec::new(), Vec::new());
+                write_float(&mut shortest, f);
+                if write_fixed(&mut fixed, f, places) {
+                    assert_eq!(
+                        String::from_utf8(fixed).unwrap(),
+                        String::from_utf8(shortest).unwrap(),
+                        "{f} to {places}"
+                    );
+                }
+            }
+        }
+        let mut out = Vec::new();
+        assert!(write_fixed(&mut out, -0.07, 2) && out == b"-0.07");
+        assert!(!write_fixed(&mut Vec::new(), 1e20, 2));
+    }
 }
