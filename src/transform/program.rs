@@ -6,7 +6,7 @@ use super::expr::{EvalError, Expr};
 use super::filter::Cond;
 use super::output::{RowError, RowErrorKind};
 use super::spec::{ColumnEntry, ColumnSpec, OnError, Spec};
-use super::value::{parse_bool, write_float, write_str, Type, Value};
+use super::value::{parse_bool, write_str, Type, Value};
 use std::borrow::Cow;
 
 /// A compiled spec.
@@ -405,6 +405,7 @@ fn compile_column(spec: &ColumnSpec, header: &[String], earlier: &[Column], path
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::value::write_float;
 
     /// Fixed-point text is what the shortest round-trip form would have been.
     #[test]

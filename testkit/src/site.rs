@@ -22,7 +22,7 @@
 //! | `/robots.txt` | what [`Site::set_robots`] set, a redirect set by [`Site::redirect_robots`], else 404 |
 //!
 //! [`Site::hits`] counts the requests each path received; [`Site::peak`] is
-//! the most requests the site was serving at once.
+//! the most `/page/` requests the site was working on at once.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -85,7 +85,7 @@ impl Site {
         self.state.lock().unwrap().robots = Some((301, location.to_owned()));
     }
 
-    /// The most requests the site was serving at once.
+    /// The most `/page/` requests the site was working on at once.
     pub fn peak(&self) -> usize {
         self.state.lock().unwrap().peak
     }
@@ -176,17 +176,6 @@ fn reason(status: u16) -> &'static str {
 
 const HTML: &str = "text/html; charset=utf-8";
 
-fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
-    {
-        let mut s = state.lock().unwrap();
-        s.in_flight += 1;
-        s.peak = s.peak.max(s.in_flight);
-    }
-    let result = answer(stream, state);
-    state.lock().unwrap().in_flight -= 1;
-    result
-}
-
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).expect("writing to memory");
@@ -202,7 +191,7 @@ fn deflate(data: &[u8]) -> Vec<u8> {
 /// "Café – crème brûlée €", in windows-1252.
 const LATIN1_TEXT: &[u8] = b"Caf\xe9 \x96 cr\xe8me br\xfbl\xe9e \x80";
 
-fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let Some(req) = read_request(&stream)? else {
         return Ok(());
     };
@@ -211,7 +200,15 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["page", id] => {
+            {
+                let mut s = state.lock().unwrap();
+                s.in_flight += 1;
+                s.peak = s.peak.max(s.in_flight);
+            }
             thread::sleep(Duration::from_millis(num("delay_ms")));
+            // Counted out before answering, so a client that sends its next
+            // request as soon as this one is answered never looks concurrent.
+            state.lock().unwrap().in_flight -= 1;
             respond(&mut stream, 200, &[], HTML, page_html(id, num("pad") as usize).as_bytes())
         }
         ["status", code] => {
