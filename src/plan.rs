@@ -64,20 +64,20 @@ pub fn csv_chunks(data: &[u8], max_bytes: usize, dialect: &Dialect) -> Result<Cs
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {
-                let pos = record.position().expect("the csv reader sets positions");
-                starts.push((pos.byte() as usize, pos.line()));
+                starts.push(engine::record_start(data, record.position().expect("the csv reader sets positions")));
             }
             Ok(false) => break,
             Err(e) => return Err(ApiError::bad_request(format!("CSV could not be read: {e}"))),
         }
     }
     let (header, header_lines, records) = if dialect.header {
-        if starts.is_empty() {
+        let Some(&(_, header_line)) = starts.first() else {
             return Err(ApiError::bad_request("CSV body is empty; a header row was expected on line 1"));
-        }
-        let header_end = starts.get(1).map_or(data.len(), |s| s.0);
-        let lines = data[..header_end].iter().filter(|&&b| b == b'\n').count() as u64
-            + u64::from(!data[..header_end].ends_with(b"\n"));
+        };
+        let (header_end, lines) = match starts.get(1) {
+            Some(&(byte, line)) => (byte, line - header_line),
+            None => (data.len(), 1),
+        };
         (0..header_end, lines, &starts[1..])
     } else {
         (0..0, 0, &starts[..])
@@ -97,7 +97,8 @@ pub fn csv_chunks(data: &[u8], max_bytes: usize, dialect: &Dialect) -> Result<Cs
             first_line,
             last_line: records[i].1,
             rows: (i - first + 1) as u64,
-            line_offset: first_line - (header_lines + 1),
+            // The header ends where the first record starts, so its lines come first in every chunk.
+            line_offset: first_line.saturating_sub(header_lines + 1),
         });
         i += 1;
     }
@@ -153,6 +154,22 @@ mod tests {
         let data = b"id,note\n1,a\n2,\"x\ny\"\nbad\n3,c\nalso,bad,row\n";
         for max in [1, 8, 1000] {
             assert_eq!(records_of(data, max).1, vec![5, 7], "max_bytes = {max}");
+        }
+    }
+
+    #[test]
+    fn crlf_and_blank_lines_keep_their_line_numbers() {
+        for data in
+            [&b"id,v\r\n1,a\r\nbad\r\n\r\n3,c\r\nalso,bad,row\r\n"[..], b"id,v\n1,a\nbad\n\n3,c\nalso,bad,row\n"]
+        {
+            for max in [1, 8, 1000] {
+                assert_eq!(
+                    records_of(data, max).1,
+                    vec![3, 6],
+                    "max_bytes = {max} in {:?}",
+                    String::from_utf8_lossy(data)
+                );
+            }
         }
     }
 

@@ -213,3 +213,19 @@ fn transform_job_mistakes_fail_before_fan_out_and_strict_jobs_fail_whole() {
     let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(msg.contains("line 5: column \"id\": \"x\" is not an integer"), "{msg}");
 }
+
+#[test]
+fn crlf_files_keep_their_line_numbers_through_the_coordinator() {
+    let worker = Component::serve("transform", &[]);
+    let transform_url = worker.url("/transform");
+    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &transform_url)]);
+    let csv = b"id,v\r\n1,a\r\nbad\r\n3,c\r\n\r\n4,d\r\nalso,bad,row\r\n";
+    for chunk_bytes in [1, 8, 1000] {
+        let resp = post(&c.url(&format!("/coordinate/transform?chunk_bytes={chunk_bytes}")), "text/csv", csv);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let v = resp.json();
+        let lines: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+        assert_eq!(lines, [3, 7], "chunks of {chunk_bytes} bytes: {v}");
+        assert_eq!(v["stats"]["rows_in"], 5);
+    }
+}

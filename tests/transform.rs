@@ -190,3 +190,50 @@ fn range_mode_refuses_what_it_cannot_split() {
     let resp = range(&strict, &site.url("/files/plain.csv"), 0, 10);
     assert_eq!(resp.status, 403, "{}", resp.text());
 }
+
+#[test]
+fn aggregate_mistakes_are_400_before_any_row() {
+    let c = Component::serve("transform", &[]);
+    for (spec, needle) in [
+        (r#"{"aggregate": {"metrics": [{"op": "sum", "column": "nope"}]}}"#, "aggregate.metrics[0].column"),
+        (r#"{"aggregate": {"metrics": [{"op": "count"}], "sort": [{"by": "x"}]}}"#, "aggregate.sort[0].by"),
+        (
+            r#"{"aggregate": {"metrics": [{"op": "count"}], "having": {"column": "count", "op": ">", "value": "1"}}}"#,
+            "aggregate.having.value",
+        ),
+    ] {
+        let resp = transform(&c, "", &[("x-fanout-spec", spec)], SALES.as_bytes());
+        assert_eq!(resp.status, 400, "{spec}: {}", resp.text());
+        assert!(resp.text().contains(needle), "{spec}: {}", resp.text());
+    }
+}
+
+#[test]
+fn range_mode_edges() {
+    let site = Site::start();
+    let mut big = String::from("id,v\n");
+    for i in 0..200 {
+        big.push_str(&format!("{i},value-{i}\n"));
+    }
+    site.put("big.csv", "text/csv", big.clone());
+    site.put("plain.csv", "text/csv", "id,v\n1,a\n2,b\n");
+    site.put("bad.csv", "text/csv", "id,v\n1,a\n2,b\n3,c\n");
+    // A range exactly as large as the request limit, on a file much larger.
+    let c =
+        Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_MAX_REQUEST_BYTES", "512")]);
+    let first = ids(&range(&c, &site.url("/files/big.csv"), 0, 512));
+    let second = ids(&range(&c, &site.url("/files/big.csv"), 512, 1024));
+    assert_eq!(first.first().map(String::as_str), Some("0"));
+    assert_eq!(first.last().unwrap().parse::<u32>().unwrap() + 1, second[0].parse::<u32>().unwrap());
+    // Offsets past 4 GiB on a server that ignores Range: no record, no crash.
+    assert!(ids(&range(&c, &site.url("/whole/plain.csv"), 4_294_967_296, 4_294_967_300)).is_empty());
+    // A strict spec in range mode names the line and the byte of the bad row.
+    let body = json!({"source": site.url("/files/bad.csv"), "start": 7, "end": 20,
+        "spec": {"columns": [{"from": "id", "type": "integer"}, "v"], "filter": {"column": "id", "op": "<", "value": 3}, "on_error": "fail"}});
+    assert_eq!(post_json(&c.url("/transform"), &body).status, 200);
+    site.put("bad.csv", "text/csv", "id,v\n1,a\nx,b\n3,c\n");
+    let resp = post_json(&c.url("/transform"), &body);
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.starts_with("line 1 (byte 9): column \"id\": \"x\" is not an integer"), "{msg}");
+}

@@ -178,30 +178,34 @@ impl Aggregator {
         Ok(Aggregator { group_by: key_columns, inputs, groups: Groups::new(shape), key_buf: Vec::new() })
     }
 
-    /// Adds one row; fails (naming the column) when a value cannot be summed exactly.
+    /// Adds one row; fails (naming the metric) when a value cannot be summed
+    /// exactly, leaving every group as it was.
     pub fn push(&mut self, row: &[Value<'_>]) -> Result<(), String> {
         self.key_buf.clear();
-        for &c in &self.group_by {
-            row[c].write_json(&mut self.key_buf, None);
-            self.key_buf.push(b',');
-        }
-        let mut inputs = Vec::with_capacity(self.inputs.len());
-        for (m, input) in self.groups.shape.metrics.iter().zip(&self.inputs) {
-            let v = input.map_or(Value::Bool(true), |c| row[c].clone());
-            if matches!(m.op, MetricOp::Sum | MetricOp::Mean) {
-                nanos(&v).map_err(|e| format!("{}: {e}", m.name))?;
+        canonical(self.group_by.iter().map(|&c| &row[c]), &mut self.key_buf);
+        let inputs: Vec<Value<'_>> =
+            self.inputs.iter().map(|input| input.map_or(Value::Bool(true), |c| row[c].clone())).collect();
+        let existing = self.groups.index.get(&self.key_buf).copied();
+        let fresh: Vec<Acc>;
+        let accs = match existing {
+            Some(g) => &self.groups.groups[g].1,
+            None => {
+                fresh = self.groups.shape.metrics.iter().map(|m| Acc::new(m.op)).collect();
+                &fresh
             }
-            inputs.push(v);
+        };
+        for ((acc, v), m) in accs.iter().zip(&inputs).zip(&self.groups.shape.metrics) {
+            acc.check(v).map_err(|e| format!("{}: {e}", m.name))?;
         }
-        let g = match self.groups.index.get(&self.key_buf) {
-            Some(&g) => g,
+        let g = match existing {
+            Some(g) => g,
             None => {
                 let key = self.group_by.iter().map(|&c| row[c].clone().into_owned()).collect();
                 self.groups.insert(self.key_buf.clone(), key)
             }
         };
-        for (acc, v) in self.groups.groups[g].1.iter_mut().zip(inputs) {
-            acc.add(&v);
+        for (acc, v) in self.groups.groups[g].1.iter_mut().zip(&inputs) {
+            acc.add(v);
         }
         Ok(())
     }
@@ -248,11 +252,14 @@ impl Groups {
         Partial { shape: self.shape.clone(), groups }
     }
 
-    /// Merges `partial` in; its shape must be this one's.
+    /// Merges `partial` in; its shape must be this one's. A partial that does
+    /// not parse, or whose sums would overflow, changes nothing.
     pub fn merge(&mut self, partial: &Partial) -> Result<(), String> {
         if partial.shape != self.shape {
             return Err("partial aggregates of different shapes cannot be merged".into());
         }
+        let mut merged = Vec::with_capacity(partial.groups.len());
+        let mut seen = std::collections::HashSet::new();
         for (i, g) in partial.groups.iter().enumerate() {
             let bad = |what: &str| format!("partial group {i}: {what}");
             if g.key.len() != self.shape.group_by.len() || g.state.len() != self.shape.metrics.len() {
@@ -264,20 +271,26 @@ impl Groups {
                 .zip(&self.shape.group_by)
                 .map(|(v, f)| from_json(v, f.ty).ok_or_else(|| bad(&format!("key {v} is not {}", f.ty.describe()))))
                 .collect::<Result<_, _>>()?;
-            let mut canonical = Vec::new();
-            for v in &key {
-                v.write_json(&mut canonical, None);
-                canonical.push(b',');
+            let mut key_text = Vec::new();
+            canonical(key.iter(), &mut key_text);
+            if !seen.insert(key_text.clone()) {
+                return Err(bad("its key appears twice"));
             }
-            let at = match self.index.get(&canonical) {
-                Some(&at) => at,
-                None => self.insert(canonical, key),
+            let existing = self.index.get(&key_text).copied();
+            let mut accs = match existing {
+                Some(at) => self.groups[at].1.clone(),
+                None => self.shape.metrics.iter().map(|m| Acc::new(m.op)).collect(),
             };
-            for ((acc, state), m) in self.groups[at].1.iter_mut().zip(&g.state).zip(&self.shape.metrics) {
+            for ((acc, state), m) in accs.iter_mut().zip(&g.state).zip(&self.shape.metrics) {
                 let other =
                     Acc::from_json(state, m).ok_or_else(|| bad(&format!("state {state} is not a {:?} state", m.op)))?;
-                acc.merge(&other);
+                acc.merge(&other).map_err(|e| bad(&format!("{}: {e}", m.name)))?;
             }
+            merged.push((existing, key_text, key, accs));
+        }
+        for (existing, key_text, key, accs) in merged {
+            let at = existing.unwrap_or_else(|| self.insert(key_text, key));
+            self.groups[at].1 = accs;
         }
         Ok(())
     }
@@ -330,6 +343,14 @@ impl Groups {
             a.0.iter().zip(&b.0).map(|(x, y)| order(x, y)).find(|o| *o != Ordering::Equal).unwrap_or(Ordering::Equal)
         });
         all
+    }
+}
+
+/// The canonical text of a group key, for finding its group.
+fn canonical<'v>(key: impl Iterator<Item = &'v Value<'v>>, out: &mut Vec<u8>) {
+    for v in key {
+        v.write_json(out, None);
+        out.push(b',');
     }
 }
 
@@ -404,6 +425,15 @@ impl Acc {
         }
     }
 
+    /// Whether `v` can be added exactly.
+    fn check(&self, v: &Value<'_>) -> Result<(), String> {
+        match (self, nanos(v)?) {
+            (Acc::Sum { nanos: s, .. }, Some(x)) if s.checked_add(x).is_none() => Err("the sum overflows".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds `v`, which [`Acc::check`] accepted.
     fn add(&mut self, v: &Value<'_>) {
         if v.is_empty() {
             return;
@@ -429,16 +459,18 @@ impl Acc {
         }
     }
 
-    fn merge(&mut self, other: &Acc) {
+    fn merge(&mut self, other: &Acc) -> Result<(), String> {
+        let overflow = || "the merged sum overflows".to_owned();
         match (self, other) {
-            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Count(a), Acc::Count(b)) => *a = a.checked_add(*b).ok_or_else(overflow)?,
             (Acc::Sum { nanos: a, n }, Acc::Sum { nanos: b, n: m }) => {
-                *a += b;
-                *n += m;
+                *a = a.checked_add(*b).ok_or_else(overflow)?;
+                *n = n.checked_add(*m).ok_or_else(overflow)?;
             }
             (acc @ (Acc::Min(_) | Acc::Max(_)), Acc::Min(Some(v)) | Acc::Max(Some(v))) => acc.add(v),
             _ => {}
         }
+        Ok(())
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -468,7 +500,10 @@ impl Acc {
             Acc::Sum { n: 0, .. } => Value::Null,
             Acc::Sum { nanos, n } => match (m.op, m.ty) {
                 (MetricOp::Mean, _) => Value::Float(*nanos as f64 / NANOS as f64 / *n as f64),
-                (_, Some(Type::Integer)) => Value::Int((*nanos / NANOS) as i64),
+                // An integer sum too large for an i64 is given as a float.
+                (_, Some(Type::Integer)) => {
+                    i64::try_from(*nanos / NANOS).map_or_else(|_| Value::Float(float_of(*nanos)), Value::Int)
+                }
                 _ => Value::Float(float_of(*nanos)),
             },
             Acc::Min(v) | Acc::Max(v) => v.clone().unwrap_or(Value::Null),
@@ -576,6 +611,23 @@ mod tests {
     }
 
     #[test]
+    fn huge_integer_sums_and_failed_merges() {
+        let s = spec(r#"{"metrics": [{"name": "t", "op": "sum", "column": "qty"}]}"#);
+        let mut agg = Aggregator::new(&s, &schema()).unwrap();
+        for _ in 0..2 {
+            agg.push(&[Value::Null, Value::Null, Value::Int(i64::MAX), Value::Null]).unwrap();
+        }
+        let mut groups = agg.into_groups();
+        let out = groups.finish(&s).unwrap();
+        assert_eq!(out[0]["t"], json!(1.8446744073709552e19), "too big for an i64: a float");
+        let before = groups.to_partial();
+        let mut broken = before.clone();
+        broken.groups[0].state[0] = json!({"sum": "1", "n": "not a number"});
+        assert!(groups.merge(&broken).is_err());
+        assert_eq!(groups.to_partial(), before, "a failed merge changes nothing");
+    }
+
+    #[test]
     fn decimals_round_trip() {
         for n in [0i128, 1, -1, 123_456_789_000_000_001, -5_000_000_000, i128::from(i64::MAX) * NANOS] {
             assert_eq!(parse_decimal(&decimal(n)), Some(n), "{n}");
@@ -605,5 +657,6 @@ mod tests {
         let too_big = vec![Value::Str("x".into()), Value::Float(1e21), Value::Int(1), Value::Str("".into())];
         let mut agg = Aggregator::new(&spec(SPEC), &schema()).unwrap();
         assert!(agg.push(&too_big).unwrap_err().contains("too large to sum exactly"));
+        assert!(agg.into_groups().is_empty(), "a failed row makes no group");
     }
 }

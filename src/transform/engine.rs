@@ -2,8 +2,8 @@
 //! so a component can stream it: [`Transformer::fill`] processes rows until
 //! its output buffer holds enough to send.
 
-use super::aggregate::{Aggregator, Groups};
-use super::output::{RowError, RowErrorKind, Stats};
+use super::aggregate::{Aggregator, Groups, Shape};
+use super::output::{RowError, RowErrorKind, Stats, MAX_ERROR_RECORDS};
 use super::program::{Program, Verdict};
 use super::spec::{AggregateSpec, Dialect, OnError, Spec};
 use super::value::Value;
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Halt {
     /// The line of the row that stopped it.
     pub line: u64,
+    /// In range mode, the file offset of that row.
+    pub byte: Option<u64>,
     /// What happened.
     pub message: String,
 }
@@ -65,6 +67,33 @@ pub fn reader<'a>(dialect: &Dialect, data: &'a [u8]) -> Result<csv::Reader<&'a [
         .from_reader(data))
 }
 
+/// Where a record really starts, as (byte offset, line). The csv reader's
+/// positions can point at line breaks before the record (the `\n` of a `\r\n`,
+/// blank lines), which it skips when it reads the record.
+pub fn record_start(data: &[u8], pos: &csv::Position) -> (usize, u64) {
+    let (mut byte, mut line) = (pos.byte() as usize, pos.line());
+    while let Some(&b) = data.get(byte) {
+        match b {
+            b'\n' => line += 1,
+            b'\r' => {}
+            _ => break,
+        }
+        byte += 1;
+    }
+    (byte, line)
+}
+
+/// Compiles `spec` for input with columns `names`, its aggregate (with
+/// `having` and `sort`) included, so that every mistake is found before a row is read.
+pub fn prepare(spec: &Spec, names: &[String]) -> Result<Program, String> {
+    let program = Program::compile(spec, names)?;
+    if let Some(aggregate) = &spec.aggregate {
+        let shape = Shape::compile(aggregate, &program.schema())?.shape;
+        Groups::new(shape).finish(aggregate)?;
+    }
+    Ok(program)
+}
+
 /// Reads the header row (or takes the dialect's `columns`).
 pub fn read_header(dialect: &Dialect, data: &[u8]) -> Result<Header, String> {
     let mut r = reader(dialect, data)?;
@@ -91,14 +120,16 @@ pub fn read_header(dialect: &Dialect, data: &[u8]) -> Result<Header, String> {
         Some(given) => given.clone(),
         None => names,
     };
-    let data_start = r.position().byte() as usize;
-    Ok(Header { names, data_start, lines: r.position().line() - 1 })
+    let (data_start, line) = record_start(data, r.position());
+    Ok(Header { names, data_start, lines: line - 1 })
 }
 
 /// Turns a chunk's rows into its answer, a piece at a time.
 pub struct Transformer<'a> {
     program: &'a Program,
     aggregate: Option<(&'a AggregateSpec, Aggregator)>,
+    data: &'a [u8],
+    quote: u8,
     reader: csv::Reader<&'a [u8]>,
     format: Format,
     placement: Placement,
@@ -129,6 +160,8 @@ impl<'a> Transformer<'a> {
         Ok(Transformer {
             program,
             aggregate,
+            data,
+            quote: spec.dialect.quote.as_bytes().first().copied().unwrap_or(b'"'),
             reader: reader(&spec.dialect, data)?,
             format,
             placement,
@@ -166,32 +199,45 @@ impl<'a> Transformer<'a> {
         let mut record = csv::ByteRecord::new();
         while out.len() < target {
             let more = self.reader.read_byte_record(&mut record).map_err(|e| Halt {
-                line: self.placement.line_offset + self.reader.position().line(),
+                line: self.placement.line_offset.saturating_add(self.reader.position().line()),
+                byte: None,
                 message: format!("the CSV could not be read: {e}"),
             })?;
             if !more {
-                self.finish(out).map_err(|message| Halt { line: 0, message })?;
+                self.finish(out).map_err(|message| Halt { line: 0, byte: None, message })?;
                 self.done = true;
                 return Ok(Progress::Done);
             }
-            self.row(&record, out)?;
+            let end = self.reader.position().byte() as usize;
+            self.row(&record, end, out)?;
         }
         Ok(Progress::More)
     }
 
-    fn row(&mut self, record: &csv::ByteRecord, out: &mut Vec<u8>) -> Result<(), Halt> {
+    /// Processes the record whose raw bytes end at `end` (its line break included, or part of it).
+    fn row(&mut self, record: &csv::ByteRecord, end: usize, out: &mut Vec<u8>) -> Result<(), Halt> {
         self.stats.rows_in += 1;
-        let pos = record.position().expect("the csv reader sets positions");
-        let line = self.placement.line_offset + pos.line();
-        let byte = self.placement.range_start.map(|s| s + pos.byte());
-        if let Some(byte) = byte.filter(|_| record.iter().any(|f| f.contains(&b'\n') || f.contains(&b'\r'))) {
-            return Err(Halt {
-                line,
-                message: format!(
-                    "the record at byte {byte} has a line break inside a quoted field; range mode needs files without \
-                     them (send such a file whole, or in chunks cut by the coordinator)"
-                ),
-            });
+        let (start, line) = record_start(self.data, record.position().expect("the csv reader sets positions"));
+        let line = self.placement.line_offset.saturating_add(line);
+        let byte = self.placement.range_start.map(|s| s.saturating_add(start as u64));
+        if let Some(byte) = byte {
+            // Raw bytes, not fields: trimming could hide the line break.
+            let raw = &self.data[start..end.max(start)];
+            let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+            let body = raw.strip_suffix(b"\r").unwrap_or(raw);
+            // A line break inside the line, or a quote left open at its end, is a quoted field spanning lines.
+            let quotes = body.iter().filter(|&&b| b == self.quote).count();
+            if quotes % 2 == 1 || body.iter().any(|&b| b == b'\n' || b == b'\r') {
+                return Err(Halt {
+                    line,
+                    byte: Some(byte),
+                    message: format!(
+                        "the record at byte {byte} has a line break inside a quoted field (or an unbalanced quote); \
+                         range mode needs files without them (send such a file whole, or in chunks cut by the \
+                         coordinator)"
+                    ),
+                });
+            }
         }
         let mut values = reuse(std::mem::take(&mut self.values));
         let mut verdict = self.program.eval(record, line, &mut values);
@@ -208,7 +254,9 @@ impl<'a> Transformer<'a> {
                 }
             }
             Ok(Verdict::Filtered) => self.stats.rows_filtered += 1,
-            Err(err) if self.program.on_error == OnError::Fail => return Err(Halt { line, message: err.message }),
+            Err(err) if self.program.on_error == OnError::Fail => {
+                return Err(Halt { line, byte, message: err.message })
+            }
             Err(mut err) => {
                 err.byte = byte;
                 self.stats.rows_errored += 1;
@@ -238,6 +286,7 @@ impl<'a> Transformer<'a> {
 
     fn write_error(&mut self, err: RowError, out: &mut Vec<u8>) {
         match self.format {
+            Format::Json if self.errors.len() >= MAX_ERROR_RECORDS => self.stats.errors_omitted += 1,
             Format::Json => self.errors.push(err),
             Format::Ndjson => line(out, serde_json::json!({ "error": err })),
         }
@@ -311,7 +360,7 @@ fn line(out: &mut Vec<u8>, value: serde_json::Value) {
 /// `fail` policy, whose 422 must come before any output).
 pub fn run_to_end(spec: &Spec, data: &[u8], format: Format) -> Result<Vec<u8>, RunError> {
     let header = read_header(&spec.dialect, data).map_err(RunError::Spec)?;
-    let program = Program::compile(spec, &header.names).map_err(RunError::Spec)?;
+    let program = prepare(spec, &header.names).map_err(RunError::Spec)?;
     let placement = Placement { line_offset: header.lines, range_start: None };
     run_compiled(spec, &program, &data[header.data_start..], format, placement)
 }

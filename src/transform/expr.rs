@@ -39,7 +39,7 @@ pub enum EvalError {
 impl Expr {
     /// Parses `text`, resolving each name with `slot` (which fails for unknown names).
     pub fn parse(text: &str, slot: &mut impl FnMut(&str) -> Result<usize, String>) -> Result<Expr, String> {
-        let mut p = Parser { s: text.as_bytes(), pos: 0, slot };
+        let mut p = Parser { s: text.as_bytes(), pos: 0, slot, depth: 0, operations: 0 };
         let e = p.sum()?;
         p.skip_ws();
         if p.pos != p.s.len() {
@@ -72,13 +72,29 @@ impl Expr {
     }
 }
 
+/// How deeply negations and parentheses may nest, and how many operations an
+/// expression may have: parsing, evaluating and dropping an expression all
+/// recurse, so these bound their stack use.
+const MAX_DEPTH: usize = 64;
+const MAX_OPERATIONS: usize = 256;
+
 struct Parser<'a, F> {
     s: &'a [u8],
     pos: usize,
     slot: &'a mut F,
+    depth: usize,
+    operations: usize,
 }
 
 impl<F: FnMut(&str) -> Result<usize, String>> Parser<'_, F> {
+    fn operation(&mut self) -> Result<(), String> {
+        self.operations += 1;
+        if self.operations > MAX_OPERATIONS {
+            return Err(format!("the expression has more than {MAX_OPERATIONS} operations"));
+        }
+        Ok(())
+    }
+
     fn skip_ws(&mut self) {
         while self.pos < self.s.len() && self.s[self.pos].is_ascii_whitespace() {
             self.pos += 1;
@@ -94,6 +110,7 @@ impl<F: FnMut(&str) -> Result<usize, String>> Parser<'_, F> {
         let mut left = self.product()?;
         while let Some(c @ (b'+' | b'-')) = self.peek() {
             self.pos += 1;
+            self.operation()?;
             let op = if c == b'+' { Op::Add } else { Op::Sub };
             left = Expr::Bin(op, Box::new(left), Box::new(self.product()?));
         }
@@ -104,6 +121,7 @@ impl<F: FnMut(&str) -> Result<usize, String>> Parser<'_, F> {
         let mut left = self.unary()?;
         while let Some(c @ (b'*' | b'/')) = self.peek() {
             self.pos += 1;
+            self.operation()?;
             let op = if c == b'*' { Op::Mul } else { Op::Div };
             left = Expr::Bin(op, Box::new(left), Box::new(self.unary()?));
         }
@@ -111,6 +129,16 @@ impl<F: FnMut(&str) -> Result<usize, String>> Parser<'_, F> {
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("the expression nests more than {MAX_DEPTH} levels deep"));
+        }
+        let e = self.atom();
+        self.depth -= 1;
+        e
+    }
+
+    fn atom(&mut self) -> Result<Expr, String> {
         match self.peek() {
             Some(b'-') => {
                 self.pos += 1;
@@ -200,6 +228,9 @@ mod tests {
             ("1.2.3", "not a number"),
             ("`open", "never closed"),
             ("price % 2", "unexpected '%'"),
+            (&"-".repeat(10_000), "nests more than 64"),
+            (&vec!["1"; 5000].join("+"), "more than 256 operations"),
+            (&format!("{}1{}", "(".repeat(100), ")".repeat(100)), "nests more than 64"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");

@@ -94,6 +94,10 @@ impl Cond {
             Cond::Any(cs) => cs.iter().any(|c| c.holds(row)),
             Cond::Not(c) => !c.holds(row),
             Cond::Cmp { column, op, value } => {
+                // An empty value (null, or "" in a string column) satisfies no comparison.
+                if row[*column].is_empty() {
+                    return false;
+                }
                 let Some(ord) = row[*column].compare(value) else { return false };
                 match op {
                     CondOp::Eq => ord == Ordering::Equal,
@@ -180,6 +184,8 @@ mod tests {
         let lt = cond(r#"{"column": "x", "op": "<", "value": 10}"#).unwrap();
         let ne = cond(r#"{"column": "x", "op": "!=", "value": 10}"#).unwrap();
         assert!(!lt.holds(&row("a", 1, None)) && !ne.holds(&row("a", 1, None)));
+        let name_ne = cond(r#"{"column": "name", "op": "!=", "value": "x"}"#).unwrap();
+        assert!(!name_ne.holds(&row("", 1, None)), "an empty string compares like null");
         assert!(cond(r#"{"column": "x", "op": "empty"}"#).unwrap().holds(&row("a", 1, None)));
         assert!(cond(r#"{"column": "name", "op": "empty"}"#).unwrap().holds(&row("", 1, None)));
         assert!(cond(r#"{"column": "name", "op": "not_empty"}"#).unwrap().holds(&row("z", 1, None)));

@@ -46,6 +46,18 @@ pub struct Stats {
     pub rows_filtered: u64,
     /// Rows that produced an error record.
     pub rows_errored: u64,
+    /// Error records left out of a JSON answer (past [`MAX_ERROR_RECORDS`] per chunk); they are
+    /// counted in `rows_errored`, and NDJSON answers carry every one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors_omitted: u64,
+}
+
+/// The most error records a JSON answer holds per chunk: they wait in memory
+/// until the records are out, so a chunk of bad rows must not hold them all.
+pub const MAX_ERROR_RECORDS: usize = 10_000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Stats {
@@ -55,6 +67,7 @@ impl Stats {
         self.rows_out += other.rows_out;
         self.rows_filtered += other.rows_filtered;
         self.rows_errored += other.rows_errored;
+        self.errors_omitted += other.errors_omitted;
     }
 }
 

@@ -217,7 +217,15 @@ impl Column {
                     *number = match *slot {
                         Slot::Column(c) => earlier[c].as_f64(),
                         Slot::Field(f) => {
-                            let raw = std::str::from_utf8(row.get(f).unwrap_or(b"")).unwrap_or("").trim();
+                            let raw = std::str::from_utf8(row.get(f).unwrap_or(b"")).map_err(|e| {
+                                let msg = format!(
+                                    "column {:?}: input not valid UTF-8 (bad byte at offset {})",
+                                    self.name,
+                                    e.valid_up_to()
+                                );
+                                (RowErrorKind::InvalidUtf8, Some(f), msg)
+                            })?;
+                            let raw = raw.trim();
                             if raw.is_empty() {
                                 None
                             } else {

@@ -155,6 +155,17 @@ mod tests {
     }
 
     #[test]
+    fn trimming_cannot_hide_a_quoted_line_break() {
+        let file = b"a,b\n1,\"abc\n\"\n2,x\n";
+        let spec = spec::parse(br#"{"dialect": {"trim": true, "flexible": true}}"#).unwrap();
+        let program = Program::compile(&spec, &["a".into(), "b".into()]).unwrap();
+        let c = cut(file, 0, 8, 4, true).unwrap();
+        let placement = Placement { line_offset: 0, range_start: Some(0) };
+        let mut t = Transformer::new(&spec, &program, &file[c.begin..c.end], Format::Json, placement).unwrap();
+        assert!(t.fill(&mut Vec::new(), usize::MAX).is_err());
+    }
+
+    #[test]
     fn quoted_line_breaks_stop_range_mode() {
         let file = b"a,b\n1,\"two\nlines\"\n3,c\n";
         let spec = spec::parse(b"{}").unwrap();

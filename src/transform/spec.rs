@@ -15,7 +15,7 @@ pub struct Spec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
     /// How the CSV is written.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub dialect: Dialect,
     /// The output columns; when absent, every input column as a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,8 +27,14 @@ pub struct Spec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<AggregateSpec>,
     /// What a bad row does.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub on_error: OnError,
+}
+
+// Defaults are left out when a spec is written, so the spec a coordinator
+// forwards to its workers stays as small as the one it was given.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// The CSV dialect.
@@ -116,13 +122,13 @@ pub struct ColumnSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_format: Option<String>,
     /// Trim surrounding whitespace.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub trim: bool,
     /// Lower-case.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub lower: bool,
     /// Upper-case.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub upper: bool,
     /// Replacements, applied in order after trimming.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -140,7 +146,7 @@ pub struct ColumnSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round: Option<u32>,
     /// Compute the column (for filters and expressions) without writing it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub hidden: bool,
 }
 
@@ -221,7 +227,7 @@ pub enum CondOp {
 #[serde(deny_unknown_fields)]
 pub struct AggregateSpec {
     /// The output columns whose values form a group.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_by: Vec<String>,
     /// What to compute per group.
     pub metrics: Vec<MetricSpec>,
@@ -235,7 +241,7 @@ pub struct AggregateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// Return mergeable partial state instead of final values (having, sort and limit wait for the merge).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub partial: bool,
 }
 
@@ -276,7 +282,7 @@ pub struct SortSpec {
     /// A group column or metric name.
     pub by: String,
     /// Largest first.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub desc: bool,
 }
 
@@ -404,6 +410,14 @@ mod tests {
         let big = format!("{{\"columns\": [{}\"a\"]}}", "\"a\",".repeat(MAX_SPEC_BYTES / 4));
         assert_eq!(from_request(None, Some(big), None).unwrap_err().status(), 413);
         assert_eq!(from_request(Some("{".into()), None, None).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn specs_are_written_without_their_defaults() {
+        let spec = parse(br#"{"preset": "vat"}"#).unwrap();
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(!text.contains("dialect") && !text.contains("\"trim\":false") && !text.contains("on_error"), "{text}");
+        assert_eq!(parse(text.as_bytes()).unwrap(), spec);
     }
 
     #[test]

@@ -245,3 +245,34 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn crlf_and_blank_lines_keep_line_numbers() {
+    let spec = r#"{"columns": ["id", {"from": "amount", "type": "float"}]}"#;
+    let v = ok(spec, "id,amount\r\n1,x\r\n2,3\r\n\r\n4,y\r\n");
+    let lines: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [2, 5]);
+    let v = ok("{}", "id,n\n1,a\n\nbad\n");
+    assert_eq!(v["errors"][0]["line"], 4);
+    let v = ok("{}", "\"i\nd\",n\r\n1,a\r\nbad\r\n");
+    assert_eq!(v["errors"][0]["line"], 4, "a header spanning two lines");
+}
+
+#[test]
+fn json_answers_keep_a_bounded_number_of_error_records() {
+    let mut csv = String::from("a,b\n");
+    for _ in 0..10_005 {
+        csv.push_str("x\n");
+    }
+    let v = ok("{}", &csv);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 10_000);
+    assert_eq!(v["stats"]["rows_errored"], 10_005);
+    assert_eq!(v["stats"]["errors_omitted"], 5);
+    let spec = spec::parse(b"{}").unwrap();
+    let out = run_to_end(&spec, csv.as_bytes(), Format::Ndjson).unwrap();
+    assert_eq!(
+        out.split(|&b| b == b'\n').filter(|l| l.starts_with(b"{\"error\"")).count(),
+        10_005,
+        "NDJSON has them all"
+    );
+}

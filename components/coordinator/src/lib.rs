@@ -11,8 +11,7 @@ use fanout::merge::{ChunkAnswer, TransformMerge};
 use fanout::retry::{parse_retry_after, retryable_status, RetryPolicy};
 use fanout::scrape::{Outcome, PageResult, ScrapeRequest, ScrapeResponse};
 use fanout::transform::aggregate::{Groups, Shape};
-use fanout::transform::engine::read_header;
-use fanout::transform::program::Program;
+use fanout::transform::engine::{prepare, read_header};
 use fanout::transform::spec;
 use fanout::{merge, plan};
 use fanout_spin::{fetch, random_u64, serve, sleep, FetchError, Outbound, Reply, Request};
@@ -120,13 +119,11 @@ async fn coordinate_transform(req: Request) -> Result<Reply, ApiError> {
     let data = req.body().await?;
     // Every mistake in the spec is found here, before any worker is called.
     let header = read_header(&spec.dialect, &data).map_err(ApiError::bad_request)?;
-    let program = Program::compile(&spec, &header.names).map_err(ApiError::bad_request)?;
+    let program = prepare(&spec, &header.names).map_err(ApiError::bad_request)?;
     let groups = match &spec.aggregate {
         Some(aggregate) => {
             let shape = Shape::compile(aggregate, &program.schema()).map_err(ApiError::bad_request)?.shape;
-            let groups = Groups::new(shape);
-            groups.finish(aggregate).map_err(ApiError::bad_request)?;
-            Some(groups)
+            Some(Groups::new(shape))
         }
         None => None,
     };
@@ -136,7 +133,15 @@ async fn coordinate_transform(req: Request) -> Result<Reply, ApiError> {
     }
     let mut worker_url = url::Url::parse(worker)
         .map_err(|e| ApiError::new(ErrorKind::Config, format!("FANOUT_TRANSFORM_URL={worker:?} is not a URL: {e}")))?;
-    worker_url.query_pairs_mut().append_pair("spec", &serde_json::to_string(&worker_spec).expect("specs serialise"));
+    let worker_spec = serde_json::to_string(&worker_spec).expect("specs serialise");
+    if worker_spec.len() > spec::MAX_SPEC_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the spec is {} bytes with its preset written out, over the workers' limit of {}",
+            worker_spec.len(),
+            spec::MAX_SPEC_BYTES
+        )));
+    }
+    worker_url.query_pairs_mut().append_pair("spec", &worker_spec);
 
     let plan = plan::csv_chunks(&data, chunk_bytes, &spec.dialect)?;
     let invocations = plan.chunks.len();

@@ -10,7 +10,7 @@ mod source;
 use fanout::api::{ApiError, ErrorKind};
 use fanout::content::media_type;
 use fanout::framing::Format;
-use fanout::transform::engine::{read_header, run_compiled, Placement, Progress, RunError, Transformer};
+use fanout::transform::engine::{prepare, read_header, run_compiled, Placement, Progress, RunError, Transformer};
 use fanout::transform::program::Program;
 use fanout::transform::spec::{self, OnError, Spec};
 use fanout_spin::{serve, Reply, Request};
@@ -39,7 +39,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
             let offset = line_offset(&req)?;
             let data = req.body().await?;
             let header = read_header(&spec.dialect, &data).map_err(ApiError::bad_request)?;
-            let program = Program::compile(&spec, &header.names).map_err(ApiError::bad_request)?;
+            let program = prepare(&spec, &header.names).map_err(ApiError::bad_request)?;
             let placement = Placement { line_offset: header.lines + offset, range_start: None };
             answer(spec, program, data, header.data_start, format, placement)
         }
@@ -80,11 +80,11 @@ fn answer(
             Ok(out) => Ok(Reply::bytes(format.content_type(), out)),
             Err(RunError::Spec(m)) => Err(ApiError::bad_request(m)),
             Err(RunError::Halt(h)) => {
-                let at = match placement.range_start {
-                    Some(_) => String::new(),
-                    None => format!("line {}: ", h.line),
+                let at = match h.byte {
+                    Some(byte) => format!("line {} (byte {byte})", h.line),
+                    None => format!("line {}", h.line),
                 };
-                Err(ApiError::new(ErrorKind::BadRow, format!("{at}{}", h.message)))
+                Err(ApiError::new(ErrorKind::BadRow, format!("{at}: {}", h.message)))
             }
         };
     }

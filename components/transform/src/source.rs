@@ -8,8 +8,7 @@ use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::config::Config;
 use fanout::egress::{self, Refusal};
 use fanout::framing::Format;
-use fanout::transform::engine::{read_header, Placement};
-use fanout::transform::program::Program;
+use fanout::transform::engine::{prepare, read_header, Placement};
 use fanout::transform::range::{self, NeedMore};
 use fanout::transform::spec::{self, Spec};
 use fanout_spin::{fetch, Outbound, Reply, Request};
@@ -77,17 +76,19 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
             )));
         }
         let header = read_header(&spec.dialect, &prefix.bytes).map_err(ApiError::bad_request)?;
-        // Lines are counted from the range's first record, except in the range that starts the file.
-        let lines = if job.start == 0 { header.lines } else { 0 };
-        (header.names, header.data_start as u64, lines)
+        // Lines are counted from the range's first record, except in the range that
+        // owns the file's first record, where they are the file's.
+        let data_start = header.data_start as u64;
+        let lines = if job.start <= data_start { header.lines } else { 0 };
+        (header.names, data_start, lines)
     } else {
         read_header(&spec.dialect, &[]).map(|h| (h.names, 0, 0)).map_err(ApiError::bad_request)?
     };
-    let program = Program::compile(&spec, &names).map_err(ApiError::bad_request)?;
+    let program = prepare(&spec, &names).map_err(ApiError::bad_request)?;
 
     let from = range::fetch_from(job.start);
     let mut buf = Vec::new();
-    let mut upto = job.end + OVERSHOOT;
+    let mut upto = job.end.saturating_add(OVERSHOOT);
     let cut = loop {
         let piece =
             fetch_range(&config, url.as_str(), from + buf.len() as u64, upto.max(from + buf.len() as u64)).await?;
@@ -103,11 +104,11 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
                     ),
                 ))
             }
-            Err(NeedMore) => upto += OVERSHOOT.max(upto - job.end),
+            Err(NeedMore) => upto = upto.saturating_add(OVERSHOOT.max(upto - job.end)),
         }
     };
     buf.truncate(cut.end);
-    let placement = Placement { line_offset, range_start: Some(from + cut.begin as u64) };
+    let placement = Placement { line_offset, range_start: Some(from.saturating_add(cut.begin as u64)) };
     answer(spec, program, buf, cut.begin, format, placement)
 }
 
@@ -120,8 +121,11 @@ async fn fetch_range(config: &Config, url: &str, first: u64, last: u64) -> Resul
         headers: vec![("range", format!("bytes={first}-{last}"))],
         body: None,
         timeout: config.source_timeout,
-        // A server that ignores Range sends the whole file: that is allowed while it fits.
-        max_bytes: config.max_request_bytes + MAX_HEADER_BYTES as usize,
+        // What was asked for; a server that ignores Range sends the whole file,
+        // which is allowed while it fits in the request limit too.
+        max_bytes: usize::try_from(last.saturating_sub(first).saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .saturating_add(config.max_request_bytes),
         truncate: false,
     })
     .await
@@ -132,16 +136,17 @@ async fn fetch_range(config: &Config, url: &str, first: u64, last: u64) -> Resul
                 .header("content-range")
                 .and_then(parse_content_range)
                 .ok_or_else(|| gateway("answered 206 without a usable Content-Range".into()))?;
-            if start != first || response.body.len() as u64 != end + 1 - start {
+            if start != first || end < start || response.body.len() as u64 != end - start + 1 {
                 return Err(gateway(format!("answered bytes {start}-{end} when asked for {first}-{last}")));
             }
-            Ok(Piece { bytes: response.body, at_eof: total.map_or(end < last, |t| end + 1 >= t) })
+            Ok(Piece { bytes: response.body, at_eof: total.map_or(end < last, |t| end.saturating_add(1) >= t) })
         }
         200 => {
+            // The server ignored Range and sent the whole file: cut the range from it.
             let body = response.body;
-            let from = (first as usize).min(body.len());
-            let to = (last as usize).saturating_add(1).min(body.len());
-            Ok(Piece { bytes: body[from..to].to_vec(), at_eof: to == body.len() })
+            let len = body.len() as u64;
+            let (from, to) = (first.min(len), last.saturating_add(1).min(len));
+            Ok(Piece { bytes: body[from as usize..to.max(from) as usize].to_vec(), at_eof: to == len })
         }
         416 => Ok(Piece { bytes: Vec::new(), at_eof: true }),
         status => Err(gateway(format!("answered {status}"))),
