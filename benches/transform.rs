@@ -16,13 +16,8 @@ fn generate() -> Vec<u8> {
     let categories = [" Tools", "HOME ", "garden", "Kitchen", " toys "];
     let regions = ["north", "south", "east", "west"];
     let products = ["widget", "gadget", "gizmo", "doohickey"];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = fanout_testkit::rng::Rng::new(0x9e37_79b9_7f4a_7c15u64);
+    let mut next = move || rng.next_u64();
     let mut csv = b"id,amount,date,category,region,product\n".to_vec();
     for id in 1..=ROWS {
         let r = next();

@@ -3,10 +3,8 @@
 # prints native and in-component numbers measured side by side in one run.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/scripts/setup.sh"
 # shellcheck source=scripts/toolchain.sh
 source "$root/scripts/toolchain.sh"
-fanout_find_tools
-export FANOUT_WASM_DIR=${FANOUT_WASM_DIR:-$(fanout_wasm_dir "$root")}
+fanout_ready "$root"
 cd "$root"
 cargo bench --locked --bench "${1:-scrape}"

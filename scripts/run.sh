@@ -10,12 +10,11 @@
 # workers through FANOUT_SCRAPE_URL and FANOUT_TRANSFORM_URL.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/scripts/setup.sh"
 # shellcheck source=scripts/toolchain.sh
 source "$root/scripts/toolchain.sh"
-fanout_find_tools
+fanout_ready "$root"
 cd "$root"
-wasm_dir=$(fanout_wasm_dir "$root")
+wasm_dir=$FANOUT_WASM_DIR
 out="$root/out"
 mkdir -p "$out"
 

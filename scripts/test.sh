@@ -4,10 +4,8 @@
 # components under wasmtime serve against a loopback fixture site.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/scripts/setup.sh"
 # shellcheck source=scripts/toolchain.sh
 source "$root/scripts/toolchain.sh"
-fanout_find_tools
-export FANOUT_WASM_DIR=${FANOUT_WASM_DIR:-$(fanout_wasm_dir "$root")}
+fanout_ready "$root"
 cd "$root"
 cargo test --locked "$@"

@@ -51,3 +51,12 @@ fanout_find_tools() {
 fanout_wasm_dir() {
   echo "${CARGO_TARGET_DIR:-$1/target}/wasm32-wasip2/release"
 }
+
+# Installs and builds what is missing (scripts/setup.sh), then exports where
+# the tools and the built components are, for the scripts that use them.
+fanout_ready() {
+  local root=$1
+  "$root/scripts/setup.sh"
+  fanout_find_tools
+  export FANOUT_WASM_DIR=${FANOUT_WASM_DIR:-$(fanout_wasm_dir "$root")}
+}

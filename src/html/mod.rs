@@ -315,13 +315,8 @@ mod tests {
                 Selection { selector: Selector::parse("a > b c, [x=y]").unwrap(), attr: None, all: true },
             )],
         };
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = fanout_testkit::rng::Rng::new(0x9e37_79b9_7f4a_7c15u64);
+        let mut next = move || rng.next_u64();
         for _ in 0..3000 {
             let len = (next() % 64) as usize;
             let soup: String = (0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();

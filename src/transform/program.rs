@@ -418,13 +418,10 @@ mod tests {
     /// Fixed-point text is what the shortest round-trip form would have been.
     #[test]
     fn fixed_point_matches_shortest_form() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = fanout_testkit::rng::Rng::new(0x2545_f491_4f6c_dd1d);
         for places in 0..=6u32 {
             for _ in 0..20_000 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let raw = (seed % 2_000_000_000) as f64 / 1000.0 - 1_000_000.0;
+                let raw = rng.below(2_000_000_000) as f64 / 1000.0 - 1_000_000.0;
                 let scale = 10f64.powi(places as i32);
                 let f = (raw * scale).round() / scale;
                 let (mut fixed, mut shortest) = (Vec::new(), Vec::new());

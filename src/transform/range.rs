@@ -123,13 +123,8 @@ mod tests {
 
     #[test]
     fn random_files_and_cuts() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = fanout_testkit::rng::Rng::new(0x1234_5678_9abc_def1u64);
+        let mut next = move || rng.next_u64();
         for _ in 0..200 {
             let mut file = b"a,b\n".to_vec();
             for _ in 0..(next() % 8) {

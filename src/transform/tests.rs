@@ -223,13 +223,8 @@ fn arbitrary_bytes_never_panic() {
         r#"{"dialect": {"flexible": true, "trim": true}}"#,
     ];
     let alphabet = b"ab,\"\n\r;1.-9e \xff\xc3\xa9";
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = fanout_testkit::rng::Rng::new(0x2545_f491_4f6c_dd1du64);
+    let mut next = move || rng.next_u64();
     for _ in 0..3000 {
         let len = (next() % 80) as usize;
         let data: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();

@@ -5,10 +5,12 @@
 //! * [`component`]: serves a built component under `wasmtime serve` on a free
 //!   loopback port and stops it when dropped.
 //! * [`client`]: a small blocking HTTP/1.1 client for talking to both.
+//! * [`rng`]: a deterministic random number generator for property tests.
 //!
 //! Everything binds to 127.0.0.1 only and picks free ports, so tests run in
 //! parallel without clashing and never reach another host.
 
 pub mod client;
 pub mod component;
+pub mod rng;
 pub mod site;
