@@ -269,7 +269,9 @@ impl Groups {
                 .key
                 .iter()
                 .zip(&self.shape.group_by)
-                .map(|(v, f)| from_json(v, f.ty).ok_or_else(|| bad(&format!("key {v} is not {}", f.ty.describe()))))
+                .map(|(v, f)| {
+                    Value::from_json(v, f.ty).ok_or_else(|| bad(&format!("key {v} is not {}", f.ty.describe())))
+                })
                 .collect::<Result<_, _>>()?;
             let mut key_text = Vec::new();
             canonical(key.iter(), &mut key_text);
@@ -399,22 +401,6 @@ fn parse_decimal(s: &str) -> Option<i128> {
     Some(if neg { -n } else { n })
 }
 
-/// A typed value from its JSON form.
-fn from_json(v: &serde_json::Value, ty: Type) -> Option<Value<'static>> {
-    use super::dates::Format;
-    use serde_json::Value as J;
-    Some(match (ty, v) {
-        (_, J::Null) => Value::Null,
-        (Type::String, J::String(s)) => Value::Str(s.clone().into()),
-        (Type::Integer, J::Number(n)) => Value::Int(n.as_i64()?),
-        (Type::Float, J::Number(n)) => Value::Float(n.as_f64()?),
-        (Type::Boolean, J::Bool(b)) => Value::Bool(*b),
-        (Type::Date, J::String(s)) => Value::Date(Format::iso_date().parse_date(s)?),
-        (Type::Datetime, J::String(s)) => Value::DateTime(Format::iso_datetime().parse_datetime(s)?),
-        _ => return None,
-    })
-}
-
 impl Acc {
     fn new(op: MetricOp) -> Acc {
         match op {
@@ -489,8 +475,8 @@ impl Acc {
             MetricOp::Sum | MetricOp::Mean => {
                 Acc::Sum { nanos: parse_decimal(get("sum")?.as_str()?)?, n: get("n")?.as_u64()? }
             }
-            MetricOp::Min => Acc::Min(Some(from_json(get("min")?, m.ty?)?).filter(|v| !v.is_empty())),
-            MetricOp::Max => Acc::Max(Some(from_json(get("max")?, m.ty?)?).filter(|v| !v.is_empty())),
+            MetricOp::Min => Acc::Min(Some(Value::from_json(get("min")?, m.ty?)?).filter(|v| !v.is_empty())),
+            MetricOp::Max => Acc::Max(Some(Value::from_json(get("max")?, m.ty?)?).filter(|v| !v.is_empty())),
         })
     }
 

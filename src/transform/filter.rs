@@ -1,6 +1,5 @@
 //! Conditions over typed values: row filters and aggregate `having`.
 
-use super::dates::Format;
 use super::spec::{CondOp, FilterSpec};
 use super::value::{Type, Value};
 use std::cmp::Ordering;
@@ -121,25 +120,19 @@ impl Cond {
 
 /// A JSON literal as a value of type `ty`.
 fn literal(v: &serde_json::Value, ty: Type) -> Result<Value<'static>, String> {
-    use serde_json::Value as J;
-    let bad = || format!("{v} is not {}", ty.describe());
-    Ok(match (ty, v) {
-        (Type::String, J::String(s)) => Value::Str(s.clone().into()),
-        (Type::Integer, J::Number(n)) => {
-            n.as_i64().map(Value::Int).or_else(|| n.as_f64().map(Value::Float)).ok_or_else(bad)?
+    match (ty, v) {
+        // A literal is never empty: an empty value satisfies no comparison anyway.
+        (_, serde_json::Value::Null) => Err(format!("null is not {}; use the empty operator", ty.describe())),
+        // An integer column compares with a fractional number as a number.
+        (Type::Integer, serde_json::Value::Number(n)) if n.as_i64().is_none() => {
+            n.as_f64().map(Value::Float).ok_or_else(|| format!("{v} is not a number"))
         }
-        (Type::Float, J::Number(n)) => Value::Float(n.as_f64().ok_or_else(bad)?),
-        (Type::Boolean, J::Bool(b)) => Value::Bool(*b),
-        (Type::Date, J::String(s)) => {
-            Value::Date(Format::iso_date().parse_date(s).ok_or_else(|| format!("{v} is not a date (YYYY-MM-DD)"))?)
+        (Type::Date, _) => Value::from_json(v, ty).ok_or_else(|| format!("{v} is not a date (YYYY-MM-DD)")),
+        (Type::Datetime, _) => {
+            Value::from_json(v, ty).ok_or_else(|| format!("{v} is not a date-time (YYYY-MM-DDTHH:MM:SS)"))
         }
-        (Type::Datetime, J::String(s)) => Value::DateTime(
-            Format::iso_datetime()
-                .parse_datetime(s)
-                .ok_or_else(|| format!("{v} is not a date-time (YYYY-MM-DDTHH:MM:SS)"))?,
-        ),
-        _ => return Err(bad()),
-    })
+        _ => Value::from_json(v, ty).ok_or_else(|| format!("{v} is not {}", ty.describe())),
+    }
 }
 
 #[cfg(test)]

@@ -114,6 +114,22 @@ impl Value<'_> {
         }
     }
 
+    /// The value of type `ty` that JSON `v` writes (dates as ISO 8601 strings),
+    /// the inverse of [`Value::to_json`]; `None` when `v` is not of that type.
+    pub fn from_json(v: &serde_json::Value, ty: Type) -> Option<Value<'static>> {
+        use serde_json::Value as J;
+        Some(match (ty, v) {
+            (_, J::Null) => Value::Null,
+            (Type::String, J::String(s)) => Value::Str(s.clone().into()),
+            (Type::Integer, J::Number(n)) => Value::Int(n.as_i64()?),
+            (Type::Float, J::Number(n)) => Value::Float(n.as_f64()?),
+            (Type::Boolean, J::Bool(b)) => Value::Bool(*b),
+            (Type::Date, J::String(s)) => Value::Date(Format::iso_date().parse_date(s)?),
+            (Type::Datetime, J::String(s)) => Value::DateTime(Format::iso_datetime().parse_datetime(s)?),
+            _ => return None,
+        })
+    }
+
     /// The value as a `serde_json` value (for the small outputs: groups, errors).
     pub fn to_json(&self) -> serde_json::Value {
         let mut buf = Vec::new();
