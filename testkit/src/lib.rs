@@ -5,6 +5,8 @@
 //! * [`component`]: serves a built component under `wasmtime serve` on a free
 //!   loopback port and stops it when dropped.
 //! * [`client`]: a small blocking HTTP/1.1 client for talking to both.
+//! * [`proxy`]: a reverse proxy that injects faults (errors, hangs, cut or
+//!   altered answers) into chosen requests between two components.
 //! * [`rng`]: a deterministic random number generator for property tests.
 //!
 //! Everything binds to 127.0.0.1 only and picks free ports, so tests run in
@@ -12,5 +14,6 @@
 
 pub mod client;
 pub mod component;
+pub mod proxy;
 pub mod rng;
 pub mod site;

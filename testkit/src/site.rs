@@ -1,6 +1,6 @@
 //! A local fixture web site, served on 127.0.0.1 from a thread per connection.
 //!
-//! Routes (all `GET`):
+//! Routes (`GET`, and `HEAD` where the table says so):
 //!
 //! | path | answer |
 //! | --- | --- |
@@ -10,7 +10,8 @@
 //! | `/big/<bytes>` | an HTML page of that many bytes, sent in 16 KiB pieces |
 //! | `/hang` | never answers (holds the connection for 60 s) |
 //! | `/text` | a `text/plain` body |
-//! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b` |
+//! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b`; `HEAD` gives its length and `accept-ranges: bytes` |
+//! | `/nohead/<name>` | the same as `/files/<name>`, but `HEAD` is 405 (a server that does not allow it) |
 //! | `/whole/<name>` | the same content, ignoring `Range` (a server without range support) |
 //! | `/redirect/<n>?delay_ms=M&to=<path>` | a chain of n relative redirects ending at `to`, each after M ms |
 //! | `/redirect-to?url=<url>` | one redirect to `url`, as given |
@@ -33,7 +34,8 @@ use std::time::Duration;
 
 #[derive(Default)]
 struct State {
-    files: HashMap<String, (String, Vec<u8>)>,
+    /// Shared, so that serving a file of hundreds of MB copies no bytes under the lock.
+    files: HashMap<String, (String, Arc<Vec<u8>>)>,
     hits: HashMap<String, usize>,
     /// The status and body (or `Location`) of `/robots.txt`.
     robots: Option<(u16, String)>,
@@ -72,7 +74,7 @@ impl Site {
 
     /// Serves `body` at `/files/<name>` with the given content type.
     pub fn put(&self, name: &str, content_type: &str, body: impl Into<Vec<u8>>) {
-        self.state.lock().unwrap().files.insert(name.to_owned(), (content_type.to_owned(), body.into()));
+        self.state.lock().unwrap().files.insert(name.to_owned(), (content_type.to_owned(), Arc::new(body.into())));
     }
 
     /// Serves `text` at `/robots.txt`.
@@ -113,6 +115,7 @@ pub fn page_html(id: &str, pad: usize) -> String {
 }
 
 struct Req {
+    method: String,
     path: String,
     query: HashMap<String, String>,
     headers: HashMap<String, String>,
@@ -124,7 +127,9 @@ fn read_request(stream: &TcpStream) -> std::io::Result<Option<Req>> {
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
     }
-    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_owned();
+    let target = words.next().unwrap_or("/").to_owned();
     let mut headers = HashMap::new();
     loop {
         let mut h = String::new();
@@ -138,7 +143,7 @@ fn read_request(stream: &TcpStream) -> std::io::Result<Option<Req>> {
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let query =
         query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    Ok(Some(Req { path: path.to_owned(), query, headers }))
+    Ok(Some(Req { method, path: path.to_owned(), query, headers }))
 }
 
 fn respond(
@@ -148,27 +153,39 @@ fn respond(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
+    respond_head(stream, status, extra, content_type, body.len())?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// Sends only the head of an answer whose body is `len` bytes: the whole answer to a `HEAD`.
+fn respond_head(
+    stream: &mut TcpStream,
+    status: u16,
+    extra: &[(&str, String)],
+    content_type: &str,
+    len: usize,
+) -> std::io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {len}\r\nconnection: close\r\n",
         reason(status),
-        body.len()
     );
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
+    stream.write_all(head.as_bytes())
 }
 
-fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         206 => "Partial Content",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Status",
     }
@@ -301,11 +318,22 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             Some((content_type, body)) => respond(&mut stream, 200, &[], &content_type, &body),
             None => respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>"),
         },
-        ["files", name] => {
+        [route @ ("files" | "nohead"), name] => {
+            let head = req.method == "HEAD";
+            if head && *route == "nohead" {
+                return respond_head(&mut stream, 405, &[("allow", "GET".into())], "text/plain", 0);
+            }
             let file = state.lock().unwrap().files.get(*name).cloned();
             let Some((content_type, body)) = file else {
-                return respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>");
+                return if head {
+                    respond_head(&mut stream, 404, &[], HTML, 0)
+                } else {
+                    respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>")
+                };
             };
+            if head {
+                return respond_head(&mut stream, 200, &[("accept-ranges", "bytes".into())], &content_type, body.len());
+            }
             match req.headers.get("range").and_then(|r| parse_range(r, body.len())) {
                 None if req.headers.contains_key("range") => respond(
                     &mut stream,
@@ -335,4 +363,33 @@ fn parse_range(value: &str, len: usize) -> Option<(usize, usize)> {
     let a: usize = a.parse().ok()?;
     let b: usize = if b.is_empty() { len.checked_sub(1)? } else { b.parse::<usize>().ok()?.min(len.checked_sub(1)?) };
     (a <= b).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{get, request};
+
+    #[test]
+    fn head_gives_the_length_and_nohead_refuses() {
+        let site = Site::start();
+        site.put("a.csv", "text/csv", "id\n1\n2\n");
+        let head = request("HEAD", &site.url("/files/a.csv"), &[], b"").unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-length"), Some("7"));
+        assert_eq!(head.header("accept-ranges"), Some("bytes"));
+        assert_eq!(head.header("content-type"), Some("text/csv"));
+        assert!(head.body.is_empty());
+        assert_eq!(request("HEAD", &site.url("/files/missing"), &[], b"").unwrap().status, 404);
+
+        let refused = request("HEAD", &site.url("/nohead/a.csv"), &[], b"").unwrap();
+        assert_eq!((refused.status, refused.header("allow")), (405, Some("GET")));
+        assert_eq!(get(&site.url("/nohead/a.csv")).body, b"id\n1\n2\n");
+        let part = request("GET", &site.url("/nohead/a.csv"), &[("range", "bytes=3-4")], b"").unwrap();
+        assert_eq!(
+            (part.status, part.header("content-range"), part.text().as_str()),
+            (206, Some("bytes 3-4/7"), "1\n")
+        );
+        assert_eq!(site.hits("/files/a.csv"), 1);
+    }
 }
