@@ -82,7 +82,7 @@ impl ApiError {
     }
 
     /// A body that grew past `limit` bytes.
-    pub fn payload_too_large(limit: usize) -> ApiError {
+    pub fn payload_too_large(limit: u64) -> ApiError {
         ApiError::new(ErrorKind::PayloadTooLarge, format!("request body is larger than the limit of {limit} bytes"))
     }
 

@@ -62,6 +62,19 @@ pub struct Config {
     pub batch_size: usize,
     /// `FANOUT_CHUNK_BYTES`: CSV bytes per transform invocation, unless the request says otherwise.
     pub chunk_bytes: usize,
+    /// `FANOUT_MIN_CHUNK_BYTES`: the smallest `chunk_bytes` a request may ask for.
+    pub min_chunk_bytes: usize,
+    /// `FANOUT_MAX_JOB_BYTES`: the most CSV bytes one coordinated job may stream in.
+    pub max_job_bytes: u64,
+    /// `FANOUT_MAX_JOB_URLS`: the most URLs one coordinated scrape job may name.
+    pub max_job_urls: usize,
+    /// `FANOUT_JOB_DEADLINE_MS`: the longest a coordinated job may run (and its default deadline).
+    pub job_deadline: Duration,
+    /// `FANOUT_WINDOW_BYTES`: memory for answers held back for input order (default and limit of `window_bytes`).
+    pub window_bytes: usize,
+    /// `FANOUT_JOB_MEMORY_BYTES`: memory one coordinated job may hold: its window, and a unit
+    /// and an answer for each call in flight. Fewer calls run at once when more would pass it.
+    pub job_memory_bytes: usize,
 }
 
 impl Default for Config {
@@ -85,9 +98,15 @@ impl Default for Config {
             worker_concurrency: 8,
             worker_timeout: Duration::from_secs(120),
             worker_attempts: 3,
-            max_worker_response_bytes: 64 * 1024 * 1024,
+            max_worker_response_bytes: 16 * 1024 * 1024,
             batch_size: 50,
             chunk_bytes: 1024 * 1024,
+            min_chunk_bytes: 64 * 1024,
+            max_job_bytes: 64 * 1024 * 1024 * 1024,
+            max_job_urls: 1_000_000,
+            job_deadline: Duration::from_secs(3600),
+            window_bytes: 32 * 1024 * 1024,
+            job_memory_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -122,6 +141,12 @@ impl Config {
             max_worker_response_bytes: positive(&get, "FANOUT_MAX_WORKER_RESPONSE_BYTES", d.max_worker_response_bytes)?,
             batch_size: positive(&get, "FANOUT_BATCH_SIZE", d.batch_size)?,
             chunk_bytes: positive(&get, "FANOUT_CHUNK_BYTES", d.chunk_bytes)?,
+            min_chunk_bytes: positive(&get, "FANOUT_MIN_CHUNK_BYTES", d.min_chunk_bytes)?,
+            max_job_bytes: positive(&get, "FANOUT_MAX_JOB_BYTES", d.max_job_bytes)?,
+            max_job_urls: positive(&get, "FANOUT_MAX_JOB_URLS", d.max_job_urls)?,
+            job_deadline: millis(&get, "FANOUT_JOB_DEADLINE_MS", d.job_deadline)?,
+            window_bytes: positive(&get, "FANOUT_WINDOW_BYTES", d.window_bytes)?,
+            job_memory_bytes: positive(&get, "FANOUT_JOB_MEMORY_BYTES", d.job_memory_bytes)?,
         })
     }
 

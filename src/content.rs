@@ -1,5 +1,6 @@
 //! Response bodies turned into text: content-encoding (gzip, deflate) undone
-//! within a size limit, and the charset found and decoded.
+//! within a size limit, and the charset found and decoded; and the headers
+//! that describe a body (`Content-Range`).
 
 use encoding_rs::{Encoding, UTF_8};
 use std::fmt;
@@ -123,6 +124,13 @@ fn meta_charset(prefix: &[u8]) -> Option<&'static Encoding> {
     None
 }
 
+/// Parses `Content-Range: bytes A-B/TOTAL` (TOTAL may be `*`) into `(A, B, TOTAL)`.
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
+    let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +187,13 @@ mod tests {
         assert_eq!(decode_text(b"\xef\xbb\xbf<p>x</p>", Some("text/html; charset=windows-1252")).1, "UTF-8");
         assert_eq!(decode_text(b"<p>\xff</p>", Some("text/html; charset=nonsense")).0, "<p>\u{fffd}</p>");
         assert_eq!(decode_text(b"<meta charset=utf-16><p>x</p>", None).1, "UTF-8");
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(parse_content_range("bytes 0-0/1234"), Some((0, 0, Some(1234))));
+        assert_eq!(parse_content_range("bytes 10-19/*"), Some((10, 19, None)));
+        assert_eq!(parse_content_range("bytes */1234"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
     }
 }

@@ -13,22 +13,18 @@
 //! * [`schedule`]: which fetch runs next, within total and per-host limits.
 //! * [`scrape`]: the scrape worker's request and result shapes.
 //! * [`transform`]: CSV chunks turned into JSON records or group summaries by a spec.
-//! * [`plan`]: how a job is split into worker invocations.
-//! * [`merge`]: how worker outputs are merged back, in input order.
+//! * [`fanout`]: jobs split across worker invocations, run within limits, merged back in order.
 //! * [`redirect`]: following redirects, with loops and hop limits caught.
-//! * [`retry`]: when and after how long a failed call is tried again.
 //! * [`egress`]: which caller-supplied URLs a component may fetch.
 
 pub mod api;
 pub mod config;
 pub mod content;
 pub mod egress;
+pub mod fanout;
 pub mod framing;
 pub mod html;
-pub mod merge;
-pub mod plan;
 pub mod redirect;
-pub mod retry;
 pub mod robots;
 pub mod schedule;
 pub mod scrape;

@@ -320,6 +320,8 @@ pub enum FailureKind {
     Robots,
     /// The worker holding this URL failed, so it was not scraped.
     Worker,
+    /// The job stopped (failure threshold, deadline) before this URL was scraped.
+    NotAttempted,
 }
 
 impl ItemError {

@@ -1,230 +1,536 @@
-//! How worker outputs are merged back into one answer, in input order.
+//! Worker answers checked against what they were given, and merged into the job's output.
 //!
-//! A worker invocation that failed after its retries still accounts for every
-//! item it held: each becomes an error record naming the failure, so nothing
-//! given to the coordinator goes missing from its answer.
+//! Nothing a worker says is taken on trust: an answer is accepted only when it
+//! is well-formed JSON and accounts for exactly the items it was sent (rows
+//! counted by the coordinator's own split, URLs by position). Anything else is
+//! refused, and the driver retries it like a failed call. A unit that gets no
+//! answer still accounts for every item it held, as error records.
+//!
+//! * [`TableMerge`]: transform chunks, as records in order or as partial aggregates.
+//! * [`PageMerge`]: scrape batches, as results in order or as they finish.
 
-use crate::plan::CsvChunk;
-use crate::scrape::{FailureKind, ItemError, Outcome, PageResult, ScrapeResponse};
+use super::driver::{Failure, FailureKind, Merge, Report, Status};
+use crate::framing::Format;
+use crate::scrape::{FailureKind as PageFailure, ItemError, Outcome, PageResult, ScrapeResponse};
 use crate::transform::aggregate::{Groups, Partial};
-use crate::transform::output::{RowError, RowErrorKind, Stats, TableOutput};
+use crate::transform::output::{RowError, RowErrorKind, Stats, MAX_ERROR_RECORDS};
+use crate::transform::spec::AggregateSpec;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 use std::ops::Range;
 
-/// Turns one scrape batch's outcome into results for `urls[batch]`, indexed within the whole job.
-///
-/// A worker answer that does not hold exactly one result per URL of the batch,
-/// in order, is treated as a failure of the batch.
-pub fn scrape_batch(urls: &[String], batch: Range<usize>, outcome: Result<ScrapeResponse, String>) -> Vec<PageResult> {
-    let expected = &urls[batch.clone()];
-    let checked = outcome.and_then(|resp| {
-        let matches = resp.results.len() == expected.len()
-            && resp.results.iter().zip(expected).enumerate().all(|(i, (r, u))| r.index == i && &r.url == u);
-        if matches {
-            Ok(resp.results)
-        } else {
-            Err(format!(
-                "worker answered {} results that do not match the batch's {} URLs",
-                resp.results.len(),
-                expected.len()
-            ))
-        }
-    });
-    match checked {
-        Ok(results) => results
-            .into_iter()
-            .map(|mut r| {
-                r.index += batch.start;
-                r
-            })
-            .collect(),
-        Err(reason) => expected
-            .iter()
-            .zip(batch)
-            .map(|(url, index)| PageResult {
-                index,
-                url: url.clone(),
-                outcome: Outcome::Error(ItemError::new(FailureKind::Worker, reason.clone())),
-            })
-            .collect(),
-    }
+/// Where a transform unit's rows are in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkMeta {
+    /// A chunk cut by the coordinator: it knows the lines and the rows.
+    Lines {
+        /// The line the chunk starts on.
+        first_line: u64,
+        /// The line its last record starts on.
+        last_line: u64,
+        /// Records in it.
+        rows: u64,
+        /// What the worker adds to the line numbers it counts in the chunk's body.
+        line_offset: u64,
+    },
+    /// A byte range of a source file, which the worker fetches and cuts itself.
+    Range(Range<u64>),
 }
 
-/// One transform worker's answer: records, or a partial aggregate, with its errors and counts.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct ChunkAnswer {
-    /// Records, in record mode.
-    #[serde(default)]
-    pub records: Vec<Map<String, Value>>,
-    /// The partial aggregate, in aggregate mode.
-    #[serde(default)]
-    pub partial: Option<Partial>,
-    /// Bad rows.
-    #[serde(default)]
-    pub errors: Vec<RowError>,
-    /// Counts.
-    pub stats: Stats,
-}
-
-/// A transform job's answers merged in chunk order.
+/// A transform answer that passed its checks.
 #[derive(Debug)]
-pub struct TransformMerge {
-    /// Records (record mode), errors and counts.
-    pub output: TableOutput,
-    /// The merged groups, in aggregate mode.
-    pub groups: Option<Groups>,
+pub struct CheckedChunk {
+    body: Vec<u8>,
+    records: Vec<Range<usize>>,
+    errors: Vec<RowError>,
+    stats: Stats,
 }
 
-impl TransformMerge {
-    /// An empty merge; `groups` is `Some` (and empty) in aggregate mode.
-    pub fn new(groups: Option<Groups>) -> TransformMerge {
-        TransformMerge { output: TableOutput::default(), groups }
+/// What a transform worker answers (JSON), records kept as raw JSON.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChunkAnswer<'a> {
+    #[serde(borrow, default)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    partial: Option<Partial>,
+    errors: Vec<RowError>,
+    stats: Stats,
+    #[serde(default, rename = "timing")]
+    _timing: Option<serde::de::IgnoredAny>,
+}
+
+/// How a transform job's output is shaped.
+pub enum TableMode {
+    /// Records, in file order.
+    Records,
+    /// Groups, from partial aggregates merged as they arrive.
+    Aggregate {
+        /// The merged groups.
+        groups: Box<Groups>,
+        /// The spec, for `having`, `sort` and `limit` at the end.
+        spec: Box<AggregateSpec>,
+    },
+}
+
+/// Merges transform answers. See the module documentation.
+pub struct TableMerge {
+    format: Format,
+    mode: TableMode,
+    started: bool,
+    first_record: bool,
+    /// Error records of a JSON answer wait for the end, at most [`MAX_ERROR_RECORDS`] of them.
+    errors: Vec<RowError>,
+    stats: Stats,
+}
+
+impl TableMerge {
+    /// A merge writing `format`.
+    pub fn new(format: Format, mode: TableMode) -> TableMerge {
+        TableMerge { format, mode, started: false, first_record: true, errors: Vec::new(), stats: Stats::default() }
     }
 
-    /// Adds one chunk's outcome, whose line numbers are already the file's
-    /// (the worker was given the chunk's `line_offset`). A failed chunk, or an answer that does not
-    /// account for exactly the chunk's rows, becomes one error record covering
-    /// its lines, and its rows count as errored.
-    pub fn add(&mut self, chunk: &CsvChunk, outcome: Result<ChunkAnswer, String>) {
-        let checked = outcome.and_then(|part| {
-            if part.stats.rows_in != chunk.rows {
-                return Err(format!("worker read {} rows of a chunk holding {}", part.stats.rows_in, chunk.rows));
+    /// The row counts merged so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Opens a JSON answer at the first unit, so the caller's response starts
+    /// (and a caller that went away is noticed) before the end.
+    fn start(&mut self, out: &mut Vec<u8>) {
+        if !self.started {
+            self.started = true;
+            match (self.format, &self.mode) {
+                (Format::Json, TableMode::Records) => out.extend_from_slice(b"{\"records\":["),
+                (Format::Json, TableMode::Aggregate { .. }) => out.push(b'{'),
+                (Format::Ndjson, _) => {}
             }
-            match (&mut self.groups, &part.partial) {
-                (Some(groups), Some(partial)) => groups.merge(partial)?,
-                (Some(_), None) => return Err("worker answered records where a partial aggregate was asked for".into()),
-                _ => {}
-            }
-            Ok(part)
+        }
+    }
+
+    fn error(&mut self, err: RowError, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Ndjson => line(out, &json!({ "error": err })),
+            Format::Json if self.errors.len() < MAX_ERROR_RECORDS => self.errors.push(err),
+            Format::Json => self.stats.errors_omitted += 1,
+        }
+    }
+
+    fn summary(&self, report: &Report) -> Value {
+        let c = &report.counters;
+        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
+        let mut v = json!({
+            "status": report.status,
+            "rows_in": self.stats.rows_in,
+            "rows_out": self.stats.rows_out,
+            "rows_filtered": self.stats.rows_filtered,
+            "rows_errored": self.stats.rows_errored,
+            "rows_not_attempted": c.items_not_attempted,
+            "bytes": c.bytes,
+            "bytes_not_processed": c.bytes_failed,
+            "chunks": c.units,
+            "chunks_failed": c.units_failed,
+            "invocations": c.invocations,
+            "retries": c.retries,
+            "timeouts": c.timeouts,
+            "rejected_answers": c.rejected_answers,
+            "elapsed_ms": report.elapsed_ms,
+            "rows_per_s": (self.stats.rows_in as f64 / secs).round() as u64,
+            "mb_per_s": ((c.bytes_done as f64 / 1e6 / secs) * 100.0).round() / 100.0,
+            "peak_held_bytes": report.peak_held_bytes,
         });
-        let total = &mut self.output;
-        match checked {
-            Ok(part) => {
-                total.stats.add(&part.stats);
-                total.records.extend(part.records);
-                total.errors.extend(part.errors);
+        if let Some(reason) = &report.reason {
+            v["reason"] = json!(reason);
+        }
+        v
+    }
+}
+
+impl Merge for TableMerge {
+    type Meta = ChunkMeta;
+    type Accepted = CheckedChunk;
+
+    fn accept(&mut self, meta: &ChunkMeta, body: Vec<u8>) -> Result<CheckedChunk, String> {
+        let answer: ChunkAnswer<'_> =
+            serde_json::from_slice(&body).map_err(|e| format!("it is not a transform answer: {e}"))?;
+        let s = answer.stats;
+        if s.rows_in != s.rows_out + s.rows_filtered + s.rows_errored {
+            return Err(format!(
+                "its counts do not add up: rows_in {} != rows_out {} + rows_filtered {} + rows_errored {}",
+                s.rows_in, s.rows_out, s.rows_filtered, s.rows_errored
+            ));
+        }
+        if answer.errors.len() as u64 + s.errors_omitted != s.rows_errored {
+            return Err(format!(
+                "it has {} error records (and {} omitted) for {} errored rows",
+                answer.errors.len(),
+                s.errors_omitted,
+                s.rows_errored
+            ));
+        }
+        match meta {
+            ChunkMeta::Lines { first_line, last_line, rows, .. } => {
+                if s.rows_in != *rows {
+                    return Err(format!("it read {} rows of a chunk holding {rows}", s.rows_in));
+                }
+                if let Some(e) = answer.errors.iter().find(|e| e.line < *first_line || e.line > *last_line) {
+                    return Err(format!(
+                        "an error record names line {}, outside the chunk's lines {first_line} to {last_line}",
+                        e.line
+                    ));
+                }
             }
-            Err(reason) => {
-                total.stats.rows_in += chunk.rows;
-                total.stats.rows_errored += chunk.rows;
-                total.errors.push(RowError {
-                    line: chunk.first_line,
+            ChunkMeta::Range(range) => {
+                if let Some(e) = answer.errors.iter().find(|e| !e.byte.is_some_and(|b| range.contains(&b))) {
+                    return Err(format!(
+                        "an error record names byte {:?}, outside the range {}-{}",
+                        e.byte, range.start, range.end
+                    ));
+                }
+            }
+        }
+        let records = match (&mut self.mode, answer.records, &answer.partial) {
+            (TableMode::Records, Some(records), None) => {
+                if records.len() as u64 != s.rows_out {
+                    return Err(format!("it has {} records for {} rows out", records.len(), s.rows_out));
+                }
+                let base = body.as_ptr() as usize;
+                records
+                    .iter()
+                    .map(|r| {
+                        let text = r.get();
+                        if !text.starts_with('{') {
+                            return Err(format!("a record is not a JSON object: {}", snippet(text)));
+                        }
+                        let at = text.as_ptr() as usize - base;
+                        Ok(at..at + text.len())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            (TableMode::Aggregate { groups, .. }, None, Some(partial)) => {
+                groups.merge(partial).map_err(|e| format!("its partial aggregate does not merge: {e}"))?;
+                Vec::new()
+            }
+            (TableMode::Records, _, _) => return Err("it has no records where records were asked for".into()),
+            (TableMode::Aggregate { .. }, _, _) => {
+                return Err("it has no partial aggregate where one was asked for".into())
+            }
+        };
+        let errors = answer.errors;
+        let body = if records.is_empty() { Vec::new() } else { body };
+        Ok(CheckedChunk { body, records, errors, stats: s })
+    }
+
+    fn held_bytes(&self, c: &CheckedChunk) -> usize {
+        c.body.capacity() + c.records.len() * 16 + c.errors.len() * 128
+    }
+
+    fn items(&self, c: &CheckedChunk) -> (u64, u64) {
+        (c.stats.rows_in, c.stats.rows_errored)
+    }
+
+    fn emit(&mut self, _meta: &ChunkMeta, c: CheckedChunk, out: &mut Vec<u8>) {
+        self.start(out);
+        for r in &c.records {
+            let record = &c.body[r.clone()];
+            match self.format {
+                Format::Json => {
+                    if !self.first_record {
+                        out.push(b',');
+                    }
+                    self.first_record = false;
+                    out.extend_from_slice(record);
+                }
+                Format::Ndjson => {
+                    out.extend_from_slice(b"{\"record\":");
+                    out.extend_from_slice(record);
+                    out.extend_from_slice(b"}\n");
+                }
+            }
+        }
+        let omitted = c.stats.errors_omitted;
+        self.stats.add(&Stats { errors_omitted: 0, ..c.stats });
+        for err in c.errors {
+            self.error(err, out);
+        }
+        self.stats.errors_omitted += omitted;
+    }
+
+    fn fail(&mut self, meta: &ChunkMeta, failure: &Failure, out: &mut Vec<u8>) {
+        self.start(out);
+        let kind = match failure.kind {
+            FailureKind::Worker => RowErrorKind::Worker,
+            FailureKind::TooLarge => RowErrorKind::TooLarge,
+            FailureKind::NotAttempted => RowErrorKind::NotAttempted,
+        };
+        let err = match meta {
+            ChunkMeta::Lines { first_line, last_line, rows, .. } => {
+                self.stats.rows_in += rows;
+                self.stats.rows_errored += rows;
+                RowError {
+                    line: *first_line,
                     byte: None,
                     column: None,
-                    kind: RowErrorKind::Worker,
+                    kind,
                     message: format!(
-                        "the {} rows on lines {} to {} were not processed: {reason}",
-                        chunk.rows, chunk.first_line, chunk.last_line
+                        "the {rows} rows on lines {first_line} to {last_line} were not processed: {}",
+                        failure.reason
                     ),
-                });
+                }
+            }
+            ChunkMeta::Range(range) => RowError {
+                line: 0,
+                byte: Some(range.start),
+                column: None,
+                kind,
+                message: format!(
+                    "the rows starting in bytes {} to {} of the source were not processed: {}",
+                    range.start,
+                    range.end.saturating_sub(1),
+                    failure.reason
+                ),
+            },
+        };
+        self.error(err, out);
+    }
+
+    fn progress(&mut self, report: &Report, out: &mut Vec<u8>) {
+        if self.format != Format::Ndjson {
+            return;
+        }
+        let c = &report.counters;
+        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
+        line(
+            out,
+            &json!({ "progress": {
+                "done": c.units_done,
+                "total": report.units_total,
+                "failed": c.items_failed,
+                "rows": c.items_done,
+                "bytes_done": c.bytes_done,
+                "bytes_total": report.bytes_total,
+                "elapsed_ms": report.elapsed_ms,
+                "rows_per_s": (c.items_done as f64 / secs).round() as u64,
+            }}),
+        );
+    }
+
+    fn finish(&mut self, report: &Report, out: &mut Vec<u8>) {
+        self.start(out);
+        let summary = self.summary(report);
+        let body = match &self.mode {
+            TableMode::Records => None,
+            TableMode::Aggregate { groups, spec } if spec.partial => Some(("partial", json!(groups.to_partial()))),
+            TableMode::Aggregate { groups, spec } => Some((
+                "groups",
+                // The spec was checked against this shape before the job started.
+                Value::Array(groups.finish(spec).unwrap_or_default().into_iter().map(Value::Object).collect()),
+            )),
+        };
+        let stats = json!(self.stats);
+        match self.format {
+            Format::Json => {
+                let mut tail = serde_json::Map::new();
+                match body {
+                    Some((key, value)) => drop(tail.insert(key.into(), value)),
+                    None => out.extend_from_slice(b"],"),
+                }
+                tail.insert("errors".into(), json!(self.errors));
+                tail.insert("stats".into(), stats);
+                tail.insert("summary".into(), summary);
+                let tail = serde_json::to_vec(&Value::Object(tail)).expect("values serialise");
+                // The answer's opening brace is already out.
+                out.extend_from_slice(&tail[1..]);
+            }
+            Format::Ndjson => {
+                match body {
+                    Some(("groups", Value::Array(groups))) => {
+                        groups.into_iter().for_each(|g| line(out, &json!({ "group": g })))
+                    }
+                    Some((_, partial)) => line(out, &json!({ "partial": partial })),
+                    None => {}
+                }
+                line(out, &json!({ "stats": stats, "summary": summary }));
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::framing::Format;
-    use crate::html::Extracted;
-    use crate::plan::csv_chunks;
-    use crate::scrape::Page;
-    use crate::transform::engine::run_to_end;
-    use crate::transform::spec::{Dialect, Spec};
+/// Where a scrape batch's URLs are in the job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// The job index of the batch's first URL.
+    pub start: u64,
+    /// The URLs, in order.
+    pub urls: Vec<String>,
+}
 
-    fn page(index: usize, url: &str) -> PageResult {
-        PageResult {
-            index,
-            url: url.into(),
-            outcome: Outcome::Page(Box::new(Page {
-                status: 200,
-                final_url: url.into(),
-                redirects: 0,
-                attempts: 1,
-                content_type: "text/html".into(),
-                charset: "UTF-8".into(),
-                bytes: 0,
-                fetch_ms: 1,
-                parse_us: 1,
-                data: Extracted::default(),
-            })),
-        }
+/// A scrape answer that passed its checks, its results indexed within the job.
+#[derive(Debug)]
+pub struct CheckedBatch {
+    results: Vec<PageResult>,
+    bytes: usize,
+}
+
+/// Merges scrape answers. See the module documentation.
+pub struct PageMerge {
+    format: Format,
+    started: bool,
+    first: bool,
+    results: u64,
+    pages: u64,
+    errors: u64,
+}
+
+impl PageMerge {
+    /// A merge writing `format`: JSON in input order, NDJSON as batches finish.
+    pub fn new(format: Format) -> PageMerge {
+        PageMerge { format, started: false, first: true, results: 0, pages: 0, errors: 0 }
     }
 
-    #[test]
-    fn scrape_results_are_reindexed_into_the_job() {
-        let urls: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
-        let resp = ScrapeResponse { results: vec![page(0, "c"), page(1, "d")] };
-        let got = scrape_batch(&urls, 2..4, Ok(resp));
-        assert_eq!(got, vec![page(2, "c"), page(3, "d")]);
-    }
-
-    #[test]
-    fn failed_or_mismatched_batches_keep_every_url() {
-        let urls: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        for outcome in [
-            Err("connection refused".to_string()),
-            Ok(ScrapeResponse { results: vec![page(0, "b")] }),
-            Ok(ScrapeResponse { results: vec![page(0, "x"), page(1, "c")] }),
-        ] {
-            let got = scrape_batch(&urls, 1..3, outcome);
-            assert_eq!(got.iter().map(|r| (r.index, r.url.as_str())).collect::<Vec<_>>(), vec![(1, "b"), (2, "c")]);
-            assert!(got.iter().all(|r| matches!(&r.outcome, Outcome::Error(e) if e.kind == FailureKind::Worker)));
-        }
-    }
-
-    #[test]
-    fn table_chunks_merge_in_order_and_account_for_failures() {
-        let data = b"id\n1\n2\n3\n4\n";
-        let plan = csv_chunks(data, 4, &Dialect::default()).unwrap();
-        assert_eq!(plan.chunks.len(), 2);
-        let mut merge = TransformMerge::new(None);
-        let first = run_to_end(&Spec::default(), &plan.body(data, 0), Format::Json).unwrap();
-        merge.add(&plan.chunks[0], Ok(serde_json::from_slice(&first).unwrap()));
-        merge.add(&plan.chunks[1], Err("timed out".into()));
-        let total = merge.output;
-        assert_eq!(total.records.len(), 2);
-        assert_eq!(total.stats.rows_in, 4);
-        assert_eq!(total.stats.rows_errored, 2);
-        assert_eq!(total.errors[0].line, 4);
-        assert!(total.errors[0].message.contains("lines 4 to 5"), "{}", total.errors[0].message);
-    }
-
-    #[test]
-    fn partial_aggregates_merge_to_the_whole_files_groups() {
-        use crate::transform::aggregate::Shape;
-        use crate::transform::engine::read_header;
-        use crate::transform::program::Program;
-        use crate::transform::spec;
-        let mut data = b"id,amount,region,product\n".to_vec();
-        for i in 0..60 {
-            data.extend_from_slice(format!("{i},{}.{:02},r{},p{}\n", i * 397 % 5000, i % 100, i % 3, i % 2).as_bytes());
-        }
-        data.extend_from_slice(b"x,oops,r1,p1\n");
-        let whole_spec = spec::parse(br#"{"preset": "sales-summary", "aggregate": {"group_by": ["region", "product"],
-            "metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"op": "count"}, {"op": "max", "column": "amount"}]}}"#).unwrap();
-        let whole: Value = serde_json::from_slice(&run_to_end(&whole_spec, &data, Format::Json).unwrap()).unwrap();
-        let mut part_spec = whole_spec.clone();
-        part_spec.aggregate.as_mut().unwrap().partial = true;
-        let header = read_header(&whole_spec.dialect, &data).unwrap();
-        let program = Program::compile(&whole_spec, &header.names).unwrap();
-        for max in [1, 100, 333, 100_000] {
-            let plan = csv_chunks(&data, max, &Dialect::default()).unwrap();
-            let shape = Shape::compile(whole_spec.aggregate.as_ref().unwrap(), &program.schema()).unwrap().shape;
-            let mut merge = TransformMerge::new(Some(Groups::new(shape)));
-            // Answers arrive in any order; merging must not care.
-            for i in (0..plan.chunks.len()).rev() {
-                let answer = run_to_end(&part_spec, &plan.body(&data, i), Format::Json).unwrap();
-                merge.add(&plan.chunks[i], Ok(serde_json::from_slice(&answer).unwrap()));
+    fn write(&mut self, result: &PageResult, out: &mut Vec<u8>) {
+        if !self.started {
+            self.started = true;
+            if self.format == Format::Json {
+                out.extend_from_slice(b"{\"results\":[");
             }
-            let groups = merge.groups.unwrap().finish(whole_spec.aggregate.as_ref().unwrap()).unwrap();
-            assert_eq!(
-                Value::Array(groups.into_iter().map(Value::Object).collect()),
-                whole["groups"],
-                "max_bytes {max}"
-            );
-            assert_eq!(merge.output.stats.rows_errored, 1);
+        }
+        self.results += 1;
+        match result.outcome {
+            Outcome::Page(_) => self.pages += 1,
+            Outcome::Error(_) => self.errors += 1,
+        }
+        match self.format {
+            Format::Json => {
+                if !self.first {
+                    out.push(b',');
+                }
+                self.first = false;
+                serde_json::to_writer(&mut *out, result).expect("results serialise");
+            }
+            Format::Ndjson => line(out, result),
         }
     }
+}
+
+impl Merge for PageMerge {
+    type Meta = BatchMeta;
+    type Accepted = CheckedBatch;
+
+    fn accept(&mut self, meta: &BatchMeta, body: Vec<u8>) -> Result<CheckedBatch, String> {
+        let answer: ScrapeResponse =
+            serde_json::from_slice(&body).map_err(|e| format!("it is not a scrape answer: {e}"))?;
+        if answer.results.len() != meta.urls.len() {
+            return Err(format!("it has {} results for the batch's {} URLs", answer.results.len(), meta.urls.len()));
+        }
+        let mut results = answer.results;
+        for (i, (r, url)) in results.iter_mut().zip(&meta.urls).enumerate() {
+            if r.index != i || &r.url != url {
+                return Err(format!("result {i} is for URL {} {:?}, not URL {i} {url:?}", r.index, snippet(&r.url)));
+            }
+            r.index = (meta.start as usize) + i;
+        }
+        Ok(CheckedBatch { results, bytes: body.len() })
+    }
+
+    fn held_bytes(&self, c: &CheckedBatch) -> usize {
+        c.bytes
+    }
+
+    fn items(&self, c: &CheckedBatch) -> (u64, u64) {
+        let failed = c.results.iter().filter(|r| matches!(r.outcome, Outcome::Error(_))).count();
+        (c.results.len() as u64, failed as u64)
+    }
+
+    fn ordered(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    fn emit(&mut self, _meta: &BatchMeta, c: CheckedBatch, out: &mut Vec<u8>) {
+        for r in &c.results {
+            self.write(r, out);
+        }
+    }
+
+    fn fail(&mut self, meta: &BatchMeta, failure: &Failure, out: &mut Vec<u8>) {
+        let kind = match failure.kind {
+            FailureKind::NotAttempted => PageFailure::NotAttempted,
+            FailureKind::Worker | FailureKind::TooLarge => PageFailure::Worker,
+        };
+        for (i, url) in meta.urls.iter().enumerate() {
+            let result = PageResult {
+                index: meta.start as usize + i,
+                url: url.clone(),
+                outcome: Outcome::Error(ItemError::new(kind, failure.reason.clone())),
+            };
+            self.write(&result, out);
+        }
+    }
+
+    fn progress(&mut self, report: &Report, out: &mut Vec<u8>) {
+        if self.format != Format::Ndjson {
+            return;
+        }
+        let c = &report.counters;
+        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
+        line(
+            out,
+            &json!({ "progress": {
+                "done": c.items_done + c.items_not_attempted,
+                "total": report.total,
+                "failed": c.items_failed,
+                "pages": self.pages,
+                "elapsed_ms": report.elapsed_ms,
+                "pages_per_s": (self.pages as f64 / secs).round() as u64,
+            }}),
+        );
+    }
+
+    fn finish(&mut self, report: &Report, out: &mut Vec<u8>) {
+        let c = &report.counters;
+        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
+        let mut summary = json!({
+            "status": report.status,
+            "urls": c.items_done + c.items_not_attempted,
+            "results": self.results,
+            "pages": self.pages,
+            "errors": self.errors,
+            "not_attempted": c.items_not_attempted,
+            "batches": c.units,
+            "batches_failed": c.units_failed,
+            "invocations": c.invocations,
+            "retries": c.retries,
+            "timeouts": c.timeouts,
+            "rejected_answers": c.rejected_answers,
+            "elapsed_ms": report.elapsed_ms,
+            "pages_per_s": (self.pages as f64 / secs).round() as u64,
+            "peak_held_bytes": report.peak_held_bytes,
+        });
+        if let Some(reason) = &report.reason {
+            summary["reason"] = json!(reason);
+        }
+        match self.format {
+            Format::Json => {
+                if !self.started {
+                    out.extend_from_slice(b"{\"results\":[");
+                }
+                out.extend_from_slice(b"],\"summary\":");
+                serde_json::to_writer(&mut *out, &summary).expect("values serialise");
+                out.push(b'}');
+            }
+            Format::Ndjson => line(out, &json!({ "summary": summary })),
+        }
+        debug_assert!(report.status != Status::Complete || self.results == c.items_done);
+    }
+}
+
+fn line(out: &mut Vec<u8>, value: &impl serde::Serialize) {
+    serde_json::to_writer(&mut *out, value).expect("values serialise");
+    out.push(b'\n');
+}
+
+/// The start of a text, for messages.
+fn snippet(text: &str) -> String {
+    text.chars().take(80).collect()
 }

@@ -32,6 +32,10 @@ pub enum RowErrorKind {
     InvalidValue,
     /// The worker that held these rows failed, so they were not processed.
     Worker,
+    /// The record is larger than a worker takes in one request, so it was not processed.
+    TooLarge,
+    /// The job stopped (failure threshold, deadline, a failing row) before these rows were processed.
+    NotAttempted,
 }
 
 /// Row counts. Always `rows_in = rows_out + rows_filtered + rows_errored`.

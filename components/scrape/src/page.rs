@@ -3,9 +3,9 @@
 
 use fanout::content::{self, ContentError};
 use fanout::egress::{self, Refusal};
+use fanout::fanout::retry::{parse_retry_after, retryable_status, RetryPolicy};
 use fanout::html::{self, ExtractOptions};
 use fanout::redirect::{is_redirect, RedirectError, Redirects};
-use fanout::retry::{parse_retry_after, retryable_status, RetryPolicy};
 use fanout::robots::Robots;
 use fanout::scrape::{FailureKind, FetchSettings, ItemError, Page};
 use fanout_spin::{fetch, random_u64, sleep, timeout, FetchError, Fetched, Outbound};

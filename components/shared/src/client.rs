@@ -81,6 +81,51 @@ pub async fn fetch(req: Outbound<'_>) -> Result<Fetched, FetchError> {
 }
 
 async fn exchange(req: Outbound<'_>) -> Result<Fetched, FetchError> {
+    let (max_bytes, truncate) = (req.max_bytes, req.truncate);
+    let mut opened = send(req).await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = opened.body.next().await {
+        let chunk = chunk.map_err(|e| FetchError::Connect(format!("body broke off: {e:?}")))?;
+        if body.len() + chunk.len() > max_bytes {
+            if truncate {
+                body.extend_from_slice(&chunk[..max_bytes - body.len()]);
+                break;
+            }
+            return Err(FetchError::TooLarge(max_bytes));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Fetched { status: opened.status, headers: opened.headers, body })
+}
+
+/// A response whose body is still to be read.
+pub struct Opened {
+    /// The status code.
+    pub status: u16,
+    /// The response headers, names lower case, values that are valid UTF-8 only.
+    pub headers: Vec<(String, String)>,
+    /// The body, piece by piece; dropping it stops the transfer.
+    pub body: BodyPieces,
+}
+
+/// A response body's pieces.
+pub type BodyPieces = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, wasi::io::streams::Error>>>>;
+
+impl Opened {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `req` and returns once the response head is in, within `req.timeout`;
+/// the body is read by the caller (`req.max_bytes` does not apply).
+pub async fn open(req: Outbound<'_>) -> Result<Opened, FetchError> {
+    let limit = req.timeout;
+    timeout(limit, send(req)).await.unwrap_or(Err(FetchError::Timeout(limit)))
+}
+
+async fn send(req: Outbound<'_>) -> Result<Opened, FetchError> {
     let mut builder = Request::builder();
     builder.method(req.method).uri(req.url);
     for (name, value) in req.headers {
@@ -97,20 +142,65 @@ async fn exchange(req: Outbound<'_>) -> Result<Fetched, FetchError> {
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), String::from_utf8(v).ok()?)))
         .collect();
-    let mut body = Vec::new();
-    let mut stream = response.take_body_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| FetchError::Connect(format!("body broke off: {e:?}")))?;
-        if body.len() + chunk.len() > req.max_bytes {
-            if req.truncate {
-                body.extend_from_slice(&chunk[..req.max_bytes - body.len()]);
-                break;
+    Ok(Opened { status, headers, body: Box::pin(response.take_body_stream()) })
+}
+
+/// Bytes of a file fetched with a `Range` request, and whether they reach its end.
+#[derive(Debug)]
+pub struct RangePiece {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Whether they end the file.
+    pub at_eof: bool,
+    /// The file's length, when the server said.
+    pub total: Option<u64>,
+}
+
+/// Fetches bytes `first..=last` of `url`, within `time` and the range's size
+/// (plus `slack` bytes, since a server that ignores `Range` sends the whole
+/// file, which is cut here while it fits).
+pub async fn fetch_range(url: &str, first: u64, last: u64, time: Duration, slack: usize) -> Result<RangePiece, String> {
+    let wanted = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(usize::MAX);
+    let response = fetch(Outbound {
+        method: Method::Get,
+        url,
+        headers: vec![("range", format!("bytes={first}-{last}"))],
+        body: None,
+        timeout: time,
+        max_bytes: wanted.saturating_add(slack),
+        truncate: false,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match response.status {
+        206 => {
+            let (start, end, total) = response
+                .header("content-range")
+                .and_then(fanout::content::parse_content_range)
+                .ok_or("answered 206 without a usable Content-Range")?;
+            if start != first || end < start || response.body.len() as u64 != end - start + 1 {
+                return Err(format!("answered bytes {start}-{end} when asked for {first}-{last}"));
             }
-            return Err(FetchError::TooLarge(req.max_bytes));
+            Ok(RangePiece {
+                bytes: response.body,
+                at_eof: total.map_or(end < last, |t| end.saturating_add(1) >= t),
+                total,
+            })
         }
-        body.extend_from_slice(&chunk);
+        200 => {
+            // The server ignored Range and sent the whole file: cut the range from it.
+            let body = response.body;
+            let len = body.len() as u64;
+            let (from, to) = (first.min(len), last.saturating_add(1).min(len));
+            Ok(RangePiece {
+                bytes: body[from as usize..to.max(from) as usize].to_vec(),
+                at_eof: to == len,
+                total: Some(len),
+            })
+        }
+        416 => Ok(RangePiece { bytes: Vec::new(), at_eof: true, total: None }),
+        status => Err(format!("answered {status}")),
     }
-    Ok(Fetched { status, headers, body })
 }
 
 fn classify(err: SendError) -> FetchError {

@@ -5,11 +5,14 @@
 //! [`ApiError`] into its JSON error body. Body reads ([`read_body`]) and
 //! outbound requests ([`fetch`]) are bounded in size and time.
 
+mod body;
 mod client;
+pub mod source;
 mod time;
 
-pub use client::{fetch, FetchError, Fetched, Outbound};
-pub use time::{random_u64, sleep, timeout, Elapsed};
+pub use body::{read_body, BodyStream};
+pub use client::{fetch, fetch_range, open, FetchError, Fetched, Opened, Outbound, RangePiece};
+pub use time::{now, random_u64, sleep, timeout, Elapsed};
 
 use fanout::api::ApiError;
 use fanout::config::Config;
@@ -47,6 +50,12 @@ impl Request {
     /// Reads the whole body, refusing with 413 once it exceeds `FANOUT_MAX_REQUEST_BYTES`.
     pub async fn body(self) -> Result<Vec<u8>, ApiError> {
         read_body(self.inner, self.config.max_request_bytes).await
+    }
+
+    /// The body as a stream of pieces, for bodies too large to hold: at most
+    /// `limit` bytes in all (a `Content-Length` over it is refused with 413 at once).
+    pub fn body_stream(self, limit: u64) -> Result<BodyStream, ApiError> {
+        BodyStream::new(self.inner, limit)
     }
 
     /// Fails with 405 unless the method is one of `allowed`.
@@ -166,42 +175,4 @@ fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
         Method::Other(m) => m.to_ascii_uppercase(),
     };
     Ok(Request { config, method, path, query, inner })
-}
-
-/// The most bytes asked for in one read of a request body.
-const READ_BYTES: u64 = 1024 * 1024;
-
-/// Reads a request body, refusing with 413 as soon as it is known to exceed `limit` bytes.
-///
-/// A `Content-Length` over the limit is refused before reading; a body without
-/// one (chunked) is refused once it grows past the limit, so no more than
-/// `limit` bytes are ever held.
-pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .into_iter()
-        .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::payload_too_large(limit));
-    }
-    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
-    let unreadable = |what: String| ApiError::bad_request(format!("request body could not be read: {what}"));
-    let incoming = req.consume().map_err(|()| unreadable("it was already taken".into()))?;
-    let stream = incoming.stream().map_err(|()| unreadable("it has no stream".into()))?;
-    // Nothing else runs before the body is in, so blocking reads cost no
-    // concurrency, and large reads cost far fewer host calls than small ones.
-    loop {
-        match stream.blocking_read(READ_BYTES) {
-            Ok(chunk) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::payload_too_large(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => return Err(unreadable(e.to_debug_string())),
-        }
-    }
-    Ok(body)
 }

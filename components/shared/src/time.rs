@@ -40,6 +40,11 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
     .await
 }
 
+/// The monotonic clock's reading: only differences between readings mean anything.
+pub fn now() -> Duration {
+    Duration::from_nanos(monotonic_clock::now())
+}
+
 /// A random number from the host, for retry jitter.
 pub fn random_u64() -> u64 {
     wasi::random::random::get_random_u64()

@@ -1,0 +1,266 @@
+//! `POST /coordinate/scrape`: a URL list fanned out to the scrape worker in batches.
+//!
+//! The list comes as a JSON body (`{"urls": [...]}` or `{"urls_source": URL}`,
+//! a file of one URL per line that the coordinator reads as it goes) or as a
+//! `text/plain` body of one URL per line, read as it arrives, with the rest of
+//! the job in the `x-fanout-job` header. Selections and options are checked
+//! exactly as `POST /scrape` checks them, before any worker is called.
+
+use crate::run::{worker_url, Input, Job, Units, Worker};
+use fanout::api::{parse_json, ApiError, ErrorKind};
+use fanout::config::Config;
+use fanout::content::media_type;
+use fanout::fanout::driver::{Driver, Unit};
+use fanout::fanout::merge::{BatchMeta, PageMerge};
+use fanout::fanout::options::JobOptions;
+use fanout::framing::Format;
+use fanout::scrape::ScrapeRequest;
+use fanout_spin::{open, random_u64, source, timeout, Outbound, Reply, Request};
+use futures::stream::{self, LocalBoxStream};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use spin_sdk::http::Method;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The longest line a URL list may hold.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Pieces of a URL list as they arrive.
+type Pieces = LocalBoxStream<'static, Result<Vec<u8>, ApiError>>;
+
+/// Where the URLs come from.
+enum UrlList {
+    Given(Vec<String>),
+    Lines(Pieces),
+}
+
+/// `POST /coordinate/scrape`.
+pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
+    let config = req.config.clone();
+    let base = worker_url(&config.scrape_url, "FANOUT_SCRAPE_URL")?;
+    let format = Format::from_accept(req.header("accept").as_deref());
+    let essence = req.header("content-type").map(|c| media_type(&c)).unwrap_or_default();
+    let (mut job, list) = match essence.as_str() {
+        "application/json" => {
+            let mut job: Map<String, Value> = parse_json(&req.body().await?)?;
+            let list = match (job.remove("urls"), job.remove("urls_source")) {
+                (Some(_), Some(_)) => return Err(ApiError::bad_request("give urls or urls_source, not both")),
+                (Some(urls), None) => UrlList::Given(
+                    serde_json::from_value(urls)
+                        .map_err(|e| ApiError::bad_request(format!("urls must be an array of strings: {e}")))?,
+                ),
+                (None, Some(Value::String(url))) => UrlList::Lines(url_source(&config, &url).await?),
+                (None, Some(v)) => return Err(ApiError::bad_request(format!("urls_source must be a URL, not {v}"))),
+                (None, None) => return Err(ApiError::bad_request("a scrape job needs urls or urls_source")),
+            };
+            (job, list)
+        }
+        "text/plain" => {
+            let job = match req.header("x-fanout-job") {
+                Some(text) => parse_json::<Map<String, Value>>(text.as_bytes())
+                    .map_err(|e| ApiError::bad_request(format!("x-fanout-job: {}", e.message())))?,
+                None => Map::new(),
+            };
+            if job.contains_key("urls") || job.contains_key("urls_source") {
+                return Err(ApiError::bad_request("x-fanout-job: the URLs are the body's lines, not a field"));
+            }
+            let body = req.body_stream(config.max_job_bytes)?;
+            let pieces = stream::unfold(body, |mut body| async move { Some((body.next().await?, body)) });
+            (job, UrlList::Lines(Box::pin(pieces)))
+        }
+        other => {
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!(
+                    "POST /coordinate/scrape reads application/json or text/plain (one URL per line), not {other:?}"
+                ),
+            ))
+        }
+    };
+    let options = JobOptions::take_from(&mut job)?;
+    let batch_size = match job.remove("batch_size") {
+        None => config.batch_size as u64,
+        Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+            ApiError::bad_request(format!("batch_size must be a whole number of at least 1, not {v}"))
+        })?,
+    };
+    if batch_size > config.max_urls as u64 {
+        return Err(ApiError::bad_request(format!(
+            "batch_size={batch_size} is over the workers' limit of {} URLs a request (FANOUT_MAX_URLS)",
+            config.max_urls
+        )));
+    }
+    job.insert("urls".into(), Value::Array(Vec::new()));
+    let mut template: ScrapeRequest = serde_json::from_value(Value::Object(job))
+        .map_err(|e| ApiError::bad_request(format!("invalid scrape job: {e}")))?;
+    // Exactly what `POST /scrape` checks, so that no batch is refused for it later.
+    template.extract_options()?;
+    let settings = template.settings(&config)?;
+    // A batch ends (its pages still running become `timeout` errors) before the call waiting for it gives up.
+    let margin = (config.worker_timeout / 10).max(Duration::from_secs(1)).min(config.worker_timeout / 2);
+    let batch_deadline = settings.deadline.min(config.worker_timeout - margin);
+    template.options.deadline_ms = Some(batch_deadline.as_millis().max(1) as u64);
+    let mut limits = options.limits(&config, 64 * 1024)?;
+    limits.call_timeout = limits.call_timeout.max(batch_deadline + margin);
+    if let UrlList::Given(urls) = &list {
+        if urls.len() > config.max_job_urls {
+            return Err(ApiError::bad_request(format!(
+                "urls holds {} URLs; the limit is {} (FANOUT_MAX_JOB_URLS)",
+                urls.len(),
+                config.max_job_urls
+            )));
+        }
+    }
+    let url = base.to_string();
+    let worker = Worker {
+        url: Box::new(move |_| url.clone()),
+        content_type: "application/json",
+        token: config.token.clone(),
+        max_answer_bytes: config.max_worker_response_bytes,
+    };
+    let mut driver = Driver::new(PageMerge::new(format), limits, random_u64());
+    let units = match list {
+        UrlList::Given(urls) => {
+            let count = urls.len() as u64;
+            driver.expect(count.div_ceil(batch_size), 0);
+            given_batches(urls, batch_size as usize, template)
+        }
+        UrlList::Lines(pieces) => line_batches(pieces, batch_size as usize, template, config.max_job_urls),
+    };
+    Job::new(driver, units, worker, format == Format::Json).respond(format.content_type()).await
+}
+
+fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchMeta> {
+    let request = ScrapeRequest { urls, select: template.select.clone(), options: template.options.clone() };
+    let payload = serde_json::to_vec(&request).expect("a scrape request serialises");
+    let items = request.urls.len() as u64;
+    Input::Unit(Unit {
+        meta: BatchMeta { start, urls: request.urls },
+        payload: Rc::new(payload),
+        items: Some(items),
+        bytes: 0,
+    })
+}
+
+fn given_batches(urls: Vec<String>, size: usize, template: ScrapeRequest) -> Units<BatchMeta> {
+    let mut urls = urls.into_iter();
+    let mut start = 0u64;
+    Box::pin(stream::iter(std::iter::from_fn(move || {
+        let batch: Vec<String> = urls.by_ref().take(size).collect();
+        if batch.is_empty() {
+            return None;
+        }
+        let at = start;
+        start += batch.len() as u64;
+        Some(Ok(unit(&template, at, batch)))
+    })))
+}
+
+/// Batches of the lines of a URL list as it arrives (blank lines and `#` comments skipped).
+fn line_batches(pieces: Pieces, size: usize, template: ScrapeRequest, max_urls: usize) -> Units<BatchMeta> {
+    struct State {
+        pieces: Pieces,
+        buf: Vec<u8>,
+        ended: bool,
+        start: u64,
+    }
+    let state = State { pieces, buf: Vec::new(), ended: false, start: 0 };
+    Box::pin(stream::try_unfold(state, move |mut s| {
+        let template = template.clone();
+        async move {
+            let mut batch = Vec::new();
+            loop {
+                while batch.len() < size {
+                    let Some(end) = s.buf.iter().position(|&b| b == b'\n').or(s.ended.then_some(s.buf.len())) else {
+                        break;
+                    };
+                    if end == 0 && s.buf.is_empty() {
+                        break;
+                    }
+                    let line: Vec<u8> = s.buf.drain(..(end + 1).min(s.buf.len())).collect();
+                    let url = String::from_utf8_lossy(&line).trim().to_owned();
+                    if !url.is_empty() && !url.starts_with('#') {
+                        batch.push(url);
+                    }
+                }
+                if batch.len() == size || (s.ended && s.buf.is_empty()) {
+                    break;
+                }
+                if s.buf.len() > MAX_LINE_BYTES {
+                    return Err(ApiError::bad_request(format!(
+                        "line {} of the URL list is longer than {MAX_LINE_BYTES} bytes",
+                        s.start + batch.len() as u64 + 1
+                    )));
+                }
+                match s.pieces.next().await {
+                    Some(piece) => s.buf.extend_from_slice(&piece?),
+                    None => s.ended = true,
+                }
+            }
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            let at = s.start;
+            s.start += batch.len() as u64;
+            if s.start > max_urls as u64 {
+                return Err(ApiError::bad_request(format!(
+                    "the URL list holds more than {max_urls} URLs (FANOUT_MAX_JOB_URLS)"
+                )));
+            }
+            Ok(Some((unit(&template, at, batch), s)))
+        }
+    }))
+}
+
+/// The lines of a URL list file, fetched as they arrive.
+async fn url_source(config: &Config, url: &str) -> Result<Pieces, ApiError> {
+    let url = source::check(url, config)?;
+    let gateway = |m: String| ApiError::new(ErrorKind::BadGateway, format!("urls_source {url}: {m}"));
+    let opened = open(Outbound {
+        method: Method::Get,
+        url: url.as_str(),
+        headers: Vec::new(),
+        body: None,
+        timeout: config.source_timeout,
+        max_bytes: 0,
+        truncate: false,
+    })
+    .await
+    .map_err(|e| gateway(e.to_string()))?;
+    if opened.status != 200 {
+        return Err(gateway(format!("answered {}", opened.status)));
+    }
+    let (limit, wait, name) = (config.max_job_bytes, config.source_timeout, url.to_string());
+    let state = (opened.body, 0u64);
+    Ok(Box::pin(stream::unfold(state, move |(mut body, read)| {
+        let name = name.clone();
+        async move {
+            let piece = match timeout(wait, body.next()).await {
+                Ok(None) => return None,
+                Ok(Some(Ok(piece))) => piece,
+                Ok(Some(Err(e))) => {
+                    return Some((Err(gateway_error(&name, format!("the body broke off: {e:?}"))), (body, read)))
+                }
+                Err(_) => {
+                    return Some((
+                        Err(gateway_error(&name, format!("no data for {} ms", wait.as_millis()))),
+                        (body, read),
+                    ))
+                }
+            };
+            let read = read + piece.len() as u64;
+            if read > limit {
+                return Some((
+                    Err(gateway_error(&name, format!("larger than {limit} bytes (FANOUT_MAX_JOB_BYTES)"))),
+                    (body, read),
+                ));
+            }
+            Some((Ok(piece), (body, read)))
+        }
+    })))
+}
+
+fn gateway_error(url: &str, message: String) -> ApiError {
+    ApiError::new(ErrorKind::BadGateway, format!("urls_source {url}: {message}"))
+}

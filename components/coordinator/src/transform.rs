@@ -1,0 +1,247 @@
+//! `POST /coordinate/transform`: a CSV file fanned out to the transform worker.
+//!
+//! * A CSV body is read as it arrives and cut into chunks of whole records
+//!   ([`Splitter`]); each chunk goes to a worker while the rest is still arriving.
+//! * A JSON body `{"source": URL, ...}` names a file the coordinator never
+//!   downloads: it learns its size, and each worker reads one byte range of it.
+//!
+//! Either way the spec is checked against the file's header before any worker
+//! is called, and records (or merged aggregates) stream back in file order.
+
+use crate::run::{worker_url, Input, Job, Units, Worker};
+use fanout::api::{parse_json, ApiError};
+use fanout::config::Config;
+use fanout::content::media_type;
+use fanout::fanout::driver::{Driver, Failure, FailureKind, Unit};
+use fanout::fanout::merge::{ChunkMeta, TableMerge, TableMode};
+use fanout::fanout::options::{self, JobOptions};
+use fanout::fanout::plan;
+use fanout::fanout::split::{Piece, Splitter};
+use fanout::framing::Format;
+use fanout::transform::aggregate::{Groups, Shape};
+use fanout::transform::engine::{self, prepare, read_header};
+use fanout::transform::spec::{self, Spec};
+use fanout_spin::{random_u64, source, BodyStream, Reply, Request};
+use futures::stream;
+use serde_json::{Map, Value};
+use std::rc::Rc;
+
+/// `POST /coordinate/transform`.
+pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
+    let format = Format::from_accept(req.header("accept").as_deref());
+    let essence = req.header("content-type").map(|c| media_type(&c)).unwrap_or_default();
+    match essence.as_str() {
+        "application/json" => source_job(req, format).await,
+        "" | "text/csv" | "text/plain" | "application/octet-stream" => body_job(req, format).await,
+        other => Err(ApiError::new(
+            fanout::api::ErrorKind::UnsupportedMediaType,
+            format!("POST /coordinate/transform reads text/csv (the file) or application/json (a source URL), not {other:?}"),
+        )),
+    }
+}
+
+/// The spec as checked against the file's columns, and what the workers are sent.
+struct Prepared {
+    mode: TableMode,
+    /// The spec as JSON, aggregates asked for as partial state.
+    worker_spec: Value,
+}
+
+fn prepare_spec(spec: &Spec, names: &[String]) -> Result<Prepared, ApiError> {
+    let program = prepare(spec, names).map_err(ApiError::bad_request)?;
+    let mode = match &spec.aggregate {
+        Some(aggregate) => {
+            let shape = Shape::compile(aggregate, &program.schema()).map_err(ApiError::bad_request)?.shape;
+            TableMode::Aggregate { groups: Box::new(Groups::new(shape)), spec: Box::new(aggregate.clone()) }
+        }
+        None => TableMode::Records,
+    };
+    let mut worker_spec = spec.clone();
+    if let Some(aggregate) = worker_spec.aggregate.as_mut() {
+        aggregate.partial = true;
+    }
+    let text = serde_json::to_string(&worker_spec).expect("specs serialise");
+    if text.len() > spec::MAX_SPEC_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the spec is {} bytes with its preset written out, over the workers' limit of {}",
+            text.len(),
+            spec::MAX_SPEC_BYTES
+        )));
+    }
+    Ok(Prepared { mode, worker_spec: serde_json::to_value(&worker_spec).expect("specs serialise") })
+}
+
+fn worker(
+    config: &Config,
+    url: impl Fn(&ChunkMeta) -> String + 'static,
+    content_type: &'static str,
+) -> Worker<ChunkMeta> {
+    Worker {
+        url: Box::new(url),
+        content_type,
+        token: config.token.clone(),
+        max_answer_bytes: config.max_worker_response_bytes,
+    }
+}
+
+/// A CSV body, split as it arrives.
+async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
+    let config = req.config.clone();
+    let base = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
+    let spec = spec::from_request(req.header("x-fanout-spec"), req.query_param("spec"), req.query_param("preset"))?
+        .unwrap_or_default();
+    let options = JobOptions::from_query(|k| req.query_param(k))?;
+    let chunk_bytes = match req.query_param("chunk_bytes") {
+        None => None,
+        Some(v) => {
+            Some(v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("chunk_bytes={v:?} is not a number")))?)
+        }
+    };
+    let chunk_bytes = options::chunk_bytes(chunk_bytes, &config)?;
+    let limits =
+        options.limits(&config, config.max_request_bytes.min(2 * chunk_bytes + source::MAX_HEADER_BYTES as usize))?;
+    // The dialect's mistakes are found here, before the body is read.
+    engine::reader(&spec.dialect, &[]).map_err(ApiError::bad_request)?;
+    let (delimiter, quote) = (spec.dialect.delimiter.as_bytes()[0], spec.dialect.quote.as_bytes()[0]);
+    let mut body = req.body_stream(config.max_job_bytes)?;
+    let mut splitter = Splitter::new(delimiter, quote, spec.dialect.header, chunk_bytes, config.max_request_bytes);
+
+    // The header first: the spec is checked against it before any worker is called.
+    let mut ended = false;
+    while !splitter.find_header().map_err(|e| ApiError::bad_request(e.0))? {
+        match body.next().await {
+            Some(piece) => splitter.push(&piece?),
+            None => {
+                splitter.end();
+                ended = true;
+            }
+        }
+    }
+    let names = read_header(&spec.dialect, splitter.header().unwrap_or_default()).map_err(ApiError::bad_request)?.names;
+    let prepared = prepare_spec(&spec, &names)?;
+    let mut url = base;
+    url.query_pairs_mut().append_pair("spec", &prepared.worker_spec.to_string());
+    let url = url.to_string();
+    let worker = worker(
+        &config,
+        move |meta| match meta {
+            // The worker counts lines from its chunk's header; this makes them the file's.
+            ChunkMeta::Lines { line_offset, .. } => format!("{url}&line_offset={line_offset}"),
+            ChunkMeta::Range(_) => url.clone(),
+        },
+        "text/csv",
+    );
+    let driver = Driver::new(TableMerge::new(format, prepared.mode), limits, random_u64());
+    let units = chunks(body, splitter, ended, config.max_request_bytes);
+    Job::new(driver, units, worker, format == Format::Json).respond(format.content_type()).await
+}
+
+/// The chunks of a body as it arrives.
+fn chunks(body: BodyStream, splitter: Splitter, ended: bool, max_bytes: usize) -> Units<ChunkMeta> {
+    Box::pin(stream::try_unfold((body, splitter, ended), move |(mut body, mut splitter, mut ended)| async move {
+        loop {
+            match splitter.next_piece().map_err(|e| ApiError::bad_request(e.0))? {
+                Some(Piece::Chunk(c)) => {
+                    let meta = ChunkMeta::Lines {
+                        first_line: c.span.first_line,
+                        last_line: c.span.last_line,
+                        rows: c.span.rows,
+                        line_offset: c.line_offset,
+                    };
+                    let unit = Unit {
+                        meta,
+                        payload: Rc::new(c.body),
+                        items: Some(c.span.rows),
+                        bytes: c.span.bytes.end - c.span.bytes.start,
+                    };
+                    return Ok(Some((Input::Unit(unit), (body, splitter, ended))));
+                }
+                Some(Piece::Oversized(span)) => {
+                    let meta = ChunkMeta::Lines {
+                        first_line: span.first_line,
+                        last_line: span.last_line,
+                        rows: span.rows,
+                        line_offset: 0,
+                    };
+                    let bytes = span.bytes.end - span.bytes.start;
+                    let failure = Failure {
+                        kind: FailureKind::TooLarge,
+                        reason: format!(
+                            "the record is larger than the {max_bytes} bytes a worker takes in one request \
+                             (FANOUT_MAX_REQUEST_BYTES)"
+                        ),
+                    };
+                    let unit = Unit { meta, payload: Rc::new(Vec::new()), items: Some(span.rows), bytes };
+                    return Ok(Some((Input::Failed(unit, failure), (body, splitter, ended))));
+                }
+                None if ended => return Ok(None),
+                None => match body.next().await {
+                    Some(piece) => splitter.push(&piece?),
+                    None => {
+                        splitter.end();
+                        ended = true;
+                    }
+                },
+            }
+        }
+    }))
+}
+
+/// `{"source": URL, "spec": ..., "chunk_bytes": N, ...job options}`: each
+/// worker reads one byte range of the source itself.
+async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
+    let config = req.config.clone();
+    let base = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
+    let given = spec::from_request(req.header("x-fanout-spec"), req.query_param("spec"), req.query_param("preset"))?;
+    let mut job: Map<String, Value> = parse_json(&req.body().await?)?;
+    let options = JobOptions::take_from(&mut job)?;
+    let chunk_bytes = match job.remove("chunk_bytes") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64().ok_or_else(|| ApiError::bad_request(format!("chunk_bytes must be a whole number, not {v}")))?,
+        ),
+    };
+    let chunk_bytes = options::chunk_bytes(chunk_bytes, &config)?;
+    let source = match job.remove("source") {
+        Some(Value::String(s)) => s,
+        Some(v) => return Err(ApiError::bad_request(format!("source must be a URL string, not {v}"))),
+        None => return Err(ApiError::bad_request("a JSON body names the file to transform: {\"source\": URL, ...}")),
+    };
+    let spec = match (given, job.remove("spec")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("the spec is given both in the body and outside it; give it one way"))
+        }
+        (Some(spec), None) => spec,
+        (None, Some(v)) => {
+            spec::parse(v.to_string().as_bytes()).map_err(|e| ApiError::bad_request(format!("spec: {e}")))?
+        }
+        (None, None) => Spec::default(),
+    };
+    if let Some(key) = job.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "unknown field {key:?}: a source job takes source, spec, chunk_bytes, concurrency, deadline_ms, \
+             window_bytes, tolerated_failures and tolerated_failure_percent"
+        )));
+    }
+    let limits = options.limits(&config, 4096)?;
+    let url = source::check(&source, &config)?;
+    let size = source::size(&config, &url).await?;
+    let header = source::header(&config, &url, &spec.dialect).await?;
+    let prepared = prepare_spec(&spec, &header.names)?;
+    let base = base.to_string();
+    let worker = worker(&config, move |_| base.clone(), "application/json");
+    let mut driver = Driver::new(TableMerge::new(format, prepared.mode), limits, random_u64());
+    driver.expect(size.div_ceil(chunk_bytes as u64), size);
+    let source = url.to_string();
+    let spec = prepared.worker_spec;
+    let units = plan::byte_ranges(size, chunk_bytes as u64).map(move |range| {
+        let payload = serde_json::json!({ "source": source, "start": range.start, "end": range.end, "spec": spec });
+        Ok(Input::Unit(Unit {
+            payload: Rc::new(serde_json::to_vec(&payload).expect("values serialise")),
+            items: None,
+            bytes: range.end - range.start,
+            meta: ChunkMeta::Range(range),
+        }))
+    });
+    Job::new(driver, Box::pin(stream::iter(units)), worker, format == Format::Json).respond(format.content_type()).await
+}

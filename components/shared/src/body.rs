@@ -1,0 +1,128 @@
+//! Request bodies: read whole within a limit, or streamed piece by piece.
+
+use fanout::api::ApiError;
+use spin_sdk::http::IncomingRequest;
+use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
+use std::task::Poll;
+use wasi::io::streams::{InputStream, StreamError};
+
+/// The most bytes asked for in one read of a request body.
+const READ_BYTES: u64 = 1024 * 1024;
+
+/// Reads a request body, refusing with 413 as soon as it is known to exceed `limit` bytes.
+///
+/// A `Content-Length` over the limit is refused before reading; a body without
+/// one (chunked) is refused once it grows past the limit, so no more than
+/// `limit` bytes are ever held.
+pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .into_iter()
+        .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::payload_too_large(limit as u64));
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let unreadable = |what: String| ApiError::bad_request(format!("request body could not be read: {what}"));
+    let incoming = req.consume().map_err(|()| unreadable("it was already taken".into()))?;
+    let stream = incoming.stream().map_err(|()| unreadable("it has no stream".into()))?;
+    // Nothing else runs before the body is in, so blocking reads cost no
+    // concurrency, and large reads cost far fewer host calls than small ones.
+    loop {
+        match stream.blocking_read(READ_BYTES) {
+            Ok(chunk) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::payload_too_large(limit as u64));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return Err(unreadable(e.to_debug_string())),
+        }
+    }
+    Ok(body)
+}
+
+/// The most bytes taken in one read of a streamed body.
+const STREAM_READ_BYTES: u64 = 256 * 1024;
+
+/// A request body read as it arrives, without blocking the component's other work.
+pub struct BodyStream {
+    // The stream is dropped before the body it belongs to.
+    stream: Option<InputStream>,
+    body: Option<IncomingBody>,
+    limit: u64,
+    read: u64,
+    registration: Option<spin_executor::CancelOnDropToken>,
+}
+
+impl BodyStream {
+    pub(crate) fn new(req: IncomingRequest, limit: u64) -> Result<BodyStream, ApiError> {
+        let declared = req
+            .headers()
+            .get("content-length")
+            .into_iter()
+            .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        let unreadable = |what: &str| ApiError::bad_request(format!("request body could not be read: {what}"));
+        let body = req.consume().map_err(|()| unreadable("it was already taken"))?;
+        let stream = body.stream().map_err(|()| unreadable("it has no stream"))?;
+        Ok(BodyStream { stream: Some(stream), body: Some(body), limit, read: 0, registration: None })
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// The next piece of the body; `None` at its end. An error (the body broke
+    /// off, or grew past the limit) ends the stream.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, ApiError>> {
+        std::future::poll_fn(|cx| {
+            let Some(stream) = &self.stream else { return Poll::Ready(None) };
+            match stream.read(STREAM_READ_BYTES) {
+                Ok(piece) if piece.is_empty() => {
+                    let token = spin_executor::push_waker_and_get_token(stream.subscribe(), cx.waker().clone());
+                    self.registration = Some(token.into());
+                    Poll::Pending
+                }
+                Ok(piece) => {
+                    self.read += piece.len() as u64;
+                    if self.read > self.limit {
+                        self.close();
+                        return Poll::Ready(Some(Err(ApiError::payload_too_large(self.limit))));
+                    }
+                    Poll::Ready(Some(Ok(piece)))
+                }
+                Err(StreamError::Closed) => {
+                    self.close();
+                    Poll::Ready(None)
+                }
+                Err(StreamError::LastOperationFailed(e)) => {
+                    self.close();
+                    let message =
+                        format!("the request body broke off after {} bytes: {}", self.read, e.to_debug_string());
+                    Poll::Ready(Some(Err(ApiError::bad_request(message))))
+                }
+            }
+        })
+        .await
+    }
+
+    fn close(&mut self) {
+        self.registration = None;
+        self.stream = None;
+        if let Some(body) = self.body.take() {
+            IncomingBody::finish(body);
+        }
+    }
+}
+
+impl Drop for BodyStream {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,82 @@
+//! Source files read by byte range: the caller-named file a transform job
+//! reads in ranges, its header row and its size. The coordinator and the
+//! transform worker both check a source the same way before reading it.
+
+use crate::client::{fetch_range, open, Outbound};
+use fanout::api::{ApiError, ErrorKind};
+use fanout::config::Config;
+use fanout::egress::{self, Refusal};
+use fanout::transform::engine::{read_header, Header};
+use fanout::transform::spec::Dialect;
+use spin_sdk::http::Method;
+use url::Url;
+
+/// The most bytes the header row may take.
+pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
+
+/// Checks a source URL against the egress rules: 400 when it is not a URL, 403 when it is not allowed.
+pub fn check(source: &str, config: &Config) -> Result<Url, ApiError> {
+    egress::check(source, config.allow_private_hosts).map_err(|r| match r {
+        Refusal::Invalid(m) => ApiError::bad_request(format!("source: {m}")),
+        Refusal::Blocked(m) => ApiError::new(ErrorKind::Forbidden, format!("source: {m}")),
+    })
+}
+
+fn gateway(url: &Url, message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::BadGateway, format!("source {url}: {message}"))
+}
+
+/// Fetches bytes `first..=last` of the source: 502 when it fails.
+pub async fn range(config: &Config, url: &Url, first: u64, last: u64) -> Result<crate::RangePiece, ApiError> {
+    fetch_range(url.as_str(), first, last, config.source_timeout, config.max_request_bytes)
+        .await
+        .map_err(|m| gateway(url, m))
+}
+
+/// The source's header row (the dialect's `columns` when it has none).
+pub async fn header(config: &Config, url: &Url, dialect: &Dialect) -> Result<Header, ApiError> {
+    if !dialect.header {
+        return read_header(dialect, &[]).map_err(ApiError::bad_request);
+    }
+    let prefix = range(config, url, 0, MAX_HEADER_BYTES - 1).await?;
+    if !prefix.at_eof && !prefix.bytes.contains(&b'\n') {
+        return Err(ApiError::bad_request(format!("the source's header row is longer than {MAX_HEADER_BYTES} bytes")));
+    }
+    read_header(dialect, &prefix.bytes).map_err(ApiError::bad_request)
+}
+
+/// The source's size in bytes: from `HEAD`, or where that is not allowed,
+/// from the `Content-Range` of a one-byte ranged `GET`.
+pub async fn size(config: &Config, url: &Url) -> Result<u64, ApiError> {
+    let head = |method| Outbound {
+        method,
+        url: url.as_str(),
+        headers: vec![("range", "bytes=0-0".to_owned())],
+        body: None,
+        timeout: config.source_timeout,
+        max_bytes: 0,
+        truncate: true,
+    };
+    let headed = open(Outbound { headers: Vec::new(), ..head(Method::Head) }).await;
+    if let Ok(resp) = &headed {
+        let length = resp.header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if let (200, Some(length)) = (resp.status, length) {
+            return Ok(length);
+        }
+    }
+    // The body of this answer is dropped unread: only its head counts.
+    let resp = open(head(Method::Get)).await.map_err(|e| gateway(url, e))?;
+    match resp.status {
+        206 => resp
+            .header("content-range")
+            .and_then(fanout::content::parse_content_range)
+            .and_then(|(_, _, total)| total)
+            .ok_or_else(|| gateway(url, "answered 206 without the file's size in Content-Range")),
+        200 => resp
+            .header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| gateway(url, "answered 200 without Content-Length, so its size is unknown")),
+        416 => Ok(0),
+        status => Err(gateway(url, format!("answered {status} when asked for its size"))),
+    }
+}

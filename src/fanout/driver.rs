@@ -1,0 +1,765 @@
+//! A fan-out job as a state machine without I/O.
+//!
+//! The component that runs a job tells the [`Driver`] what happened (a unit of
+//! work was read, a worker call answered, the caller went away) and what time it
+//! is, and asks it what to do next ([`Driver::poll`]): call a worker, cancel a
+//! call, write bytes to the caller, or wait until an event or a time. Everything
+//! that makes fan-out hard lives here, where `cargo test` can drive it with a
+//! simulated worker and clock:
+//!
+//! * at most `concurrency` calls at once, the earliest unit first;
+//! * retries with backoff for transient failures, a time limit per call, a
+//!   deadline for the whole job;
+//! * answers checked by the [`Merge`] before they are used, and merged in input
+//!   order; the memory held for units and answers kept near `window_bytes` by
+//!   reading no more input and starting no new call while it is full (the
+//!   earliest unit always runs, so the job cannot stall);
+//! * a tolerated-failure threshold that stops the job, with every item that was
+//!   not attempted still accounted for;
+//! * progress reports and a final report.
+//!
+//! Time is a [`Duration`] since the job started, always passed in.
+
+use super::retry::RetryPolicy;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Identifies one worker call.
+pub type CallId = u64;
+
+/// Memory counted for each unit besides its bytes, so that many tiny units still fill the window.
+const UNIT_OVERHEAD: usize = 256;
+
+/// How a job's answers are checked and merged. The driver calls it in input order.
+pub trait Merge {
+    /// What the merge knows of one unit (its lines, its URLs, its byte range).
+    type Meta;
+    /// A worker answer that passed its checks.
+    type Accepted;
+
+    /// Checks that `answer` is well formed and accounts for exactly what `meta`
+    /// describes; the reason when it does not. May merge order-free state (aggregates) at once.
+    fn accept(&mut self, meta: &Self::Meta, answer: Vec<u8>) -> Result<Self::Accepted, String>;
+    /// The memory an accepted answer holds while it waits for its turn.
+    fn held_bytes(&self, accepted: &Self::Accepted) -> usize;
+    /// Items the answer covers, and how many of them failed.
+    fn items(&self, accepted: &Self::Accepted) -> (u64, u64);
+    /// Writes an accepted answer's output.
+    fn emit(&mut self, meta: &Self::Meta, accepted: Self::Accepted, out: &mut Vec<u8>);
+    /// Writes the error records of a unit that produced no answer.
+    fn fail(&mut self, meta: &Self::Meta, failure: &Failure, out: &mut Vec<u8>);
+    /// Whether output must follow input order; when not, each unit is
+    /// written as soon as it has its outcome (NDJSON scrape results).
+    fn ordered(&self) -> bool {
+        true
+    }
+    /// Writes a progress report, if the output format has them.
+    fn progress(&mut self, report: &Report, out: &mut Vec<u8>);
+    /// Writes the end of the output, with the final report.
+    fn finish(&mut self, report: &Report, out: &mut Vec<u8>);
+}
+
+/// Why a unit has no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What class of failure.
+    pub kind: FailureKind,
+    /// What happened, for a person.
+    pub reason: String,
+}
+
+/// The classes of [`Failure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The worker failed, or its answers failed their checks, on every attempt.
+    Worker,
+    /// The unit is too large to send to a worker.
+    TooLarge,
+    /// The job stopped before the unit was done.
+    NotAttempted,
+}
+
+/// What became of one worker call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// Worth another attempt: no connection, a 408, 429 or 5xx, an answer that failed its checks.
+    Transient {
+        /// What happened.
+        message: String,
+        /// How long the worker asked to wait (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// Would fail the same way again: another 4xx, an answer over the size limit.
+    Permanent(String),
+    /// Fails the whole job when its turn comes (`on_error: fail` met a bad row).
+    Fatal(String),
+}
+
+/// A unit of work: a chunk of rows or a batch of URLs.
+#[derive(Clone, Debug)]
+pub struct Unit<Meta> {
+    /// What the merge needs to check and place its answer.
+    pub meta: Meta,
+    /// The worker request body.
+    pub payload: Rc<Vec<u8>>,
+    /// Items in the unit, when known (rows of a streamed chunk, URLs of a batch).
+    pub items: Option<u64>,
+    /// Input bytes the unit covers.
+    pub bytes: u64,
+}
+
+/// A worker call to make.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// Report its outcome with this id.
+    pub id: CallId,
+    /// The unit's place in the job (0, 1, ...).
+    pub seq: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The request body.
+    pub payload: Rc<Vec<u8>>,
+    /// How long the call may take; the driver gives up on it after that.
+    pub timeout: Duration,
+}
+
+/// What the component should do next.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Start a worker call; report it with [`Driver::answered`].
+    Call(Call),
+    /// Drop a call still running; its outcome is no longer wanted.
+    Cancel(CallId),
+    /// Write these bytes to the caller.
+    Emit(Vec<u8>),
+    /// Wait for an event: input (if [`Driver::wants_input`]), a call's outcome,
+    /// or this time, when given.
+    Wait(Option<Duration>),
+    /// The job is over and its output complete.
+    Done,
+}
+
+/// A job's limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Worker calls at once.
+    pub concurrency: usize,
+    /// Attempts per unit and backoff between them.
+    pub retry: RetryPolicy,
+    /// Time allowed for one call.
+    pub call_timeout: Duration,
+    /// Time allowed for the whole job.
+    pub deadline: Duration,
+    /// Memory for units and answers waiting to be merged in order.
+    pub window_bytes: usize,
+    /// When to stop for failures.
+    pub tolerance: Tolerance,
+    /// How often to report progress, if at all.
+    pub progress_every: Option<Duration>,
+}
+
+/// A tolerated-failure threshold: the job stops once failed items pass either bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tolerance {
+    /// Failed items allowed.
+    pub count: Option<u64>,
+    /// Failed items allowed, as a percentage of all items (of the items done
+    /// so far while the total is not known).
+    pub percent: Option<f64>,
+}
+
+impl Tolerance {
+    /// Why `failed` items out of `done` (of `total`, when known) pass the threshold.
+    fn exceeded(&self, failed: u64, done: u64, total: Option<u64>) -> Option<String> {
+        if let Some(count) = self.count.filter(|&c| failed > c) {
+            return Some(format!("{failed} items failed, more than the {count} tolerated"));
+        }
+        let of = total.unwrap_or(done);
+        match self.percent {
+            Some(p) if of > 0 && failed as f64 * 100.0 > p * of as f64 => Some(format!(
+                "{failed} of {of} items failed ({:.1}%), more than the {p}% tolerated",
+                failed as f64 * 100.0 / of as f64
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// How the job ended, or why it is ending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Running, or every unit was attempted.
+    Complete,
+    /// Dispatching stopped (threshold, deadline); the rest is accounted as not attempted.
+    Stopped,
+    /// A unit failed the whole job (`on_error: fail`).
+    Failed,
+}
+
+/// Counts kept while the job runs, reported in progress lines and the summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Units read so far (all of them once the input has ended).
+    pub units: u64,
+    /// Units with an outcome.
+    pub units_done: u64,
+    /// Units that got no answer (failed, too large, not attempted).
+    pub units_failed: u64,
+    /// Worker calls started.
+    pub invocations: u64,
+    /// Calls that were retries.
+    pub retries: u64,
+    /// Calls that ran out of time.
+    pub timeouts: u64,
+    /// 200 answers refused because they failed their checks.
+    pub rejected_answers: u64,
+    /// Items whose unit has an outcome.
+    pub items_done: u64,
+    /// Of those, items that failed (error records).
+    pub items_failed: u64,
+    /// Items of units that were never done because the job stopped (when known).
+    pub items_not_attempted: u64,
+    /// Input bytes read so far, and of those, the ones whose unit has an outcome.
+    pub bytes: u64,
+    /// Bytes of units with an outcome.
+    pub bytes_done: u64,
+    /// Bytes of units not attempted.
+    pub bytes_not_attempted: u64,
+    /// Bytes of units that got no answer (failed or not attempted).
+    pub bytes_failed: u64,
+}
+
+/// The state of the job, for progress lines and the summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// Complete, stopped or failed.
+    pub status: Status,
+    /// Why the job stopped or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Items in the whole job, once known.
+    pub total: Option<u64>,
+    /// Units in the whole job, once known.
+    pub units_total: Option<u64>,
+    /// Input bytes of the whole job, once known.
+    pub bytes_total: Option<u64>,
+    /// Time since the job started.
+    pub elapsed_ms: u64,
+    /// The counts.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// The most memory held at once for units and answers.
+    pub peak_held_bytes: usize,
+}
+
+enum Phase<A> {
+    Queued,
+    Running {
+        deadline: Duration,
+        timeout: Duration,
+    },
+    Backoff,
+    Accepted(A),
+    Failed(Failure),
+    Fatal(String),
+    /// Written out already, ahead of its turn.
+    Emitted,
+}
+
+struct Slot<M: Merge> {
+    meta: M::Meta,
+    payload: Option<Rc<Vec<u8>>>,
+    items: Option<u64>,
+    bytes: u64,
+    attempts: u32,
+    phase: Phase<M::Accepted>,
+    held: usize,
+}
+
+/// A running job. See the module documentation.
+pub struct Driver<M: Merge> {
+    limits: Limits,
+    merge: M,
+    /// Units not yet emitted; the front one has sequence number `emitted`.
+    slots: VecDeque<Slot<M>>,
+    emitted: u64,
+    queued: BTreeSet<u64>,
+    backoff: BTreeSet<(Duration, u64)>,
+    calls: HashMap<CallId, u64>,
+    next_call: CallId,
+    cancels: Vec<CallId>,
+    held: usize,
+    peak_held: usize,
+    input_done: bool,
+    all_items_known: bool,
+    status: Status,
+    reason: Option<String>,
+    aborted: bool,
+    finished: bool,
+    done_sent: bool,
+    counters: Counters,
+    next_progress: Option<Duration>,
+    out: Vec<u8>,
+    rng: u64,
+    now: Duration,
+    expected: (Option<u64>, Option<u64>),
+}
+
+impl<M: Merge> Driver<M> {
+    /// A job merged by `merge` within `limits`; `seed` picks retry jitter.
+    pub fn new(merge: M, limits: Limits, seed: u64) -> Driver<M> {
+        let next_progress = limits.progress_every;
+        Driver {
+            limits,
+            merge,
+            slots: VecDeque::new(),
+            emitted: 0,
+            queued: BTreeSet::new(),
+            backoff: BTreeSet::new(),
+            calls: HashMap::new(),
+            next_call: 0,
+            cancels: Vec::new(),
+            held: 0,
+            peak_held: 0,
+            input_done: false,
+            all_items_known: true,
+            status: Status::Complete,
+            reason: None,
+            aborted: false,
+            finished: false,
+            done_sent: false,
+            counters: Counters::default(),
+            next_progress,
+            out: Vec::new(),
+            rng: seed | 1,
+            now: Duration::ZERO,
+            expected: (None, None),
+        }
+    }
+
+    /// The merge, for what it knows besides the output (the aggregate, say).
+    pub fn merge(&self) -> &M {
+        &self.merge
+    }
+
+    /// Whether the next unit of input is wanted now. Once the job has stopped,
+    /// input is still wanted, so that what follows is accounted for.
+    pub fn wants_input(&self) -> bool {
+        let room = self.held < self.limits.window_bytes;
+        !self.input_done
+            && !self.aborted
+            && (if self.status == Status::Complete {
+                room && self.queued.len() < self.limits.concurrency.max(1)
+            } else {
+                room
+            })
+    }
+
+    /// Memory held now for units and answers.
+    pub fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// The most memory held at once so far.
+    pub fn peak_held_bytes(&self) -> usize {
+        self.peak_held
+    }
+
+    /// What the merge knows of unit `seq`, while the unit is not yet written out.
+    pub fn meta(&self, seq: u64) -> Option<&M::Meta> {
+        let i = seq.checked_sub(self.emitted)?;
+        self.slots.get(i as usize).map(|s| &s.meta)
+    }
+
+    /// How the job stands: complete (so far), stopped or failed.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The counts so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Adds the next unit of the job.
+    pub fn add(&mut self, unit: Unit<M::Meta>) {
+        self.push(unit, None);
+    }
+
+    /// Adds a unit that cannot be sent (a record over the size limit): it fails at once.
+    pub fn add_failed(&mut self, unit: Unit<M::Meta>, failure: Failure) {
+        self.push(unit, Some(failure));
+    }
+
+    fn push(&mut self, unit: Unit<M::Meta>, failure: Option<Failure>) {
+        let seq = self.emitted + self.slots.len() as u64;
+        self.counters.units += 1;
+        self.counters.bytes += unit.bytes;
+        self.all_items_known &= unit.items.is_some();
+        let held = UNIT_OVERHEAD + unit.payload.len();
+        self.slots.push_back(Slot {
+            meta: unit.meta,
+            payload: Some(unit.payload),
+            items: unit.items,
+            bytes: unit.bytes,
+            attempts: 0,
+            phase: Phase::Queued,
+            held,
+        });
+        self.hold(held);
+        let i = self.slots.len() - 1;
+        match failure {
+            Some(failure) => self.conclude(i, Phase::Failed(failure)),
+            None if self.status != Status::Complete || self.aborted => {
+                let failure = self.not_attempted();
+                self.conclude(i, Phase::Failed(failure));
+            }
+            None => {
+                self.queued.insert(seq);
+            }
+        }
+    }
+
+    /// Says how many units and input bytes the job will have, when known before they are read.
+    pub fn expect(&mut self, units: u64, bytes: u64) {
+        self.expected = (Some(units), Some(bytes));
+    }
+
+    /// No more units will come.
+    pub fn end_input(&mut self) {
+        self.input_done = true;
+    }
+
+    /// The input broke off (a body that could not be read, a file that cannot
+    /// be split): the job fails, and what was read so far is still accounted for.
+    pub fn input_failed(&mut self, reason: String) {
+        self.input_done = true;
+        if self.status == Status::Complete {
+            self.stop(Status::Failed, format!("the input could not be read to its end: {reason}"));
+        }
+    }
+
+    /// The caller went away: nothing more is wanted. Every running call is to be cancelled.
+    pub fn abort(&mut self) {
+        self.aborted = true;
+        self.cancels.extend(self.calls.drain().map(|(call, _)| call));
+        self.queued.clear();
+        self.backoff.clear();
+    }
+
+    /// Reports the outcome of `call` at time `now`: the worker's 200 answer, or why there is none.
+    /// Outcomes of calls that were cancelled or timed out are ignored.
+    pub fn answered(&mut self, call: CallId, outcome: Result<Vec<u8>, CallError>, now: Duration) {
+        self.now = self.now.max(now);
+        let Some(seq) = self.calls.remove(&call) else { return };
+        let i = (seq - self.emitted) as usize;
+        let checked = match outcome {
+            Ok(answer) => {
+                let meta = &self.slots[i].meta;
+                self.merge.accept(meta, answer).map_err(|reason| {
+                    self.counters.rejected_answers += 1;
+                    CallError::Transient { message: format!("worker answer refused: {reason}"), retry_after: None }
+                })
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(accepted) => self.conclude(i, Phase::Accepted(accepted)),
+            Err(error) => self.attempt_failed(seq, error),
+        }
+        self.check_tolerance();
+    }
+
+    /// What to do next, at time `now`. Call until it answers `Wait` or `Done`.
+    pub fn poll(&mut self, now: Duration) -> Action {
+        self.now = self.now.max(now);
+        let now = self.now;
+        if let Some(call) = self.cancels.pop() {
+            return Action::Cancel(call);
+        }
+        if self.aborted {
+            return self.done();
+        }
+        self.expire(now);
+        if let Some(call) = self.cancels.pop() {
+            return Action::Cancel(call);
+        }
+        if let Some(call) = self.dispatch(now) {
+            return Action::Call(call);
+        }
+        self.emit_ready();
+        if let Some(at) = self.next_progress.filter(|&at| now >= at && !self.finished) {
+            let report = self.report();
+            self.merge.progress(&report, &mut self.out);
+            let every = self.limits.progress_every.expect("progress is on");
+            self.next_progress = Some(at.max(now.saturating_sub(every)) + every);
+        }
+        if self.input_done && self.slots.is_empty() && !self.finished {
+            self.finished = true;
+            let report = self.report();
+            self.merge.finish(&report, &mut self.out);
+        }
+        if !self.out.is_empty() {
+            return Action::Emit(std::mem::take(&mut self.out));
+        }
+        if self.finished {
+            return self.done();
+        }
+        let mut wake = self.limits.deadline.max(now);
+        if let Some(&(until, _)) = self.backoff.first() {
+            wake = wake.min(until);
+        }
+        for slot in &self.slots {
+            if let Phase::Running { deadline, .. } = slot.phase {
+                wake = wake.min(deadline);
+            }
+        }
+        if let Some(at) = self.next_progress {
+            wake = wake.min(at);
+        }
+        Action::Wait(Some(wake))
+    }
+
+    fn done(&mut self) -> Action {
+        self.done_sent = true;
+        Action::Done
+    }
+
+    /// The report as it stands.
+    pub fn report(&self) -> Report {
+        let total = (self.input_done && self.all_items_known).then_some(
+            self.counters.items_done
+                + self.counters.items_not_attempted
+                + self.slots.iter().filter(|s| !is_concluded(&s.phase)).filter_map(|s| s.items).sum::<u64>(),
+        );
+        Report {
+            status: self.status.clone(),
+            reason: self.reason.clone(),
+            total,
+            units_total: self.expected.0.or(self.input_done.then_some(self.counters.units)),
+            bytes_total: self.expected.1.or(self.input_done.then_some(self.counters.bytes)),
+            elapsed_ms: self.now.as_millis() as u64,
+            counters: self.counters.clone(),
+            peak_held_bytes: self.peak_held,
+        }
+    }
+
+    /// Calls past their time limit fail; backoffs that are over queue their
+    /// unit again; past the job's deadline, the job stops.
+    fn expire(&mut self, now: Duration) {
+        if now >= self.limits.deadline && self.status == Status::Complete && !self.input_done_and_idle() {
+            self.stop(Status::Stopped, format!("the job's deadline of {} ms passed", self.limits.deadline.as_millis()));
+        }
+        let late: Vec<(CallId, u64, Duration)> = self
+            .calls
+            .iter()
+            .filter_map(|(&call, &seq)| match self.slots[(seq - self.emitted) as usize].phase {
+                Phase::Running { deadline, timeout } if now >= deadline => Some((call, seq, timeout)),
+                _ => None,
+            })
+            .collect();
+        for (call, seq, timeout) in late {
+            self.calls.remove(&call);
+            self.cancels.push(call);
+            self.counters.timeouts += 1;
+            let message = format!("worker call timed out after {} ms", timeout.as_millis());
+            self.attempt_failed(seq, CallError::Transient { message, retry_after: None });
+        }
+        while let Some(&(until, seq)) = self.backoff.first() {
+            if until > now {
+                break;
+            }
+            self.backoff.pop_first();
+            self.queued.insert(seq);
+            self.slots[(seq - self.emitted) as usize].phase = Phase::Queued;
+        }
+        self.check_tolerance();
+    }
+
+    fn input_done_and_idle(&self) -> bool {
+        self.input_done && self.slots.iter().all(|s| is_concluded(&s.phase))
+    }
+
+    /// The next call to start, if the limits allow one.
+    fn dispatch(&mut self, now: Duration) -> Option<Call> {
+        if self.status != Status::Complete || self.calls.len() >= self.limits.concurrency.max(1) {
+            return None;
+        }
+        let &seq = self.queued.first()?;
+        // Past the window only the earliest unit starts: it is what the others wait for.
+        if seq != self.emitted && self.held >= self.limits.window_bytes {
+            return None;
+        }
+        self.queued.pop_first();
+        let id = self.next_call;
+        self.next_call += 1;
+        let left = self.limits.deadline.saturating_sub(now);
+        let timeout = self.limits.call_timeout.min(left).max(Duration::from_millis(1));
+        let slot = &mut self.slots[(seq - self.emitted) as usize];
+        slot.attempts += 1;
+        slot.phase = Phase::Running { deadline: now + timeout, timeout };
+        self.counters.invocations += 1;
+        if slot.attempts > 1 {
+            self.counters.retries += 1;
+        }
+        self.calls.insert(id, seq);
+        let payload = slot.payload.clone().expect("a unit not yet concluded keeps its payload");
+        Some(Call { id, seq, attempt: slot.attempts, payload, timeout })
+    }
+
+    /// A call of unit `seq` failed: try again later, or conclude the unit.
+    fn attempt_failed(&mut self, seq: u64, error: CallError) {
+        let i = (seq - self.emitted) as usize;
+        let attempts = self.slots[i].attempts;
+        let phase = match error {
+            CallError::Transient { message, retry_after } => {
+                let random = self.random();
+                match self.limits.retry.next_delay(attempts, retry_after, random) {
+                    Some(delay) if self.status == Status::Complete => {
+                        let until = self.now + delay;
+                        self.backoff.insert((until, seq));
+                        self.slots[i].phase = Phase::Backoff;
+                        return;
+                    }
+                    _ => Phase::Failed(Failure {
+                        kind: FailureKind::Worker,
+                        reason: format!("{message} (gave up after {attempts} attempts)"),
+                    }),
+                }
+            }
+            CallError::Permanent(message) => Phase::Failed(Failure { kind: FailureKind::Worker, reason: message }),
+            CallError::Fatal(message) => Phase::Fatal(message),
+        };
+        self.conclude(i, phase);
+    }
+
+    /// Gives unit `i` its outcome: its payload is let go, its answer held until its turn.
+    fn conclude(&mut self, i: usize, phase: Phase<M::Accepted>) {
+        self.release(self.slots[i].held);
+        let (items, bytes) = (self.slots[i].items, self.slots[i].bytes);
+        self.counters.units_done += 1;
+        self.counters.bytes_done += bytes;
+        let mut held = UNIT_OVERHEAD;
+        match &phase {
+            Phase::Accepted(accepted) => {
+                held += self.merge.held_bytes(accepted);
+                let (done, failed) = self.merge.items(accepted);
+                self.counters.items_done += done;
+                self.counters.items_failed += failed;
+            }
+            Phase::Failed(failure) => {
+                self.counters.units_failed += 1;
+                self.counters.bytes_failed += bytes;
+                let items = items.unwrap_or(0);
+                if failure.kind == FailureKind::NotAttempted {
+                    self.counters.items_not_attempted += items;
+                    self.counters.bytes_not_attempted += bytes;
+                } else {
+                    self.counters.items_done += items;
+                    // A unit of unknown size counts as one failed item.
+                    self.counters.items_failed += items.max(1);
+                }
+            }
+            Phase::Fatal(_) => self.counters.units_failed += 1,
+            _ => unreachable!("units conclude with an outcome"),
+        }
+        let slot = &mut self.slots[i];
+        slot.payload = None;
+        if self.merge.ordered() || matches!(phase, Phase::Fatal(_)) {
+            slot.held = held;
+            slot.phase = phase;
+            self.hold(held);
+            return;
+        }
+        slot.held = UNIT_OVERHEAD;
+        slot.phase = Phase::Emitted;
+        self.hold(UNIT_OVERHEAD);
+        match phase {
+            Phase::Accepted(accepted) => self.merge.emit(&self.slots[i].meta, accepted, &mut self.out),
+            Phase::Failed(failure) => self.merge.fail(&self.slots[i].meta, &failure, &mut self.out),
+            _ => unreachable!("only outcomes are written"),
+        }
+    }
+
+    fn hold(&mut self, bytes: usize) {
+        self.held += bytes;
+        self.peak_held = self.peak_held.max(self.held);
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.held -= bytes;
+    }
+
+    fn not_attempted(&self) -> Failure {
+        Failure {
+            kind: FailureKind::NotAttempted,
+            reason: format!("the job stopped before this was done: {}", self.reason.as_deref().unwrap_or("stopped")),
+        }
+    }
+
+    fn check_tolerance(&mut self) {
+        if self.status != Status::Complete {
+            return;
+        }
+        let total = (self.input_done && self.all_items_known).then(|| self.report().total).flatten();
+        let failed = self.counters.items_failed;
+        if let Some(why) = self.limits.tolerance.exceeded(failed, self.counters.items_done, total) {
+            self.stop(Status::Stopped, why);
+        }
+    }
+
+    /// Stops dispatching: running calls are cancelled, and every unit without
+    /// an outcome, now or later, is accounted as not attempted.
+    fn stop(&mut self, status: Status, reason: String) {
+        self.status = status;
+        self.reason = Some(reason);
+        self.cancels.extend(self.calls.drain().map(|(call, _)| call));
+        self.queued.clear();
+        self.backoff.clear();
+        let failure = self.not_attempted();
+        for i in 0..self.slots.len() {
+            if !is_concluded(&self.slots[i].phase) {
+                self.conclude(i, Phase::Failed(failure.clone()));
+            }
+        }
+    }
+
+    /// Writes out, in order, the units at the front that have their outcome,
+    /// up to the first that writes something: each `Emit` is one unit's output.
+    fn emit_ready(&mut self) {
+        while self.out.is_empty() && self.slots.front().is_some_and(|s| is_concluded(&s.phase)) {
+            let slot = self.slots.pop_front().expect("checked above");
+            self.emitted += 1;
+            self.release(slot.held);
+            match slot.phase {
+                Phase::Accepted(accepted) => self.merge.emit(&slot.meta, accepted, &mut self.out),
+                Phase::Failed(failure) => self.merge.fail(&slot.meta, &failure, &mut self.out),
+                Phase::Fatal(reason) => {
+                    // Earlier units are out; this one and every later one fail the job.
+                    if self.status == Status::Complete {
+                        self.stop(Status::Failed, reason.clone());
+                    }
+                    let failure = Failure { kind: FailureKind::NotAttempted, reason };
+                    self.merge.fail(&slot.meta, &failure, &mut self.out);
+                }
+                Phase::Emitted => {}
+                _ => unreachable!("only concluded units are emitted"),
+            }
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+}
+
+fn is_concluded<A>(phase: &Phase<A>) -> bool {
+    matches!(phase, Phase::Accepted(_) | Phase::Failed(_) | Phase::Fatal(_) | Phase::Emitted)
+}

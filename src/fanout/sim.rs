@@ -1,0 +1,516 @@
+//! Deterministic simulation of whole fan-out jobs: the real splitter, driver
+//! and merge, a simulated clock, and a simulated worker (the real transform
+//! engine) whose calls fail, hang, answer late, out of order, truncated, or
+//! with records dropped, duplicated or added, as a seeded RNG decides.
+//!
+//! After every job the invariants are checked: every input row appears exactly
+//! once (as a record or inside an error record), records in input order, the
+//! counts add up, the memory held stayed within its bound, and the job ended
+//! within its deadline. A failing seed is printed, so it replays exactly.
+
+use super::driver::{Action, CallError, Driver, Failure, FailureKind, Limits, Tolerance, Unit};
+use super::merge::{BatchMeta, ChunkMeta, PageMerge, TableMerge, TableMode};
+use super::retry::RetryPolicy;
+use super::split::{Piece, Splitter};
+use crate::framing::Format;
+use crate::scrape::{ItemError, Outcome, PageResult, ScrapeResponse};
+use crate::transform::engine::{prepare, read_header, run_compiled, Placement};
+use crate::transform::spec::Spec;
+use fanout_testkit::rng::Rng;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// What the simulated worker does with one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Answer,
+    Transient,
+    Permanent,
+    Hang,
+    Late,
+    Truncate,
+    DropRecord { fix: bool },
+    DuplicateRecord { fix: bool },
+    AddRecord { fix: bool },
+    BadErrorLine,
+}
+
+fn fault(rng: &mut Rng, rate: u64) -> Fault {
+    if rng.below(100) >= rate {
+        return Fault::Answer;
+    }
+    match rng.below(10) {
+        0 => Fault::Transient,
+        1 => Fault::Permanent,
+        2 => Fault::Hang,
+        3 => Fault::Late,
+        4 => Fault::Truncate,
+        5 => Fault::DropRecord { fix: rng.below(2) == 0 },
+        6 => Fault::DuplicateRecord { fix: rng.below(2) == 0 },
+        7 => Fault::AddRecord { fix: rng.below(2) == 0 },
+        8 => Fault::BadErrorLine,
+        _ => Fault::Answer,
+    }
+}
+
+/// A CSV file of `rows` rows, each with its id; some rows are bad (a missing
+/// field), some hold a quoted line break. Returns the file and each row's line.
+fn file(rng: &mut Rng, rows: u64) -> (Vec<u8>, Vec<u64>) {
+    let mut csv = b"id,note\n".to_vec();
+    let mut lines = Vec::new();
+    let mut line = 2;
+    for id in 0..rows {
+        lines.push(line);
+        match rng.below(12) {
+            0 => csv.extend_from_slice(format!("{id}\n").as_bytes()),
+            1 => {
+                csv.extend_from_slice(format!("{id},\"two\nlines\"\n").as_bytes());
+                line += 1;
+            }
+            2 => csv.extend_from_slice(format!("{id},\"quoted, \"\"comma\"\"\"\r\n").as_bytes()),
+            _ => csv.extend_from_slice(format!("{id},n{}\n", rng.below(1000)).as_bytes()),
+        }
+        line += 1;
+    }
+    (csv, lines)
+}
+
+/// The simulated worker's honest answer for a chunk body.
+fn transform(body: &[u8], line_offset: u64) -> Vec<u8> {
+    let spec = Spec::default();
+    let header = read_header(&spec.dialect, body).unwrap();
+    let program = prepare(&spec, &header.names).unwrap();
+    let placement = Placement { line_offset: header.lines + line_offset, range_start: None };
+    run_compiled(&spec, &program, &body[header.data_start..], Format::Json, placement).unwrap()
+}
+
+/// Applies a fault that changes a 200 answer.
+fn corrupt(answer: Vec<u8>, fault: Fault) -> Vec<u8> {
+    if fault == Fault::Truncate {
+        return answer[..answer.len() / 2].to_vec();
+    }
+    let mut v: Value = serde_json::from_slice(&answer).unwrap();
+    let records = v["records"].as_array_mut().unwrap();
+    let delta: i64 = match fault {
+        Fault::DropRecord { .. } if !records.is_empty() => {
+            records.remove(0);
+            -1
+        }
+        Fault::DuplicateRecord { .. } if !records.is_empty() => {
+            records.insert(0, records[0].clone());
+            1
+        }
+        Fault::AddRecord { .. } => {
+            records.push(serde_json::json!({"id": "injected", "note": "injected"}));
+            1
+        }
+        Fault::BadErrorLine => {
+            match v["errors"].as_array_mut().unwrap().first_mut() {
+                Some(e) => e["line"] = Value::from(999_999),
+                None => return answer,
+            }
+            0
+        }
+        _ => 0,
+    };
+    if matches!(
+        fault,
+        Fault::DropRecord { fix: true } | Fault::DuplicateRecord { fix: true } | Fault::AddRecord { fix: true }
+    ) {
+        for key in ["rows_in", "rows_out"] {
+            let n = v["stats"][key].as_i64().unwrap() + delta;
+            v["stats"][key] = Value::from(n);
+        }
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+struct Job {
+    limits: Limits,
+    fault_rate: u64,
+    rows: u64,
+    chunk: usize,
+    max_chunk: usize,
+    format: Format,
+}
+
+/// Runs one transform job in simulation; panics with the seed on a broken invariant.
+fn run_table(seed: u64, job: &Job) {
+    let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1));
+    let (csv, row_lines) = file(&mut rng, job.rows);
+    let mut splitter = Splitter::new(b',', b'"', true, job.chunk, job.max_chunk);
+    let feed = 1 + rng.below(64) as usize;
+    let mut input = csv.chunks(feed);
+    let mut driver = Driver::new(TableMerge::new(job.format, TableMode::Records), job.limits.clone(), seed);
+    // Answers in flight: when they arrive, for which call.
+    let mut pending: BTreeMap<(Duration, u64), Result<Vec<u8>, CallError>> = BTreeMap::new();
+    let mut offsets: HashMap<u64, u64> = HashMap::new();
+    let mut out = Vec::new();
+    let mut now = Duration::ZERO;
+    let mut largest_payload = 0;
+    let mut seq_in = 0u64;
+    let mut input_ended = false;
+    for step in 0.. {
+        assert!(step < 1_000_000, "seed {seed}: the job does not end");
+        // Input: read while the driver wants it.
+        while driver.wants_input() {
+            match splitter.next_piece().unwrap() {
+                Some(Piece::Chunk(c)) => {
+                    largest_payload = largest_payload.max(c.body.len());
+                    offsets.insert(seq_in, c.line_offset);
+                    seq_in += 1;
+                    let meta = ChunkMeta::Lines {
+                        first_line: c.span.first_line,
+                        last_line: c.span.last_line,
+                        rows: c.span.rows,
+                        line_offset: c.line_offset,
+                    };
+                    driver.add(Unit {
+                        meta,
+                        payload: Rc::new(c.body),
+                        items: Some(c.span.rows),
+                        bytes: c.span.bytes.end - c.span.bytes.start,
+                    });
+                }
+                Some(Piece::Oversized(span)) => {
+                    seq_in += 1;
+                    let meta = ChunkMeta::Lines {
+                        first_line: span.first_line,
+                        last_line: span.last_line,
+                        rows: span.rows,
+                        line_offset: 0,
+                    };
+                    let failure = Failure { kind: FailureKind::TooLarge, reason: "too large".into() };
+                    driver.add_failed(
+                        Unit { meta, payload: Rc::new(Vec::new()), items: Some(span.rows), bytes: 0 },
+                        failure,
+                    );
+                }
+                None => match input.next() {
+                    Some(bytes) => splitter.push(bytes),
+                    None if !input_ended => {
+                        splitter.end();
+                        input_ended = true;
+                    }
+                    None => {
+                        driver.end_input();
+                        break;
+                    }
+                },
+            }
+        }
+        match driver.poll(now) {
+            Action::Call(call) => {
+                let f = fault(&mut rng, job.fault_rate);
+                let latency = MS * (1 + rng.below(40) as u32);
+                let honest = || transform(&call.payload, offsets[&call.seq]);
+                let outcome = match f {
+                    Fault::Answer => Some((latency, Ok(honest()))),
+                    Fault::Transient => Some((
+                        latency,
+                        Err(CallError::Transient { message: "worker answered 503".into(), retry_after: None }),
+                    )),
+                    Fault::Permanent => Some((latency, Err(CallError::Permanent("worker answered 400".into())))),
+                    Fault::Hang => None,
+                    Fault::Late => Some((job.limits.call_timeout + latency, Ok(honest()))),
+                    other => Some((latency, Ok(corrupt(honest(), other)))),
+                };
+                if let Some((after, outcome)) = outcome {
+                    pending.insert((now + after, call.id), outcome);
+                }
+            }
+            Action::Cancel(id) => pending.retain(|&(_, call), _| call != id),
+            Action::Emit(bytes) => out.extend_from_slice(&bytes),
+            Action::Done => break,
+            Action::Wait(wake) => {
+                let next = pending.keys().next().map(|&(at, _)| at);
+                let until = match (next, wake) {
+                    (Some(a), Some(w)) => a.min(w),
+                    (a, w) => a.or(w).expect("a waiting job has something to wait for"),
+                };
+                assert!(until >= now, "seed {seed}: time runs backwards");
+                now = until.max(now);
+                while let Some(entry) = pending.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let ((_, call), outcome) = entry.remove_entry();
+                    driver.answered(call, outcome, now);
+                }
+            }
+        }
+    }
+    let bound =
+        job.limits.window_bytes + job.limits.concurrency * (3 * largest_payload + 4096) + largest_payload + 4096;
+    check_table(seed, job, &out, &row_lines, now, driver.peak_held_bytes(), bound);
+}
+
+fn check_table(seed: u64, job: &Job, out: &[u8], row_lines: &[u64], ended: Duration, peak: usize, bound: usize) {
+    let (records, errors, summary) = match job.format {
+        Format::Json => {
+            let v: Value =
+                serde_json::from_slice(out).unwrap_or_else(|e| panic!("seed {seed}: output is not JSON: {e}"));
+            (v["records"].as_array().unwrap().clone(), v["errors"].as_array().unwrap().clone(), v["summary"].clone())
+        }
+        Format::Ndjson => {
+            let mut records = Vec::new();
+            let mut errors = Vec::new();
+            let mut summary = Value::Null;
+            for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: Value =
+                    serde_json::from_slice(line).unwrap_or_else(|e| panic!("seed {seed}: a line is not JSON: {e}"));
+                if let Some(r) = v.get("record") {
+                    records.push(r.clone());
+                } else if let Some(e) = v.get("error") {
+                    errors.push(e.clone());
+                } else if let Some(s) = v.get("summary") {
+                    summary = s.clone();
+                } else {
+                    assert!(v.get("progress").is_some(), "seed {seed}: unexpected line {v}");
+                }
+            }
+            (records, errors, summary)
+        }
+    };
+    let mut seen = vec![0u32; row_lines.len()];
+    let mut last_id = None;
+    for r in &records {
+        let id: usize = r["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("seed {seed}: a record not from the file: {r}"));
+        assert!(last_id < Some(id), "seed {seed}: records out of order at id {id}");
+        last_id = Some(id);
+        seen[id] += 1;
+    }
+    let line_to_row: HashMap<u64, usize> = row_lines.iter().enumerate().map(|(i, &l)| (l, i)).collect();
+    for e in &errors {
+        let message = e["message"].as_str().unwrap();
+        if let Some(rest) = message.strip_prefix("the ").filter(|_| message.contains(" rows on lines ")) {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let (n, a, b): (u64, u64, u64) =
+                (words[0].parse().unwrap(), words[4].parse().unwrap(), words[6].parse().unwrap());
+            let covered: Vec<usize> =
+                row_lines.iter().enumerate().filter(|(_, &l)| l >= a && l <= b).map(|(i, _)| i).collect();
+            assert_eq!(covered.len() as u64, n, "seed {seed}: {message}");
+            covered.into_iter().for_each(|i| seen[i] += 1);
+        } else {
+            let line = e["line"].as_u64().unwrap();
+            let row = line_to_row
+                .get(&line)
+                .unwrap_or_else(|| panic!("seed {seed}: error on line {line}, no row starts there: {e}"));
+            seen[*row] += 1;
+        }
+    }
+    for (id, &n) in seen.iter().enumerate() {
+        assert_eq!(n, 1, "seed {seed}: row {id} (line {}) appears {n} times", row_lines[id]);
+    }
+    let rows = row_lines.len() as u64;
+    assert_eq!(summary["rows_in"], rows, "seed {seed}: {summary}");
+    let sum = |k: &str| summary[k].as_u64().unwrap();
+    assert_eq!(sum("rows_out") + sum("rows_filtered") + sum("rows_errored"), rows, "seed {seed}: {summary}");
+    assert_eq!(sum("rows_out"), records.len() as u64, "seed {seed}");
+    assert!(peak <= bound, "seed {seed}: held {peak} bytes, bound {bound}");
+    let limit = job.limits.deadline + job.limits.call_timeout;
+    assert!(ended <= limit, "seed {seed}: the job ended at {ended:?}, past {limit:?}");
+    if summary["status"] == "stopped" {
+        assert!(summary["reason"].is_string(), "seed {seed}: {summary}");
+    }
+}
+
+fn limits(rng: &mut Rng) -> Limits {
+    Limits {
+        concurrency: 1 + rng.below(6) as usize,
+        retry: RetryPolicy { max_attempts: 1 + rng.below(4) as u32, base_delay: 5 * MS, max_delay: 50 * MS },
+        call_timeout: MS * (30 + rng.below(100) as u32),
+        deadline: if rng.below(4) == 0 { MS * (50 + rng.below(400) as u32) } else { Duration::from_secs(3600) },
+        window_bytes: 200 + rng.below(4000) as usize,
+        tolerance: match rng.below(4) {
+            0 => Tolerance { count: Some(rng.below(20)), percent: None },
+            1 => Tolerance { count: None, percent: Some(rng.below(50) as f64) },
+            _ => Tolerance::default(),
+        },
+        progress_every: Some(MS * 20),
+    }
+}
+
+#[test]
+fn transform_jobs_keep_every_row_under_faults() {
+    for seed in 1..=2500u64 {
+        let mut rng = Rng::new(seed);
+        let job = Job {
+            limits: limits(&mut rng),
+            fault_rate: [0, 10, 30, 70][rng.below(4) as usize],
+            rows: rng.below(120),
+            chunk: 1 + rng.below(200) as usize,
+            max_chunk: 400,
+            format: if rng.below(2) == 0 { Format::Json } else { Format::Ndjson },
+        };
+        run_table(seed, &job);
+    }
+}
+
+#[test]
+fn a_faultless_job_equals_one_worker_over_the_whole_file() {
+    let mut rng = Rng::new(7);
+    let (csv, _) = file(&mut rng, 300);
+    let whole: Value = serde_json::from_slice(&transform(&csv, 0)).unwrap();
+    let limits = Limits {
+        tolerance: Tolerance::default(),
+        deadline: Duration::from_secs(3600),
+        ..self::limits(&mut Rng::new(3))
+    };
+    let mut splitter = Splitter::new(b',', b'"', true, 100, 10_000);
+    splitter.push(&csv);
+    splitter.end();
+    let mut driver = Driver::new(TableMerge::new(Format::Json, TableMode::Records), limits, 1);
+    let mut out = Vec::new();
+    let mut answers = Vec::new();
+    loop {
+        while driver.wants_input() {
+            match splitter.next_piece().unwrap() {
+                Some(Piece::Chunk(c)) => {
+                    let meta = ChunkMeta::Lines {
+                        first_line: c.span.first_line,
+                        last_line: c.span.last_line,
+                        rows: c.span.rows,
+                        line_offset: c.line_offset,
+                    };
+                    let answer = transform(&c.body, c.line_offset);
+                    answers.push(answer);
+                    driver.add(Unit { meta, payload: Rc::new(c.body), items: Some(c.span.rows), bytes: 0 });
+                }
+                Some(Piece::Oversized(_)) => unreachable!(),
+                None => driver.end_input(),
+            }
+        }
+        match driver.poll(Duration::ZERO) {
+            Action::Call(call) => driver.answered(call.id, Ok(answers[call.seq as usize].clone()), Duration::ZERO),
+            Action::Emit(bytes) => out.extend(bytes),
+            Action::Done => break,
+            other => panic!("nothing to wait for: {other:?}"),
+        }
+    }
+    let merged: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(merged["records"], whole["records"]);
+    assert_eq!(merged["errors"], whole["errors"]);
+    assert_eq!(merged["stats"], whole["stats"]);
+    assert!(merged["summary"]["chunks"].as_u64().unwrap() > 10);
+}
+
+/// Scrape batches: results are checked URL by URL, every URL is answered exactly once.
+#[test]
+fn scrape_jobs_keep_every_url_under_faults() {
+    for seed in 1..=1500u64 {
+        let mut rng = Rng::new(seed);
+        let limits = limits(&mut rng);
+        let urls: Vec<String> = (0..rng.below(60)).map(|i| format!("https://example.com/{i}")).collect();
+        let batch = 1 + rng.below(8) as usize;
+        let format = if rng.below(2) == 0 { Format::Json } else { Format::Ndjson };
+        let fault_rate = [0, 20, 60][rng.below(3) as usize];
+        let mut driver = Driver::new(PageMerge::new(format), limits.clone(), seed);
+        let mut plan = super::plan::batches(urls.len(), batch).into_iter();
+        let mut pending: BTreeMap<(Duration, u64), Result<Vec<u8>, CallError>> = BTreeMap::new();
+        let mut metas: Vec<Vec<String>> = Vec::new();
+        let mut out = Vec::new();
+        let mut now = Duration::ZERO;
+        loop {
+            while driver.wants_input() {
+                match plan.next() {
+                    Some(range) => {
+                        let batch_urls = urls[range.clone()].to_vec();
+                        metas.push(batch_urls.clone());
+                        let meta = BatchMeta { start: range.start as u64, urls: batch_urls };
+                        driver.add(Unit {
+                            meta,
+                            payload: Rc::new(vec![0; 10]),
+                            items: Some(range.len() as u64),
+                            bytes: 0,
+                        });
+                    }
+                    None => driver.end_input(),
+                }
+            }
+            match driver.poll(now) {
+                Action::Call(call) => {
+                    let batch_urls = &metas[call.seq as usize];
+                    let mut results: Vec<PageResult> = batch_urls
+                        .iter()
+                        .enumerate()
+                        .map(|(index, url)| PageResult {
+                            index,
+                            url: url.clone(),
+                            outcome: Outcome::Error(ItemError::new(crate::scrape::FailureKind::HttpStatus, "404")),
+                        })
+                        .collect();
+                    let f = fault(&mut rng, fault_rate);
+                    match f {
+                        Fault::DropRecord { .. } => drop(results.pop()),
+                        Fault::DuplicateRecord { .. } if !results.is_empty() => results.push(results[0].clone()),
+                        Fault::AddRecord { .. } | Fault::BadErrorLine if !results.is_empty() => results[0].index = 7,
+                        _ => {}
+                    }
+                    let answer = serde_json::to_vec(&ScrapeResponse { results }).unwrap();
+                    let latency = MS * (1 + rng.below(40) as u32);
+                    let outcome = match f {
+                        Fault::Transient => {
+                            Some((latency, Err(CallError::Transient { message: "503".into(), retry_after: Some(MS) })))
+                        }
+                        Fault::Permanent => Some((latency, Err(CallError::Permanent("400".into())))),
+                        Fault::Hang => None,
+                        Fault::Late => Some((limits.call_timeout + latency, Ok(answer))),
+                        Fault::Truncate => Some((latency, Ok(answer[..answer.len() / 2].to_vec()))),
+                        _ => Some((latency, Ok(answer))),
+                    };
+                    if let Some((after, outcome)) = outcome {
+                        pending.insert((now + after, call.id), outcome);
+                    }
+                }
+                Action::Cancel(id) => pending.retain(|&(_, call), _| call != id),
+                Action::Emit(bytes) => out.extend(bytes),
+                Action::Done => break,
+                Action::Wait(wake) => {
+                    let next = pending.keys().next().map(|&(at, _)| at);
+                    now = match (next, wake) {
+                        (Some(a), Some(w)) => a.min(w),
+                        (a, w) => a.or(w).unwrap(),
+                    }
+                    .max(now);
+                    while let Some(entry) = pending.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        let ((_, call), outcome) = entry.remove_entry();
+                        driver.answered(call, outcome, now);
+                    }
+                }
+            }
+        }
+        let results: Vec<Value> = match format {
+            Format::Json => {
+                let v: Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                v["results"].as_array().unwrap().clone()
+            }
+            Format::Ndjson => out
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+                .filter(|v| v.get("index").is_some())
+                .collect(),
+        };
+        let mut indexes: Vec<u64> = results.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+        if format == Format::Json {
+            assert!(indexes.windows(2).all(|w| w[0] < w[1]), "seed {seed}: results out of order");
+        }
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..urls.len() as u64).collect::<Vec<_>>(), "seed {seed}: every URL once");
+        for r in &results {
+            assert_eq!(r["url"], urls[r["index"].as_u64().unwrap() as usize], "seed {seed}");
+        }
+        assert!(now <= limits.deadline + limits.call_timeout, "seed {seed}: ended at {now:?}");
+    }
+}
