@@ -1,11 +1,51 @@
 //! The coordinator wired to real workers, all under wasmtime serve: jobs are
-//! split, run concurrently, retried and merged in order, and nothing is lost
-//! when a worker fails.
+//! split as they stream in, run concurrently, retried and merged in order, and
+//! nothing is lost when a worker fails. Faults injected between coordinator
+//! and workers are in `coordinator_faults.rs`.
 
-use fanout_testkit::client::{post, post_json};
+use fanout_testkit::client::{post, post_json, request, stream_lines, Response};
 use fanout_testkit::component::Component;
 use fanout_testkit::site::Site;
 use serde_json::{json, Value};
+
+/// A transform worker and a coordinator wired to it, splitting small files into many chunks.
+fn transform_bundle(extra: &[(&str, &str)]) -> (Component, Component) {
+    let worker = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let url = worker.url("/transform");
+    let mut env = vec![("FANOUT_TRANSFORM_URL", url.as_str())];
+    env.extend_from_slice(extra);
+    if !extra.iter().any(|(k, _)| *k == "FANOUT_MIN_CHUNK_BYTES") {
+        env.push(("FANOUT_MIN_CHUNK_BYTES", "1"));
+    }
+    let coordinator = Component::serve("coordinator", &env);
+    (worker, coordinator)
+}
+
+fn post_csv(c: &Component, query: &str, headers: &[(&str, &str)], csv: &[u8]) -> Response {
+    let mut all = vec![("content-type", "text/csv")];
+    all.extend_from_slice(headers);
+    request("POST", &c.url(&format!("/coordinate/transform{query}")), &all, csv).unwrap()
+}
+
+/// Checks the accounting every transform answer keeps, and returns its summary.
+fn accounted(v: &Value, rows: u64) -> &Value {
+    let s = &v["summary"];
+    assert_eq!(s["rows_in"], rows, "{s}");
+    let sum = |k: &str| s[k].as_u64().unwrap();
+    assert_eq!(sum("rows_out") + sum("rows_filtered") + sum("rows_errored"), rows, "{s}");
+    assert_eq!(v["stats"]["rows_in"], rows);
+    s
+}
+
+fn sales(rows: usize) -> String {
+    let mut csv = String::from("id,amount,date,category,region,product\n");
+    for i in 1..=rows {
+        let amount = if i % 10 == 0 { "-1.00".to_owned() } else { format!("{}.{:02}", i * 37 % 900, i % 100) };
+        let region = ["north", "south", "east"][i % 3];
+        csv.push_str(&format!("{i},{amount},2026-03-{:02},Cat{},{region},p{}\n", i % 28 + 1, i % 4, i % 2));
+    }
+    csv
+}
 
 #[test]
 fn scrape_job_is_batched_and_merged_in_order() {
@@ -24,7 +64,7 @@ fn scrape_job_is_batched_and_merged_in_order() {
         .collect();
     let resp = post_json(
         &c.url("/coordinate/scrape"),
-        &json!({ "urls": urls, "batch_size": 4, "select": {"h": "body > h1"} }),
+        &json!({ "urls": urls, "batch_size": 4, "select": {"h": "body > h1"}, "options": {"attempts": 1} }),
     );
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
@@ -40,14 +80,49 @@ fn scrape_job_is_batched_and_merged_in_order() {
             assert_eq!(r["page"]["select"]["h"], format!("Heading {i}"), "{r}");
         }
     }
-    assert_eq!(v["stats"], json!({"urls": 23, "pages": 20, "errors": 3, "invocations": 6}));
+    let s = &v["summary"];
+    assert_eq!((s["urls"].as_u64(), s["results"].as_u64()), (Some(23), Some(23)), "{s}");
+    assert_eq!((s["pages"].as_u64(), s["errors"].as_u64()), (Some(20), Some(3)), "{s}");
+    assert_eq!((s["batches"].as_u64(), s["invocations"].as_u64()), (Some(6), Some(6)), "{s}");
+    assert_eq!(s["status"], "complete");
+}
+
+#[test]
+fn scrape_ndjson_streams_batches_as_they_finish_with_progress_and_a_summary() {
+    let site = Site::start();
+    let worker = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let scrape_url = worker.url("/scrape");
+    let c = Component::serve("coordinator", &[("FANOUT_SCRAPE_URL", &scrape_url)]);
+    let urls: Vec<String> = (0..24).map(|i| site.url(&format!("/page/{i}?delay_ms=120"))).collect();
+    let job = json!({ "urls": urls, "batch_size": 2, "concurrency": 1 });
+    let lines = stream_lines(
+        "POST",
+        &c.url("/coordinate/scrape"),
+        &[("content-type", "application/json"), ("accept", "application/x-ndjson")],
+        job.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(lines.status, 200);
+    assert_eq!(lines.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<Value> = lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let progress: Vec<&Value> = lines.iter().filter_map(|l| l.get("progress")).collect();
+    assert!(progress.len() >= 2, "a 1.5 s job reports progress every 500 ms: {progress:?}");
+    for p in &progress {
+        assert_eq!(p["total"], 24, "{p}");
+        assert!(p["done"].as_u64().unwrap() <= 24 && p["elapsed_ms"].is_u64() && p["pages_per_s"].is_u64(), "{p}");
+    }
+    assert!(progress.windows(2).all(|w| w[0]["done"].as_u64() <= w[1]["done"].as_u64()));
+    let mut indexes: Vec<u64> = lines.iter().filter_map(|l| l["index"].as_u64()).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..24).collect::<Vec<_>>());
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["pages"], 24, "{summary}");
+    assert_eq!(summary["status"], "complete");
 }
 
 #[test]
 fn transform_job_is_chunked_and_merged_with_file_line_numbers() {
-    let worker = Component::serve("transform", &[]);
-    let transform_url = worker.url("/transform");
-    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &transform_url)]);
+    let (_worker, c) = transform_bundle(&[]);
     let mut csv = String::from("id,note\n");
     for i in 1..=200 {
         match i {
@@ -56,7 +131,7 @@ fn transform_job_is_chunked_and_merged_with_file_line_numbers() {
             _ => csv.push_str(&format!("{i},n{i}\n")),
         }
     }
-    let resp = post(&c.url("/coordinate/transform?chunk_bytes=300"), "text/csv", csv.as_bytes());
+    let resp = post_csv(&c, "?chunk_bytes=300", &[], csv.as_bytes());
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
     let records = v["records"].as_array().unwrap();
@@ -69,7 +144,31 @@ fn transform_job_is_chunked_and_merged_with_file_line_numbers() {
         json!([{"line": 51, "kind": "field_count", "message": "row has 1 fields but the header has 2"}])
     );
     assert_eq!(v["stats"], json!({"rows_in": 200, "rows_out": 199, "rows_filtered": 0, "rows_errored": 1}));
-    assert!(v["invocations"].as_u64().unwrap() > 5, "{}", v["invocations"]);
+    let s = accounted(&v, 200);
+    assert!(s["chunks"].as_u64().unwrap() > 5, "{s}");
+    assert_eq!(s["chunks"], s["invocations"]);
+    assert_eq!(s["status"], "complete");
+}
+
+#[test]
+fn a_body_sent_in_pieces_is_split_as_it_arrives() {
+    let (_worker, c) = transform_bundle(&[]);
+    let csv = sales(3000);
+    let whole = post_csv(&c, "?chunk_bytes=100000000&preset=vat", &[], csv.as_bytes());
+    assert_eq!(whole.status, 400, "chunks over the workers' request limit are refused: {}", whole.text());
+    let pieces: Vec<Vec<u8>> = csv.as_bytes().chunks(777).map(<[u8]>::to_vec).collect();
+    let resp = fanout_testkit::client::request_chunked(
+        "POST",
+        &c.url("/coordinate/transform?chunk_bytes=5000&preset=vat"),
+        &[("content-type", "text/csv")],
+        pieces,
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    accounted(&v, 3000);
+    assert_eq!(v["records"].as_array().unwrap().len(), 2700);
+    assert!(v["summary"]["chunks"].as_u64().unwrap() >= 20, "{}", v["summary"]);
 }
 
 #[test]
@@ -79,9 +178,13 @@ fn failing_workers_are_retried_and_then_reported_per_item() {
     // its rows come back as one error record that says so.
     let c = Component::serve(
         "coordinator",
-        &[("FANOUT_TRANSFORM_URL", &site.url("/status/503")), ("FANOUT_WORKER_ATTEMPTS", "3")],
+        &[
+            ("FANOUT_TRANSFORM_URL", &site.url("/status/503")),
+            ("FANOUT_WORKER_ATTEMPTS", "3"),
+            ("FANOUT_MIN_CHUNK_BYTES", "1"),
+        ],
     );
-    let resp = post(&c.url("/coordinate/transform?chunk_bytes=8"), "text/csv", b"id\n1\n2\n3\n4\n5\n");
+    let resp = post_csv(&c, "?chunk_bytes=4", &[], b"id\n1\n2\n3\n4\n5\n");
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
     assert_eq!(v["records"], json!([]));
@@ -98,6 +201,9 @@ fn failing_workers_are_retried_and_then_reported_per_item() {
         assert!(e["message"].as_str().unwrap().contains("after 3 attempts"), "{e}");
     }
     assert_eq!(site.hits("/status/503"), 3 * errors.len());
+    let s = accounted(&v, 5);
+    assert_eq!(s["chunks_failed"].as_u64(), Some(errors.len() as u64));
+    assert_eq!(s["retries"].as_u64(), Some(2 * errors.len() as u64));
 
     // A worker that is not there at all: every URL still comes back, as an error.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -111,62 +217,82 @@ fn failing_workers_are_retried_and_then_reported_per_item() {
     let v = resp.json();
     let kinds: Vec<&Value> = v["results"].as_array().unwrap().iter().map(|r| &r["error"]["kind"]).collect();
     assert_eq!(kinds, vec![&json!("worker"); 5]);
-    assert_eq!(v["stats"]["errors"], 5);
+    assert_eq!(v["summary"]["errors"], 5);
 }
 
 #[test]
-fn retries_stop_at_the_first_success_and_its_answer_is_still_checked() {
+fn answers_that_are_not_what_was_asked_are_retried_then_reported() {
     let site = Site::start();
     // The fixture's flaky route answers 503 twice, then 200 with an HTML page:
-    // the third attempt succeeds at the HTTP level, and the coordinator still
+    // every later attempt succeeds at the HTTP level, and the coordinator still
     // refuses an answer that is not a scrape response, keeping the URL as an error.
     let c = Component::serve(
         "coordinator",
-        &[("FANOUT_SCRAPE_URL", &site.url("/flaky/w/2")), ("FANOUT_WORKER_ATTEMPTS", "5")],
+        &[("FANOUT_SCRAPE_URL", &site.url("/flaky/w/2")), ("FANOUT_WORKER_ATTEMPTS", "4")],
     );
     let resp = post_json(&c.url("/coordinate/scrape"), &json!({ "urls": ["https://example.com/"] }));
     assert_eq!(resp.status, 200);
-    assert_eq!(site.hits("/flaky/w/2"), 3);
-    let err = &resp.json()["results"][0]["error"];
+    assert_eq!(site.hits("/flaky/w/2"), 4);
+    let v = resp.json();
+    let err = &v["results"][0]["error"];
     assert_eq!(err["kind"], "worker");
-    assert!(err["message"].as_str().unwrap().contains("not a scrape response"), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("not a scrape answer"), "{err}");
+    assert_eq!(v["summary"]["rejected_answers"], 2, "{}", v["summary"]);
 }
 
 #[test]
-fn bad_scrape_jobs_are_refused_before_fan_out() {
-    let c = Component::serve("coordinator", &[("FANOUT_SCRAPE_URL", "http://127.0.0.1:9/scrape")]);
+fn bad_jobs_are_refused_before_fan_out() {
+    let site = Site::start();
+    let c = Component::serve(
+        "coordinator",
+        &[("FANOUT_SCRAPE_URL", &site.url("/status/500")), ("FANOUT_SCRAPE_CONCURRENCY", "16")],
+    );
     for (job, needle) in [
         (json!({"urls": [], "batch_size": 0}), "batch_size"),
+        (json!({"urls": [], "batch_size": 4294967297u64}), "batch_size"),
         (json!({"urls": [], "select": {"x": "a >"}}), "select.x"),
         (json!({"urls": [], "unknown": 1}), "unknown"),
+        (json!({"urls": [], "options": {"concurrency": 32}}), "FANOUT_SCRAPE_CONCURRENCY"),
+        (json!({"urls": [], "concurrency": 1000}), "FANOUT_WORKER_CONCURRENCY"),
+        (json!({"urls": [], "deadline_ms": "soon"}), "deadline_ms"),
+        (json!({"urls": [], "urls_source": "http://x/"}), "not both"),
+        (json!({"urls_source": "file:///etc/passwd"}), "urls_source"),
     ] {
         let resp = post_json(&c.url("/coordinate/scrape"), &job);
-        assert_eq!(resp.status, 400, "{}", resp.text());
+        assert!(resp.status == 400 || resp.status == 403, "{job}: {}", resp.text());
         let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
-        assert!(msg.contains(needle), "{msg}");
+        assert!(msg.contains(needle), "{job}: {msg}");
     }
-}
+    let resp = post_csv(&c, "?chunk_bytes=1", &[], b"id\n1\n");
+    assert_eq!(resp.status, 500, "no transform worker is configured: {}", resp.text());
+    assert_eq!(site.hits("/status/500"), 0, "no worker was called");
 
-fn sales(rows: usize) -> String {
-    let mut csv = String::from("id,amount,date,category,region,product\n");
-    for i in 1..=rows {
-        let amount = if i % 10 == 0 { "-1.00".to_owned() } else { format!("{}.{:02}", i * 37 % 900, i % 100) };
-        let region = ["north", "south", "east"][i % 3];
-        csv.push_str(&format!("{i},{amount},2026-03-{:02},Cat{},{region},p{}\n", i % 28 + 1, i % 4, i % 2));
-    }
-    csv
+    // A worker URL that does not parse is the operator's mistake, for either job.
+    let c = Component::serve(
+        "coordinator",
+        &[("FANOUT_SCRAPE_URL", "not a url"), ("FANOUT_TRANSFORM_URL", "http//missing-colon/transform")],
+    );
+    let resp = post_json(&c.url("/coordinate/scrape"), &json!({"urls": ["https://example.com/"]}));
+    assert_eq!((resp.status, &resp.json()["error"]["kind"]), (500, &json!("config")), "{}", resp.text());
+    let resp = post_csv(&c, "", &[], b"id\n1\n");
+    assert_eq!((resp.status, &resp.json()["error"]["kind"]), (500, &json!("config")), "{}", resp.text());
+
+    // Tiny chunks would make one worker call per row.
+    let (_worker, c) = transform_bundle(&[("FANOUT_MIN_CHUNK_BYTES", "65536")]);
+    let resp = post_csv(&c, "?chunk_bytes=1", &[], b"id\n1\n");
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert!(resp.text().contains("FANOUT_MIN_CHUNK_BYTES"), "{}", resp.text());
 }
 
 #[test]
 fn transform_specs_reach_every_chunk_and_aggregates_merge_exactly() {
-    let worker = Component::serve("transform", &[]);
+    let (worker, c) = transform_bundle(&[]);
     let transform_url = worker.url("/transform");
-    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &transform_url)]);
     let csv = sales(500);
     // Records: the vat preset over many chunks equals the worker over the whole file.
     let whole = post(&format!("{transform_url}?preset=vat"), "text/csv", csv.as_bytes()).json();
-    let fanned = post(&c.url("/coordinate/transform?preset=vat&chunk_bytes=700"), "text/csv", csv.as_bytes()).json();
-    assert!(fanned["invocations"].as_u64().unwrap() > 10);
+    let fanned = post_csv(&c, "?preset=vat&chunk_bytes=700", &[], csv.as_bytes()).json();
+    assert!(fanned["summary"]["chunks"].as_u64().unwrap() > 10);
     assert_eq!(fanned["records"], whole["records"]);
     assert_eq!(fanned["stats"], whole["stats"]);
     assert_eq!(fanned["stats"]["rows_filtered"], 50);
@@ -178,54 +304,100 @@ fn transform_specs_reach_every_chunk_and_aggregates_merge_exactly() {
         r#""sort": [{"by": "total", "desc": true}], "limit": 4}}"#
     );
     let headers = [("content-type", "text/csv"), ("x-fanout-spec", spec)];
-    let whole = fanout_testkit::client::request("POST", &transform_url, &headers, csv.as_bytes()).unwrap().json();
-    let fanned = fanout_testkit::client::request(
-        "POST",
-        &c.url("/coordinate/transform?chunk_bytes=900"),
-        &headers,
-        csv.as_bytes(),
-    )
-    .unwrap()
-    .json();
+    let whole = request("POST", &transform_url, &headers, csv.as_bytes()).unwrap().json();
+    let fanned = post_csv(&c, "?chunk_bytes=900", &[("x-fanout-spec", spec)], csv.as_bytes()).json();
     assert_eq!(fanned["groups"], whole["groups"], "{fanned}");
     assert_eq!(fanned["groups"].as_array().unwrap().len(), 4);
+    accounted(&fanned, 500);
+    // The same groups as NDJSON lines, then the summary line.
+    let ndjson = post_csv(
+        &c,
+        "?chunk_bytes=900",
+        &[("x-fanout-spec", spec), ("accept", "application/x-ndjson")],
+        csv.as_bytes(),
+    );
+    let lines: Vec<Value> = ndjson.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let groups: Vec<Value> = lines.iter().filter_map(|l| l.get("group").cloned()).collect();
+    assert_eq!(Value::Array(groups), whole["groups"]);
+    assert_eq!(lines.last().unwrap()["summary"]["rows_in"], 500);
 }
 
 #[test]
 fn transform_job_mistakes_fail_before_fan_out_and_strict_jobs_fail_whole() {
     let site = Site::start();
     let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &site.url("/status/500"))]);
-    let headers = [("content-type", "text/csv"), ("x-fanout-spec", r#"{"columns": ["nope"]}"#)];
-    let resp = fanout_testkit::client::request("POST", &c.url("/coordinate/transform"), &headers, b"id\n1\n").unwrap();
-    assert_eq!(resp.status, 400, "{}", resp.text());
-    assert!(resp.json()["error"]["message"].as_str().unwrap().contains("columns[0].from"));
+    for (headers, body, needle) in [
+        (vec![("x-fanout-spec", r#"{"columns": ["nope"]}"#)], &b"id\n1\n"[..], "columns[0].from"),
+        (vec![("x-fanout-spec", r#"{"dialect": {"delimiter": ";;"}}"#)], b"id\n1\n", "dialect.delimiter"),
+        (vec![], b"", "empty"),
+    ] {
+        let resp = post_csv(&c, "", &headers, body);
+        assert_eq!(resp.status, 400, "{}", resp.text());
+        assert!(resp.json()["error"]["message"].as_str().unwrap().contains(needle), "{}", resp.text());
+    }
     assert_eq!(site.hits("/status/500"), 0, "no worker was called");
 
-    let worker = Component::serve("transform", &[]);
-    let transform_url = worker.url("/transform");
-    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &transform_url)]);
+    let (_worker, c) = transform_bundle(&[]);
     let spec = r#"{"columns": [{"from": "id", "type": "integer"}], "on_error": "fail"}"#;
-    let headers = [("content-type", "text/csv"), ("x-fanout-spec", spec)];
-    let csv = b"id\n1\n2\n3\nx\n5\n";
-    let resp =
-        fanout_testkit::client::request("POST", &c.url("/coordinate/transform?chunk_bytes=4"), &headers, csv).unwrap();
+    let resp = post_csv(&c, "?chunk_bytes=4", &[("x-fanout-spec", spec)], b"id\n1\n2\n3\nx\n5\n");
+    // The bad row's chunk is not the first, so records are out before it fails the job.
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    assert_eq!(v["summary"]["status"], "failed", "{v}");
+    assert!(v["summary"]["reason"].as_str().unwrap().contains("line 5: column \"id\": \"x\" is not an integer"), "{v}");
+    accounted(&v, 5);
+    let resp = post_csv(&c, "?chunk_bytes=4", &[("x-fanout-spec", spec)], b"id\nx\n2\n3\n");
     assert_eq!(resp.status, 422, "{}", resp.text());
     let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(msg.contains("line 5: column \"id\": \"x\" is not an integer"), "{msg}");
+    assert!(msg.contains("line 2: column \"id\": \"x\" is not an integer"), "{msg}");
 }
 
 #[test]
 fn crlf_files_keep_their_line_numbers_through_the_coordinator() {
-    let worker = Component::serve("transform", &[]);
-    let transform_url = worker.url("/transform");
-    let c = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &transform_url)]);
+    let (_worker, c) = transform_bundle(&[]);
     let csv = b"id,v\r\n1,a\r\nbad\r\n3,c\r\n\r\n4,d\r\nalso,bad,row\r\n";
     for chunk_bytes in [1, 8, 1000] {
-        let resp = post(&c.url(&format!("/coordinate/transform?chunk_bytes={chunk_bytes}")), "text/csv", csv);
+        let resp = post_csv(&c, &format!("?chunk_bytes={chunk_bytes}"), &[], csv);
         assert_eq!(resp.status, 200, "{}", resp.text());
         let v = resp.json();
         let lines: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
         assert_eq!(lines, [3, 7], "chunks of {chunk_bytes} bytes: {v}");
-        assert_eq!(v["stats"]["rows_in"], 5);
+        accounted(&v, 5);
     }
+}
+
+#[test]
+fn source_url_jobs_read_ranges_and_equal_one_invocation() {
+    let site = Site::start();
+    let csv = sales(2000);
+    site.put("sales.csv", "text/csv", csv.clone());
+    let (worker, c) = transform_bundle(&[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let whole = post(&format!("{}?preset=vat", worker.url("/transform")), "text/csv", csv.as_bytes()).json();
+    // `/files/` answers HEAD; `/nohead/` refuses it, so the size comes from a ranged GET.
+    for route in ["/files/sales.csv", "/nohead/sales.csv"] {
+        let job = json!({ "source": site.url(route), "spec": {"preset": "vat"}, "chunk_bytes": 4000 });
+        let resp = post_json(&c.url("/coordinate/transform"), &job);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let v = resp.json();
+        assert_eq!(v["records"], whole["records"], "{route}");
+        assert_eq!(v["stats"], whole["stats"], "{route}");
+        let s = &v["summary"];
+        assert_eq!(s["bytes"].as_u64(), Some(csv.len() as u64), "{s}");
+        assert_eq!(s["chunks"].as_u64(), Some((csv.len() as u64).div_ceil(4000)), "{s}");
+        assert_eq!(s["status"], "complete");
+    }
+    // Sources obey the egress rules, and the spec is checked against the file's header first.
+    let blocked = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", &worker.url("/transform"))]);
+    let resp = post_json(&blocked.url("/coordinate/transform"), &json!({"source": site.url("/files/sales.csv")}));
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    let resp = post_json(
+        &c.url("/coordinate/transform"),
+        &json!({"source": site.url("/files/sales.csv"), "spec": {"columns": ["nope"]}}),
+    );
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let resp = post_json(&c.url("/coordinate/transform"), &json!({"source": site.url("/files/missing.csv")}));
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    let resp = post_json(&c.url("/coordinate/transform"), &json!({"source": site.url("/files/sales.csv"), "chunk": 5}));
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert!(resp.text().contains("unknown field"), "{}", resp.text());
 }

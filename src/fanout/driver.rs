@@ -92,6 +92,8 @@ pub enum CallError {
         /// How long the worker asked to wait (`Retry-After`).
         retry_after: Option<Duration>,
     },
+    /// No complete answer within the call's time limit: tried again like a transient failure.
+    Timeout(Duration),
     /// Would fail the same way again: another 4xx, an answer over the size limit.
     Permanent(String),
     /// Fails the whole job when its turn comes (`on_error: fail` met a bad row).
@@ -306,7 +308,18 @@ pub struct Driver<M: Merge> {
     out: Vec<u8>,
     rng: u64,
     now: Duration,
-    expected: (Option<u64>, Option<u64>),
+    expected: Expected,
+}
+
+/// What a job holds in all, as far as it is known before its units are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Units.
+    pub units: Option<u64>,
+    /// Items.
+    pub items: Option<u64>,
+    /// Input bytes.
+    pub bytes: Option<u64>,
 }
 
 impl<M: Merge> Driver<M> {
@@ -337,7 +350,7 @@ impl<M: Merge> Driver<M> {
             out: Vec::new(),
             rng: seed | 1,
             now: Duration::ZERO,
-            expected: (None, None),
+            expected: Expected::default(),
         }
     }
 
@@ -424,9 +437,9 @@ impl<M: Merge> Driver<M> {
         }
     }
 
-    /// Says how many units and input bytes the job will have, when known before they are read.
-    pub fn expect(&mut self, units: u64, bytes: u64) {
-        self.expected = (Some(units), Some(bytes));
+    /// Says what the whole job holds, when it is known before its units are read.
+    pub fn expect(&mut self, expected: Expected) {
+        self.expected = expected;
     }
 
     /// No more units will come.
@@ -539,9 +552,9 @@ impl<M: Merge> Driver<M> {
         Report {
             status: self.status.clone(),
             reason: self.reason.clone(),
-            total,
-            units_total: self.expected.0.or(self.input_done.then_some(self.counters.units)),
-            bytes_total: self.expected.1.or(self.input_done.then_some(self.counters.bytes)),
+            total: self.expected.items.or(total),
+            units_total: self.expected.units.or(self.input_done.then_some(self.counters.units)),
+            bytes_total: self.expected.bytes.or(self.input_done.then_some(self.counters.bytes)),
             elapsed_ms: self.now.as_millis() as u64,
             counters: self.counters.clone(),
             peak_held_bytes: self.peak_held,
@@ -565,9 +578,7 @@ impl<M: Merge> Driver<M> {
         for (call, seq, timeout) in late {
             self.calls.remove(&call);
             self.cancels.push(call);
-            self.counters.timeouts += 1;
-            let message = format!("worker call timed out after {} ms", timeout.as_millis());
-            self.attempt_failed(seq, CallError::Transient { message, retry_after: None });
+            self.attempt_failed(seq, CallError::Timeout(timeout));
         }
         while let Some(&(until, seq)) = self.backoff.first() {
             if until > now {
@@ -615,6 +626,14 @@ impl<M: Merge> Driver<M> {
     fn attempt_failed(&mut self, seq: u64, error: CallError) {
         let i = (seq - self.emitted) as usize;
         let attempts = self.slots[i].attempts;
+        let error = match error {
+            CallError::Timeout(limit) => {
+                self.counters.timeouts += 1;
+                let message = format!("worker call timed out after {} ms", limit.as_millis());
+                CallError::Transient { message, retry_after: None }
+            }
+            other => other,
+        };
         let phase = match error {
             CallError::Transient { message, retry_after } => {
                 let random = self.random();
@@ -633,6 +652,7 @@ impl<M: Merge> Driver<M> {
             }
             CallError::Permanent(message) => Phase::Failed(Failure { kind: FailureKind::Worker, reason: message }),
             CallError::Fatal(message) => Phase::Fatal(message),
+            CallError::Timeout(_) => unreachable!("timeouts are transient failures"),
         };
         self.conclude(i, phase);
     }
@@ -664,7 +684,12 @@ impl<M: Merge> Driver<M> {
                     self.counters.items_failed += items.max(1);
                 }
             }
-            Phase::Fatal(_) => self.counters.units_failed += 1,
+            Phase::Fatal(_) => {
+                self.counters.units_failed += 1;
+                self.counters.bytes_failed += bytes;
+                self.counters.items_done += items.unwrap_or(0);
+                self.counters.items_failed += items.unwrap_or(1).max(1);
+            }
             _ => unreachable!("units conclude with an outcome"),
         }
         let slot = &mut self.slots[i];
@@ -743,7 +768,7 @@ impl<M: Merge> Driver<M> {
                     if self.status == Status::Complete {
                         self.stop(Status::Failed, reason.clone());
                     }
-                    let failure = Failure { kind: FailureKind::NotAttempted, reason };
+                    let failure = Failure { kind: FailureKind::Worker, reason };
                     self.merge.fail(&slot.meta, &failure, &mut self.out);
                 }
                 Phase::Emitted => {}

@@ -55,8 +55,8 @@ impl JobOptions {
         let keys = ["concurrency", "deadline_ms", "window_bytes", "tolerated_failures", "tolerated_failure_percent"];
         let options: serde_json::Map<_, _> =
             keys.iter().filter_map(|&k| Some((k.to_owned(), job.remove(k)?))).collect();
-        serde_json::from_value(serde_json::Value::Object(options))
-            .map_err(|e| ApiError::bad_request(format!("invalid job option: {e}")))
+        serde_path_to_error::deserialize(serde_json::Value::Object(options))
+            .map_err(|e| ApiError::bad_request(format!("invalid job option {}: {}", e.path(), e.inner())))
     }
 
     /// The driver's limits for a job whose units hold at most `unit_bytes`,

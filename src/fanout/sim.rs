@@ -33,10 +33,18 @@ enum Fault {
     Hang,
     Late,
     Truncate,
-    DropRecord { fix: bool },
-    DuplicateRecord { fix: bool },
-    AddRecord { fix: bool },
+    DropRecord {
+        fix: bool,
+    },
+    DuplicateRecord {
+        fix: bool,
+    },
+    AddRecord {
+        fix: bool,
+    },
     BadErrorLine,
+    /// The worker says the chunk fails the whole job (`on_error: fail`).
+    Fatal,
 }
 
 fn fault(rng: &mut Rng, rate: u64) -> Fault {
@@ -53,6 +61,7 @@ fn fault(rng: &mut Rng, rate: u64) -> Fault {
         6 => Fault::DuplicateRecord { fix: rng.below(2) == 0 },
         7 => Fault::AddRecord { fix: rng.below(2) == 0 },
         8 => Fault::BadErrorLine,
+        _ if rng.below(4) == 0 => Fault::Fatal,
         _ => Fault::Answer,
     }
 }
@@ -216,6 +225,7 @@ fn run_table(seed: u64, job: &Job) {
                     )),
                     Fault::Permanent => Some((latency, Err(CallError::Permanent("worker answered 400".into())))),
                     Fault::Hang => None,
+                    Fault::Fatal => Some((latency, Err(CallError::Fatal("line 1: a bad row".into())))),
                     Fault::Late => Some((job.limits.call_timeout + latency, Ok(honest()))),
                     other => Some((latency, Ok(corrupt(honest(), other)))),
                 };
@@ -317,7 +327,7 @@ fn check_table(seed: u64, job: &Job, out: &[u8], row_lines: &[u64], ended: Durat
     assert!(peak <= bound, "seed {seed}: held {peak} bytes, bound {bound}");
     let limit = job.limits.deadline + job.limits.call_timeout;
     assert!(ended <= limit, "seed {seed}: the job ended at {ended:?}, past {limit:?}");
-    if summary["status"] == "stopped" {
+    if summary["status"] != "complete" {
         assert!(summary["reason"].is_string(), "seed {seed}: {summary}");
     }
 }

@@ -210,7 +210,7 @@ async fn call_worker<Meta>(
         method: Method::Post,
         url: &url,
         headers,
-        body: Some(payload.to_vec()),
+        body: Some(&payload),
         timeout,
         max_bytes: worker.max_answer_bytes,
         truncate: false,
@@ -233,6 +233,7 @@ async fn call_worker<Meta>(
                 status => Err(CallError::Permanent(format!("worker answered {status}: {message}"))),
             }
         }
+        Err(FetchError::Timeout(limit)) => Err(CallError::Timeout(limit)),
         Err(e @ (FetchError::TooLarge(_) | FetchError::Invalid(_) | FetchError::Denied(_))) => {
             Err(CallError::Permanent(format!("worker call failed: {e}")))
         }

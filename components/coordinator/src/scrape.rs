@@ -10,7 +10,7 @@ use crate::run::{worker_url, Input, Job, Units, Worker};
 use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::config::Config;
 use fanout::content::media_type;
-use fanout::fanout::driver::{Driver, Unit};
+use fanout::fanout::driver::{Driver, Expected, Unit};
 use fanout::fanout::merge::{BatchMeta, PageMerge};
 use fanout::fanout::options::JobOptions;
 use fanout::framing::Format;
@@ -123,7 +123,7 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     let units = match list {
         UrlList::Given(urls) => {
             let count = urls.len() as u64;
-            driver.expect(count.div_ceil(batch_size), 0);
+            driver.expect(Expected { units: Some(count.div_ceil(batch_size)), items: Some(count), bytes: None });
             given_batches(urls, batch_size as usize, template)
         }
         UrlList::Lines(pieces) => line_batches(pieces, batch_size as usize, template, config.max_job_urls),
@@ -215,7 +215,7 @@ fn line_batches(pieces: Pieces, size: usize, template: ScrapeRequest, max_urls: 
 
 /// The lines of a URL list file, fetched as they arrive.
 async fn url_source(config: &Config, url: &str) -> Result<Pieces, ApiError> {
-    let url = source::check(url, config)?;
+    let url = source::check("urls_source", url, config)?;
     let gateway = |m: String| ApiError::new(ErrorKind::BadGateway, format!("urls_source {url}: {m}"));
     let opened = open(Outbound {
         method: Method::Get,
@@ -240,7 +240,7 @@ async fn url_source(config: &Config, url: &str) -> Result<Pieces, ApiError> {
                 Ok(None) => return None,
                 Ok(Some(Ok(piece))) => piece,
                 Ok(Some(Err(e))) => {
-                    return Some((Err(gateway_error(&name, format!("the body broke off: {e:?}"))), (body, read)))
+                    return Some((Err(gateway_error(&name, format!("the body broke off: {e}"))), (body, read)))
                 }
                 Err(_) => {
                     return Some((

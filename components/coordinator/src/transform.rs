@@ -12,7 +12,7 @@ use crate::run::{worker_url, Input, Job, Units, Worker};
 use fanout::api::{parse_json, ApiError};
 use fanout::config::Config;
 use fanout::content::media_type;
-use fanout::fanout::driver::{Driver, Failure, FailureKind, Unit};
+use fanout::fanout::driver::{Driver, Expected, Failure, FailureKind, Unit};
 use fanout::fanout::merge::{ChunkMeta, TableMerge, TableMode};
 use fanout::fanout::options::{self, JobOptions};
 use fanout::fanout::plan;
@@ -224,14 +224,14 @@ async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
         )));
     }
     let limits = options.limits(&config, 4096)?;
-    let url = source::check(&source, &config)?;
+    let url = source::check("source", &source, &config)?;
     let size = source::size(&config, &url).await?;
     let header = source::header(&config, &url, &spec.dialect).await?;
     let prepared = prepare_spec(&spec, &header.names)?;
     let base = base.to_string();
     let worker = worker(&config, move |_| base.clone(), "application/json");
     let mut driver = Driver::new(TableMerge::new(format, prepared.mode), limits, random_u64());
-    driver.expect(size.div_ceil(chunk_bytes as u64), size);
+    driver.expect(Expected { units: Some(size.div_ceil(chunk_bytes as u64)), items: None, bytes: Some(size) });
     let source = url.to_string();
     let spec = prepared.worker_spec;
     let units = plan::byte_ranges(size, chunk_bytes as u64).map(move |range| {

@@ -2,7 +2,6 @@
 
 use fanout::api::ApiError;
 use spin_sdk::http::IncomingRequest;
-use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
 use std::task::Poll;
 use wasi::io::streams::{InputStream, StreamError};
 
@@ -47,14 +46,64 @@ pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, Ap
 /// The most bytes taken in one read of a streamed body.
 const STREAM_READ_BYTES: u64 = 256 * 1024;
 
-/// A request body read as it arrives, without blocking the component's other work.
-pub struct BodyStream {
-    // The stream is dropped before the body it belongs to.
+/// An incoming body's bytes as they arrive, without blocking the component's
+/// other work: a request's or a response's.
+pub struct Pieces {
+    // Dropped in this order: a stream with a live pollable, or a body with a
+    // live stream, traps ("resource has children").
+    registration: Option<spin_executor::CancelOnDropToken>,
     stream: Option<InputStream>,
-    body: Option<IncomingBody>,
+    owner: Option<Box<dyn std::any::Any>>,
+}
+
+impl Pieces {
+    /// Reads `stream`, which belongs to `owner` (dropped after it).
+    pub(crate) fn new(stream: InputStream, owner: Box<dyn std::any::Any>) -> Pieces {
+        Pieces { registration: None, stream: Some(stream), owner: Some(owner) }
+    }
+
+    /// The next piece; `None` at the end. An error (the body broke off) ends the stream.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, String>> {
+        std::future::poll_fn(|cx| {
+            let Some(stream) = &self.stream else { return Poll::Ready(None) };
+            match stream.read(STREAM_READ_BYTES) {
+                Ok(piece) if piece.is_empty() => {
+                    let token = spin_executor::push_waker_and_get_token(stream.subscribe(), cx.waker().clone());
+                    self.registration = Some(token.into());
+                    Poll::Pending
+                }
+                Ok(piece) => Poll::Ready(Some(Ok(piece))),
+                Err(StreamError::Closed) => {
+                    self.close();
+                    Poll::Ready(None)
+                }
+                Err(StreamError::LastOperationFailed(e)) => {
+                    self.close();
+                    Poll::Ready(Some(Err(e.to_debug_string())))
+                }
+            }
+        })
+        .await
+    }
+
+    fn close(&mut self) {
+        self.registration = None;
+        self.stream = None;
+        self.owner = None;
+    }
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A request body read as it arrives, within a size limit.
+pub struct BodyStream {
+    pieces: Pieces,
     limit: u64,
     read: u64,
-    registration: Option<spin_executor::CancelOnDropToken>,
 }
 
 impl BodyStream {
@@ -70,59 +119,25 @@ impl BodyStream {
         let unreadable = |what: &str| ApiError::bad_request(format!("request body could not be read: {what}"));
         let body = req.consume().map_err(|()| unreadable("it was already taken"))?;
         let stream = body.stream().map_err(|()| unreadable("it has no stream"))?;
-        Ok(BodyStream { stream: Some(stream), body: Some(body), limit, read: 0, registration: None })
-    }
-
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.read
+        // The request outlives its body, which outlives its stream.
+        Ok(BodyStream { pieces: Pieces::new(stream, Box::new((body, req))), limit, read: 0 })
     }
 
     /// The next piece of the body; `None` at its end. An error (the body broke
     /// off, or grew past the limit) ends the stream.
     pub async fn next(&mut self) -> Option<Result<Vec<u8>, ApiError>> {
-        std::future::poll_fn(|cx| {
-            let Some(stream) = &self.stream else { return Poll::Ready(None) };
-            match stream.read(STREAM_READ_BYTES) {
-                Ok(piece) if piece.is_empty() => {
-                    let token = spin_executor::push_waker_and_get_token(stream.subscribe(), cx.waker().clone());
-                    self.registration = Some(token.into());
-                    Poll::Pending
+        match self.pieces.next().await? {
+            Ok(piece) => {
+                self.read += piece.len() as u64;
+                if self.read > self.limit {
+                    self.pieces.close();
+                    return Some(Err(ApiError::payload_too_large(self.limit)));
                 }
-                Ok(piece) => {
-                    self.read += piece.len() as u64;
-                    if self.read > self.limit {
-                        self.close();
-                        return Poll::Ready(Some(Err(ApiError::payload_too_large(self.limit))));
-                    }
-                    Poll::Ready(Some(Ok(piece)))
-                }
-                Err(StreamError::Closed) => {
-                    self.close();
-                    Poll::Ready(None)
-                }
-                Err(StreamError::LastOperationFailed(e)) => {
-                    self.close();
-                    let message =
-                        format!("the request body broke off after {} bytes: {}", self.read, e.to_debug_string());
-                    Poll::Ready(Some(Err(ApiError::bad_request(message))))
-                }
+                Some(Ok(piece))
             }
-        })
-        .await
-    }
-
-    fn close(&mut self) {
-        self.registration = None;
-        self.stream = None;
-        if let Some(body) = self.body.take() {
-            IncomingBody::finish(body);
+            Err(e) => {
+                Some(Err(ApiError::bad_request(format!("the request body broke off after {} bytes: {e}", self.read))))
+            }
         }
-    }
-}
-
-impl Drop for BodyStream {
-    fn drop(&mut self) {
-        self.close();
     }
 }

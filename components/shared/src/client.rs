@@ -1,10 +1,22 @@
 //! Outbound HTTP requests, bounded in time and in body size.
+//!
+//! Requests are made with `wasi:http/outgoing-handler` directly rather than
+//! spin-sdk's `send`, for two reasons: the body is written from the caller's
+//! bytes with backpressure (no copy), and a server that answers before reading
+//! the whole body (a 413, say) is heard, instead of the write's failure hiding its answer.
 
+use crate::body::Pieces;
 use crate::time::timeout;
-use futures::StreamExt;
-use spin_sdk::http::{ErrorCode, IncomingResponse, Method, Request, SendError};
+use spin_sdk::http::Method;
 use std::fmt;
+use std::future::poll_fn;
+use std::task::Poll;
 use std::time::Duration;
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
+    ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, OutgoingBody, OutgoingRequest, Scheme,
+};
+use wasi::io::streams::{OutputStream, StreamError};
 
 /// An outbound request.
 pub struct Outbound<'a> {
@@ -15,7 +27,7 @@ pub struct Outbound<'a> {
     /// Extra request headers.
     pub headers: Vec<(&'static str, String)>,
     /// The request body, if any.
-    pub body: Option<Vec<u8>>,
+    pub body: Option<&'a [u8]>,
     /// The time allowed for the whole exchange, body included.
     pub timeout: Duration,
     /// The largest response body accepted.
@@ -85,7 +97,7 @@ async fn exchange(req: Outbound<'_>) -> Result<Fetched, FetchError> {
     let mut opened = send(req).await?;
     let mut body = Vec::new();
     while let Some(chunk) = opened.body.next().await {
-        let chunk = chunk.map_err(|e| FetchError::Connect(format!("body broke off: {e:?}")))?;
+        let chunk = chunk.map_err(|e| FetchError::Connect(format!("body broke off: {e}")))?;
         if body.len() + chunk.len() > max_bytes {
             if truncate {
                 body.extend_from_slice(&chunk[..max_bytes - body.len()]);
@@ -105,11 +117,8 @@ pub struct Opened {
     /// The response headers, names lower case, values that are valid UTF-8 only.
     pub headers: Vec<(String, String)>,
     /// The body, piece by piece; dropping it stops the transfer.
-    pub body: BodyPieces,
+    pub body: Pieces,
 }
-
-/// A response body's pieces.
-pub type BodyPieces = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, wasi::io::streams::Error>>>>;
 
 impl Opened {
     /// The first value of header `name` (lower case).
@@ -126,15 +135,47 @@ pub async fn open(req: Outbound<'_>) -> Result<Opened, FetchError> {
 }
 
 async fn send(req: Outbound<'_>) -> Result<Opened, FetchError> {
-    let mut builder = Request::builder();
-    builder.method(req.method).uri(req.url);
-    for (name, value) in req.headers {
-        builder.header(name, value);
-    }
+    let url = url::Url::parse(req.url).map_err(|e| FetchError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
+    let mut headers: Vec<(String, Vec<u8>)> =
+        req.headers.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect();
     if let Some(body) = req.body {
-        builder.body(body);
+        headers.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
     }
-    let response: IncomingResponse = spin_sdk::http::send(builder.build()).await.map_err(classify)?;
+    let fields = Fields::from_list(&headers).map_err(|e| FetchError::Invalid(format!("bad request header: {e:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    let invalid = |what: &str| FetchError::Invalid(format!("{what} of {url} is not accepted"));
+    request.set_method(&method(&req.method)).map_err(|()| invalid("the method"))?;
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_owned()),
+    };
+    request.set_scheme(Some(&scheme)).map_err(|()| invalid("the scheme"))?;
+    let authority = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => return Err(invalid("the host")),
+    };
+    request.set_authority(Some(&authority)).map_err(|()| invalid("the authority"))?;
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    request.set_path_with_query(Some(&path)).map_err(|()| invalid("the path"))?;
+    let outgoing = request.body().expect("a new request's body is taken once");
+    let response = outgoing_handler::handle(request, None).map_err(classify)?;
+    if let Some(body) = req.body {
+        let stream = outgoing.write().expect("a new body's stream is taken once");
+        // A server may answer before reading the body, and close: its answer is what counts.
+        let written = write_all(&stream, body).await;
+        drop(stream);
+        if written.is_ok() {
+            OutgoingBody::finish(outgoing, None).map_err(classify)?;
+        }
+    } else {
+        OutgoingBody::finish(outgoing, None).map_err(classify)?;
+    }
+    let response = wait_response(&response).await?;
     let status = response.status();
     let headers = response
         .headers()
@@ -142,7 +183,61 @@ async fn send(req: Outbound<'_>) -> Result<Opened, FetchError> {
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), String::from_utf8(v).ok()?)))
         .collect();
-    Ok(Opened { status, headers, body: Box::pin(response.take_body_stream()) })
+    let body = response.consume().map_err(|()| FetchError::Connect("the response has no body".into()))?;
+    let stream = body.stream().map_err(|()| FetchError::Connect("the response body has no stream".into()))?;
+    Ok(Opened { status, headers, body: Pieces::new(stream, Box::new((body, response))) })
+}
+
+fn method(m: &Method) -> wasi::http::types::Method {
+    use wasi::http::types::Method as M;
+    match m {
+        Method::Get => M::Get,
+        Method::Head => M::Head,
+        Method::Post => M::Post,
+        Method::Put => M::Put,
+        Method::Delete => M::Delete,
+        Method::Patch => M::Patch,
+        Method::Options => M::Options,
+        Method::Trace => M::Trace,
+        Method::Connect => M::Connect,
+        Method::Other(s) => M::Other(s.clone()),
+    }
+}
+
+/// Writes `bytes` to `stream` as fast as it takes them.
+async fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamError> {
+    let mut registration: Option<spin_executor::CancelOnDropToken> = None;
+    while !bytes.is_empty() {
+        let room = poll_fn(|cx| match stream.check_write() {
+            Ok(0) => {
+                let token = spin_executor::push_waker_and_get_token(stream.subscribe(), cx.waker().clone());
+                registration = Some(token.into());
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        })
+        .await?;
+        let n = (room as usize).min(bytes.len());
+        stream.write(&bytes[..n])?;
+        bytes = &bytes[n..];
+    }
+    stream.flush()
+}
+
+/// Waits for the response head.
+async fn wait_response(future: &FutureIncomingResponse) -> Result<IncomingResponse, FetchError> {
+    let mut registration: Option<spin_executor::CancelOnDropToken> = None;
+    poll_fn(|cx| match future.get() {
+        Some(Ok(Ok(response))) => Poll::Ready(Ok(response)),
+        Some(Ok(Err(code))) => Poll::Ready(Err(classify(code))),
+        Some(Err(())) => Poll::Ready(Err(FetchError::Connect("the response was already taken".into()))),
+        None => {
+            let token = spin_executor::push_waker_and_get_token(future.subscribe(), cx.waker().clone());
+            registration = Some(token.into());
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Bytes of a file fetched with a `Range` request, and whether they reach its end.
@@ -203,21 +298,11 @@ pub async fn fetch_range(url: &str, first: u64, last: u64, time: Duration, slack
     }
 }
 
-fn classify(err: SendError) -> FetchError {
-    match err {
-        SendError::Http(code) => match code {
-            ErrorCode::DnsTimeout | ErrorCode::DnsError(_) => FetchError::Dns(format!("{code:?}")),
-            ErrorCode::ConnectionTimeout
-            | ErrorCode::ConnectionReadTimeout
-            | ErrorCode::ConnectionWriteTimeout
-            | ErrorCode::HttpResponseTimeout => FetchError::Connect(format!("{code:?}")),
-            ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => {
-                FetchError::Denied(format!("{code:?}"))
-            }
-            ErrorCode::HttpRequestUriInvalid => FetchError::Invalid(format!("{code:?}")),
-            other => FetchError::Connect(format!("{other:?}")),
-        },
-        SendError::RequestConversion(e) => FetchError::Invalid(e.to_string()),
-        other => FetchError::Connect(other.to_string()),
+fn classify(code: ErrorCode) -> FetchError {
+    match code {
+        ErrorCode::DnsTimeout | ErrorCode::DnsError(_) => FetchError::Dns(format!("{code:?}")),
+        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => FetchError::Denied(format!("{code:?}")),
+        ErrorCode::HttpRequestUriInvalid => FetchError::Invalid(format!("{code:?}")),
+        other => FetchError::Connect(format!("{other:?}")),
     }
 }

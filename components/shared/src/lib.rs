@@ -10,7 +10,7 @@ mod client;
 pub mod source;
 mod time;
 
-pub use body::{read_body, BodyStream};
+pub use body::{read_body, BodyStream, Pieces};
 pub use client::{fetch, fetch_range, open, FetchError, Fetched, Opened, Outbound, RangePiece};
 pub use time::{now, random_u64, sleep, timeout, Elapsed};
 

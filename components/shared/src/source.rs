@@ -14,11 +14,12 @@ use url::Url;
 /// The most bytes the header row may take.
 pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
 
-/// Checks a source URL against the egress rules: 400 when it is not a URL, 403 when it is not allowed.
-pub fn check(source: &str, config: &Config) -> Result<Url, ApiError> {
+/// Checks the URL a request gives in `field` against the egress rules: 400
+/// when it is not a URL, 403 when it is not allowed.
+pub fn check(field: &str, source: &str, config: &Config) -> Result<Url, ApiError> {
     egress::check(source, config.allow_private_hosts).map_err(|r| match r {
-        Refusal::Invalid(m) => ApiError::bad_request(format!("source: {m}")),
-        Refusal::Blocked(m) => ApiError::new(ErrorKind::Forbidden, format!("source: {m}")),
+        Refusal::Invalid(m) => ApiError::bad_request(format!("{field}: {m}")),
+        Refusal::Blocked(m) => ApiError::new(ErrorKind::Forbidden, format!("{field}: {m}")),
     })
 }
 

@@ -51,7 +51,7 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
             ),
         ));
     }
-    let url = source::check(&job.source, &config)?;
+    let url = source::check("source", &job.source, &config)?;
     let header = source::header(&config, &url, &spec.dialect).await?;
     // Lines are counted from the range's first record, except in the range that
     // owns the file's first record, where they are the file's.
