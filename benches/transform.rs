@@ -11,35 +11,8 @@ use std::time::Instant;
 
 const ROWS: usize = 1_000_000;
 
-/// Sales rows like the ones the preset is for: a few with amounts <= 0.
-fn generate() -> Vec<u8> {
-    let categories = [" Tools", "HOME ", "garden", "Kitchen", " toys "];
-    let regions = ["north", "south", "east", "west"];
-    let products = ["widget", "gadget", "gizmo", "doohickey"];
-    let mut rng = fanout_testkit::rng::Rng::new(0x9e37_79b9_7f4a_7c15u64);
-    let mut next = move || rng.next_u64();
-    let mut csv = b"id,amount,date,category,region,product\n".to_vec();
-    for id in 1..=ROWS {
-        let r = next();
-        let cents = (r % 2_000_000) as i64 - 100_000;
-        let sign = if cents < 0 { "-" } else { "" };
-        let line = format!(
-            "{id},{sign}{}.{:02},2026-{:02}-{:02},{},{},{}\n",
-            cents.abs() / 100,
-            cents.abs() % 100,
-            r % 12 + 1,
-            (r >> 8) % 28 + 1,
-            categories[(r >> 16) as usize % categories.len()],
-            regions[(r >> 24) as usize % regions.len()],
-            products[(r >> 32) as usize % products.len()],
-        );
-        csv.extend_from_slice(line.as_bytes());
-    }
-    csv
-}
-
 fn main() {
-    let data = generate();
+    let data = fanout_testkit::data::sales(ROWS);
     let mb = data.len() as f64 / 1e6;
     let vat = spec::parse(br#"{"preset": "vat"}"#).unwrap();
 

@@ -740,7 +740,7 @@ impl<M: Merge> Driver<M> {
     /// Stops dispatching: running calls are cancelled, and every unit without
     /// an outcome, now or later, is accounted as not attempted.
     fn stop(&mut self, status: Status, reason: String) {
-        self.status = status;
+        self.status = status.clone();
         self.reason = Some(reason);
         self.cancels.extend(self.calls.drain().map(|(call, _)| call));
         self.queued.clear();
@@ -749,8 +749,24 @@ impl<M: Merge> Driver<M> {
         for i in 0..self.slots.len() {
             if !is_concluded(&self.slots[i].phase) {
                 self.conclude(i, Phase::Failed(failure.clone()));
+            } else if status == Status::Failed && matches!(self.slots[i].phase, Phase::Accepted(_)) {
+                // Nothing after the unit that failed the job is written: answers already in are dropped.
+                self.retract(i);
+                self.conclude(i, Phase::Failed(failure.clone()));
             }
         }
+    }
+
+    /// Takes back the counts of unit `i`'s accepted answer, before it is concluded again.
+    fn retract(&mut self, i: usize) {
+        let Phase::Accepted(accepted) = std::mem::replace(&mut self.slots[i].phase, Phase::Queued) else {
+            return;
+        };
+        let (done, failed) = self.merge.items(&accepted);
+        self.counters.items_done -= done;
+        self.counters.items_failed -= failed;
+        self.counters.units_done -= 1;
+        self.counters.bytes_done -= self.slots[i].bytes;
     }
 
     /// Writes out, in order, the units at the front that have their outcome,

@@ -327,6 +327,18 @@ fn check_table(seed: u64, job: &Job, out: &[u8], row_lines: &[u64], ended: Durat
     assert!(peak <= bound, "seed {seed}: held {peak} bytes, bound {bound}");
     let limit = job.limits.deadline + job.limits.call_timeout;
     assert!(ended <= limit, "seed {seed}: the job ended at {ended:?}, past {limit:?}");
+    if summary["status"] == "failed" {
+        // Nothing after the chunk that failed the job is written as a record.
+        let failed_at = errors
+            .iter()
+            .find(|e| e["message"].as_str().unwrap().contains("a bad row"))
+            .map(|e| e["line"].as_u64().unwrap());
+        let failed_at = failed_at.unwrap_or_else(|| panic!("seed {seed}: a failed job names the chunk that failed it"));
+        for r in &records {
+            let id: usize = r["id"].as_str().unwrap().parse().unwrap();
+            assert!(row_lines[id] < failed_at, "seed {seed}: record {id} comes after the chunk that failed the job");
+        }
+    }
     if summary["status"] != "complete" {
         assert!(summary["reason"].is_string(), "seed {seed}: {summary}");
     }

@@ -132,6 +132,55 @@ impl Iterator for Lines {
     }
 }
 
+/// A large answer, counted as it streams in rather than kept.
+#[derive(Clone, Debug)]
+pub struct Counted {
+    /// The status code.
+    pub status: u16,
+    /// The body's length.
+    pub bytes: u64,
+    /// Its first bytes (at most 64 KiB).
+    pub head: Vec<u8>,
+    /// Its last bytes (at most 64 KiB).
+    pub tail: Vec<u8>,
+}
+
+/// Sends `body` and reads the answer at the same time, as a streaming client
+/// does (a server may answer while it is still reading), counting the answer
+/// instead of keeping it: for benchmarks and jobs of hundreds of megabytes.
+pub fn request_counted(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Counted> {
+    const KEEP: usize = 64 * 1024;
+    let mut stream = open(method, url, headers, &format!("content-length: {}\r\n", body.len()))?;
+    let reader = stream.try_clone()?;
+    std::thread::scope(|scope| {
+        // As in `request`: the server may have answered without reading everything.
+        scope.spawn(move || stream.write_all(body));
+        let mut r = BufReader::new(reader);
+        let (status, headers) = read_status(&mut r)?;
+        let mut answer = response_body(r, method, status, &headers);
+        let (mut head, mut tail, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+        let mut buf = vec![0; 256 * 1024];
+        loop {
+            let n = answer.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            if head.len() < KEEP {
+                head.extend_from_slice(&buf[..n.min(KEEP - head.len())]);
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * KEEP {
+                tail.drain(..tail.len() - KEEP);
+            }
+        }
+        if tail.len() > KEEP {
+            tail.drain(..tail.len() - KEEP);
+        }
+        Ok(Counted { status, bytes, head, tail })
+    })
+}
+
 /// Sends `method url` with `headers` and `body`, reads the status and headers,
 /// and leaves the body to be read line by line (NDJSON progress, say).
 pub fn stream_lines(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Lines> {

@@ -89,6 +89,27 @@ impl Component {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// The most memory the runtime process has held (its peak resident set, `VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        peak_rss(self.child.id())
+    }
+
+    /// Starts the peak resident set over from the current one, so that
+    /// [`Component::peak_rss`] measures what comes next, not start-up.
+    pub fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+
+    /// CPU time the runtime process has used so far (user and system), in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks a second.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// What the runtime and the component wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -100,4 +121,14 @@ impl Drop for Component {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The peak resident set of process `pid` in bytes, from `/proc` (0 where there is none).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

@@ -7,6 +7,7 @@
 //! * [`client`]: a small blocking HTTP/1.1 client for talking to both.
 //! * [`proxy`]: a reverse proxy that injects faults (errors, hangs, cut or
 //!   altered answers) into chosen requests between two components.
+//! * [`data`]: generated CSV for benchmarks and large tests.
 //! * [`rng`]: a deterministic random number generator for property tests.
 //!
 //! Everything binds to 127.0.0.1 only and picks free ports, so tests run in
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod component;
+pub mod data;
 pub mod proxy;
 pub mod rng;
 pub mod site;
