@@ -42,10 +42,95 @@ pub enum ChunkMeta {
 #[derive(Debug)]
 pub struct CheckedChunk {
     body: Vec<u8>,
-    records: Vec<Range<usize>>,
+    records: Records,
     errors: Vec<RowError>,
     stats: Stats,
 }
+
+/// Where an answer's records are in its body.
+#[derive(Debug)]
+enum Records {
+    /// The records with the commas between them, as one JSON array holds them:
+    /// written out to a JSON answer in one copy.
+    Span(Range<usize>),
+    /// Each record, to be framed one by one (NDJSON).
+    Each(Vec<Range<usize>>),
+}
+
+impl Records {
+    fn count(&self) -> usize {
+        match self {
+            Records::Span(_) => 0,
+            Records::Each(each) => each.len(),
+        }
+    }
+}
+
+/// A records array, checked (every element a JSON object) and counted, without being kept.
+struct CountedObjects(u64);
+
+impl<'de> Deserialize<'de> for CountedObjects {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Elements;
+        impl<'de> serde::de::Visitor<'de> for Elements {
+            type Value = CountedObjects;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of records")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CountedObjects, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<Object>()?.is_some() {
+                    n += 1;
+                }
+                Ok(CountedObjects(n))
+            }
+        }
+        d.deserialize_seq(Elements)
+    }
+}
+
+/// Any JSON object, checked and dropped.
+struct Object;
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Object;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a record (a JSON object)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Object)
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// A transform worker's JSON answer with its records counted, not kept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountedAnswer {
+    records: CountedObjects,
+    errors: Vec<RowError>,
+    stats: Stats,
+    #[serde(default, rename = "timing")]
+    _timing: Option<Timing>,
+}
+
+/// A worker's timing: typed, so that nothing after the records can hold an array.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Timing {
+    #[serde(rename = "process_us")]
+    _process_us: u64,
+}
+
+/// How a worker's record-mode JSON answer begins, and what follows its records.
+const RECORDS_OPEN: &[u8] = b"{\"records\":[";
+const RECORDS_CLOSE: &[u8] = b"],\"errors\":";
 
 /// What a transform worker answers (JSON), records kept as raw JSON.
 #[derive(Deserialize)]
@@ -58,7 +143,7 @@ struct ChunkAnswer<'a> {
     errors: Vec<RowError>,
     stats: Stats,
     #[serde(default, rename = "timing")]
-    _timing: Option<serde::de::IgnoredAny>,
+    _timing: Option<Timing>,
 }
 
 /// How a transform job's output is shaped.
@@ -147,49 +232,84 @@ impl TableMerge {
     }
 }
 
+impl TableMerge {
+    /// The fast way for records out as JSON: the answer is checked in one pass
+    /// that counts its records without keeping them, and the records are kept
+    /// as the one span of the body that holds them, commas included.
+    fn accept_span(&mut self, meta: &ChunkMeta, body: Vec<u8>) -> Result<CheckedChunk, String> {
+        let answer: CountedAnswer =
+            serde_json::from_slice(&body).map_err(|e| format!("it is not a transform answer: {e}"))?;
+        check_counts(meta, &answer.stats, &answer.errors)?;
+        if answer.records.0 != answer.stats.rows_out {
+            return Err(format!("it has {} records for {} rows out", answer.records.0, answer.stats.rows_out));
+        }
+        // The body parsed as an answer whose records come first, so the last
+        // `],"errors":` ends them: a `"` inside a string is escaped, and nothing
+        // after the records can hold an array (error records, counts and timing
+        // are typed, unknown fields refused, and a repeated field is an error).
+        let end = memchr::memmem::rfind(&body, RECORDS_CLOSE).ok_or("its records array does not end")?;
+        let span = RECORDS_OPEN.len()..end;
+        let records = &body[span.clone()];
+        if (answer.records.0 == 0) != records.is_empty() || (!records.is_empty() && !records.ends_with(b"}")) {
+            return Err("its records are not where a transform answer has them".into());
+        }
+        let body = if records.is_empty() { Vec::new() } else { body };
+        Ok(CheckedChunk { body, records: Records::Span(span), errors: answer.errors, stats: answer.stats })
+    }
+}
+
+/// Checks an answer's counts against themselves and against what its unit holds.
+fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError]) -> Result<(), String> {
+    if s.rows_in != s.rows_out + s.rows_filtered + s.rows_errored {
+        return Err(format!(
+            "its counts do not add up: rows_in {} != rows_out {} + rows_filtered {} + rows_errored {}",
+            s.rows_in, s.rows_out, s.rows_filtered, s.rows_errored
+        ));
+    }
+    if errors.len() as u64 + s.errors_omitted != s.rows_errored {
+        return Err(format!(
+            "it has {} error records (and {} omitted) for {} errored rows",
+            errors.len(),
+            s.errors_omitted,
+            s.rows_errored
+        ));
+    }
+    match meta {
+        ChunkMeta::Lines { first_line, last_line, rows, .. } => {
+            if s.rows_in != *rows {
+                return Err(format!("it read {} rows of a chunk holding {rows}", s.rows_in));
+            }
+            if let Some(e) = errors.iter().find(|e| e.line < *first_line || e.line > *last_line) {
+                return Err(format!(
+                    "an error record names line {}, outside the chunk's lines {first_line} to {last_line}",
+                    e.line
+                ));
+            }
+        }
+        ChunkMeta::Range(range) => {
+            if let Some(e) = errors.iter().find(|e| !e.byte.is_some_and(|b| range.contains(&b))) {
+                return Err(format!(
+                    "an error record names byte {:?}, outside the range {}-{}",
+                    e.byte, range.start, range.end
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Merge for TableMerge {
     type Meta = ChunkMeta;
     type Accepted = CheckedChunk;
 
     fn accept(&mut self, meta: &ChunkMeta, body: Vec<u8>) -> Result<CheckedChunk, String> {
+        if self.format == Format::Json && matches!(self.mode, TableMode::Records) && body.starts_with(RECORDS_OPEN) {
+            return self.accept_span(meta, body);
+        }
         let answer: ChunkAnswer<'_> =
             serde_json::from_slice(&body).map_err(|e| format!("it is not a transform answer: {e}"))?;
+        check_counts(meta, &answer.stats, &answer.errors)?;
         let s = answer.stats;
-        if s.rows_in != s.rows_out + s.rows_filtered + s.rows_errored {
-            return Err(format!(
-                "its counts do not add up: rows_in {} != rows_out {} + rows_filtered {} + rows_errored {}",
-                s.rows_in, s.rows_out, s.rows_filtered, s.rows_errored
-            ));
-        }
-        if answer.errors.len() as u64 + s.errors_omitted != s.rows_errored {
-            return Err(format!(
-                "it has {} error records (and {} omitted) for {} errored rows",
-                answer.errors.len(),
-                s.errors_omitted,
-                s.rows_errored
-            ));
-        }
-        match meta {
-            ChunkMeta::Lines { first_line, last_line, rows, .. } => {
-                if s.rows_in != *rows {
-                    return Err(format!("it read {} rows of a chunk holding {rows}", s.rows_in));
-                }
-                if let Some(e) = answer.errors.iter().find(|e| e.line < *first_line || e.line > *last_line) {
-                    return Err(format!(
-                        "an error record names line {}, outside the chunk's lines {first_line} to {last_line}",
-                        e.line
-                    ));
-                }
-            }
-            ChunkMeta::Range(range) => {
-                if let Some(e) = answer.errors.iter().find(|e| !e.byte.is_some_and(|b| range.contains(&b))) {
-                    return Err(format!(
-                        "an error record names byte {:?}, outside the range {}-{}",
-                        e.byte, range.start, range.end
-                    ));
-                }
-            }
-        }
         let records = match (&mut self.mode, answer.records, &answer.partial) {
             (TableMode::Records, Some(records), None) => {
                 if records.len() as u64 != s.rows_out {
@@ -219,11 +339,11 @@ impl Merge for TableMerge {
         };
         let errors = answer.errors;
         let body = if records.is_empty() { Vec::new() } else { body };
-        Ok(CheckedChunk { body, records, errors, stats: s })
+        Ok(CheckedChunk { body, records: Records::Each(records), errors, stats: s })
     }
 
     fn held_bytes(&self, c: &CheckedChunk) -> usize {
-        c.body.capacity() + c.records.len() * 16 + c.errors.len() * 128
+        c.body.capacity() + c.records.count() * 16 + c.errors.len() * 128
     }
 
     fn items(&self, c: &CheckedChunk) -> (u64, u64) {
@@ -232,20 +352,32 @@ impl Merge for TableMerge {
 
     fn emit(&mut self, _meta: &ChunkMeta, c: CheckedChunk, out: &mut Vec<u8>) {
         self.start(out);
-        for r in &c.records {
-            let record = &c.body[r.clone()];
-            match self.format {
-                Format::Json => {
-                    if !self.first_record {
-                        out.push(b',');
-                    }
-                    self.first_record = false;
-                    out.extend_from_slice(record);
+        match &c.records {
+            Records::Span(span) if !span.is_empty() => {
+                if !self.first_record {
+                    out.push(b',');
                 }
-                Format::Ndjson => {
-                    out.extend_from_slice(b"{\"record\":");
-                    out.extend_from_slice(record);
-                    out.extend_from_slice(b"}\n");
+                self.first_record = false;
+                out.extend_from_slice(&c.body[span.clone()]);
+            }
+            Records::Span(_) => {}
+            Records::Each(each) => {
+                for r in each {
+                    let record = &c.body[r.clone()];
+                    match self.format {
+                        Format::Json => {
+                            if !self.first_record {
+                                out.push(b',');
+                            }
+                            self.first_record = false;
+                            out.extend_from_slice(record);
+                        }
+                        Format::Ndjson => {
+                            out.extend_from_slice(b"{\"record\":");
+                            out.extend_from_slice(record);
+                            out.extend_from_slice(b"}\n");
+                        }
+                    }
                 }
             }
         }
@@ -533,4 +665,73 @@ fn line(out: &mut Vec<u8>, value: &impl serde::Serialize) {
 /// The start of a text, for messages.
 fn snippet(text: &str) -> String {
     text.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::driver::Merge;
+
+    fn lines(rows: u64) -> ChunkMeta {
+        ChunkMeta::Lines { first_line: 2, last_line: 1 + rows, rows, line_offset: 0 }
+    }
+
+    fn accept(format: Format, answer: &str, rows: u64) -> Result<Vec<u8>, String> {
+        let mut merge = TableMerge::new(format, TableMode::Records);
+        let checked = merge.accept(&lines(rows), answer.as_bytes().to_vec())?;
+        let mut out = Vec::new();
+        merge.emit(&lines(rows), checked, &mut out);
+        Ok(out)
+    }
+
+    const STATS: &str = r#""stats":{"rows_in":2,"rows_out":2,"rows_filtered":0,"rows_errored":0}"#;
+
+    #[test]
+    fn records_pass_through_as_written_in_both_formats() {
+        let answer = format!(
+            r#"{{"records":[{{"a":"],\"errors\":"}},{{"a":[1]}}],"errors":[],{STATS},"timing":{{"process_us":3}}}}"#
+        );
+        assert_eq!(accept(Format::Json, &answer, 2).unwrap(), br#"{"records":[{"a":"],\"errors\":"},{"a":[1]}"#);
+        assert_eq!(
+            accept(Format::Ndjson, &answer, 2).unwrap(),
+            b"{\"record\":{\"a\":\"],\\\"errors\\\":\"}}\n{\"record\":{\"a\":[1]}}\n"
+        );
+    }
+
+    #[test]
+    fn answers_that_could_hide_records_elsewhere_are_refused() {
+        for (answer, why) in [
+            (format!(r#"{{"records":[{{"a":1}},2],"errors":[],{STATS}}}"#), "JSON object"),
+            (
+                format!(
+                    r#"{{"records":[{{"a":1}},{{"b":2}}],"errors":[{{"line":2,"kind":"worker","message":"m","x":[1],"errors":[]}}],{STATS}}}"#
+                ),
+                "unknown field",
+            ),
+            (
+                format!(r#"{{"records":[{{"a":1}},{{"b":2}}],"errors":[],{STATS},"timing":{{"x":[1]}}}}"#),
+                "unknown field",
+            ),
+            (format!(r#"{{"records":[{{"a":1}},{{"b":2}}],"errors":[],{STATS},"errors":[]}}"#), "duplicate field"),
+            (format!(r#"{{"records":[{{"a":1}}],"errors":[],{STATS}}}"#), "1 records for 2 rows out"),
+            (format!(r#"{{"records":[{{"a":1}},{{"b":2}}],"errors":[],{STATS}"#), "not a transform answer"),
+        ] {
+            for format in [Format::Json, Format::Ndjson] {
+                let err = accept(format, &answer, 2).unwrap_err();
+                assert!(err.contains(why), "{format:?} {answer}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn counts_and_lines_are_checked_against_the_chunk() {
+        let bad_line = r#"{"records":[],"errors":[{"line":9,"kind":"field_count","message":"m"}],"stats":{"rows_in":1,"rows_out":0,"rows_filtered":0,"rows_errored":1}}"#;
+        assert!(accept(Format::Json, bad_line, 1).unwrap_err().contains("outside the chunk's lines"));
+        let unbalanced =
+            r#"{"records":[],"errors":[],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":1}}"#;
+        assert!(accept(Format::Json, unbalanced, 2).unwrap_err().contains("do not add up"));
+        let fewer =
+            r#"{"records":[],"errors":[],"stats":{"rows_in":1,"rows_out":0,"rows_filtered":1,"rows_errored":0}}"#;
+        assert!(accept(Format::Json, fewer, 2).unwrap_err().contains("read 1 rows of a chunk holding 2"));
+    }
 }

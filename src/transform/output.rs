@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 /// Why one row produced no record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RowError {
     /// The 1-based line of the input on which the row starts (the header is line 1).
     pub line: u64,
@@ -40,6 +41,7 @@ pub enum RowErrorKind {
 
 /// Row counts. Always `rows_in = rows_out + rows_filtered + rows_errored`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Stats {
     /// Data rows read (the header is not counted).
     pub rows_in: u64,
