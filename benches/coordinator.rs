@@ -13,7 +13,7 @@
 //!    run has fresh runtime processes, whose peak resident set is reported.
 //! 2. Scrape: 10,000 pages of 40 KB served after 50 ms each, through
 //!    `/coordinate/scrape` with 50 pages in flight in total (spread over 1, 2,
-//!    4 or 8 worker calls at once); the bound is in-flight / latency.
+//!    4 or 8 worker calls at once, two batches each); the bound is in-flight / latency.
 
 use fanout::framing::Format;
 use fanout::transform::engine::{read_header, Placement, Progress, Transformer};
@@ -183,7 +183,8 @@ fn scrape(site: &Site) {
         let scraper = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
         let url = scraper.url("/scrape");
         let coordinator = Component::serve("coordinator", &[("FANOUT_SCRAPE_URL", &url)]);
-        let job = json!({"urls": urls, "batch_size": per_call * 20, "concurrency": calls,
+        // Two batches per call: a batch's last pages leave slots idle until the next batch starts.
+        let job = json!({"urls": urls, "batch_size": pages / (2 * calls), "concurrency": calls,
             "options": {"concurrency": per_call, "per_host": per_call}});
         let measured = [Measured::start("coordinator", &coordinator), Measured::start("worker", &scraper)];
         let started = Instant::now();
