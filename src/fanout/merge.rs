@@ -10,6 +10,7 @@
 //! * [`PageMerge`]: scrape batches, as results in order or as they finish.
 
 use super::driver::{Failure, FailureKind, Merge, Report, Status};
+use super::split::Span;
 use crate::framing::Format;
 use crate::scrape::{FailureKind as PageFailure, ItemError, Outcome, PageResult, ScrapeResponse};
 use crate::transform::aggregate::{Groups, Partial};
@@ -36,6 +37,18 @@ pub enum ChunkMeta {
     },
     /// A byte range of a source file, which the worker fetches and cuts itself.
     Range(Range<u64>),
+}
+
+impl ChunkMeta {
+    /// The place of a chunk (or oversized record) the splitter cut.
+    pub fn lines(span: &Span, line_offset: u64) -> ChunkMeta {
+        ChunkMeta::Lines { first_line: span.first_line, last_line: span.last_line, rows: span.rows, line_offset }
+    }
+}
+
+/// Items per second over a report's time so far.
+fn per_second(items: u64, report: &Report) -> u64 {
+    (items as f64 * 1000.0 / report.elapsed_ms.max(1) as f64).round() as u64
 }
 
 /// A transform answer that passed its checks.
@@ -204,7 +217,6 @@ impl TableMerge {
 
     fn summary(&self, report: &Report) -> Value {
         let c = &report.counters;
-        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
         let mut v = json!({
             "status": report.status,
             "rows_in": self.stats.rows_in,
@@ -221,8 +233,8 @@ impl TableMerge {
             "timeouts": c.timeouts,
             "rejected_answers": c.rejected_answers,
             "elapsed_ms": report.elapsed_ms,
-            "rows_per_s": (self.stats.rows_in as f64 / secs).round() as u64,
-            "mb_per_s": ((c.bytes_done as f64 / 1e6 / secs) * 100.0).round() / 100.0,
+            "rows_per_s": per_second(self.stats.rows_in, report),
+            "mb_per_s": per_second(c.bytes_done / 10_000, report) as f64 / 100.0,
             "peak_held_bytes": report.peak_held_bytes,
         });
         if let Some(reason) = &report.reason {
@@ -432,7 +444,6 @@ impl Merge for TableMerge {
             return;
         }
         let c = &report.counters;
-        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
         line(
             out,
             &json!({ "progress": {
@@ -443,7 +454,7 @@ impl Merge for TableMerge {
                 "bytes_done": c.bytes_done,
                 "bytes_total": report.bytes_total,
                 "elapsed_ms": report.elapsed_ms,
-                "rows_per_s": (c.items_done as f64 / secs).round() as u64,
+                "rows_per_s": per_second(c.items_done, report),
             }}),
         );
     }
@@ -605,7 +616,6 @@ impl Merge for PageMerge {
             return;
         }
         let c = &report.counters;
-        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
         line(
             out,
             &json!({ "progress": {
@@ -614,14 +624,13 @@ impl Merge for PageMerge {
                 "failed": c.items_failed,
                 "pages": self.pages,
                 "elapsed_ms": report.elapsed_ms,
-                "pages_per_s": (self.pages as f64 / secs).round() as u64,
+                "pages_per_s": per_second(self.pages, report),
             }}),
         );
     }
 
     fn finish(&mut self, report: &Report, out: &mut Vec<u8>) {
         let c = &report.counters;
-        let secs = report.elapsed_ms.max(1) as f64 / 1000.0;
         let mut summary = json!({
             "status": report.status,
             "urls": c.items_done + c.items_not_attempted,
@@ -636,7 +645,7 @@ impl Merge for PageMerge {
             "timeouts": c.timeouts,
             "rejected_answers": c.rejected_answers,
             "elapsed_ms": report.elapsed_ms,
-            "pages_per_s": (self.pages as f64 / secs).round() as u64,
+            "pages_per_s": per_second(self.pages, report),
             "peak_held_bytes": report.peak_held_bytes,
         });
         if let Some(reason) = &report.reason {

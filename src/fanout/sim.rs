@@ -172,12 +172,7 @@ fn run_table(seed: u64, job: &Job) {
                     largest_payload = largest_payload.max(c.body.len());
                     offsets.insert(seq_in, c.line_offset);
                     seq_in += 1;
-                    let meta = ChunkMeta::Lines {
-                        first_line: c.span.first_line,
-                        last_line: c.span.last_line,
-                        rows: c.span.rows,
-                        line_offset: c.line_offset,
-                    };
+                    let meta = ChunkMeta::lines(&c.span, c.line_offset);
                     driver.add(Unit {
                         meta,
                         payload: Rc::new(c.body),
@@ -187,12 +182,7 @@ fn run_table(seed: u64, job: &Job) {
                 }
                 Some(Piece::Oversized(span)) => {
                     seq_in += 1;
-                    let meta = ChunkMeta::Lines {
-                        first_line: span.first_line,
-                        last_line: span.last_line,
-                        rows: span.rows,
-                        line_offset: 0,
-                    };
+                    let meta = ChunkMeta::lines(&span, 0);
                     let failure = Failure { kind: FailureKind::TooLarge, reason: "too large".into() };
                     driver.add_failed(
                         Unit { meta, payload: Rc::new(Vec::new()), items: Some(span.rows), bytes: 0 },
@@ -396,12 +386,7 @@ fn a_faultless_job_equals_one_worker_over_the_whole_file() {
         while driver.wants_input() {
             match splitter.next_piece().unwrap() {
                 Some(Piece::Chunk(c)) => {
-                    let meta = ChunkMeta::Lines {
-                        first_line: c.span.first_line,
-                        last_line: c.span.last_line,
-                        rows: c.span.rows,
-                        line_offset: c.line_offset,
-                    };
+                    let meta = ChunkMeta::lines(&c.span, c.line_offset);
                     let answer = transform(&c.body, c.line_offset);
                     answers.push(answer);
                     driver.add(Unit { meta, payload: Rc::new(c.body), items: Some(c.span.rows), bytes: 0 });

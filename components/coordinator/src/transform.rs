@@ -142,14 +142,8 @@ fn chunks(body: BodyStream, splitter: Splitter, ended: bool, max_bytes: usize) -
         loop {
             match splitter.next_piece().map_err(|e| ApiError::bad_request(e.0))? {
                 Some(Piece::Chunk(c)) => {
-                    let meta = ChunkMeta::Lines {
-                        first_line: c.span.first_line,
-                        last_line: c.span.last_line,
-                        rows: c.span.rows,
-                        line_offset: c.line_offset,
-                    };
                     let unit = Unit {
-                        meta,
+                        meta: ChunkMeta::lines(&c.span, c.line_offset),
                         payload: Rc::new(c.body),
                         items: Some(c.span.rows),
                         bytes: c.span.bytes.end - c.span.bytes.start,
@@ -157,12 +151,7 @@ fn chunks(body: BodyStream, splitter: Splitter, ended: bool, max_bytes: usize) -
                     return Ok(Some((Input::Unit(unit), (body, splitter, ended))));
                 }
                 Some(Piece::Oversized(span)) => {
-                    let meta = ChunkMeta::Lines {
-                        first_line: span.first_line,
-                        last_line: span.last_line,
-                        rows: span.rows,
-                        line_offset: 0,
-                    };
+                    let meta = ChunkMeta::lines(&span, 0);
                     let bytes = span.bytes.end - span.bytes.start;
                     let failure = Failure {
                         kind: FailureKind::TooLarge,
