@@ -71,13 +71,13 @@ impl JobOptions {
         let deadline_ms =
             within("deadline_ms", self.deadline_ms, config.job_deadline.as_millis() as u64, "FANOUT_JOB_DEADLINE_MS")?;
         let window_bytes = within("window_bytes", self.window_bytes, config.window_bytes, "FANOUT_WINDOW_BYTES")?;
-        let per_call = 2 * unit_bytes + config.max_worker_response_bytes;
+        let per_call = unit_bytes.saturating_mul(2).saturating_add(config.max_worker_response_bytes);
         let room = config.job_memory_bytes.saturating_sub(window_bytes);
         if room < per_call {
             return Err(ApiError::bad_request(format!(
                 "the job needs {} bytes for its window and one call ({window_bytes} + 2 x {unit_bytes} + \
                  {} for the answer), more than FANOUT_JOB_MEMORY_BYTES={}: ask for a smaller window_bytes or chunk",
-                window_bytes + per_call,
+                window_bytes.saturating_add(per_call),
                 config.max_worker_response_bytes,
                 config.job_memory_bytes
             )));
@@ -121,7 +121,8 @@ where
 /// Checks a job's unit size: at least the operator's minimum, at most what a worker takes.
 pub fn chunk_bytes(requested: Option<u64>, config: &Config) -> Result<usize, ApiError> {
     let Some(n) = requested else {
-        return Ok(config.chunk_bytes.clamp(config.min_chunk_bytes, config.max_request_bytes));
+        // Not `clamp`: a minimum set over the workers' limit must not panic.
+        return Ok(config.chunk_bytes.max(config.min_chunk_bytes).min(config.max_request_bytes));
     };
     if n < config.min_chunk_bytes as u64 {
         return Err(ApiError::bad_request(format!(
@@ -169,6 +170,8 @@ mod tests {
 
     #[test]
     fn chunk_sizes_have_a_floor_and_a_ceiling() {
+        let tight = Config { max_request_bytes: 1000, ..Config::default() };
+        assert_eq!(chunk_bytes(None, &tight).unwrap(), 1000);
         let config = Config::default();
         assert_eq!(chunk_bytes(None, &config).unwrap(), config.chunk_bytes);
         assert!(chunk_bytes(Some(1), &config).unwrap_err().message().contains("FANOUT_MIN_CHUNK_BYTES"));

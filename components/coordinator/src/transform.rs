@@ -98,8 +98,8 @@ async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
         }
     };
     let chunk_bytes = options::chunk_bytes(chunk_bytes, &config)?;
-    let limits =
-        options.limits(&config, config.max_request_bytes.min(2 * chunk_bytes + source::MAX_HEADER_BYTES as usize))?;
+    let unit_bytes = chunk_bytes.saturating_mul(2).saturating_add(source::MAX_HEADER_BYTES as usize);
+    let limits = options.limits(&config, config.max_request_bytes.min(unit_bytes))?;
     // The dialect's mistakes are found here, before the body is read.
     engine::reader(&spec.dialect, &[]).map_err(ApiError::bad_request)?;
     let (delimiter, quote) = (spec.dialect.delimiter.as_bytes()[0], spec.dialect.quote.as_bytes()[0]);
