@@ -45,10 +45,10 @@ site=$(head -1 "$site_log")
 if command -v spin >/dev/null 2>&1; then
   echo "run: serving the bundle with spin up" >&2
   spin build >&2
-  # spin.toml wires the coordinator to the workers on spin up's default address,
-  # 127.0.0.1:3000. The sample pages are on loopback, which the scraper refuses
-  # unless the operator allows it.
-  spin up --listen 127.0.0.1:3000 -e FANOUT_ALLOW_PRIVATE_HOSTS=true >&2 &
+  # spin.toml wires the coordinator to the workers by name (service chaining).
+  # The sample pages are on loopback, which the scraper refuses unless the
+  # operator allows it; the sample file is small, so its chunks may be too.
+  spin up --listen 127.0.0.1:3000 -e FANOUT_ALLOW_PRIVATE_HOSTS=true -e FANOUT_MIN_CHUNK_BYTES=256 >&2 &
   pids+=($!)
   coordinator="http://127.0.0.1:3000"
 else
@@ -66,7 +66,8 @@ else
   serve transform "$transform_port"
   serve coordinator "$coordinator_port" \
     FANOUT_SCRAPE_URL="http://127.0.0.1:$scrape_port/scrape" \
-    FANOUT_TRANSFORM_URL="http://127.0.0.1:$transform_port/transform"
+    FANOUT_TRANSFORM_URL="http://127.0.0.1:$transform_port/transform" \
+    FANOUT_MIN_CHUNK_BYTES=256
   wait_for "http://127.0.0.1:$scrape_port/"
   wait_for "http://127.0.0.1:$transform_port/"
   coordinator="http://127.0.0.1:$coordinator_port"

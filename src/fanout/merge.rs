@@ -234,7 +234,7 @@ impl TableMerge {
             "rejected_answers": c.rejected_answers,
             "elapsed_ms": report.elapsed_ms,
             "rows_per_s": per_second(self.stats.rows_in, report),
-            "mb_per_s": per_second(c.bytes_done / 10_000, report) as f64 / 100.0,
+            "mb_per_s": (c.bytes_done as f64 / 10.0 / report.elapsed_ms.max(1) as f64).round() / 100.0,
             "peak_held_bytes": report.peak_held_bytes,
         });
         if let Some(reason) = &report.reason {
