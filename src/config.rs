@@ -121,7 +121,7 @@ impl Config {
         let d = Config::default();
         Ok(Config {
             max_request_bytes: positive(&get, "FANOUT_MAX_REQUEST_BYTES", d.max_request_bytes)?,
-            token: get("FANOUT_TOKEN"),
+            token: token(lookup("FANOUT_TOKEN"))?,
             max_fetch_timeout: millis(&get, "FANOUT_FETCH_TIMEOUT_MS", d.max_fetch_timeout)?,
             max_fetch_attempts: positive(&get, "FANOUT_FETCH_ATTEMPTS", d.max_fetch_attempts)?,
             max_page_bytes: positive(&get, "FANOUT_MAX_PAGE_BYTES", d.max_page_bytes)?,
@@ -151,11 +151,17 @@ impl Config {
     }
 
     /// Checks an `Authorization` header value against the shared token, if one is set.
+    ///
+    /// The scheme is matched without regard to case (RFC 9110, 11.1), as
+    /// `Bearer`, `bearer` or `BEARER`, followed by one or more spaces.
     pub fn authorize(&self, authorization: Option<&str>) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
             return Ok(());
         };
-        let given = authorization.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        let given = authorization
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, credentials)| credentials.trim_start_matches(' '));
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
@@ -164,6 +170,17 @@ impl Config {
                 "missing or wrong shared token: send Authorization: Bearer <FANOUT_TOKEN>",
             ))
         }
+    }
+}
+
+/// `FANOUT_TOKEN`: unset or empty turns the check off; a value of only
+/// whitespace is a mistake (it would turn the check off without saying so).
+fn token(value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) if v.trim().is_empty() => Err(invalid("FANOUT_TOKEN", &v, "a token (it is only whitespace)")),
+        Some(v) => Ok(Some(v)),
     }
 }
 
@@ -255,6 +272,17 @@ mod tests {
         assert!(config(&[]).unwrap().authorize(None).is_ok());
         let c = config(&[("FANOUT_TOKEN", "s3cret")]).unwrap();
         assert!(c.authorize(Some("Bearer s3cret")).is_ok());
+        assert!(c.authorize(Some("bearer s3cret")).is_ok());
+        assert!(c.authorize(Some("BEARER  s3cret")).is_ok());
+        assert_eq!(c.authorize(Some("Basic s3cret")).unwrap_err().status(), 401);
+        assert_eq!(c.authorize(Some("Bearers3cret")).unwrap_err().status(), 401);
+        let err = config(&[("FANOUT_TOKEN", "  \t ")]).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.message().contains("FANOUT_TOKEN")),
+            (ErrorKind::Config, true),
+            "{}",
+            err.message()
+        );
         assert_eq!(c.authorize(Some("Bearer s3cre")).unwrap_err().status(), 401);
         assert_eq!(c.authorize(Some("s3cret")).unwrap_err().status(), 401);
         assert_eq!(c.authorize(None).unwrap_err().status(), 401);

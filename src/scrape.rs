@@ -22,7 +22,7 @@ pub struct ScrapeRequest {
 
 /// One named selection as the caller writes it: `".price"` or
 /// `{"css": "img.main", "attr": "src", "all": true}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum SelectSpec {
     /// The text of the first match.
@@ -204,15 +204,34 @@ mod named {
         map.serialize(s)
     }
 
+    /// The full form, read strictly: a misspelt key is a mistake to report, not an option to drop.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Full {
+        css: String,
+        #[serde(default)]
+        attr: Option<String>,
+        #[serde(default)]
+        all: bool,
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, SelectSpec)>, D::Error> {
         let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
         map.into_iter()
             .map(|(k, v)| {
-                let spec = SelectSpec::deserialize(v).map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "select.{k} must be a CSS selector string or {{\"css\": ..., \"attr\": ..., \"all\": ...}}"
-                    ))
-                })?;
+                let spec = match v {
+                    serde_json::Value::String(css) => SelectSpec::Css(css),
+                    serde_json::Value::Object(_) => {
+                        let Full { css, attr, all } = Full::deserialize(v)
+                            .map_err(|e| serde::de::Error::custom(format!("select.{k}: {e}")))?;
+                        SelectSpec::Full { css, attr, all }
+                    }
+                    other => {
+                        return Err(serde::de::Error::custom(format!(
+                            "select.{k} must be a CSS selector string or {{\"css\": ..., \"attr\": ..., \"all\": ...}}, not {other}"
+                        )))
+                    }
+                };
                 Ok((k, spec))
             })
             .collect()
@@ -335,6 +354,15 @@ impl ItemError {
 mod tests {
     use super::*;
     use crate::api::parse_json;
+
+    #[test]
+    fn misspelt_selection_keys_are_refused() {
+        let err = parse_json::<ScrapeRequest>(br#"{"urls": [], "select": {"h": {"css": "h1", "atr": "class"}}}"#)
+            .unwrap_err();
+        assert!(err.message().contains("select.h: unknown field `atr`"), "{}", err.message());
+        let err = parse_json::<ScrapeRequest>(br#"{"urls": [], "select": {"h": 3}}"#).unwrap_err();
+        assert!(err.message().contains("select.h must be a CSS selector string"), "{}", err.message());
+    }
 
     #[test]
     fn selections_parse_in_order_in_both_forms() {

@@ -131,4 +131,58 @@ fn the_shared_token_is_required_when_set() {
     let right =
         request("POST", &url, &[("authorization", "Bearer s3cret"), ("content-type", "text/csv")], b"a\n1\n").unwrap();
     assert_eq!(right.status, 200, "{}", right.text());
+    // The scheme's case does not matter (RFC 9110).
+    let lower =
+        request("POST", &url, &[("authorization", "bearer s3cret"), ("content-type", "text/csv")], b"a\n1\n").unwrap();
+    assert_eq!(lower.status, 200, "{}", lower.text());
+    // A token of only whitespace would turn the check off: it is a configuration error instead.
+    let c = Component::serve("transform", &[("FANOUT_TOKEN", "   ")]);
+    let msg = assert_error(&post(&c.url("/transform"), "text/csv", b"a\n1\n"), 500, "config");
+    assert!(msg.contains("FANOUT_TOKEN"), "{msg}");
+}
+
+/// Sends a request whose head is given as raw bytes (a header that is not UTF-8, say).
+fn raw(c: &Component, head: &[u8], body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let addr = c.url("").trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = head.to_vec();
+    req.extend_from_slice(format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+    req.extend_from_slice(body);
+    s.write_all(&req).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn hostile_specs_and_selections_are_400_not_ignored() {
+    // A spec header that is not UTF-8 is not taken for no spec at all.
+    let head = b"POST /transform HTTP/1.1\r\nhost: x\r\ncontent-type: text/csv\r\nx-fanout-spec: {\"preset\": \"vat\xff\"}\r\n";
+    let transform = Component::serve("transform", &[]);
+    let answer = raw(&transform, head, b"a\n1\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("x-fanout-spec header is not UTF-8"), "{answer}");
+    let coordinator = Component::serve("coordinator", &[("FANOUT_TRANSFORM_URL", "http://127.0.0.1:9/transform")]);
+    let head = b"POST /coordinate/transform HTTP/1.1\r\nhost: x\r\ncontent-type: text/csv\r\nx-fanout-spec: \xff\r\n";
+    let answer = raw(&coordinator, head, b"a\n1\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // A dialect that cannot split a file is refused, not read as no rows.
+    let spec = r#"{"dialect": {"delimiter": "\n"}}"#;
+    let resp = request(
+        "POST",
+        &transform.url("/transform"),
+        &[("content-type", "text/csv"), ("x-fanout-spec", spec)],
+        b"a\n1\n",
+    )
+    .unwrap();
+    let msg = assert_error(&resp, 400, "bad_request");
+    assert!(msg.contains("dialect.delimiter"), "{msg}");
+
+    // A misspelt key in a selection's full form is a mistake to report.
+    let scrape = Component::serve("scrape", &[]);
+    let job = br#"{"urls": ["https://example.com/"], "select": {"h": {"css": "h1", "atr": "class"}}}"#;
+    let msg = assert_error(&post(&scrape.url("/scrape"), "application/json", job), 400, "bad_request");
+    assert!(msg.contains("unknown field `atr`"), "{msg}");
 }

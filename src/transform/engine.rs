@@ -55,12 +55,17 @@ pub struct Header {
 /// A CSV reader configured by `dialect`.
 pub fn reader<'a>(dialect: &Dialect, data: &'a [u8]) -> Result<csv::Reader<&'a [u8]>, String> {
     let byte = |s: &str, what: &str| match s.as_bytes() {
+        [b'\n' | b'\r'] => Err(format!("dialect.{what}: {s:?} is a line break, which ends records")),
         [b] if b.is_ascii() => Ok(*b),
         _ => Err(format!("dialect.{what}: {s:?} is not one ASCII character")),
     };
+    let (delimiter, quote) = (byte(&dialect.delimiter, "delimiter")?, byte(&dialect.quote, "quote")?);
+    if delimiter == quote {
+        return Err(format!("dialect.delimiter and dialect.quote are both {:?}; they must differ", dialect.quote));
+    }
     Ok(csv::ReaderBuilder::new()
-        .delimiter(byte(&dialect.delimiter, "delimiter")?)
-        .quote(byte(&dialect.quote, "quote")?)
+        .delimiter(delimiter)
+        .quote(quote)
         .trim(if dialect.trim { csv::Trim::All } else { csv::Trim::None })
         .has_headers(false)
         .flexible(true)

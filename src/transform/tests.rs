@@ -164,6 +164,16 @@ fn dialects() {
     let v = ok(r#"{"dialect": {"columns": ["x", "y"]}}"#, "a,b\n1,2\n");
     assert_eq!(v["records"], json!([{"x": "1", "y": "2"}]));
     assert!(spec_error(r#"{"dialect": {"delimiter": "ab"}}"#, "a\n").contains("dialect.delimiter"));
+    // A dialect that cannot split a file is refused, not read as 0 rows.
+    for (dialect, needle) in [
+        (r#"{"delimiter": "\n"}"#, "dialect.delimiter: \"\\n\" is a line break"),
+        (r#"{"delimiter": "\r"}"#, "dialect.delimiter: \"\\r\" is a line break"),
+        (r#"{"quote": "\n"}"#, "dialect.quote"),
+        (r#"{"delimiter": "\"", "quote": "\""}"#, "must differ"),
+    ] {
+        let message = spec_error(&format!(r#"{{"dialect": {dialect}}}"#), "a,b\n1,2\n");
+        assert!(message.contains(needle), "{dialect}: {message}");
+    }
     assert!(spec_error(r#"{"dialect": {"header": false}}"#, "a\n").contains("dialect.columns"));
     assert!(spec_error(r#"{"dialect": {"columns": ["x"]}}"#, "a,b\n").contains("names 1 columns but the header has 2"));
 }

@@ -39,8 +39,8 @@ enum UrlList {
 pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     let config = req.config.clone();
     let base = worker_url(&config.scrape_url, "FANOUT_SCRAPE_URL")?;
-    let format = Format::from_accept(req.header("accept").as_deref());
-    let essence = req.header("content-type").map(|c| media_type(&c)).unwrap_or_default();
+    let format = Format::from_accept(req.header("accept")?.as_deref());
+    let essence = req.header("content-type")?.map(|c| media_type(&c)).unwrap_or_default();
     let (mut job, list) = match essence.as_str() {
         "application/json" => {
             let mut job: Map<String, Value> = parse_json(&req.body().await?)?;
@@ -57,7 +57,7 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
             (job, list)
         }
         "text/plain" => {
-            let job = match req.header("x-fanout-job") {
+            let job = match req.header("x-fanout-job")? {
                 Some(text) => parse_json::<Map<String, Value>>(text.as_bytes())
                     .map_err(|e| ApiError::bad_request(format!("x-fanout-job: {}", e.message())))?,
                 None => Map::new(),

@@ -28,8 +28,8 @@ use std::rc::Rc;
 
 /// `POST /coordinate/transform`.
 pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
-    let format = Format::from_accept(req.header("accept").as_deref());
-    let essence = req.header("content-type").map(|c| media_type(&c)).unwrap_or_default();
+    let format = Format::from_accept(req.header("accept")?.as_deref());
+    let essence = req.header("content-type")?.map(|c| media_type(&c)).unwrap_or_default();
     match essence.as_str() {
         "application/json" => source_job(req, format).await,
         "" | "text/csv" | "text/plain" | "application/octet-stream" => body_job(req, format).await,
@@ -88,8 +88,7 @@ fn worker(
 async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let config = req.config.clone();
     let base = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
-    let spec = spec::from_request(req.header("x-fanout-spec"), req.query_param("spec"), req.query_param("preset"))?
-        .unwrap_or_default();
+    let spec = req.transform_spec()?.unwrap_or_default();
     let options = JobOptions::from_query(|k| req.query_param(k))?;
     let chunk_bytes = match req.query_param("chunk_bytes") {
         None => None,
@@ -181,7 +180,7 @@ fn chunks(body: BodyStream, splitter: Splitter, ended: bool, max_bytes: usize) -
 async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let config = req.config.clone();
     let base = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
-    let given = spec::from_request(req.header("x-fanout-spec"), req.query_param("spec"), req.query_param("preset"))?;
+    let given = req.transform_spec()?;
     let mut job: Map<String, Value> = parse_json(&req.body().await?)?;
     let options = JobOptions::take_from(&mut job)?;
     let chunk_bytes = match job.remove("chunk_bytes") {

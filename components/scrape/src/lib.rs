@@ -26,7 +26,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
     }
     req.allow(&["GET", "POST"])?;
     let config = req.config.clone();
-    let format = Format::from_accept(req.header("accept").as_deref());
+    let format = Format::from_accept(req.header("accept")?.as_deref());
     let request = if req.method == "GET" {
         let url = req
             .query_param("url")

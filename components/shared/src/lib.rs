@@ -37,9 +37,25 @@ pub struct Request {
 }
 
 impl Request {
-    /// The first value of header `name`, if present and valid UTF-8.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.inner.headers().get(&name.to_ascii_lowercase()).into_iter().find_map(|v| String::from_utf8(v).ok())
+    /// The first value of header `name`, if present; a 400 when it is not UTF-8,
+    /// so that a header that cannot be read is never taken for one that is absent.
+    pub fn header(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.inner.headers().get(&name.to_ascii_lowercase()).into_iter().next() {
+            None => Ok(None),
+            Some(value) => String::from_utf8(value).map(Some).map_err(|e| {
+                ApiError::bad_request(format!("the {name} header is not UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+            }),
+        }
+    }
+
+    /// The transform spec the request gives: the `x-fanout-spec` header, the
+    /// `spec` query parameter or `preset=NAME`, one way only.
+    pub fn transform_spec(&self) -> Result<Option<fanout::transform::spec::Spec>, ApiError> {
+        fanout::transform::spec::from_request(
+            self.header("x-fanout-spec")?,
+            self.query_param("spec"),
+            self.query_param("preset"),
+        )
     }
 
     /// The first value of query parameter `name`, percent-decoded.

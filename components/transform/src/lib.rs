@@ -12,7 +12,7 @@ use fanout::content::media_type;
 use fanout::framing::Format;
 use fanout::transform::engine::{prepare, read_header, run_compiled, Placement, Progress, RunError, Transformer};
 use fanout::transform::program::Program;
-use fanout::transform::spec::{self, OnError, Spec};
+use fanout::transform::spec::{OnError, Spec};
 use fanout_spin::{serve, Reply, Request};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -30,12 +30,12 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         return Err(ApiError::not_found(&req.method, &req.path));
     }
     req.allow(&["POST"])?;
-    let format = Format::from_accept(req.header("accept").as_deref());
-    let essence = req.header("content-type").map(|c| media_type(&c)).unwrap_or_default();
+    let format = Format::from_accept(req.header("accept")?.as_deref());
+    let essence = req.header("content-type")?.map(|c| media_type(&c)).unwrap_or_default();
     match essence.as_str() {
         "application/json" => source::range_mode(req, format).await,
         "" | "text/csv" | "text/plain" | "application/octet-stream" => {
-            let spec = spec_from_request(&req)?.unwrap_or_default();
+            let spec = req.transform_spec()?.unwrap_or_default();
             let offset = line_offset(&req)?;
             let data = req.body().await?;
             let header = read_header(&spec.dialect, &data).map_err(ApiError::bad_request)?;
@@ -48,11 +48,6 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
             format!("POST /transform reads text/csv (a chunk) or application/json (range mode), not {other:?}"),
         )),
     }
-}
-
-/// The spec from the `x-fanout-spec` header, the `spec` query parameter, or `preset=NAME`.
-fn spec_from_request(req: &Request) -> Result<Option<Spec>, ApiError> {
-    spec::from_request(req.header("x-fanout-spec"), req.query_param("spec"), req.query_param("preset"))
 }
 
 /// The `line_offset` query parameter: added to every line number, so that a

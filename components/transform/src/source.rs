@@ -3,7 +3,7 @@
 //! to finish the record crossing B, and the header row when the range does
 //! not start the file; [`fanout::transform::range`] says which records it owns.
 
-use crate::{answer, spec_from_request};
+use crate::answer;
 use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::framing::Format;
 use fanout::transform::engine::{prepare, Placement};
@@ -28,7 +28,7 @@ struct RangeJob {
 
 pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError> {
     let config = req.config.clone();
-    let given = spec_from_request(&req)?;
+    let given = req.transform_spec()?;
     let job: RangeJob = parse_json(&req.body().await?)?;
     let spec = match (given, &job.spec) {
         (Some(_), Some(_)) => {
