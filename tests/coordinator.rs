@@ -401,3 +401,54 @@ fn source_url_jobs_read_ranges_and_equal_one_invocation() {
     assert_eq!(resp.status, 400, "{}", resp.text());
     assert!(resp.text().contains("unknown field"), "{}", resp.text());
 }
+
+#[test]
+fn missing_values_are_left_out_of_every_metric_through_one_call_and_many_chunks() {
+    let (worker, c) = transform_bundle(&[]);
+    let csv = "id,region,qty,price,day,note\n\
+               1,north,2,1.5,2026-01-02,a\n\
+               2,north,NA,2.5,2026-01-03,NA\n\
+               3,south,4,NA,NA,b\n\
+               4,NA,1,0.5,2026-01-01,c\n\
+               5,south,NA,NA,2026-01-05,d\n\
+               6,north,3,1.25,NA,e\n";
+    let spec = concat!(
+        r#"{"dialect": {"null_values": ["NA"]}, "columns": ["region", {"from": "qty", "type": "integer"}, "#,
+        r#"{"from": "price", "type": "float"}, {"from": "day", "type": "date"}, "note"], "#,
+        r#""aggregate": {"group_by": ["region"], "metrics": [{"op": "rows"}, {"op": "count", "column": "qty"}, "#,
+        r#"{"op": "sum", "column": "qty"}, {"op": "mean", "column": "price"}, {"op": "min", "column": "day"}, "#,
+        r#"{"op": "max", "column": "price"}, {"op": "count", "column": "note"}]}}"#
+    );
+    // Worked out by hand: NA is missing, never an error, never a value.
+    let expected = json!({
+        "north": {"rows": 3, "count_qty": 2, "sum_qty": 5, "mean_price": 1.75, "min_day": "2026-01-02", "max_price": 2.5, "count_note": 2},
+        "south": {"rows": 2, "count_qty": 1, "sum_qty": 4, "mean_price": null, "min_day": "2026-01-05", "max_price": null, "count_note": 2},
+        "null": {"rows": 1, "count_qty": 1, "sum_qty": 1, "mean_price": 0.5, "min_day": "2026-01-01", "max_price": 0.5, "count_note": 1},
+    });
+    let headers = [("content-type", "text/csv"), ("x-fanout-spec", spec)];
+    let one = request("POST", &worker.url("/transform"), &headers, csv.as_bytes()).unwrap();
+    let many = post_csv(&c, "?chunk_bytes=30", &[("x-fanout-spec", spec)], csv.as_bytes());
+    for (how, resp) in [("one call", one), ("many chunks", many)] {
+        assert_eq!(resp.status, 200, "{how}: {}", resp.text());
+        let v = resp.json();
+        assert_eq!(v["stats"]["rows_errored"], 0, "{how}: {v}");
+        let mut got = serde_json::Map::new();
+        for g in v["groups"].as_array().unwrap() {
+            let mut g = g.as_object().unwrap().clone();
+            let region = g.remove("region").unwrap();
+            got.insert(region.as_str().unwrap_or("null").to_owned(), Value::Object(g));
+        }
+        assert_eq!(Value::Object(got), expected, "{how}");
+    }
+    // Records: a missing string is null, not the text "NA".
+    let records = post_csv(
+        &c,
+        "?chunk_bytes=30",
+        &[("x-fanout-spec", r#"{"dialect": {"null_values": ["NA"]}}"#)],
+        csv.as_bytes(),
+    )
+    .json();
+    assert_eq!(records["records"][1]["note"], Value::Null, "{records}");
+    assert_eq!(records["records"][1]["qty"], Value::Null);
+    assert_eq!(records["records"][0]["note"], "a");
+}

@@ -133,6 +133,10 @@ impl Shape {
             let ty = column.map(|c| schema[c].1);
             let ok = match (m.op, ty) {
                 (MetricOp::Count, _) => true,
+                (MetricOp::Rows, None) => true,
+                (MetricOp::Rows, Some(_)) => {
+                    return Err(format!("{path}.column: rows counts every row of a group; it takes no column"))
+                }
                 (_, None) => return Err(format!("{path}.column: {:?} needs a column", m.op)),
                 (MetricOp::Sum | MetricOp::Mean, Some(t)) => matches!(t, Type::Integer | Type::Float),
                 (MetricOp::Min | MetricOp::Max, Some(t)) => {
@@ -159,7 +163,7 @@ impl Shape {
     /// The names and types of a finished group row: group columns, then metrics.
     pub fn schema(&self) -> Vec<(String, Type)> {
         let metric_type = |m: &Metric| match (m.op, m.ty) {
-            (MetricOp::Count, _) => Type::Integer,
+            (MetricOp::Count | MetricOp::Rows, _) => Type::Integer,
             (MetricOp::Mean, _) => Type::Float,
             (_, ty) => ty.expect("non-count metrics read a column"),
         };
@@ -404,7 +408,7 @@ fn parse_decimal(s: &str) -> Option<i128> {
 impl Acc {
     fn new(op: MetricOp) -> Acc {
         match op {
-            MetricOp::Count => Acc::Count(0),
+            MetricOp::Count | MetricOp::Rows => Acc::Count(0),
             MetricOp::Sum | MetricOp::Mean => Acc::Sum { nanos: 0, n: 0 },
             MetricOp::Min => Acc::Min(None),
             MetricOp::Max => Acc::Max(None),
@@ -471,7 +475,7 @@ impl Acc {
     fn from_json(state: &serde_json::Value, m: &Metric) -> Option<Acc> {
         let get = |k: &str| state.get(k);
         Some(match m.op {
-            MetricOp::Count => Acc::Count(get("count")?.as_u64()?),
+            MetricOp::Count | MetricOp::Rows => Acc::Count(get("count")?.as_u64()?),
             MetricOp::Sum | MetricOp::Mean => {
                 Acc::Sum { nanos: parse_decimal(get("sum")?.as_str()?)?, n: get("n")?.as_u64()? }
             }
@@ -485,7 +489,7 @@ impl Acc {
             Acc::Count(n) => Value::Int(*n as i64),
             Acc::Sum { n: 0, .. } => Value::Null,
             Acc::Sum { nanos, n } => match (m.op, m.ty) {
-                (MetricOp::Mean, _) => Value::Float(*nanos as f64 / NANOS as f64 / *n as f64),
+                (MetricOp::Mean, _) => Value::Float(quotient(*nanos, *n)),
                 // An integer sum too large for an i64 is given as a float.
                 (_, Some(Type::Integer)) => {
                     i64::try_from(*nanos / NANOS).map_or_else(|_| Value::Float(float_of(*nanos)), Value::Int)
@@ -502,10 +506,73 @@ fn float_of(n: i128) -> f64 {
     decimal(n).parse().expect("decimal strings parse as floats")
 }
 
+/// The float nearest to `nanos` nano-units divided by `count`: a mean, rounded
+/// once. Dividing the float sum by the count rounds twice and is often one ulp off.
+///
+/// The quotient is written out in decimal, exactly when it ends within 800
+/// digits (every tie between two floats does: a tie is a dyadic fraction), else
+/// to 800 digits and a final `1` that stands for the rest; Rust's float parser
+/// then rounds that correctly.
+fn quotient(nanos: i128, count: u64) -> f64 {
+    let divisor = NANOS as u128 * count as u128;
+    let magnitude = nanos.unsigned_abs();
+    let mut text = String::with_capacity(64);
+    if nanos < 0 {
+        text.push('-');
+    }
+    text.push_str(&(magnitude / divisor).to_string());
+    text.push('.');
+    let mut rest = magnitude % divisor;
+    for _ in 0..800 {
+        if rest == 0 {
+            break;
+        }
+        rest *= 10;
+        text.push(char::from(b'0' + (rest / divisor) as u8));
+        rest %= divisor;
+    }
+    if rest != 0 {
+        text.push('1');
+    }
+    text.parse().expect("decimal strings parse as floats")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transform::spec::AggregateSpec;
+
+    #[test]
+    fn partial_states_carry_floats_bit_for_bit() {
+        // serde_json's float_roundtrip: what is written is read back as the same f64.
+        let mut rng = fanout_testkit::rng::Rng::new(5);
+        for _ in 0..20_000 {
+            let f = f64::from_bits(rng.next_u64());
+            if !f.is_finite() {
+                continue;
+            }
+            let text = serde_json::to_string(&Value::Float(f).to_json()).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), f.to_bits(), "{f:e} written as {text}");
+        }
+    }
+
+    #[test]
+    fn means_are_rounded_once() {
+        // 0.3 / 3 in floats is 0.09999999999999999; the mean of 0.1, 0.1, 0.1 is 0.1.
+        assert_eq!(quotient(300_000_000, 3), 0.1);
+        assert_eq!(quotient(-300_000_000, 3), -0.1);
+        assert_eq!(quotient(2 * NANOS, 3), 2.0 / 3.0);
+        assert_eq!(quotient(0, 7), 0.0);
+        // Where the sum is a float exactly, one IEEE division is the correctly rounded quotient.
+        let mut rng = fanout_testkit::rng::Rng::new(99);
+        for _ in 0..20_000 {
+            let sum = (rng.next_u64() >> 12) as i64 - (1 << 51);
+            let count = 1 + rng.below(1 << 40);
+            let exact = sum as f64 / count as f64;
+            assert_eq!(quotient(sum as i128 * NANOS, count), exact, "{sum} / {count}");
+        }
+    }
 
     fn schema() -> Vec<(String, Type)> {
         [("region", Type::String), ("amount", Type::Float), ("qty", Type::Integer), ("id", Type::String)]

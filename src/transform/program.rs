@@ -35,6 +35,8 @@ pub(crate) struct Column {
     upper: bool,
     replace: Vec<(String, String)>,
     default: Option<String>,
+    /// Field values that mean "missing", if the spec names any.
+    nulls: Vec<String>,
     multiply: Option<f64>,
     add: Option<f64>,
     round: Option<u32>,
@@ -71,13 +73,14 @@ impl Program {
             None => header.iter().cloned().map(ColumnEntry::Name).collect(),
         };
         let mut columns: Vec<Column> = Vec::with_capacity(entries.len());
+        let dialect_nulls = spec.dialect.null_values.clone().unwrap_or_default();
         for (i, entry) in entries.iter().enumerate() {
             let path = format!("columns[{i}]");
             let spec = match entry {
                 ColumnEntry::Name(n) => ColumnSpec { from: Some(n.clone()), ..ColumnSpec::default() },
                 ColumnEntry::Spec(s) => (**s).clone(),
             };
-            let column = compile_column(&spec, header, &columns, &path)?;
+            let column = compile_column(&spec, header, &columns, &path, spec_nulls(&spec, &dialect_nulls))?;
             if columns.iter().any(|c| c.name == column.name) {
                 return Err(format!(
                     "{path}: the output name {:?} is used twice (input columns with the same name need \"name\" in the spec)",
@@ -195,6 +198,9 @@ impl Column {
                         format!("column {:?}: not valid UTF-8 (bad byte at offset {})", self.name, e.valid_up_to());
                     (RowErrorKind::InvalidUtf8, Some(*i), msg)
                 })?;
+                if self.nulls.iter().any(|n| n == text) {
+                    return self.missing().map_err(|m| (RowErrorKind::InvalidValue, Some(*i), m));
+                }
                 let text = self.clean(text);
                 let text = match (&self.default, text.is_empty()) {
                     (Some(d), true) => Cow::Owned(d.clone()),
@@ -226,7 +232,7 @@ impl Column {
                                 (RowErrorKind::InvalidUtf8, Some(f), msg)
                             })?;
                             let raw = raw.trim();
-                            if raw.is_empty() {
+                            if raw.is_empty() || self.nulls.iter().any(|n| n == raw) {
                                 None
                             } else {
                                 Some(raw.parse::<f64>().ok().filter(|n| n.is_finite()).ok_or_else(|| {
@@ -247,6 +253,14 @@ impl Column {
                     )),
                 }
             }
+        }
+    }
+
+    /// The value of a missing field: the column's default, else null.
+    fn missing<'t>(&self) -> Result<Value<'t>, String> {
+        match &self.default {
+            Some(d) => self.convert(Cow::Owned(d.clone())),
+            None => Ok(Value::Null),
         }
     }
 
@@ -306,7 +320,18 @@ impl Column {
     }
 }
 
-fn compile_column(spec: &ColumnSpec, header: &[String], earlier: &[Column], path: &str) -> Result<Column, String> {
+/// A column's missing values: its own list, else the dialect's.
+fn spec_nulls(spec: &ColumnSpec, dialect: &[String]) -> Vec<String> {
+    spec.null_values.clone().unwrap_or_else(|| dialect.to_vec())
+}
+
+fn compile_column(
+    spec: &ColumnSpec,
+    header: &[String],
+    earlier: &[Column],
+    path: &str,
+    nulls: Vec<String>,
+) -> Result<Column, String> {
     let field_index = |name: &str, at: &str| {
         header
             .iter()
@@ -392,6 +417,7 @@ fn compile_column(spec: &ColumnSpec, header: &[String], earlier: &[Column], path
         upper: spec.upper,
         replace: spec.replace.iter().map(|r| (r.from.clone(), r.to.clone())).collect(),
         default: spec.default.clone(),
+        nulls,
         multiply: spec.multiply,
         add: spec.add,
         round: spec.round,

@@ -54,11 +54,23 @@ pub struct Dialect {
     pub trim: bool,
     /// Accept rows with more or fewer fields than the header (missing ones read as empty).
     pub flexible: bool,
+    /// Field values that mean "missing" (`NA`, `NULL`, ...), compared after trimming and
+    /// before anything else, in every column. Unset: only an empty field, and only in typed columns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub null_values: Option<Vec<String>>,
 }
 
 impl Default for Dialect {
     fn default() -> Dialect {
-        Dialect { delimiter: ",".into(), quote: "\"".into(), header: true, columns: None, trim: false, flexible: false }
+        Dialect {
+            delimiter: ",".into(),
+            quote: "\"".into(),
+            header: true,
+            columns: None,
+            trim: false,
+            flexible: false,
+            null_values: None,
+        }
     }
 }
 
@@ -133,9 +145,12 @@ pub struct ColumnSpec {
     /// Replacements, applied in order after trimming.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replace: Vec<Replace>,
-    /// The text used when the value is empty.
+    /// The text used when the value is empty or missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// This column's missing values, instead of `dialect.null_values`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_values: Option<Vec<String>>,
     /// Multiply numbers by this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiply: Option<f64>,
@@ -263,8 +278,10 @@ pub struct MetricSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricOp {
-    /// Rows, or non-empty values of a column.
+    /// Non-missing values of a column; without a column, rows.
     Count,
+    /// Every row of the group, whatever its values.
+    Rows,
     /// The sum of a numeric column.
     Sum,
     /// The least value of a numeric or date column.

@@ -281,3 +281,30 @@ fn json_answers_keep_a_bounded_number_of_error_records() {
         "NDJSON has them all"
     );
 }
+
+#[test]
+fn null_values_are_missing_in_every_column_and_expression() {
+    let csv = "id,qty,price,note\n1,NA,2.5,N4WNAA\n2,3,-,NA\n3,,1.0,x\n";
+    let v = ok(
+        r#"{"dialect": {"null_values": ["NA"]}, "columns": [{"from": "id", "type": "integer"},
+            {"from": "qty", "type": "integer", "default": "0"},
+            {"from": "price", "type": "float", "null_values": ["-"]},
+            {"name": "total", "expr": "qty * price"}, "note"]}"#,
+        csv,
+    );
+    assert_eq!(
+        v["records"],
+        json!([
+            {"id": 1, "qty": 0, "price": 2.5, "total": 0.0, "note": "N4WNAA"},
+            {"id": 2, "qty": 3, "price": null, "total": null, "note": null},
+            {"id": 3, "qty": 0, "price": 1.0, "total": 0.0, "note": "x"}
+        ])
+    );
+    assert_eq!(v["stats"]["rows_errored"], 0);
+    // Without null_values, NA is not an integer: an error record, as before.
+    let v = ok(r#"{"columns": [{"from": "qty", "type": "integer"}]}"#, csv);
+    assert_eq!(v["stats"]["rows_errored"], 1);
+    assert!(
+        spec_error(r#"{"aggregate": {"metrics": [{"op": "rows", "column": "id"}]}}"#, csv).contains("takes no column")
+    );
+}
