@@ -26,6 +26,7 @@ fn options() -> ExtractOptions {
             "paragraphs".into(),
             Selection { selector: Selector::parse("body p").unwrap(), attr: None, all: true },
         )],
+        ..ExtractOptions::default()
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub max_scrape_concurrency: usize,
     /// `FANOUT_SCRAPE_DEADLINE_MS`: the longest a request may let one scrape batch run.
     pub max_scrape_deadline: Duration,
+    /// `FANOUT_MAX_OUTPUT_BYTES`: the most a request may let one page's extracted text add up to.
+    pub max_output_bytes: usize,
     /// `FANOUT_MAX_REDIRECTS`: the most redirects a request may let the scraper follow.
     pub max_redirects: usize,
     /// `FANOUT_USER_AGENT`: the scraper's default `User-Agent`.
@@ -87,6 +89,7 @@ impl Default for Config {
             max_page_bytes: 10 * 1024 * 1024,
             max_scrape_concurrency: 64,
             max_scrape_deadline: Duration::from_secs(300),
+            max_output_bytes: 4 * 1024 * 1024,
             max_redirects: 20,
             user_agent: concat!("fanout-scrape/", env!("CARGO_PKG_VERSION")).to_owned(),
             respect_robots: false,
@@ -127,6 +130,7 @@ impl Config {
             max_page_bytes: positive(&get, "FANOUT_MAX_PAGE_BYTES", d.max_page_bytes)?,
             max_scrape_concurrency: positive(&get, "FANOUT_SCRAPE_CONCURRENCY", d.max_scrape_concurrency)?,
             max_scrape_deadline: millis(&get, "FANOUT_SCRAPE_DEADLINE_MS", d.max_scrape_deadline)?,
+            max_output_bytes: positive(&get, "FANOUT_MAX_OUTPUT_BYTES", d.max_output_bytes)?,
             max_redirects: positive(&get, "FANOUT_MAX_REDIRECTS", d.max_redirects)?,
             user_agent: get("FANOUT_USER_AGENT").unwrap_or(d.user_agent),
             respect_robots: boolean(&get, "FANOUT_RESPECT_ROBOTS", d.respect_robots)?,

@@ -78,6 +78,9 @@ pub struct ScrapeOptions {
     pub robots: bool,
     /// Parse bodies that are not HTML instead of reporting `not_html`.
     pub allow_non_html: bool,
+    /// The most bytes of text one page's extracted values may add up to (default 1 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<usize>,
 }
 
 /// The settings one scrape invocation runs with, after defaults and limits.
@@ -128,7 +131,7 @@ fn within<T: PartialOrd + Copy + std::fmt::Display + Default>(
 impl ScrapeRequest {
     /// Compiles the selections and options, failing with a 400 that names the
     /// offending selection before anything is fetched.
-    pub fn extract_options(&self) -> Result<ExtractOptions, ApiError> {
+    pub fn extract_options(&self, config: &Config) -> Result<ExtractOptions, ApiError> {
         let mut select = Vec::with_capacity(self.select.len());
         for (name, spec) in &self.select {
             let (css, attr, all) = match spec {
@@ -138,7 +141,19 @@ impl ScrapeRequest {
             let selector = Selector::parse(css).map_err(|e| ApiError::bad_request(format!("select.{name}: {e}")))?;
             select.push((name.clone(), Selection { selector, attr, all }));
         }
-        Ok(ExtractOptions { links: self.options.links, max_links: self.options.max_links.unwrap_or(1000), select })
+        let max_output_bytes = within(
+            "max_output_bytes",
+            self.options.max_output_bytes,
+            crate::html::DEFAULT_OUTPUT_BYTES,
+            config.max_output_bytes,
+            "FANOUT_MAX_OUTPUT_BYTES",
+        )?;
+        Ok(ExtractOptions {
+            links: self.options.links,
+            max_links: self.options.max_links.unwrap_or(1000),
+            select,
+            max_output_bytes,
+        })
     }
 
     /// Resolves the fetch options against the deployment's limits, failing with
@@ -371,7 +386,7 @@ mod tests {
                  "options": {"links": true}}"#,
         )
         .unwrap();
-        let opts = req.extract_options().unwrap();
+        let opts = req.extract_options(&Config::default()).unwrap();
         assert_eq!(opts.select.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["z", "a"]);
         assert!(opts.select[1].1.all);
         assert!(opts.links);
@@ -416,7 +431,7 @@ mod tests {
     #[test]
     fn bad_selections_name_the_field() {
         let req: ScrapeRequest = parse_json(br#"{"urls": [], "select": {"price": "a:hover"}}"#).unwrap();
-        let err = req.extract_options().unwrap_err();
+        let err = req.extract_options(&Config::default()).unwrap_err();
         assert_eq!(err.status(), 400);
         assert!(err.message().starts_with("select.price: invalid CSS selector \"a:hover\""), "{}", err.message());
         let err = parse_json::<ScrapeRequest>(br#"{"urls": [], "select": {"price": 3}}"#).unwrap_err();

@@ -405,3 +405,40 @@ fn hostile_markup_is_answered_not_fatal() {
     assert_eq!(r[1]["page"]["json_ld"], json!([{"d": "a<b", "e": "<p>x</p>"}]));
     assert_eq!(r[2]["page"]["title"], "Page ok");
 }
+
+#[test]
+fn hostile_pages_cannot_make_an_answer_larger_than_its_limits() {
+    // 6,000 nested divs around 64 KiB of text: `div` with `all` would be 393 MB for one page.
+    let site = Site::start();
+    let worker = scraper();
+    let urls: Vec<String> = (0..20).map(|_| site.url("/nested/6000")).collect();
+    let job = json!({"urls": urls, "select": {"d": {"css": "div", "all": true}}, "options": {"concurrency": 4}});
+    let resp = post_json(&worker.url("/scrape"), &job);
+    assert_eq!(resp.status, 200);
+    assert!(resp.body.len() < 20 * 1024 * 1024 + 100_000, "{} bytes", resp.body.len());
+    let v = resp.json();
+    for r in v["results"].as_array().unwrap() {
+        let page = &r["page"];
+        assert!(
+            page["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("max_output_bytes")),
+            "{page}"
+        );
+        assert!(serde_json::to_vec(&page["select"]).unwrap().len() <= 1024 * 1024);
+    }
+    // Over the operator's limit, the option is refused up front.
+    let over = json!({"urls": [site.url("/nested/1")], "options": {"max_output_bytes": 100_000_000}});
+    assert_eq!(post_json(&worker.url("/scrape"), &over).status, 400);
+
+    // Through the coordinator, a batch of such pages fits in the answer it will read.
+    let coordinator = Component::serve(
+        "coordinator",
+        &[("FANOUT_SCRAPE_URL", &worker.url("/scrape")), ("FANOUT_MAX_WORKER_RESPONSE_BYTES", "4000000")],
+    );
+    let urls: Vec<String> = (0..50).map(|_| site.url("/nested/3000")).collect();
+    let job = json!({"urls": urls, "batch_size": 25, "select": {"d": {"css": "div", "all": true}}});
+    let resp = post_json(&coordinator.url("/coordinate/scrape"), &job);
+    assert_eq!(resp.status, 200);
+    let v = resp.json();
+    assert_eq!(v["summary"]["pages"], 50, "{}", v["summary"]);
+    assert_eq!(v["summary"]["batches_failed"], 0, "{}", v["summary"]);
+}

@@ -17,7 +17,7 @@ const STANDARD_TAGS: [&str; 9] = ["base", "title", "html", "h1", "meta", "link",
 use url::Url;
 
 /// What to extract beyond the fields every page gets.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ExtractOptions {
     /// Collect the page's links.
     pub links: bool,
@@ -25,6 +25,39 @@ pub struct ExtractOptions {
     pub max_links: usize,
     /// Named selections, in the caller's order.
     pub select: Vec<(String, Selection)>,
+    /// The most bytes a page's extracted values may add up to, written as JSON strings.
+    pub max_output_bytes: usize,
+}
+
+/// The default of [`ExtractOptions::max_output_bytes`].
+pub const DEFAULT_OUTPUT_BYTES: usize = 1024 * 1024;
+
+impl Default for ExtractOptions {
+    fn default() -> ExtractOptions {
+        ExtractOptions { links: false, max_links: 1000, select: Vec::new(), max_output_bytes: DEFAULT_OUTPUT_BYTES }
+    }
+}
+
+/// How much more text a page's extraction may produce.
+struct Budget {
+    left: usize,
+    limit: usize,
+    cut: Vec<&'static str>,
+}
+
+impl Budget {
+    /// Whether `value` fits, counting it if so; a field that does not fit is noted once.
+    fn take(&mut self, field: &'static str, value: &str) -> bool {
+        let cost = json_len(value);
+        if cost <= self.left {
+            self.left -= cost;
+            return true;
+        }
+        if !self.cut.contains(&field) {
+            self.cut.push(field);
+        }
+        false
+    }
 }
 
 /// One named selection: what to match, what to take from each match, and how many.
@@ -76,8 +109,14 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 pub const MAX_MATCHES: usize = 10_000;
 
 /// Extracts from `html`, fetched from `url`.
+///
+/// What a page yields is bounded, whatever the page: each value reads at most
+/// [`MAX_TEXT_BYTES`] of text, and all values together at most
+/// `options.max_output_bytes` (values past it are left out, with a warning),
+/// so that no page can make an answer larger than its limits.
 pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     let doc = Document::parse(html);
+    let mut budget = Budget { left: options.max_output_bytes, limit: options.max_output_bytes, cut: Vec::new() };
     // One pass over the document collects the tags the standard fields read.
     let mut named: HashMap<&'static str, Vec<usize>> = HashMap::new();
     for (i, tag) in doc.tags() {
@@ -105,19 +144,24 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     };
 
     let mut out = Extracted {
-        title: find("title").iter().map(|&i| text(i)).find(|t| !t.is_empty()),
-        lang: find("html").first().and_then(|&i| attr(i, "lang")).filter(|l| !l.is_empty()),
-        h1: find("h1").iter().map(|&i| text(i)).filter(|t| !t.is_empty()).collect(),
+        title: find("title").iter().map(|&i| text(i)).find(|t| !t.is_empty()).filter(|t| budget.take("title", t)),
+        lang: find("html").first().and_then(|&i| attr(i, "lang")).filter(|l| !l.is_empty() && budget.take("lang", l)),
         ..Extracted::default()
     };
+    out.h1 =
+        find("h1").iter().map(|&i| text(i)).filter(|t| !t.is_empty()).take_while(|t| budget.take("h1", t)).collect();
     for &meta in find("meta") {
         let Some(content) = attr(meta, "content") else {
             continue;
         };
         if attr(meta, "name").is_some_and(|n| n.eq_ignore_ascii_case("description")) {
-            out.description.get_or_insert(content);
+            if out.description.is_none() && budget.take("description", &content) {
+                out.description = Some(content);
+            }
         } else if let Some(prop) = attr(meta, "property").filter(|p| p.starts_with("og:")) {
-            out.og.entry(prop).or_insert(Value::String(content));
+            if !out.og.contains_key(&prop) && budget.take("og", &content) && budget.take("og", &prop) {
+                out.og.insert(prop, Value::String(content));
+            }
         }
     }
     out.canonical = find("link")
@@ -133,6 +177,7 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
             .filter_map(|i| absolute(&attr(i, "href")?))
             .filter(|l| seen.insert(l.clone()))
             .take(options.max_links)
+            .take_while(|l| budget.take("links", l))
             .collect();
         out.links = Some(links);
     }
@@ -142,7 +187,11 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
             continue;
         }
         // A script's body is raw text, not markup: read it from the source untouched.
-        match serde_json::from_str::<Value>(doc.raw_body(script).trim()) {
+        let body = doc.raw_body(script);
+        if !budget.take("json_ld", body.trim()) {
+            continue;
+        }
+        match serde_json::from_str::<Value>(body.trim()) {
             Ok(v) => out.json_ld.push(v),
             Err(e) => out.json_ld_errors.push(format!(
                 "JSON-LD block {} is not valid JSON: {e}",
@@ -161,11 +210,29 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
                 out.warnings
                     .push(format!("select.{name}: {} matches, only the first {MAX_MATCHES} are kept", matches.len()));
             }
-            Value::Array(values.take(MAX_MATCHES).map(Value::String).collect())
+            let mut kept = Vec::new();
+            for v in values.take(MAX_MATCHES) {
+                if !budget.take("select", &v) {
+                    out.warnings.push(format!(
+                        "select.{name}: only the first {} matches fit in the page's output limit",
+                        kept.len()
+                    ));
+                    break;
+                }
+                kept.push(Value::String(v));
+            }
+            Value::Array(kept)
         } else {
-            values.into_iter().next().map_or(Value::Null, Value::String)
+            values.into_iter().next().filter(|v| budget.take("select", v)).map_or(Value::Null, Value::String)
         };
         out.select.insert(name.clone(), value);
+    }
+    if !budget.cut.is_empty() {
+        out.warnings.push(format!(
+            "the page's extracted text reached its limit of {} bytes (options.max_output_bytes): {} cut short",
+            budget.limit,
+            budget.cut.join(", ")
+        ));
     }
     if doc.exhausted() {
         out.warnings.push(format!(
@@ -174,6 +241,19 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         ));
     }
     out
+}
+
+/// The bytes `text` takes as a JSON string (quotes included): what an answer
+/// holding it grows by, escapes counted at their most.
+fn json_len(text: &str) -> usize {
+    2 + text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 /// Decodes character references and collapses runs of whitespace into one space.
@@ -314,6 +394,7 @@ mod tests {
                 "s".into(),
                 Selection { selector: Selector::parse("a > b c, [x=y]").unwrap(), attr: None, all: true },
             )],
+            ..Default::default()
         };
         let mut rng = fanout_testkit::rng::Rng::new(0x9e37_79b9_7f4a_7c15u64);
         let mut next = move || rng.next_u64();
@@ -340,6 +421,22 @@ mod tests {
         assert_eq!(got.title.as_deref(), Some("t"));
         assert_eq!(got.h1, vec!["x"]);
         assert!(!got.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_page_cannot_make_an_answer_larger_than_its_output_limit() {
+        // Every one of 6,000 nested divs has the whole 64 KiB text: 393 MB if each were kept.
+        let html = format!("{}{}{}", "<div>".repeat(6000), "words ".repeat(64 * 1024 / 6), "</div>".repeat(6000));
+        let opts = ExtractOptions {
+            select: vec![("d".into(), Selection { selector: Selector::parse("div").unwrap(), attr: None, all: true })],
+            max_output_bytes: 300_000,
+            ..Default::default()
+        };
+        let got = extract(&html, &url(), &opts);
+        let size = serde_json::to_vec(&got).unwrap().len();
+        assert!(size < 300_000 + 4096, "{size} bytes");
+        assert_eq!(got.select["d"].as_array().unwrap().len(), 4, "whole values only, while they fit");
+        assert!(got.warnings.iter().any(|w| w.contains("max_output_bytes")), "{:?}", got.warnings);
     }
 
     #[test]

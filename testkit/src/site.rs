@@ -10,6 +10,7 @@
 //! | `/big/<bytes>` | an HTML page of that many bytes, sent in 16 KiB pieces |
 //! | `/hang` | never answers (holds the connection for 60 s) |
 //! | `/text` | a `text/plain` body |
+//! | `/nested/<depth>` | a hostile page: `depth` nested `<div>`s around 64 KiB of text |
 //! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b`; `HEAD` gives its length and `accept-ranges: bytes` |
 //! | `/nohead/<name>` | the same as `/files/<name>`, but `HEAD` is 405 (a server that does not allow it) |
 //! | `/whole/<name>` | the same content, ignoring `Range` (a server without range support) |
@@ -266,6 +267,16 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             Ok(())
         }
         ["text"] => respond(&mut stream, 200, &[], "text/plain", b"plain text, not HTML"),
+        ["nested", depth] => {
+            let depth: usize = depth.parse().unwrap_or(0);
+            let page = format!(
+                "<title>Nested</title>{}{}{}",
+                "<div>".repeat(depth),
+                "words ".repeat(64 * 1024 / 6),
+                "</div>".repeat(depth)
+            );
+            respond(&mut stream, 200, &[], HTML, page.as_bytes())
+        }
         ["redirect", n] => {
             let n: u32 = n.parse().unwrap_or(0);
             let to = req.query.get("to").cloned().unwrap_or_else(|| "/page/end".into());

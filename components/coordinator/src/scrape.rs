@@ -23,6 +23,9 @@ use spin_sdk::http::Method;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Room for a page result's fields besides its extracted values (URLs, status, timings, warnings).
+const PAGE_OVERHEAD_BYTES: usize = 4096;
+
 /// The longest line a URL list may hold.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
@@ -95,7 +98,12 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     let mut template: ScrapeRequest = serde_json::from_value(Value::Object(job))
         .map_err(|e| ApiError::bad_request(format!("invalid scrape job: {e}")))?;
     // Exactly what `POST /scrape` checks, so that no batch is refused for it later.
-    template.extract_options()?;
+    template.extract_options(&config)?;
+    // Every page of a batch must fit in the answer the coordinator will read:
+    // a page's extracted output gets its share of that limit, less room for the rest of its result.
+    let share = (config.max_worker_response_bytes / batch_size as usize).saturating_sub(PAGE_OVERHEAD_BYTES).max(1);
+    let asked = template.options.max_output_bytes.unwrap_or(fanout::html::DEFAULT_OUTPUT_BYTES);
+    template.options.max_output_bytes = Some(asked.min(share));
     let settings = template.settings(&config)?;
     // A batch ends (its pages still running become `timeout` errors) before the call waiting for it gives up.
     let margin = (config.worker_timeout / 10).max(Duration::from_secs(1)).min(config.worker_timeout / 2);

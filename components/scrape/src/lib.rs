@@ -43,7 +43,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         )));
     }
     // Everything that can make the request fail as a whole is checked before the answer starts.
-    let extract = request.extract_options()?;
+    let extract = request.extract_options(&config)?;
     let settings = request.settings(&config)?;
     Ok(Reply::stream(format.content_type(), move |mut body| async move {
         batch::run(&settings, &extract, request.urls, format, &mut body).await;
