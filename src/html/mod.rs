@@ -1,11 +1,14 @@
 //! Extraction of structured data from HTML pages, with `tl`.
 //!
 //! Extraction never fails: malformed HTML yields whatever `tl` could make of
-//! it. Text is entity-decoded with whitespace collapsed; URLs are made
-//! absolute against `<base href>` and the page's final URL.
+//! it, after [`normalize`] has tokenized it as the HTML standard does where
+//! `tl` differs. Text is entity-decoded with ASCII whitespace stripped and
+//! collapsed; URLs are made absolute against `<base href>` and the page's final URL.
 
+mod normalize;
 mod selector;
 
+pub use normalize::normalize;
 pub use selector::{Document, Selector, SelectorError};
 
 use serde::{Deserialize, Serialize};
@@ -78,15 +81,16 @@ pub struct Extracted {
     pub title: Option<String>,
     /// `<meta name="description">`.
     pub description: Option<String>,
-    /// `<link rel="canonical">`, absolute.
+    /// `<link rel="canonical">`, as the page states it, resolved against the base URL (any scheme).
     pub canonical: Option<String>,
     /// `<html lang>`.
     pub lang: Option<String>,
     /// `<meta property="og:*">` values by property name, first occurrence wins.
     pub og: Map<String, Value>,
-    /// The texts of the `<h1>` elements, in document order.
+    /// The texts of the `<h1>` elements, in document order, one per element (`""` for an empty one).
     pub h1: Vec<String>,
-    /// Absolute http(s) links, de-duplicated, fragments removed; only when asked for.
+    /// Every `a[href]` and `area[href]`, resolved against the base URL, fragment removed, first
+    /// occurrence kept; same-document (`#...`) and non-http(s) hrefs left out; only when asked for.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub links: Option<Vec<String>>,
     /// The parsed `<script type="application/ld+json">` blocks.
@@ -115,7 +119,8 @@ pub const MAX_MATCHES: usize = 10_000;
 /// `options.max_output_bytes` (values past it are left out, with a warning),
 /// so that no page can make an answer larger than its limits.
 pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
-    let doc = Document::parse(html);
+    let normalized = normalize(html);
+    let doc = Document::parse(&normalized);
     let mut budget = Budget { left: options.max_output_bytes, limit: options.max_output_bytes, cut: Vec::new() };
     // One pass over the document collects the tags the standard fields read.
     let mut named: HashMap<&'static str, Vec<usize>> = HashMap::new();
@@ -134,7 +139,11 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         .find_map(|&i| attr(i, "href"))
         .and_then(|href| url.join(&href).ok())
         .unwrap_or_else(|| url.clone());
-    let absolute = |href: &str| -> Option<String> {
+    // A link is a fetchable page: not a reference within this one, not `javascript:` or `mailto:`.
+    let link = |href: &str| -> Option<String> {
+        if href.starts_with('#') {
+            return None;
+        }
         let mut link = base.join(href).ok()?;
         if !matches!(link.scheme(), "http" | "https") {
             return None;
@@ -148,8 +157,7 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         lang: find("html").first().and_then(|&i| attr(i, "lang")).filter(|l| !l.is_empty() && budget.take("lang", l)),
         ..Extracted::default()
     };
-    out.h1 =
-        find("h1").iter().map(|&i| text(i)).filter(|t| !t.is_empty()).take_while(|t| budget.take("h1", t)).collect();
+    out.h1 = find("h1").iter().map(|&i| text(i)).take_while(|t| budget.take("h1", t)).collect();
     for &meta in find("meta") {
         let Some(content) = attr(meta, "content") else {
             continue;
@@ -167,14 +175,16 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     out.canonical = find("link")
         .iter()
         .filter(|&&i| attr(i, "rel").is_some_and(|r| r.split_whitespace().any(|r| r.eq_ignore_ascii_case("canonical"))))
-        .find_map(|&i| absolute(&attr(i, "href")?));
+        .find_map(|&i| base.join(&attr(i, "href")?).ok())
+        .map(String::from)
+        .filter(|c| budget.take("canonical", c));
     if options.links {
         let mut anchors: Vec<usize> = find("a").iter().chain(find("area")).copied().collect();
         anchors.sort_unstable();
         let mut seen = HashSet::new();
         let links = anchors
             .into_iter()
-            .filter_map(|i| absolute(&attr(i, "href")?))
+            .filter_map(|i| link(&attr(i, "href")?))
             .filter(|l| seen.insert(l.clone()))
             .take(options.max_links)
             .take_while(|l| budget.take("links", l))
@@ -187,7 +197,7 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
             continue;
         }
         // A script's body is raw text, not markup: read it from the source untouched.
-        let body = doc.raw_body(script);
+        let body = normalize::raw_text(doc.raw_body(script));
         if !budget.take("json_ld", body.trim()) {
             continue;
         }
@@ -256,10 +266,11 @@ fn json_len(text: &str) -> usize {
         .sum::<usize>()
 }
 
-/// Decodes character references and collapses runs of whitespace into one space.
+/// Decodes character references, then strips and collapses ASCII whitespace (the
+/// HTML standard's rule: a non-breaking space is a character, not whitespace).
 pub fn clean_text(raw: &str) -> String {
     let decoded = html_escape::decode_html_entities(raw);
-    decoded.split_whitespace().collect::<Vec<_>>().join(" ")
+    decoded.split(|c: char| c.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -287,13 +298,39 @@ mod tests {
         assert_eq!(got.title.as_deref(), Some("Fish & Chips"));
         assert_eq!(got.description.as_deref(), Some("Best \"chips\" in town"));
         assert_eq!(got.lang.as_deref(), Some("en-GB"));
-        assert_eq!(got.canonical.as_deref(), Some("https://shop.example/catalog/fish"));
+        assert_eq!(got.canonical.as_deref(), Some("https://shop.example/catalog/fish#top"));
         assert_eq!(Value::Object(got.og), json!({"og:title": "Fish", "og:image": "https://cdn.example/f.png"}));
         assert_eq!(got.h1, vec!["Menu", "Prices €"]);
         assert_eq!(got.json_ld, vec![json!({"@type": "Product", "name": "Fish"})]);
         assert_eq!(got.json_ld_errors.len(), 1);
         assert!(got.json_ld_errors[0].contains("block 2"), "{:?}", got.json_ld_errors);
         assert!(got.links.is_none());
+    }
+
+    /// The classes of difference from a browser that the conformance issue lists, one by one.
+    #[test]
+    fn pages_read_as_a_browser_reads_them() {
+        let page = concat!(
+            "<html lang=en><head><title>Guide\u{a0}\u{a0}&nbsp;v2 <b>bold</b>\n\t</title>",
+            "<link rel=canonical href=urn:isbn:0451450523>",
+            "<script>var s = \"<a href='/fake'>\" + '<h1>not a heading</h1>';</script>",
+            "<style>a[href] { x: '</sty' } </style></head><body>",
+            "<h1></h1><h1> Real\u{a0}one </h1>",
+            "<a href=https://x.org/a/b.js#L1>src</a><a href=#top>top</a><a href='#'>self</a>",
+            "<a href=javascript:void(0)>js</a><a href=mailto:a@b.c>mail</a><a href=''>here</a>",
+            "<textarea><a href=/in-textarea></textarea><noscript><a href=/no-js></noscript>",
+            "<area href=/map>",
+            "</body></html>"
+        );
+        let got = extract(page, &url(), &ExtractOptions { links: true, ..Default::default() });
+        assert_eq!(got.title.as_deref(), Some("Guide\u{a0}\u{a0}\u{a0}v2 <b>bold</b>"));
+        assert_eq!(got.h1, vec!["", "Real\u{a0}one"]);
+        assert_eq!(got.canonical.as_deref(), Some("urn:isbn:0451450523"));
+        assert_eq!(
+            got.links.unwrap(),
+            vec!["https://x.org/a/b.js", "https://shop.example/catalog/item?id=1", "https://shop.example/map"]
+        );
+        assert_eq!(got.lang.as_deref(), Some("en"));
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! A pass before `tl` that tokenizes a page the way the HTML standard does
+//! where `tl` differs, and writes it back in a form `tl` reads the same way:
+//!
+//! * the bodies of raw-text elements (`script`, `style`, `xmp`, `iframe`,
+//!   `noembed`, `noframes`, `noscript`) and escapable raw-text elements
+//!   (`title`, `textarea`) are text up to their own end tag, never markup, so
+//!   their `<` (and, in raw text, `&`) are written as character references;
+//! * attribute values are quoted, so an unquoted value ends only at ASCII
+//!   whitespace or `>` (`href=https://x.org/a/b#L1` keeps its slashes); the
+//!   first of two attributes with the same name wins;
+//! * comments, doctypes and bogus comments (`<?...>`, `</ 1>`) are dropped,
+//!   and a `<` that starts no tag is text.
+//!
+//! Everything else (text, character references, tag names) is copied as it is.
+
+use memchr::memchr;
+
+/// Elements whose body is raw text: no markup, no character references.
+const RAW_TEXT: [&str; 7] = ["script", "style", "xmp", "iframe", "noembed", "noframes", "noscript"];
+/// Elements whose body is text with character references, but no markup.
+const ESCAPABLE_RAW_TEXT: [&str; 2] = ["title", "textarea"];
+
+/// The page, rewritten. See the module documentation.
+pub fn normalize(html: &str) -> String {
+    let b = html.as_bytes();
+    let mut out = String::with_capacity(html.len() + html.len() / 32);
+    let mut i = 0;
+    while let Some(off) = memchr(b'<', &b[i..]) {
+        let lt = i + off;
+        out.push_str(&html[i..lt]);
+        i = match (b.get(lt + 1), b.get(lt + 2)) {
+            (Some(c), _) if c.is_ascii_alphabetic() => start_tag(html, lt, &mut out),
+            (Some(b'/'), Some(c)) if c.is_ascii_alphabetic() => end_tag(html, lt, &mut out),
+            (Some(b'/'), Some(b'>')) => lt + 3,
+            (Some(b'!'), _) if b[lt..].starts_with(b"<!--") => comment_end(b, lt + 4),
+            (Some(b'!' | b'?' | b'/'), _) => memchr(b'>', &b[lt..]).map_or(b.len(), |e| lt + e + 1),
+            _ => {
+                out.push_str("&lt;");
+                lt + 1
+            }
+        };
+    }
+    out.push_str(&html[i..]);
+    out
+}
+
+fn is_space(c: u8) -> bool {
+    matches!(c, b'\t' | b'\n' | b'\x0c' | b'\r' | b' ')
+}
+
+/// A tag as the tokenizer reads it.
+struct Tag<'a> {
+    name: &'a str,
+    attrs: Vec<(&'a str, &'a str)>,
+    self_closing: bool,
+    /// Whether `tl` reads the tag as written: every value quoted, no name repeated.
+    as_written: bool,
+    /// Just past the tag's `>`; `None` when the page ends inside the tag (which then is no tag).
+    end: Option<usize>,
+}
+
+/// Reads the tag whose name starts at `at`.
+fn read_tag(html: &str, at: usize) -> Tag<'_> {
+    let b = html.as_bytes();
+    let mut i = at;
+    while i < b.len() && !is_space(b[i]) && b[i] != b'/' && b[i] != b'>' {
+        i += 1;
+    }
+    let mut tag = Tag { name: &html[at..i], attrs: Vec::new(), self_closing: false, as_written: true, end: None };
+    loop {
+        while i < b.len() && (is_space(b[i]) || (b[i] == b'/' && b.get(i + 1) != Some(&b'>'))) {
+            i += 1;
+        }
+        match b.get(i) {
+            None => return tag,
+            Some(b'>') => {
+                tag.end = Some(i + 1);
+                return tag;
+            }
+            Some(b'/') => {
+                tag.self_closing = true;
+                tag.end = Some(i + 2);
+                return tag;
+            }
+            Some(_) => {}
+        }
+        // An `=` that starts a name belongs to it.
+        let start = i;
+        i += 1;
+        while i < b.len() && !is_space(b[i]) && !matches!(b[i], b'/' | b'>' | b'=') {
+            i += 1;
+        }
+        let name = &html[start..i];
+        let mut j = i;
+        while j < b.len() && is_space(b[j]) {
+            j += 1;
+        }
+        let value = if b.get(j) == Some(&b'=') {
+            j += 1;
+            while j < b.len() && is_space(b[j]) {
+                j += 1;
+            }
+            match b.get(j) {
+                Some(&q @ (b'"' | b'\'')) => match memchr(q, &b[j + 1..]) {
+                    Some(e) => {
+                        i = j + 1 + e + 1;
+                        &html[j + 1..j + 1 + e]
+                    }
+                    None => return tag,
+                },
+                Some(b'>') | None => {
+                    i = j;
+                    tag.as_written = false;
+                    ""
+                }
+                Some(_) => {
+                    tag.as_written = false;
+                    let s = j;
+                    while j < b.len() && !is_space(b[j]) && b[j] != b'>' {
+                        j += 1;
+                    }
+                    i = j;
+                    &html[s..j]
+                }
+            }
+        } else {
+            ""
+        };
+        if tag.attrs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            tag.as_written = false;
+        } else {
+            tag.attrs.push((name, value));
+        }
+    }
+}
+
+/// Whether `tl` can take a name as it is: HTML's own names all pass.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b':' | b'.'))
+}
+
+fn start_tag(html: &str, lt: usize, out: &mut String) -> usize {
+    let tag = read_tag(html, lt + 1);
+    let Some(end) = tag.end else { return html.len() };
+    if !plain_name(tag.name) {
+        return end;
+    }
+    if tag.as_written && tag.attrs.iter().all(|(n, _)| plain_name(n)) {
+        out.push_str(&html[lt..end]);
+    } else {
+        out.push('<');
+        out.push_str(tag.name);
+        for (name, value) in tag.attrs.iter().filter(|(n, _)| plain_name(n)) {
+            out.push(' ');
+            out.push_str(name);
+            out.push_str("=\"");
+            out.push_str(&value.replace('"', "&quot;"));
+            out.push('"');
+        }
+        out.push_str(if tag.self_closing { "/>" } else { ">" });
+    }
+    let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(tag.name));
+    let raw = is(&RAW_TEXT);
+    if !raw && !is(&ESCAPABLE_RAW_TEXT) {
+        return end;
+    }
+    let body_end = end_of_text(html, end, tag.name);
+    let body = &html[end..body_end];
+    let mut from = 0;
+    for (at, c) in body.bytes().enumerate() {
+        let escaped = match c {
+            b'<' => "&lt;",
+            b'&' if raw => "&amp;",
+            _ => continue,
+        };
+        out.push_str(&body[from..at]);
+        out.push_str(escaped);
+        from = at + 1;
+    }
+    out.push_str(&body[from..]);
+    body_end
+}
+
+/// Where the text of element `name` opened at `from` ends: at `</name` followed by
+/// whitespace, `/` or `>` (any case), or at the end of the page.
+fn end_of_text(html: &str, from: usize, name: &str) -> usize {
+    let b = html.as_bytes();
+    let mut i = from;
+    while let Some(off) = memchr(b'<', &b[i..]) {
+        let at = i + off;
+        let after = at + 2 + name.len();
+        if b.get(at + 1) == Some(&b'/')
+            && b.get(at + 2..after).is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            && b.get(after).is_some_and(|&c| is_space(c) || c == b'/' || c == b'>')
+        {
+            return at;
+        }
+        i = at + 1;
+    }
+    b.len()
+}
+
+fn end_tag(html: &str, lt: usize, out: &mut String) -> usize {
+    let tag = read_tag(html, lt + 2);
+    let Some(end) = tag.end else { return html.len() };
+    if plain_name(tag.name) {
+        out.push_str("</");
+        out.push_str(tag.name);
+        out.push('>');
+    }
+    end
+}
+
+/// Where a comment whose text starts at `from` ends (`-->`, `--!>`, or `>` right away).
+fn comment_end(b: &[u8], from: usize) -> usize {
+    if b[from..].starts_with(b">") {
+        return from + 1;
+    }
+    if b[from..].starts_with(b"->") {
+        return from + 2;
+    }
+    let mut i = from;
+    while let Some(off) = memchr(b'>', &b[i..]) {
+        let gt = i + off;
+        if b[from..gt].ends_with(b"--") || b[from..gt].ends_with(b"--!") {
+            return gt + 1;
+        }
+        i = gt + 1;
+    }
+    b.len()
+}
+
+/// The text of a raw-text element's body as [`normalize`] wrote it, back as the page had it.
+pub fn raw_text(written: &str) -> String {
+    written.replace("&lt;", "<").replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_text_is_text() {
+        assert_eq!(
+            normalize(r#"<script>var a = "<a href='/x'>" && b;</script><h1>x</h1>"#),
+            r#"<script>var a = "&lt;a href='/x'>" &amp;&amp; b;</script><h1>x</h1>"#
+        );
+        assert_eq!(normalize("<title>A <b>&amp; B</b></TITLE >"), "<title>A &lt;b>&amp; B&lt;/b></TITLE>");
+        // Only its own end tag, in any case, followed by space, `/` or `>`, ends it.
+        assert_eq!(normalize("<style>a</styles>b</STYLE>c"), "<style>a&lt;/styles>b</STYLE>c");
+        assert_eq!(normalize("<script>never closed <p>"), "<script>never closed &lt;p>");
+    }
+
+    #[test]
+    fn attribute_values_are_quoted_as_the_tokenizer_reads_them() {
+        assert_eq!(
+            normalize("<a href=https://x.org/a/b.js#L1 class = 'c \"d\"' x=1 X=2 hidden>t</a>"),
+            r#"<a href="https://x.org/a/b.js#L1" class="c &quot;d&quot;" x="1" hidden="">t</a>"#
+        );
+        assert_eq!(normalize(r#"<A HREF="/a" Class='b'>x</A>"#), r#"<A HREF="/a" Class='b'>x</A>"#
+        );
+        assert_eq!(normalize("<img src=a.png/>"), r#"<img src="a.png/">"#);
+        assert_eq!(normalize("<br/><p / class=x>"), r#"<br/><p class="x">"#);
+    }
+
+    #[test]
+    fn comments_doctypes_and_stray_brackets() {
+        assert_eq!(normalize("<!DOCTYPE html><!-- <a href=/c> -->a<!-->b<!--->c<!-- x --!>d"), "abcd");
+        assert_eq!(normalize("1 < 2 <3 </ 4> <?php x ?>e</>"), "1 &lt; 2 &lt;3  e");
+        assert_eq!(normalize("<a href='unterminated"), "");
+    }
+
+    #[test]
+    fn raw_bodies_read_back_as_written() {
+        let script = "if (a < b && c) { x = '&lt;'; }";
+        let out = normalize(&format!("<script>{script}</script>"));
+        let body = out.strip_prefix("<script>").unwrap().strip_suffix("</script>").unwrap();
+        assert_eq!(raw_text(body), script);
+    }
+}
