@@ -8,12 +8,42 @@
 //! * attribute values are quoted, so an unquoted value ends only at ASCII
 //!   whitespace or `>` (`href=https://x.org/a/b#L1` keeps its slashes); the
 //!   first of two attributes with the same name wins;
-//! * comments, doctypes and bogus comments (`<?...>`, `</ 1>`) are dropped,
-//!   and a `<` that starts no tag is text.
+//! * comments that hold a `<` or end in an unusual way, bogus comments
+//!   (`<?...>`, `</ 1>`) and declarations other than a doctype are dropped, and
+//!   a `<` that starts no tag is text.
 //!
-//! Everything else (text, character references, tag names) is copied as it is.
+//! Everything else is left as it is, and a page that needs none of this (most
+//! pages) is not copied at all.
 
 use memchr::memchr;
+use std::borrow::Cow;
+
+/// The rewritten page, built only from the first change on.
+struct Edits<'a> {
+    src: &'a str,
+    out: Option<String>,
+    copied: usize,
+}
+
+impl<'a> Edits<'a> {
+    /// Replaces `src[from..to]` with `with`.
+    fn edit(&mut self, from: usize, to: usize, with: &str) {
+        let out = self.out.get_or_insert_with(|| String::with_capacity(self.src.len() + self.src.len() / 32));
+        out.push_str(&self.src[self.copied..from]);
+        out.push_str(with);
+        self.copied = to;
+    }
+
+    fn finish(self) -> Cow<'a, str> {
+        match self.out {
+            None => Cow::Borrowed(self.src),
+            Some(mut out) => {
+                out.push_str(&self.src[self.copied..]);
+                Cow::Owned(out)
+            }
+        }
+    }
+}
 
 /// Elements whose body is raw text: no markup, no character references.
 const RAW_TEXT: [&str; 7] = ["script", "style", "xmp", "iframe", "noembed", "noframes", "noscript"];
@@ -21,42 +51,65 @@ const RAW_TEXT: [&str; 7] = ["script", "style", "xmp", "iframe", "noembed", "nof
 const ESCAPABLE_RAW_TEXT: [&str; 2] = ["title", "textarea"];
 
 /// The page, rewritten. See the module documentation.
-pub fn normalize(html: &str) -> String {
+pub fn normalize(html: &str) -> Cow<'_, str> {
     let b = html.as_bytes();
-    let mut out = String::with_capacity(html.len() + html.len() / 32);
+    let mut edits = Edits { src: html, out: None, copied: 0 };
     let mut i = 0;
     while let Some(off) = memchr(b'<', &b[i..]) {
         let lt = i + off;
-        out.push_str(&html[i..lt]);
         i = match (b.get(lt + 1), b.get(lt + 2)) {
-            (Some(c), _) if c.is_ascii_alphabetic() => start_tag(html, lt, &mut out),
-            (Some(b'/'), Some(c)) if c.is_ascii_alphabetic() => end_tag(html, lt, &mut out),
-            (Some(b'/'), Some(b'>')) => lt + 3,
-            (Some(b'!'), _) if b[lt..].starts_with(b"<!--") => comment_end(b, lt + 4),
-            (Some(b'!' | b'?' | b'/'), _) => memchr(b'>', &b[lt..]).map_or(b.len(), |e| lt + e + 1),
+            (Some(c), _) if c.is_ascii_alphabetic() => start_tag(html, lt, &mut edits),
+            (Some(b'/'), Some(c)) if c.is_ascii_alphabetic() => end_tag(html, lt, &mut edits),
+            (Some(b'!'), _) if b[lt..].starts_with(b"<!--") => {
+                let (end, plain) = comment_end(b, lt + 4);
+                if !plain {
+                    edits.edit(lt, end, "");
+                }
+                end
+            }
+            (Some(b'!' | b'?' | b'/'), _) => {
+                let end = memchr(b'>', &b[lt..]).map_or(b.len(), |e| lt + e + 1);
+                let doctype = b[lt..end].len() > 9 && b[lt + 2..lt + 9].eq_ignore_ascii_case(b"doctype");
+                if !doctype || memchr(b'<', &b[lt + 1..end]).is_some() || !b[..end].ends_with(b">") {
+                    edits.edit(lt, end, "");
+                }
+                end
+            }
             _ => {
-                out.push_str("&lt;");
+                edits.edit(lt, lt + 1, "&lt;");
                 lt + 1
             }
         };
     }
-    out.push_str(&html[i..]);
-    out
+    edits.finish()
 }
 
 fn is_space(c: u8) -> bool {
     matches!(c, b'\t' | b'\n' | b'\x0c' | b'\r' | b' ')
 }
 
+/// Attributes a tag may have and still be copied as written (more is rare, and rewritten).
+const INLINE_ATTRS: usize = 12;
+
 /// A tag as the tokenizer reads it.
 struct Tag<'a> {
     name: &'a str,
-    attrs: Vec<(&'a str, &'a str)>,
+    /// The first [`INLINE_ATTRS`] attributes are kept without allocating; a tag with more is rewritten.
+    inline: [(&'a str, &'a str); INLINE_ATTRS],
+    count: usize,
+    more: Vec<(&'a str, &'a str)>,
     self_closing: bool,
     /// Whether `tl` reads the tag as written: every value quoted, no name repeated.
     as_written: bool,
     /// Just past the tag's `>`; `None` when the page ends inside the tag (which then is no tag).
     end: Option<usize>,
+}
+
+impl<'a> Tag<'a> {
+    /// The attributes, first occurrences only, in order.
+    fn attrs(&self) -> impl Iterator<Item = &(&'a str, &'a str)> {
+        self.inline[..self.count].iter().chain(&self.more)
+    }
 }
 
 /// Reads the tag whose name starts at `at`.
@@ -66,7 +119,15 @@ fn read_tag(html: &str, at: usize) -> Tag<'_> {
     while i < b.len() && !is_space(b[i]) && b[i] != b'/' && b[i] != b'>' {
         i += 1;
     }
-    let mut tag = Tag { name: &html[at..i], attrs: Vec::new(), self_closing: false, as_written: true, end: None };
+    let mut tag = Tag {
+        name: &html[at..i],
+        inline: [("", ""); INLINE_ATTRS],
+        count: 0,
+        more: Vec::new(),
+        self_closing: false,
+        as_written: true,
+        end: None,
+    };
     loop {
         while i < b.len() && (is_space(b[i]) || (b[i] == b'/' && b.get(i + 1) != Some(&b'>'))) {
             i += 1;
@@ -126,10 +187,19 @@ fn read_tag(html: &str, at: usize) -> Tag<'_> {
         } else {
             ""
         };
-        if tag.attrs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        let seen = tag.attrs().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if seen || !plain_name(name) {
             tag.as_written = false;
+        }
+        if seen {
+            continue;
+        }
+        if tag.count < INLINE_ATTRS {
+            tag.inline[tag.count] = (name, value);
+            tag.count += 1;
         } else {
-            tag.attrs.push((name, value));
+            tag.as_written = false;
+            tag.more.push((name, value));
         }
     }
 }
@@ -139,25 +209,27 @@ fn plain_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b':' | b'.'))
 }
 
-fn start_tag(html: &str, lt: usize, out: &mut String) -> usize {
+fn start_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
     let tag = read_tag(html, lt + 1);
-    let Some(end) = tag.end else { return html.len() };
+    let Some(end) = tag.end else {
+        edits.edit(lt, html.len(), "");
+        return html.len();
+    };
     if !plain_name(tag.name) {
+        edits.edit(lt, end, "");
         return end;
     }
-    if tag.as_written && tag.attrs.iter().all(|(n, _)| plain_name(n)) {
-        out.push_str(&html[lt..end]);
-    } else {
-        out.push('<');
-        out.push_str(tag.name);
-        for (name, value) in tag.attrs.iter().filter(|(n, _)| plain_name(n)) {
-            out.push(' ');
-            out.push_str(name);
-            out.push_str("=\"");
-            out.push_str(&value.replace('"', "&quot;"));
-            out.push('"');
+    if !tag.as_written {
+        let mut written = format!("<{}", tag.name);
+        for (name, value) in tag.attrs().filter(|(n, _)| plain_name(n)) {
+            written.push(' ');
+            written.push_str(name);
+            written.push_str("=\"");
+            written.push_str(&value.replace('"', "&quot;"));
+            written.push('"');
         }
-        out.push_str(if tag.self_closing { "/>" } else { ">" });
+        written.push_str(if tag.self_closing { "/>" } else { ">" });
+        edits.edit(lt, end, &written);
     }
     let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(tag.name));
     let raw = is(&RAW_TEXT);
@@ -165,19 +237,13 @@ fn start_tag(html: &str, lt: usize, out: &mut String) -> usize {
         return end;
     }
     let body_end = end_of_text(html, end, tag.name);
-    let body = &html[end..body_end];
-    let mut from = 0;
-    for (at, c) in body.bytes().enumerate() {
-        let escaped = match c {
-            b'<' => "&lt;",
-            b'&' if raw => "&amp;",
-            _ => continue,
-        };
-        out.push_str(&body[from..at]);
-        out.push_str(escaped);
-        from = at + 1;
+    for (at, c) in html.as_bytes()[end..body_end].iter().enumerate() {
+        match c {
+            b'<' => edits.edit(end + at, end + at + 1, "&lt;"),
+            b'&' if raw => edits.edit(end + at, end + at + 1, "&amp;"),
+            _ => {}
+        }
     }
-    out.push_str(&body[from..]);
     body_end
 }
 
@@ -200,34 +266,44 @@ fn end_of_text(html: &str, from: usize, name: &str) -> usize {
     b.len()
 }
 
-fn end_tag(html: &str, lt: usize, out: &mut String) -> usize {
+fn end_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
     let tag = read_tag(html, lt + 2);
-    let Some(end) = tag.end else { return html.len() };
-    if plain_name(tag.name) {
-        out.push_str("</");
-        out.push_str(tag.name);
-        out.push('>');
+    let Some(end) = tag.end else {
+        edits.edit(lt, html.len(), "");
+        return html.len();
+    };
+    if !plain_name(tag.name) {
+        edits.edit(lt, end, "");
+    } else if end != lt + 3 + tag.name.len() {
+        // Attributes or spaces in an end tag mean nothing: write it bare.
+        edits.edit(lt, end, &format!("</{}>", tag.name));
     }
     end
 }
 
-/// Where a comment whose text starts at `from` ends (`-->`, `--!>`, or `>` right away).
-fn comment_end(b: &[u8], from: usize) -> usize {
+/// Where a comment whose text starts at `from` ends (`-->`, `--!>`, or `>`
+/// right away), and whether it is plain (`-->`, no `<` inside) so that `tl`
+/// reads it the same way.
+fn comment_end(b: &[u8], from: usize) -> (usize, bool) {
     if b[from..].starts_with(b">") {
-        return from + 1;
+        return (from + 1, false);
     }
     if b[from..].starts_with(b"->") {
-        return from + 2;
+        return (from + 2, false);
     }
     let mut i = from;
     while let Some(off) = memchr(b'>', &b[i..]) {
         let gt = i + off;
-        if b[from..gt].ends_with(b"--") || b[from..gt].ends_with(b"--!") {
-            return gt + 1;
+        let text = &b[from..gt];
+        if text.ends_with(b"--") {
+            return (gt + 1, memchr(b'<', text).is_none());
+        }
+        if text.ends_with(b"--!") {
+            return (gt + 1, false);
         }
         i = gt + 1;
     }
-    b.len()
+    (b.len(), false)
 }
 
 /// The text of a raw-text element's body as [`normalize`] wrote it, back as the page had it.
@@ -246,6 +322,8 @@ mod tests {
             r#"<script>var a = "&lt;a href='/x'>" &amp;&amp; b;</script><h1>x</h1>"#
         );
         assert_eq!(normalize("<title>A <b>&amp; B</b></TITLE >"), "<title>A &lt;b>&amp; B&lt;/b></TITLE>");
+        // A page that needs nothing is not copied.
+        assert!(matches!(normalize("<p class=\"a\">x &amp; y</p><!-- c -->"), Cow::Borrowed(_)));
         // Only its own end tag, in any case, followed by space, `/` or `>`, ends it.
         assert_eq!(normalize("<style>a</styles>b</STYLE>c"), "<style>a&lt;/styles>b</STYLE>c");
         assert_eq!(normalize("<script>never closed <p>"), "<script>never closed &lt;p>");
@@ -257,15 +335,17 @@ mod tests {
             normalize("<a href=https://x.org/a/b.js#L1 class = 'c \"d\"' x=1 X=2 hidden>t</a>"),
             r#"<a href="https://x.org/a/b.js#L1" class="c &quot;d&quot;" x="1" hidden="">t</a>"#
         );
-        assert_eq!(normalize(r#"<A HREF="/a" Class='b'>x</A>"#), r#"<A HREF="/a" Class='b'>x</A>"#
-        );
+        assert_eq!(normalize(r#"<A HREF="/a" Class='b'>x</A>"#), r#"<A HREF="/a" Class='b'>x</A>"#);
         assert_eq!(normalize("<img src=a.png/>"), r#"<img src="a.png/">"#);
         assert_eq!(normalize("<br/><p / class=x>"), r#"<br/><p class="x">"#);
     }
 
     #[test]
     fn comments_doctypes_and_stray_brackets() {
-        assert_eq!(normalize("<!DOCTYPE html><!-- <a href=/c> -->a<!-->b<!--->c<!-- x --!>d"), "abcd");
+        assert_eq!(
+            normalize("<!DOCTYPE html><!-- <a href=/c> -->a<!-->b<!--->c<!-- x --!>d<!-- ok -->e"),
+            "<!DOCTYPE html>abcd<!-- ok -->e"
+        );
         assert_eq!(normalize("1 < 2 <3 </ 4> <?php x ?>e</>"), "1 &lt; 2 &lt;3  e");
         assert_eq!(normalize("<a href='unterminated"), "");
     }
@@ -273,7 +353,7 @@ mod tests {
     #[test]
     fn raw_bodies_read_back_as_written() {
         let script = "if (a < b && c) { x = '&lt;'; }";
-        let out = normalize(&format!("<script>{script}</script>"));
+        let out = normalize(&format!("<script>{script}</script>")).into_owned();
         let body = out.strip_prefix("<script>").unwrap().strip_suffix("</script>").unwrap();
         assert_eq!(raw_text(body), script);
     }
