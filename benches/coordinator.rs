@@ -3,7 +3,7 @@
 //! worker call over the same data. Run with `scripts/bench.sh coordinator`.
 //!
 //! 1. Transform: the `vat` preset over generated sales rows (1,000,000 and
-//!    5,000,000 by default; `FANOUT_BENCH_ROWS=N,M` to choose), measured as
+//!    5,000,000 by default; `FANOUT_BENCH_ROWS=N,M` to choose, `0` for none), measured as
 //!    * the native core, one thread, over the whole file;
 //!    * one `POST /transform` of the whole file;
 //!    * `POST /coordinate/transform` with the file as a streamed body, and as
@@ -219,7 +219,8 @@ fn main() {
         .map(|v| v.split(',').map(|n| n.trim().parse().expect("FANOUT_BENCH_ROWS holds row counts")).collect())
         .unwrap_or_else(|| vec![1_000_000, 5_000_000]);
     let site = Site::start();
-    for rows in sizes {
+    // FANOUT_BENCH_ROWS=0 runs the scrape benchmark alone.
+    for rows in sizes.into_iter().filter(|&n| n > 0) {
         transform(rows, &site);
     }
     if std::env::var("FANOUT_BENCH_SKIP_SCRAPE").is_err() {
