@@ -132,11 +132,18 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     }
     let find = |name: &str| named.get(name).map_or(&[][..], Vec::as_slice);
     let text = |i: usize| clean_text(&doc.text(i, MAX_TEXT_BYTES));
-    let attr = |i: usize, name: &str| selector::attr(doc.tag(i)?, name).flatten().map(|v| clean_text(&v));
+    // An attribute's value as the page states it: references decoded, nothing trimmed; a bare name is "".
+    let raw_attr = |i: usize, name: &str| {
+        selector::attr(doc.tag(i)?, name).map(|v| htmlize::unescape_attribute(v.unwrap_or_default()).into_owned())
+    };
+    let attr = |i: usize, name: &str| raw_attr(i, name).map(|v| strip_and_collapse(&v));
+    // URLs lose only their leading and trailing ASCII whitespace; the URL parser handles the rest.
+    let url_attr =
+        |i: usize, name: &str| raw_attr(i, name).map(|v| v.trim_matches(|c: char| c.is_ascii_whitespace()).to_owned());
 
     let base = find("base")
         .iter()
-        .find_map(|&i| attr(i, "href"))
+        .find_map(|&i| url_attr(i, "href"))
         .and_then(|href| url.join(&href).ok())
         .unwrap_or_else(|| url.clone());
     // A link is a fetchable page: not a reference within this one, not `javascript:` or `mailto:`.
@@ -153,8 +160,13 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     };
 
     let mut out = Extracted {
-        title: find("title").iter().map(|&i| text(i)).find(|t| !t.is_empty()).filter(|t| budget.take("title", t)),
-        lang: find("html").first().and_then(|&i| attr(i, "lang")).filter(|l| !l.is_empty() && budget.take("lang", l)),
+        // The first title, as document.title reads it.
+        title: find("title").first().map(|&i| text(i)).filter(|t| !t.is_empty() && budget.take("title", t)),
+        // Later <html> tags add their attributes to the root element: the first lang stated counts.
+        lang: find("html")
+            .iter()
+            .find_map(|&i| raw_attr(i, "lang"))
+            .filter(|l| !l.is_empty() && budget.take("lang", l)),
         ..Extracted::default()
     };
     out.h1 = find("h1").iter().map(|&i| text(i)).take_while(|t| budget.take("h1", t)).collect();
@@ -162,11 +174,11 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         let Some(content) = attr(meta, "content") else {
             continue;
         };
-        if attr(meta, "name").is_some_and(|n| n.eq_ignore_ascii_case("description")) {
-            if out.description.is_none() && budget.take("description", &content) {
-                out.description = Some(content);
-            }
-        } else if let Some(prop) = attr(meta, "property").filter(|p| p.starts_with("og:")) {
+        let described = raw_attr(meta, "name").is_some_and(|n| n.eq_ignore_ascii_case("description"));
+        if described && out.description.is_none() && budget.take("description", &content) {
+            out.description = Some(content.clone());
+        }
+        if let Some(prop) = raw_attr(meta, "property").filter(|p| p.starts_with("og:")) {
             if !out.og.contains_key(&prop) && budget.take("og", &content) && budget.take("og", &prop) {
                 out.og.insert(prop, Value::String(content));
             }
@@ -174,8 +186,13 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
     }
     out.canonical = find("link")
         .iter()
-        .filter(|&&i| attr(i, "rel").is_some_and(|r| r.split_whitespace().any(|r| r.eq_ignore_ascii_case("canonical"))))
-        .find_map(|&i| base.join(&attr(i, "href")?).ok())
+        .filter(|&&i| {
+            raw_attr(i, "rel").is_some_and(|r| {
+                r.split(|c: char| c.is_ascii_whitespace()).any(|r| r.eq_ignore_ascii_case("canonical"))
+            })
+        })
+        .find_map(|&i| url_attr(i, "href"))
+        .and_then(|href| base.join(&href).ok())
         .map(String::from)
         .filter(|c| budget.take("canonical", c));
     if options.links {
@@ -184,7 +201,7 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         let mut seen = HashSet::new();
         let links = anchors
             .into_iter()
-            .filter_map(|i| link(&attr(i, "href")?))
+            .filter_map(|i| link(&url_attr(i, "href")?))
             .filter(|l| seen.insert(l.clone()))
             .take(options.max_links)
             .take_while(|l| budget.take("links", l))
@@ -266,11 +283,15 @@ fn json_len(text: &str) -> usize {
         .sum::<usize>()
 }
 
-/// Decodes character references, then strips and collapses ASCII whitespace (the
-/// HTML standard's rule: a non-breaking space is a character, not whitespace).
+/// Decodes character references (as in text), then strips and collapses ASCII whitespace
+/// (the HTML standard's rule: a non-breaking space is a character, not whitespace).
 pub fn clean_text(raw: &str) -> String {
-    let decoded = html_escape::decode_html_entities(raw);
-    decoded.split(|c: char| c.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    strip_and_collapse(&htmlize::unescape(raw))
+}
+
+/// The HTML standard's "strip and collapse ASCII whitespace".
+fn strip_and_collapse(text: &str) -> String {
+    text.split(|c: char| c.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -219,8 +219,11 @@ fn start_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
         edits.edit(lt, end, "");
         return end;
     }
-    if !tag.as_written {
-        let mut written = format!("<{}", tag.name);
+    // tl closes an element only with an end tag of the same case, and reads `<br/>`
+    // as no tag: names are lower-cased and the `/` dropped, which HTML ignores on a start tag.
+    let lower = tag.name.bytes().any(|c| c.is_ascii_uppercase());
+    if !tag.as_written || lower || tag.self_closing {
+        let mut written = format!("<{}", tag.name.to_ascii_lowercase());
         for (name, value) in tag.attrs().filter(|(n, _)| plain_name(n)) {
             written.push(' ');
             written.push_str(name);
@@ -228,7 +231,7 @@ fn start_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
             written.push_str(&value.replace('"', "&quot;"));
             written.push('"');
         }
-        written.push_str(if tag.self_closing { "/>" } else { ">" });
+        written.push('>');
         edits.edit(lt, end, &written);
     }
     let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(tag.name));
@@ -250,6 +253,9 @@ fn start_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
 /// Where the text of element `name` opened at `from` ends: at `</name` followed by
 /// whitespace, `/` or `>` (any case), or at the end of the page.
 fn end_of_text(html: &str, from: usize, name: &str) -> usize {
+    if name.eq_ignore_ascii_case("script") {
+        return end_of_script(html.as_bytes(), from);
+    }
     let b = html.as_bytes();
     let mut i = from;
     while let Some(off) = memchr(b'<', &b[i..]) {
@@ -266,6 +272,44 @@ fn end_of_text(html: &str, from: usize, name: &str) -> usize {
     b.len()
 }
 
+/// Whether `b[at..]` starts `</script` or `<script` (after `open`) followed by whitespace, `/` or `>`.
+fn script_tag(b: &[u8], at: usize, open: &[u8]) -> bool {
+    let after = at + open.len() + 6;
+    b[at..].starts_with(open)
+        && b.get(at + open.len()..after).is_some_and(|n| n.eq_ignore_ascii_case(b"script"))
+        && b.get(after).is_some_and(|&c| is_space(c) || c == b'/' || c == b'>')
+}
+
+/// Where a script's text ends, with the standard's escaped states: after `<!--`,
+/// a `<script` makes the next `</script` part of the text, until `-->`.
+fn end_of_script(b: &[u8], from: usize) -> usize {
+    let (mut escaped, mut double) = (false, false);
+    let mut i = from;
+    while i < b.len() {
+        let Some(off) = memchr::memchr2(b'<', b'-', &b[i..]) else { break };
+        let at = i + off;
+        if b[at..].starts_with(b"<!--") && !escaped {
+            escaped = true;
+            i = at + 4;
+        } else if b[at..].starts_with(b"-->") && escaped {
+            (escaped, double) = (false, false);
+            i = at + 3;
+        } else if script_tag(b, at, b"</") {
+            if !double {
+                return at;
+            }
+            double = false;
+            i = at + 8;
+        } else if escaped && !double && script_tag(b, at, b"<") {
+            double = true;
+            i = at + 7;
+        } else {
+            i = at + 1;
+        }
+    }
+    b.len()
+}
+
 fn end_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
     let tag = read_tag(html, lt + 2);
     let Some(end) = tag.end else {
@@ -274,9 +318,9 @@ fn end_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
     };
     if !plain_name(tag.name) {
         edits.edit(lt, end, "");
-    } else if end != lt + 3 + tag.name.len() {
-        // Attributes or spaces in an end tag mean nothing: write it bare.
-        edits.edit(lt, end, &format!("</{}>", tag.name));
+    } else if end != lt + 3 + tag.name.len() || tag.name.bytes().any(|c| c.is_ascii_uppercase()) {
+        // Attributes or spaces in an end tag mean nothing: write it bare, in lower case.
+        edits.edit(lt, end, &format!("</{}>", tag.name.to_ascii_lowercase()));
     }
     end
 }
@@ -296,7 +340,13 @@ fn comment_end(b: &[u8], from: usize) -> (usize, bool) {
         let gt = i + off;
         let text = &b[from..gt];
         if text.ends_with(b"--") {
-            return (gt + 1, memchr(b'<', text).is_none());
+            let inner = &text[..text.len() - 2];
+            let plain = !inner.is_empty()
+                && !inner.starts_with(b"-")
+                && !inner.starts_with(b">")
+                && memchr(b'<', inner).is_none()
+                && memchr::memmem::find(inner, b"--").is_none();
+            return (gt + 1, plain);
         }
         if text.ends_with(b"--!") {
             return (gt + 1, false);
@@ -321,11 +371,16 @@ mod tests {
             normalize(r#"<script>var a = "<a href='/x'>" && b;</script><h1>x</h1>"#),
             r#"<script>var a = "&lt;a href='/x'>" &amp;&amp; b;</script><h1>x</h1>"#
         );
-        assert_eq!(normalize("<title>A <b>&amp; B</b></TITLE >"), "<title>A &lt;b>&amp; B&lt;/b></TITLE>");
+        assert_eq!(normalize("<title>A <b>&amp; B</b></TITLE >"), "<title>A &lt;b>&amp; B&lt;/b></title>");
+        // In a script, `<!-- <script>` makes the next `</script>` text, until `-->`.
+        assert_eq!(
+            normalize("<script><!-- <script>x</script> --><a href=/in></script>z"),
+            "<script>&lt;!-- &lt;script>x&lt;/script> -->&lt;a href=/in></script>z"
+        );
         // A page that needs nothing is not copied.
         assert!(matches!(normalize("<p class=\"a\">x &amp; y</p><!-- c -->"), Cow::Borrowed(_)));
         // Only its own end tag, in any case, followed by space, `/` or `>`, ends it.
-        assert_eq!(normalize("<style>a</styles>b</STYLE>c"), "<style>a&lt;/styles>b</STYLE>c");
+        assert_eq!(normalize("<style>a</styles>b</STYLE>c"), "<style>a&lt;/styles>b</style>c");
         assert_eq!(normalize("<script>never closed <p>"), "<script>never closed &lt;p>");
     }
 
@@ -335,9 +390,9 @@ mod tests {
             normalize("<a href=https://x.org/a/b.js#L1 class = 'c \"d\"' x=1 X=2 hidden>t</a>"),
             r#"<a href="https://x.org/a/b.js#L1" class="c &quot;d&quot;" x="1" hidden="">t</a>"#
         );
-        assert_eq!(normalize(r#"<A HREF="/a" Class='b'>x</A>"#), r#"<A HREF="/a" Class='b'>x</A>"#);
+        assert_eq!(normalize(r#"<A HREF="/a" Class='b'>x</A>"#), r#"<a HREF="/a" Class="b">x</a>"#);
         assert_eq!(normalize("<img src=a.png/>"), r#"<img src="a.png/">"#);
-        assert_eq!(normalize("<br/><p / class=x>"), r#"<br/><p class="x">"#);
+        assert_eq!(normalize("<br/><p / class=x>"), r#"<br><p class="x">"#);
     }
 
     #[test]
