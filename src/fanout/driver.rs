@@ -1,7 +1,7 @@
 //! A fan-out job as a state machine without I/O.
 //!
 //! The component that runs a job tells the [`Driver`] what happened (a unit of
-//! work was read, a worker call answered, the caller went away) and what time it
+//! work was read, a worker call answered, the input ended or broke off) and what time it
 //! is, and asks it what to do next ([`Driver::poll`]): call a worker, cancel a
 //! call, write bytes to the caller, or wait until an event or a time. Everything
 //! that makes fan-out hard lives here, where `cargo test` can drive it with a
@@ -300,15 +300,14 @@ pub struct Driver<M: Merge> {
     all_items_known: bool,
     status: Status,
     reason: Option<String>,
-    aborted: bool,
     finished: bool,
-    done_sent: bool,
     counters: Counters,
     next_progress: Option<Duration>,
     out: Vec<u8>,
     rng: u64,
     now: Duration,
     expected: Expected,
+    input_error: Option<String>,
 }
 
 /// What a job holds in all, as far as it is known before its units are read.
@@ -342,15 +341,14 @@ impl<M: Merge> Driver<M> {
             all_items_known: true,
             status: Status::Complete,
             reason: None,
-            aborted: false,
             finished: false,
-            done_sent: false,
             counters: Counters::default(),
             next_progress,
             out: Vec::new(),
             rng: seed | 1,
             now: Duration::ZERO,
             expected: Expected::default(),
+            input_error: None,
         }
     }
 
@@ -364,7 +362,6 @@ impl<M: Merge> Driver<M> {
     pub fn wants_input(&self) -> bool {
         let room = self.held < self.limits.window_bytes;
         !self.input_done
-            && !self.aborted
             && (if self.status == Status::Complete {
                 room && self.queued.len() < self.limits.concurrency.max(1)
             } else {
@@ -389,8 +386,11 @@ impl<M: Merge> Driver<M> {
     }
 
     /// How the job stands: complete (so far), stopped or failed.
-    pub fn status(&self) -> &Status {
-        &self.status
+    pub fn status(&self) -> Status {
+        match (&self.status, &self.input_error) {
+            (Status::Complete, Some(_)) => Status::Failed,
+            (status, _) => status.clone(),
+        }
     }
 
     /// The counts so far.
@@ -427,7 +427,7 @@ impl<M: Merge> Driver<M> {
         let i = self.slots.len() - 1;
         match failure {
             Some(failure) => self.conclude(i, Phase::Failed(failure)),
-            None if self.status != Status::Complete || self.aborted => {
+            None if self.status != Status::Complete => {
                 let failure = self.not_attempted();
                 self.conclude(i, Phase::Failed(failure));
             }
@@ -448,20 +448,13 @@ impl<M: Merge> Driver<M> {
     }
 
     /// The input broke off (a body that could not be read, a file that cannot
-    /// be split): the job fails, and what was read so far is still accounted for.
+    /// be split): no more units come, the units read so far still run, and the
+    /// job ends as failed, saying why.
     pub fn input_failed(&mut self, reason: String) {
         self.input_done = true;
-        if self.status == Status::Complete {
-            self.stop(Status::Failed, format!("the input could not be read to its end: {reason}"));
+        if self.input_error.is_none() {
+            self.input_error = Some(format!("the input could not be read to its end: {reason}"));
         }
-    }
-
-    /// The caller went away: nothing more is wanted. Every running call is to be cancelled.
-    pub fn abort(&mut self) {
-        self.aborted = true;
-        self.cancels.extend(self.calls.drain().map(|(call, _)| call));
-        self.queued.clear();
-        self.backoff.clear();
     }
 
     /// Reports the outcome of `call` at time `now`: the worker's 200 answer, or why there is none.
@@ -494,9 +487,6 @@ impl<M: Merge> Driver<M> {
         if let Some(call) = self.cancels.pop() {
             return Action::Cancel(call);
         }
-        if self.aborted {
-            return self.done();
-        }
         self.expire(now);
         if let Some(call) = self.cancels.pop() {
             return Action::Cancel(call);
@@ -509,7 +499,7 @@ impl<M: Merge> Driver<M> {
             let report = self.report();
             self.merge.progress(&report, &mut self.out);
             let every = self.limits.progress_every.expect("progress is on");
-            self.next_progress = Some(at.max(now.saturating_sub(every)) + every);
+            self.next_progress = Some(at.max(now) + every);
         }
         if self.input_done && self.slots.is_empty() && !self.finished {
             self.finished = true;
@@ -520,26 +510,21 @@ impl<M: Merge> Driver<M> {
             return Action::Emit(std::mem::take(&mut self.out));
         }
         if self.finished {
-            return self.done();
+            return Action::Done;
         }
-        let mut wake = self.limits.deadline.max(now);
-        if let Some(&(until, _)) = self.backoff.first() {
-            wake = wake.min(until);
-        }
-        for slot in &self.slots {
-            if let Phase::Running { deadline, .. } = slot.phase {
-                wake = wake.min(deadline);
-            }
-        }
-        if let Some(at) = self.next_progress {
-            wake = wake.min(at);
-        }
-        Action::Wait(Some(wake))
-    }
-
-    fn done(&mut self) -> Action {
-        self.done_sent = true;
-        Action::Done
+        // Once stopped, only events (the rest of the input) wake the job.
+        let deadline = (self.status == Status::Complete).then_some(self.limits.deadline.max(now));
+        let running = self.slots.iter().filter_map(|slot| match slot.phase {
+            Phase::Running { deadline, .. } => Some(deadline),
+            _ => None,
+        });
+        let wake = deadline
+            .into_iter()
+            .chain(self.backoff.first().map(|&(until, _)| until))
+            .chain(running)
+            .chain(self.next_progress)
+            .min();
+        Action::Wait(wake)
     }
 
     /// The report as it stands.
@@ -550,8 +535,8 @@ impl<M: Merge> Driver<M> {
                 + self.slots.iter().filter(|s| !is_concluded(&s.phase)).filter_map(|s| s.items).sum::<u64>(),
         );
         Report {
-            status: self.status.clone(),
-            reason: self.reason.clone(),
+            status: self.status(),
+            reason: self.reason.clone().or_else(|| self.input_error.clone()),
             total: self.expected.items.or(total),
             units_total: self.expected.units.or(self.input_done.then_some(self.counters.units)),
             bytes_total: self.expected.bytes.or(self.input_done.then_some(self.counters.bytes)),
@@ -565,7 +550,10 @@ impl<M: Merge> Driver<M> {
     /// unit again; past the job's deadline, the job stops.
     fn expire(&mut self, now: Duration) {
         if now >= self.limits.deadline && self.status == Status::Complete && !self.input_done_and_idle() {
-            self.stop(Status::Stopped, format!("the job's deadline of {} ms passed", self.limits.deadline.as_millis()));
+            // The rest of the input is still read (quickly: nothing runs), so that
+            // every item is accounted for as not attempted.
+            let deadline = self.limits.deadline.as_millis();
+            self.stop(Status::Stopped, format!("the job's deadline of {deadline} ms passed"));
         }
         let late: Vec<(CallId, u64, Duration)> = self
             .calls
@@ -674,21 +662,20 @@ impl<M: Merge> Driver<M> {
             Phase::Failed(failure) => {
                 self.counters.units_failed += 1;
                 self.counters.bytes_failed += bytes;
-                let items = items.unwrap_or(0);
                 if failure.kind == FailureKind::NotAttempted {
-                    self.counters.items_not_attempted += items;
+                    self.counters.items_not_attempted += items.unwrap_or(0);
                     self.counters.bytes_not_attempted += bytes;
                 } else {
-                    self.counters.items_done += items;
-                    // A unit of unknown size counts as one failed item.
-                    self.counters.items_failed += items.max(1);
+                    // A unit of unknown size (a source range) counts as one item.
+                    self.counters.items_done += items.unwrap_or(1);
+                    self.counters.items_failed += items.unwrap_or(1);
                 }
             }
             Phase::Fatal(_) => {
                 self.counters.units_failed += 1;
                 self.counters.bytes_failed += bytes;
-                self.counters.items_done += items.unwrap_or(0);
-                self.counters.items_failed += items.unwrap_or(1).max(1);
+                self.counters.items_done += items.unwrap_or(1);
+                self.counters.items_failed += items.unwrap_or(1);
             }
             _ => unreachable!("units conclude with an outcome"),
         }
@@ -730,7 +717,7 @@ impl<M: Merge> Driver<M> {
         if self.status != Status::Complete {
             return;
         }
-        let total = (self.input_done && self.all_items_known).then(|| self.report().total).flatten();
+        let total = self.report().total;
         let failed = self.counters.items_failed;
         if let Some(why) = self.limits.tolerance.exceeded(failed, self.counters.items_done, total) {
             self.stop(Status::Stopped, why);

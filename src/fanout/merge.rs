@@ -28,7 +28,7 @@ pub enum ChunkMeta {
     Lines {
         /// The line the chunk starts on.
         first_line: u64,
-        /// The line its last record starts on.
+        /// The last line its records are on.
         last_line: u64,
         /// Records in it.
         rows: u64,
@@ -56,6 +56,9 @@ fn per_second(items: u64, report: &Report) -> u64 {
 pub struct CheckedChunk {
     body: Vec<u8>,
     records: Records,
+    /// In aggregate mode: merged when the chunk's turn comes, so that a job
+    /// that fails before then leaves it out.
+    partial: Option<Partial>,
     errors: Vec<RowError>,
     stats: Stats,
 }
@@ -244,30 +247,51 @@ impl TableMerge {
     }
 }
 
-impl TableMerge {
-    /// The fast way for records out as JSON: the answer is checked in one pass
-    /// that counts its records without keeping them, and the records are kept
-    /// as the one span of the body that holds them, commas included.
-    fn accept_span(&mut self, meta: &ChunkMeta, body: Vec<u8>) -> Result<CheckedChunk, String> {
-        let answer: CountedAnswer =
-            serde_json::from_slice(&body).map_err(|e| format!("it is not a transform answer: {e}"))?;
-        check_counts(meta, &answer.stats, &answer.errors)?;
-        if answer.records.0 != answer.stats.rows_out {
-            return Err(format!("it has {} records for {} rows out", answer.records.0, answer.stats.rows_out));
-        }
-        // The body parsed as an answer whose records come first, so the last
-        // `],"errors":` ends them: a `"` inside a string is escaped, and nothing
-        // after the records can hold an array (error records, counts and timing
-        // are typed, unknown fields refused, and a repeated field is an error).
-        let end = memchr::memmem::rfind(&body, RECORDS_CLOSE).ok_or("its records array does not end")?;
-        let span = RECORDS_OPEN.len()..end;
-        let records = &body[span.clone()];
-        if (answer.records.0 == 0) != records.is_empty() || (!records.is_empty() && !records.ends_with(b"}")) {
-            return Err("its records are not where a transform answer has them".into());
-        }
-        let body = if records.is_empty() { Vec::new() } else { body };
-        Ok(CheckedChunk { body, records: Records::Span(span), errors: answer.errors, stats: answer.stats })
+/// An answer checked by [`accept_span`].
+struct Spanned {
+    span: Range<usize>,
+    errors: Vec<RowError>,
+    stats: Stats,
+}
+
+/// The fast way for records out as JSON: the answer is checked in one pass
+/// that counts its records without keeping them, and the records are kept as
+/// the one span of the body that holds them, commas included. `None` when the
+/// answer is not laid out as a worker writes it (then the full way decides).
+fn accept_span(meta: &ChunkMeta, body: &[u8]) -> Result<Option<Spanned>, String> {
+    let answer: CountedAnswer =
+        serde_json::from_slice(body).map_err(|e| format!("it is not a transform answer: {e}"))?;
+    check_counts(meta, &answer.stats, &answer.errors)?;
+    if answer.records.0 != answer.stats.rows_out {
+        return Err(format!("it has {} records for {} rows out", answer.records.0, answer.stats.rows_out));
     }
+    // The records end at a `],"errors":` whose rest is exactly the answer's
+    // tail (error records, counts, timing, each typed): a `],"errors":` inside a
+    // record is followed by more of the records, which that tail cannot hold.
+    let Some(end) = memchr::memmem::rfind(body, RECORDS_CLOSE) else { return Ok(None) };
+    let mut tail = b"{".to_vec();
+    tail.extend_from_slice(&body[end + 2..]);
+    if serde_json::from_slice::<AnswerTail>(&tail).is_err() {
+        return Ok(None);
+    }
+    let span = RECORDS_OPEN.len()..end;
+    let records = &body[span.clone()];
+    if (answer.records.0 == 0) != records.is_empty() || (!records.is_empty() && !records.ends_with(b"}")) {
+        return Ok(None);
+    }
+    Ok(Some(Spanned { span, errors: answer.errors, stats: answer.stats }))
+}
+
+/// What follows the records in a worker's answer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerTail {
+    #[serde(rename = "errors")]
+    _errors: Vec<serde::de::IgnoredAny>,
+    #[serde(rename = "stats")]
+    _stats: Stats,
+    #[serde(default, rename = "timing")]
+    _timing: Option<Timing>,
 }
 
 /// Checks an answer's counts against themselves and against what its unit holds.
@@ -316,13 +340,17 @@ impl Merge for TableMerge {
 
     fn accept(&mut self, meta: &ChunkMeta, body: Vec<u8>) -> Result<CheckedChunk, String> {
         if self.format == Format::Json && matches!(self.mode, TableMode::Records) && body.starts_with(RECORDS_OPEN) {
-            return self.accept_span(meta, body);
+            if let Some(checked) = accept_span(meta, &body)? {
+                let body = if checked.span.is_empty() { Vec::new() } else { body };
+                let (errors, stats) = (checked.errors, checked.stats);
+                return Ok(CheckedChunk { body, records: Records::Span(checked.span), partial: None, errors, stats });
+            }
         }
         let answer: ChunkAnswer<'_> =
             serde_json::from_slice(&body).map_err(|e| format!("it is not a transform answer: {e}"))?;
         check_counts(meta, &answer.stats, &answer.errors)?;
-        let s = answer.stats;
-        let records = match (&mut self.mode, answer.records, &answer.partial) {
+        let ChunkAnswer { records, partial, errors, stats: s, .. } = answer;
+        let records = match (&mut self.mode, records, &partial) {
             (TableMode::Records, Some(records), None) => {
                 if records.len() as u64 != s.rows_out {
                     return Err(format!("it has {} records for {} rows out", records.len(), s.rows_out));
@@ -341,7 +369,7 @@ impl Merge for TableMerge {
                     .collect::<Result<Vec<_>, _>>()?
             }
             (TableMode::Aggregate { groups, .. }, None, Some(partial)) => {
-                groups.merge(partial).map_err(|e| format!("its partial aggregate does not merge: {e}"))?;
+                groups.check(partial).map_err(|e| format!("its partial aggregate does not merge: {e}"))?;
                 Vec::new()
             }
             (TableMode::Records, _, _) => return Err("it has no records where records were asked for".into()),
@@ -349,21 +377,29 @@ impl Merge for TableMerge {
                 return Err("it has no partial aggregate where one was asked for".into())
             }
         };
-        let errors = answer.errors;
         let body = if records.is_empty() { Vec::new() } else { body };
-        Ok(CheckedChunk { body, records: Records::Each(records), errors, stats: s })
+        Ok(CheckedChunk { body, records: Records::Each(records), partial, errors, stats: s })
     }
 
     fn held_bytes(&self, c: &CheckedChunk) -> usize {
-        c.body.capacity() + c.records.count() * 16 + c.errors.len() * 128
+        let groups = c.partial.as_ref().map_or(0, |p| p.groups.len());
+        c.body.capacity() + c.records.count() * 16 + c.errors.len() * 128 + groups * 128
     }
 
     fn items(&self, c: &CheckedChunk) -> (u64, u64) {
         (c.stats.rows_in, c.stats.rows_errored)
     }
 
-    fn emit(&mut self, _meta: &ChunkMeta, c: CheckedChunk, out: &mut Vec<u8>) {
+    fn emit(&mut self, meta: &ChunkMeta, c: CheckedChunk, out: &mut Vec<u8>) {
         self.start(out);
+        if let (TableMode::Aggregate { groups, .. }, Some(partial)) = (&mut self.mode, &c.partial) {
+            // Checked when accepted; only sums grown past what is kept exactly can fail here.
+            if let Err(e) = groups.merge(partial) {
+                let failure =
+                    Failure { kind: FailureKind::Worker, reason: format!("its partial aggregate does not merge: {e}") };
+                return self.fail(meta, &failure, out);
+            }
+        }
         match &c.records {
             Records::Span(span) if !span.is_empty() => {
                 if !self.first_record {
@@ -705,6 +741,19 @@ mod tests {
             accept(Format::Ndjson, &answer, 2).unwrap(),
             b"{\"record\":{\"a\":\"],\\\"errors\\\":\"}}\n{\"record\":{\"a\":[1]}}\n"
         );
+    }
+
+    #[test]
+    fn records_are_found_however_the_answer_is_laid_out() {
+        // A record holding `],"errors":`, keys in another order, spaces: all read right.
+        let one = r#""stats":{"rows_in":1,"rows_out":1,"rows_filtered":0,"rows_errored":0}"#;
+        for answer in [
+            format!(r#"{{"records":[{{"a":[{{}}],"errors":1}}],{one},"errors":[]}}"#),
+            format!(r#"{{"records":[{{"a":[{{}}],"errors":1}}], "errors": [], {one}}}"#),
+            format!(r#"{{"errors":[],"records":[{{"a":[{{}}],"errors":1}}],{one}}}"#),
+        ] {
+            assert_eq!(accept(Format::Json, &answer, 1).unwrap(), br#"{"records":[{"a":[{}],"errors":1}"#, "{answer}");
+        }
     }
 
     #[test]

@@ -199,6 +199,8 @@ fn simulate<M: Merge>(
             Action::Cancel(id) => pending.retain(|&(_, call), _| call != id),
             Action::Emit(bytes) => out.extend_from_slice(&bytes),
             Action::Done => break,
+            // Input the driver wants is an event too: it comes before time moves on.
+            Action::Wait(_) if driver.wants_input() => {}
             Action::Wait(wake) => {
                 let next = pending.keys().next().map(|&(at, _)| at);
                 let until = match (next, wake) {

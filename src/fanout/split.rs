@@ -27,7 +27,7 @@ pub enum Piece {
 pub struct Span {
     /// The file line on which the piece starts (1-based).
     pub first_line: u64,
-    /// The file line on which its last record starts.
+    /// The last file line its records are on.
     pub last_line: u64,
     /// Records in it.
     pub rows: u64,
@@ -254,7 +254,8 @@ impl Splitter {
         if self.reached {
             return;
         }
-        let want = self.base + target;
+        // A chunk never grows past `max`: the boundary it looks for is at most there.
+        let want = (self.base + target).min(self.max.max(self.base + 1));
         // Out of `self` while scanning, so the scan can read it and update the marks.
         let buf = std::mem::take(&mut self.buf);
         // A final `\r` may start a `\r\n`: it waits for the next byte, or the end.
@@ -440,6 +441,7 @@ mod tests {
         for p in &pieces {
             match p {
                 Piece::Chunk(c) => {
+                    assert!(c.body.len() <= max, "a chunk of {} bytes, over the limit of {max}", c.body.len());
                     let recs = csv_records(&c.body, header);
                     assert_eq!(recs.len() as u64, c.span.rows, "rows of {:?}", String::from_utf8_lossy(&c.body));
                     assert!(c.span.bytes.start >= covered, "chunks are in order");

@@ -51,7 +51,11 @@ struct Budget {
 impl Budget {
     /// Whether `value` fits, counting it if so; a field that does not fit is noted once.
     fn take(&mut self, field: &'static str, value: &str) -> bool {
-        let cost = json_len(value);
+        self.take_bytes(field, json_len(value))
+    }
+
+    /// Whether `cost` more bytes fit, counting them if so.
+    fn take_bytes(&mut self, field: &'static str, cost: usize) -> bool {
         if cost <= self.left {
             self.left -= cost;
             return true;
@@ -179,7 +183,7 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
             out.description = Some(content.clone());
         }
         if let Some(prop) = raw_attr(meta, "property").filter(|p| p.starts_with("og:")) {
-            if !out.og.contains_key(&prop) && budget.take("og", &content) && budget.take("og", &prop) {
+            if !out.og.contains_key(&prop) && budget.take_bytes("og", json_len(&content) + json_len(&prop)) {
                 out.og.insert(prop, Value::String(content));
             }
         }
@@ -215,15 +219,22 @@ pub fn extract(html: &str, url: &Url, options: &ExtractOptions) -> Extracted {
         }
         // A script's body is raw text, not markup: read it from the source untouched.
         let body = normalize::raw_text(doc.raw_body(script));
-        if !budget.take("json_ld", body.trim()) {
-            continue;
-        }
         match serde_json::from_str::<Value>(body.trim()) {
-            Ok(v) => out.json_ld.push(v),
-            Err(e) => out.json_ld_errors.push(format!(
-                "JSON-LD block {} is not valid JSON: {e}",
-                out.json_ld.len() + out.json_ld_errors.len() + 1
-            )),
+            // What counts is what the answer holds: the value written again, which can be longer.
+            Ok(v) => {
+                if budget.take_bytes("json_ld", serde_json::to_string(&v).map_or(usize::MAX, |t| t.len())) {
+                    out.json_ld.push(v);
+                }
+            }
+            Err(e) => {
+                let message = format!(
+                    "JSON-LD block {} is not valid JSON: {e}",
+                    out.json_ld.len() + out.json_ld_errors.len() + 1
+                );
+                if budget.take("json_ld", &message) {
+                    out.json_ld_errors.push(message);
+                }
+            }
         }
     }
     for (name, sel) in &options.select {

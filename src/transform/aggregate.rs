@@ -256,6 +256,12 @@ impl Groups {
         Partial { shape: self.shape.clone(), groups }
     }
 
+    /// Whether `partial` would merge into empty groups of this shape: its form
+    /// checked without touching these groups.
+    pub fn check(&self, partial: &Partial) -> Result<(), String> {
+        Groups::new(self.shape.clone()).merge(partial)
+    }
+
     /// Merges `partial` in; its shape must be this one's. A partial that does
     /// not parse, or whose sums would overflow, changes nothing.
     pub fn merge(&mut self, partial: &Partial) -> Result<(), String> {

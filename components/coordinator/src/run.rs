@@ -122,7 +122,7 @@ impl<M: Merge + 'static> Job<M> {
                     }
                 }
                 Action::Emit(bytes) => {
-                    if !self.emitted && *self.driver.status() == Status::Failed {
+                    if !self.emitted && self.driver.status() == Status::Failed {
                         let reason = self.driver.report().reason.unwrap_or_default();
                         return Err(self.input_error.take().unwrap_or(ApiError::new(ErrorKind::BadRow, reason)));
                     }

@@ -109,7 +109,9 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     let margin = (config.worker_timeout / 10).max(Duration::from_secs(1)).min(config.worker_timeout / 2);
     let batch_deadline = settings.deadline.min(config.worker_timeout - margin);
     template.options.deadline_ms = Some(batch_deadline.as_millis().max(1) as u64);
-    let mut limits = options.limits(&config, 64 * 1024)?;
+    // A batch's request: about 2 KiB a URL budgeted, never more than half the workers' request limit.
+    let batch_bytes = config.max_request_bytes / 2;
+    let mut limits = options.limits(&config, batch_bytes.min(batch_size as usize * 2048))?;
     limits.call_timeout = limits.call_timeout.max(batch_deadline + margin);
     if let UrlList::Given(urls) = &list {
         if urls.len() > config.max_job_urls {
@@ -132,9 +134,9 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
         UrlList::Given(urls) => {
             let count = urls.len() as u64;
             driver.expect(Expected { units: Some(count.div_ceil(batch_size)), items: Some(count), bytes: None });
-            given_batches(urls, batch_size as usize, template)
+            given_batches(urls, batch_size as usize, batch_bytes, template)
         }
-        UrlList::Lines(pieces) => line_batches(pieces, batch_size as usize, template, config.max_job_urls),
+        UrlList::Lines(pieces) => line_batches(pieces, batch_size as usize, batch_bytes, template, config.max_job_urls),
     };
     Job::new(driver, units, worker, format == Format::Json).respond(format.content_type()).await
 }
@@ -151,11 +153,20 @@ fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchM
     })
 }
 
-fn given_batches(urls: Vec<String>, size: usize, template: ScrapeRequest) -> Units<BatchMeta> {
-    let mut urls = urls.into_iter();
+/// Whether a batch of `count` URLs taking `bytes` has room for one of `next` bytes more.
+fn room(count: usize, bytes: usize, next: usize, size: usize, max_bytes: usize) -> bool {
+    count == 0 || (count < size && bytes + next <= max_bytes)
+}
+
+fn given_batches(urls: Vec<String>, size: usize, max_bytes: usize, template: ScrapeRequest) -> Units<BatchMeta> {
+    let mut urls = urls.into_iter().peekable();
     let mut start = 0u64;
     Box::pin(stream::iter(std::iter::from_fn(move || {
-        let batch: Vec<String> = urls.by_ref().take(size).collect();
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        while let Some(url) = urls.next_if(|u| room(batch.len(), bytes, u.len(), size, max_bytes)) {
+            bytes += url.len();
+            batch.push(url);
+        }
         if batch.is_empty() {
             return None;
         }
@@ -166,39 +177,54 @@ fn given_batches(urls: Vec<String>, size: usize, template: ScrapeRequest) -> Uni
 }
 
 /// Batches of the lines of a URL list as it arrives (blank lines and `#` comments skipped).
-fn line_batches(pieces: Pieces, size: usize, template: ScrapeRequest, max_urls: usize) -> Units<BatchMeta> {
+fn line_batches(
+    pieces: Pieces,
+    size: usize,
+    max_bytes: usize,
+    template: ScrapeRequest,
+    max_urls: usize,
+) -> Units<BatchMeta> {
     struct State {
         pieces: Pieces,
         buf: Vec<u8>,
         ended: bool,
         start: u64,
+        line: u64,
     }
-    let state = State { pieces, buf: Vec::new(), ended: false, start: 0 };
+    let state = State { pieces, buf: Vec::new(), ended: false, start: 0, line: 0 };
     Box::pin(stream::try_unfold(state, move |mut s| {
         let template = template.clone();
         async move {
-            let mut batch = Vec::new();
+            let (mut batch, mut bytes) = (Vec::new(), 0);
             loop {
-                while batch.len() < size {
+                while batch.len() < size && bytes < max_bytes {
                     let Some(end) = s.buf.iter().position(|&b| b == b'\n').or(s.ended.then_some(s.buf.len())) else {
                         break;
                     };
                     if end == 0 && s.buf.is_empty() {
                         break;
                     }
+                    s.line += 1;
+                    if end > MAX_LINE_BYTES {
+                        return Err(ApiError::bad_request(format!(
+                            "line {} of the URL list is longer than {MAX_LINE_BYTES} bytes",
+                            s.line
+                        )));
+                    }
                     let line: Vec<u8> = s.buf.drain(..(end + 1).min(s.buf.len())).collect();
                     let url = String::from_utf8_lossy(&line).trim().to_owned();
                     if !url.is_empty() && !url.starts_with('#') {
+                        bytes += url.len();
                         batch.push(url);
                     }
                 }
-                if batch.len() == size || (s.ended && s.buf.is_empty()) {
+                if batch.len() == size || bytes >= max_bytes || (s.ended && s.buf.is_empty()) {
                     break;
                 }
                 if s.buf.len() > MAX_LINE_BYTES {
                     return Err(ApiError::bad_request(format!(
                         "line {} of the URL list is longer than {MAX_LINE_BYTES} bytes",
-                        s.start + batch.len() as u64 + 1
+                        s.line + 1
                     )));
                 }
                 match s.pieces.next().await {

@@ -273,7 +273,8 @@ pub async fn fetch_range(url: &str, first: u64, last: u64, time: Duration, slack
                 .header("content-range")
                 .and_then(fanout::content::parse_content_range)
                 .ok_or("answered 206 without a usable Content-Range")?;
-            if start != first || end < start || response.body.len() as u64 != end - start + 1 {
+            let length = end.checked_sub(start).and_then(|d| d.checked_add(1));
+            if start != first || length != Some(response.body.len() as u64) {
                 return Err(format!("answered bytes {start}-{end} when asked for {first}-{last}"));
             }
             Ok(RangePiece {
