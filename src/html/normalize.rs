@@ -23,6 +23,8 @@ struct Edits<'a> {
     src: &'a str,
     out: Option<String>,
     copied: usize,
+    /// The attributes of the tag being read, kept between tags so that reading one allocates nothing.
+    attrs: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Edits<'a> {
@@ -53,7 +55,7 @@ const ESCAPABLE_RAW_TEXT: [&str; 2] = ["title", "textarea"];
 /// The page, rewritten. See the module documentation.
 pub fn normalize(html: &str) -> Cow<'_, str> {
     let b = html.as_bytes();
-    let mut edits = Edits { src: html, out: None, copied: 0 };
+    let mut edits = Edits { src: html, out: None, copied: 0, attrs: Vec::new() };
     let mut i = 0;
     while let Some(off) = memchr(b'<', &b[i..]) {
         let lt = i + off;
@@ -88,18 +90,12 @@ fn is_space(c: u8) -> bool {
     matches!(c, b'\t' | b'\n' | b'\x0c' | b'\r' | b' ')
 }
 
-/// Attributes a tag may have and still be copied as written (more is rare, and rewritten).
-const INLINE_ATTRS: usize = 12;
 /// Attributes kept of one tag; a browser keeps more, but no page needs them.
 const MAX_ATTRS: usize = 256;
 
 /// A tag as the tokenizer reads it.
 struct Tag<'a> {
     name: &'a str,
-    /// The first [`INLINE_ATTRS`] attributes are kept without allocating; a tag with more is rewritten.
-    inline: [(&'a str, &'a str); INLINE_ATTRS],
-    count: usize,
-    more: Vec<(&'a str, &'a str)>,
     self_closing: bool,
     /// Whether `tl` reads the tag as written: every value quoted, no name repeated.
     as_written: bool,
@@ -107,29 +103,15 @@ struct Tag<'a> {
     end: Option<usize>,
 }
 
-impl<'a> Tag<'a> {
-    /// The attributes, first occurrences only, in order.
-    fn attrs(&self) -> impl Iterator<Item = &(&'a str, &'a str)> {
-        self.inline[..self.count].iter().chain(&self.more)
-    }
-}
-
-/// Reads the tag whose name starts at `at`.
-fn read_tag(html: &str, at: usize) -> Tag<'_> {
+/// Reads the tag whose name starts at `at`, its attributes (first occurrences, in order) into `attrs`.
+fn read_tag<'a>(html: &'a str, at: usize, attrs: &mut Vec<(&'a str, &'a str)>) -> Tag<'a> {
+    attrs.clear();
     let b = html.as_bytes();
     let mut i = at;
     while i < b.len() && !is_space(b[i]) && b[i] != b'/' && b[i] != b'>' {
         i += 1;
     }
-    let mut tag = Tag {
-        name: &html[at..i],
-        inline: [("", ""); INLINE_ATTRS],
-        count: 0,
-        more: Vec::new(),
-        self_closing: false,
-        as_written: true,
-        end: None,
-    };
+    let mut tag = Tag { name: &html[at..i], self_closing: false, as_written: true, end: None };
     loop {
         while i < b.len() && (is_space(b[i]) || (b[i] == b'/' && b.get(i + 1) != Some(&b'>'))) {
             i += 1;
@@ -191,24 +173,18 @@ fn read_tag(html: &str, at: usize) -> Tag<'_> {
         };
         // Past MAX_ATTRS a tag is hostile: its further attributes are dropped
         // unread, so that comparing names stays linear in the page.
-        if tag.count + tag.more.len() >= MAX_ATTRS {
+        if attrs.len() >= MAX_ATTRS {
             tag.as_written = false;
             continue;
         }
-        let seen = tag.attrs().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let seen = attrs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         if seen || !plain_name(name) {
             tag.as_written = false;
         }
         if seen {
             continue;
         }
-        if tag.count < INLINE_ATTRS {
-            tag.inline[tag.count] = (name, value);
-            tag.count += 1;
-        } else {
-            tag.as_written = false;
-            tag.more.push((name, value));
-        }
+        attrs.push((name, value));
     }
 }
 
@@ -217,8 +193,15 @@ fn plain_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b':' | b'.'))
 }
 
-fn start_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
-    let tag = read_tag(html, lt + 1);
+fn start_tag<'a>(html: &'a str, lt: usize, edits: &mut Edits<'a>) -> usize {
+    let mut attrs = std::mem::take(&mut edits.attrs);
+    let end = write_start_tag(html, lt, edits, &mut attrs);
+    edits.attrs = attrs;
+    end
+}
+
+fn write_start_tag<'a>(html: &'a str, lt: usize, edits: &mut Edits<'a>, attrs: &mut Vec<(&'a str, &'a str)>) -> usize {
+    let tag = read_tag(html, lt + 1, attrs);
     let Some(end) = tag.end else {
         edits.edit(lt, html.len(), "");
         return html.len();
@@ -232,7 +215,7 @@ fn start_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
     let lower = tag.name.bytes().any(|c| c.is_ascii_uppercase());
     if !tag.as_written || lower || tag.self_closing {
         let mut written = format!("<{}", tag.name.to_ascii_lowercase());
-        for (name, value) in tag.attrs().filter(|(n, _)| plain_name(n)) {
+        for (name, value) in attrs.iter().filter(|(n, _)| plain_name(n)) {
             written.push(' ');
             written.push_str(name);
             written.push_str("=\"");
@@ -318,8 +301,10 @@ fn end_of_script(b: &[u8], from: usize) -> usize {
     b.len()
 }
 
-fn end_tag(html: &str, lt: usize, edits: &mut Edits<'_>) -> usize {
-    let tag = read_tag(html, lt + 2);
+fn end_tag<'a>(html: &'a str, lt: usize, edits: &mut Edits<'a>) -> usize {
+    let mut attrs = std::mem::take(&mut edits.attrs);
+    let tag = read_tag(html, lt + 2, &mut attrs);
+    edits.attrs = attrs;
     let Some(end) = tag.end else {
         edits.edit(lt, html.len(), "");
         return html.len();
