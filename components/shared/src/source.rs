@@ -40,7 +40,8 @@ pub async fn header(config: &Config, url: &Url, dialect: &Dialect) -> Result<Hea
         return read_header(dialect, &[]).map_err(ApiError::bad_request);
     }
     let prefix = range(config, url, 0, MAX_HEADER_BYTES - 1).await?;
-    if !prefix.at_eof && !prefix.bytes.contains(&b'\n') {
+    // A record ends at `\r` as well as `\n` (old Mac files end lines with `\r` alone).
+    if !prefix.at_eof && !prefix.bytes.iter().any(|&b| b == b'\n' || b == b'\r') {
         return Err(ApiError::bad_request(format!("the source's header row is longer than {MAX_HEADER_BYTES} bytes")));
     }
     read_header(dialect, &prefix.bytes).map_err(ApiError::bad_request)
