@@ -298,6 +298,8 @@ pub struct Driver<M: Merge> {
     peak_held: usize,
     input_done: bool,
     all_items_known: bool,
+    /// Items of the units read so far, when all of them say.
+    items_read: u64,
     status: Status,
     reason: Option<String>,
     finished: bool,
@@ -339,6 +341,7 @@ impl<M: Merge> Driver<M> {
             peak_held: 0,
             input_done: false,
             all_items_known: true,
+            items_read: 0,
             status: Status::Complete,
             reason: None,
             finished: false,
@@ -352,11 +355,6 @@ impl<M: Merge> Driver<M> {
         }
     }
 
-    /// The merge, for what it knows besides the output (the aggregate, say).
-    pub fn merge(&self) -> &M {
-        &self.merge
-    }
-
     /// Whether the next unit of input is wanted now. Once the job has stopped,
     /// input is still wanted, so that what follows is accounted for.
     pub fn wants_input(&self) -> bool {
@@ -367,11 +365,6 @@ impl<M: Merge> Driver<M> {
             } else {
                 room
             })
-    }
-
-    /// Memory held now for units and answers.
-    pub fn held_bytes(&self) -> usize {
-        self.held
     }
 
     /// The most memory held at once so far.
@@ -393,11 +386,6 @@ impl<M: Merge> Driver<M> {
         }
     }
 
-    /// The counts so far.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
     /// Adds the next unit of the job.
     pub fn add(&mut self, unit: Unit<M::Meta>) {
         self.push(unit, None);
@@ -413,6 +401,7 @@ impl<M: Merge> Driver<M> {
         self.counters.units += 1;
         self.counters.bytes += unit.bytes;
         self.all_items_known &= unit.items.is_some();
+        self.items_read += unit.items.unwrap_or(0);
         let held = UNIT_OVERHEAD + unit.payload.len();
         self.slots.push_back(Slot {
             meta: unit.meta,
@@ -529,15 +518,10 @@ impl<M: Merge> Driver<M> {
 
     /// The report as it stands.
     pub fn report(&self) -> Report {
-        let total = (self.input_done && self.all_items_known).then_some(
-            self.counters.items_done
-                + self.counters.items_not_attempted
-                + self.slots.iter().filter(|s| !is_concluded(&s.phase)).filter_map(|s| s.items).sum::<u64>(),
-        );
         Report {
             status: self.status(),
             reason: self.reason.clone().or_else(|| self.input_error.clone()),
-            total: self.expected.items.or(total),
+            total: self.total(),
             units_total: self.expected.units.or(self.input_done.then_some(self.counters.units)),
             bytes_total: self.expected.bytes.or(self.input_done.then_some(self.counters.bytes)),
             elapsed_ms: self.now.as_millis() as u64,
@@ -713,11 +697,17 @@ impl<M: Merge> Driver<M> {
         }
     }
 
+    /// Items in the whole job, once known: said up front, or counted when the input has ended.
+    fn total(&self) -> Option<u64> {
+        self.expected.items.or((self.input_done && self.all_items_known).then_some(self.items_read))
+    }
+
+    /// Runs after every answer and every poll: a few comparisons, nothing built.
     fn check_tolerance(&mut self) {
         if self.status != Status::Complete {
             return;
         }
-        let total = self.report().total;
+        let total = self.total();
         let failed = self.counters.items_failed;
         if let Some(why) = self.limits.tolerance.exceeded(failed, self.counters.items_done, total) {
             self.stop(Status::Stopped, why);

@@ -192,11 +192,6 @@ impl TableMerge {
         TableMerge { format, mode, started: false, first_record: true, errors: Vec::new(), stats: Stats::default() }
     }
 
-    /// The row counts merged so far.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
     /// Opens a JSON answer at the first unit, so the caller's response starts
     /// (and a caller that went away is noticed) before the end.
     fn start(&mut self, out: &mut Vec<u8>) {
