@@ -423,6 +423,27 @@ fn a_fault_in_every_call_gives_up_after_the_attempts_and_reports_every_row() {
 // ---------------------------------------------------------------------------
 // 3. A worker that is down
 
+/// A worker whose request limit is smaller than the coordinator's refuses every chunk
+/// with a 413: each is reported once, as too large, and never sent again.
+#[test]
+fn a_chunk_the_worker_refuses_as_too_large_is_reported_once() {
+    let worker = transform_worker(&[("FANOUT_MAX_REQUEST_BYTES", "50")]);
+    let proxy = proxy_to(&worker);
+    let c = transform_coordinator(&proxy.url(""), &[("FANOUT_WORKER_ATTEMPTS", "3")]);
+    let resp = within(Duration::from_secs(10), "a job whose chunks the worker refuses", || {
+        transform(&c, "chunk_bytes=100", &[], &ids(60, None))
+    });
+    let v = ok_json(&resp, &c);
+    assert_rows_accounted(&v, 60, &[]);
+    let chunks = v["summary"]["chunks"].as_u64().unwrap();
+    assert_eq!(proxy.requests() as u64, chunks, "one call per chunk, no retries: {}", v["summary"]);
+    for e in v["errors"].as_array().unwrap() {
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("refused the request as too large (413)"), "{e}");
+        assert!(!msg.contains("gave up"), "{e}");
+    }
+}
+
 #[test]
 fn a_worker_that_is_down_leaves_every_row_and_url_accounted_as_a_worker_error() {
     // Transform: a worker port that refuses connections.
