@@ -14,6 +14,7 @@
 //! 2. Scrape: 10,000 pages of 40 KB served after 50 ms each, through
 //!    `/coordinate/scrape` with 50 pages in flight in total (spread over 1, 2,
 //!    4 or 8 worker calls at once, two batches each); the bound is in-flight / latency.
+//!    Then the same pages served at once (standard fields, 2 calls of 25): a job bound by CPU.
 
 use fanout::framing::Format;
 use fanout::transform::engine::{read_header, Placement, Progress, Transformer};
@@ -211,6 +212,35 @@ fn scrape(site: &Site) {
             procs.join(", ")
         );
     }
+    cpu_bound_scrape(site, pages);
+}
+
+/// The same pages served at once, standard fields only: a job bound by CPU, not by latency.
+fn cpu_bound_scrape(site: &Site, pages: usize) {
+    let urls: Vec<String> = (0..pages).map(|i| site.url(&format!("/page/{i}?pad=40000"))).collect();
+    let scraper = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let url = scraper.url("/scrape");
+    let coordinator = Component::serve("coordinator", &[("FANOUT_SCRAPE_URL", &url)]);
+    let job =
+        json!({"urls": urls, "batch_size": 500, "concurrency": 2, "options": {"concurrency": 25, "per_host": 25}});
+    let measured = [Measured::start("coordinator", &coordinator), Measured::start("worker", &scraper)];
+    let started = Instant::now();
+    let answer = request_counted(
+        "POST",
+        &coordinator.url("/coordinate/scrape"),
+        &[("content-type", "application/json")],
+        job.to_string().as_bytes(),
+    )
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(summary(&answer)["pages"].as_u64(), Some(pages as u64));
+    let procs: Vec<String> =
+        measured.iter().map(Measured::end).map(|(n, _, cpu)| format!("{n} {cpu:.2} s CPU")).collect();
+    println!(
+        "scrape, CPU-bound: {pages} pages of 40 KB at 0 ms, 2 calls x 25: {secs:.2} s = {:.0} pages/s | {}",
+        pages as f64 / secs,
+        procs.join(", ")
+    );
 }
 
 fn main() {
