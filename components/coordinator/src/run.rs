@@ -2,6 +2,7 @@
 //! waits. Everything it decides is the driver's; this is only the I/O.
 
 use fanout::api::{ApiError, ErrorKind};
+use fanout::config::Config;
 use fanout::fanout::driver::{Action, CallError, CallId, Driver, Failure, Merge, Status, Unit};
 use fanout::fanout::retry::{parse_retry_after, retryable_status};
 use fanout_spin::{fetch, now, sleep, FetchError, Outbound, Reply};
@@ -40,6 +41,18 @@ pub struct Worker<Meta> {
     pub token: Option<String>,
     /// The largest answer read.
     pub max_answer_bytes: usize,
+}
+
+impl<Meta> Worker<Meta> {
+    /// The worker at `url`, called with the configured token and answer limit.
+    pub fn new(config: &Config, url: impl Fn(&Meta) -> String + 'static, content_type: &'static str) -> Worker<Meta> {
+        Worker {
+            url: Box::new(url),
+            content_type,
+            token: config.token.clone(),
+            max_answer_bytes: config.max_worker_response_bytes,
+        }
+    }
 }
 
 type Answered = (CallId, Result<Vec<u8>, CallError>);

@@ -123,12 +123,7 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
         }
     }
     let url = base.to_string();
-    let worker = Worker {
-        url: Box::new(move |_| url.clone()),
-        content_type: "application/json",
-        token: config.token.clone(),
-        max_answer_bytes: config.max_worker_response_bytes,
-    };
+    let worker = Worker::new(&config, move |_| url.clone(), "application/json");
     let mut driver = Driver::new(PageMerge::new(format), limits, random_u64());
     let units = match list {
         UrlList::Given(urls) => {

@@ -10,7 +10,6 @@
 
 use crate::run::{worker_url, Input, Job, Units, Worker};
 use fanout::api::{parse_json, ApiError};
-use fanout::config::Config;
 use fanout::content::media_type;
 use fanout::fanout::driver::{Driver, Expected, Failure, FailureKind, Unit};
 use fanout::fanout::merge::{ChunkMeta, TableMerge, TableMode};
@@ -71,19 +70,6 @@ fn prepare_spec(spec: &Spec, names: &[String]) -> Result<Prepared, ApiError> {
     Ok(Prepared { mode, worker_spec: serde_json::to_value(&worker_spec).expect("specs serialise") })
 }
 
-fn worker(
-    config: &Config,
-    url: impl Fn(&ChunkMeta) -> String + 'static,
-    content_type: &'static str,
-) -> Worker<ChunkMeta> {
-    Worker {
-        url: Box::new(url),
-        content_type,
-        token: config.token.clone(),
-        max_answer_bytes: config.max_worker_response_bytes,
-    }
-}
-
 /// A CSV body, split as it arrives.
 async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let config = req.config.clone();
@@ -121,7 +107,7 @@ async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let mut url = base;
     url.query_pairs_mut().append_pair("spec", &prepared.worker_spec.to_string());
     let url = url.to_string();
-    let worker = worker(
+    let worker = Worker::new(
         &config,
         move |meta| match meta {
             // The worker counts lines from its chunk's header; this makes them the file's.
@@ -217,7 +203,7 @@ async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let header = source::header(&config, &url, &spec.dialect).await?;
     let prepared = prepare_spec(&spec, &header.names)?;
     let base = base.to_string();
-    let worker = worker(&config, move |_| base.clone(), "application/json");
+    let worker = Worker::new(&config, move |_| base.clone(), "application/json");
     let mut driver = Driver::new(TableMerge::new(format, prepared.mode), limits, random_u64());
     driver.expect(Expected { units: Some(size.div_ceil(chunk_bytes as u64)), items: None, bytes: Some(size) });
     let source = url.to_string();
