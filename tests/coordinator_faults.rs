@@ -797,6 +797,31 @@ fn a_plain_text_url_list_is_read_line_by_line() {
 }
 
 #[test]
+fn a_url_list_cut_mid_line_keeps_every_url_and_a_too_long_line_is_refused() {
+    let site = Site::start();
+    let worker = scrape_worker();
+    let c = scrape_coordinator(&worker.url(""), &[]);
+    let urls = pages(&site, 0..30, 0);
+    let body = format!("{}\n", urls.join("\r\n"));
+    let pieces: Vec<Vec<u8>> = body.as_bytes().chunks(7).map(<[u8]>::to_vec).collect();
+    let url = c.url("/coordinate/scrape");
+    let headers = [("content-type", "text/plain"), ("x-fanout-job", r#"{"batch_size": 4}"#)];
+    let v = ok_json(&request_chunked("POST", &url, &headers, pieces).unwrap(), &c);
+    assert_urls_accounted(&v, &urls);
+    assert_eq!(v["summary"]["status"], "complete", "{}", v["summary"]);
+
+    let long = format!("{}\nhttp://127.0.0.1/{}\n", urls[0], "a".repeat(70_000));
+    let pieces: Vec<Vec<u8>> = long.as_bytes().chunks(4096).map(<[u8]>::to_vec).collect();
+    let resp = request_chunked("POST", &url, &headers, pieces).unwrap();
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let v = json_of(&resp, &c);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("line 2 of the URL list is longer than 65536 bytes"),
+        "{v}"
+    );
+}
+
+#[test]
 fn a_url_list_file_is_fetched_and_batched() {
     let site = Site::start();
     let worker = scrape_worker();

@@ -182,21 +182,24 @@ fn line_batches(
     struct State {
         pieces: Pieces,
         buf: Vec<u8>,
+        /// Where the unread part of `buf` starts: lines are taken without moving the rest.
+        pos: usize,
         ended: bool,
         start: u64,
         line: u64,
     }
-    let state = State { pieces, buf: Vec::new(), ended: false, start: 0, line: 0 };
+    let state = State { pieces, buf: Vec::new(), pos: 0, ended: false, start: 0, line: 0 };
     Box::pin(stream::try_unfold(state, move |mut s| {
         let template = template.clone();
         async move {
             let (mut batch, mut bytes) = (Vec::new(), 0);
             loop {
                 while batch.len() < size && bytes < max_bytes {
-                    let Some(end) = s.buf.iter().position(|&b| b == b'\n').or(s.ended.then_some(s.buf.len())) else {
+                    let rest = &s.buf[s.pos..];
+                    let Some(end) = rest.iter().position(|&b| b == b'\n').or(s.ended.then_some(rest.len())) else {
                         break;
                     };
-                    if end == 0 && s.buf.is_empty() {
+                    if rest.is_empty() {
                         break;
                     }
                     s.line += 1;
@@ -206,24 +209,28 @@ fn line_batches(
                             s.line
                         )));
                     }
-                    let line: Vec<u8> = s.buf.drain(..(end + 1).min(s.buf.len())).collect();
-                    let url = String::from_utf8_lossy(&line).trim().to_owned();
+                    let url = String::from_utf8_lossy(&rest[..end]).trim().to_owned();
+                    s.pos += (end + 1).min(rest.len());
                     if !url.is_empty() && !url.starts_with('#') {
                         bytes += url.len();
                         batch.push(url);
                     }
                 }
-                if batch.len() == size || bytes >= max_bytes || (s.ended && s.buf.is_empty()) {
+                if batch.len() == size || bytes >= max_bytes || (s.ended && s.pos == s.buf.len()) {
                     break;
                 }
-                if s.buf.len() > MAX_LINE_BYTES {
+                if s.buf.len() - s.pos > MAX_LINE_BYTES {
                     return Err(ApiError::bad_request(format!(
                         "line {} of the URL list is longer than {MAX_LINE_BYTES} bytes",
                         s.line + 1
                     )));
                 }
                 match s.pieces.next().await {
-                    Some(piece) => s.buf.extend_from_slice(&piece?),
+                    Some(piece) => {
+                        s.buf.drain(..s.pos);
+                        s.pos = 0;
+                        s.buf.extend_from_slice(&piece?);
+                    }
                     None => s.ended = true,
                 }
             }
@@ -245,7 +252,6 @@ fn line_batches(
 /// The lines of a URL list file, fetched as they arrive.
 async fn url_source(config: &Config, url: &str) -> Result<Pieces, ApiError> {
     let url = source::check("urls_source", url, config)?;
-    let gateway = |m: String| ApiError::new(ErrorKind::BadGateway, format!("urls_source {url}: {m}"));
     let opened = open(Outbound {
         method: Method::Get,
         url: url.as_str(),
@@ -256,9 +262,9 @@ async fn url_source(config: &Config, url: &str) -> Result<Pieces, ApiError> {
         truncate: false,
     })
     .await
-    .map_err(|e| gateway(e.to_string()))?;
+    .map_err(|e| gateway_error(url.as_str(), e.to_string()))?;
     if opened.status != 200 {
-        return Err(gateway(format!("answered {}", opened.status)));
+        return Err(gateway_error(url.as_str(), format!("answered {}", opened.status)));
     }
     let (limit, wait, name) = (config.max_job_bytes, config.source_timeout, url.to_string());
     let state = (opened.body, 0u64);
