@@ -337,6 +337,19 @@ pub fn from_request(
     }
 }
 
+/// The spec of a job given as a JSON body: its `spec` field, or `given` (the
+/// request's spec from [`from_request`]), never both; neither is the default spec.
+pub fn of_json_job(given: Option<Spec>, field: Option<&serde_json::Value>) -> Result<Spec, ApiError> {
+    match (given, field) {
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("the spec is given both in the body and outside it; give it one way"))
+        }
+        (Some(spec), None) => Ok(spec),
+        (None, Some(v)) => parse(v.to_string().as_bytes()).map_err(ApiError::bad_request),
+        (None, None) => Ok(Spec::default()),
+    }
+}
+
 /// Parses a spec from JSON, naming the path of the offending field on failure.
 pub fn parse(json: &[u8]) -> Result<Spec, String> {
     let de = &mut serde_json::Deserializer::from_slice(json);
@@ -415,6 +428,19 @@ mod tests {
         let spec = parse(br#"{"preset": "vat", "dialect": {"delimiter": ";"}}"#).unwrap();
         assert_eq!(spec.dialect.delimiter, ";");
         assert_eq!(spec.columns.unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_json_job_takes_its_spec_from_the_body_or_the_request_not_both() {
+        let vat = preset("vat").unwrap();
+        let field = serde_json::json!({"preset": "vat"});
+        assert_eq!(of_json_job(None, Some(&field)).unwrap(), vat);
+        assert_eq!(of_json_job(Some(vat.clone()), None).unwrap(), vat);
+        assert_eq!(of_json_job(None, None).unwrap(), Spec::default());
+        let err = of_json_job(Some(vat), Some(&field)).unwrap_err();
+        assert!(err.message().contains("both in the body and outside it"), "{}", err.message());
+        let err = of_json_job(None, Some(&serde_json::json!({"colums": []}))).unwrap_err();
+        assert!(err.message().contains("invalid spec"), "{}", err.message());
     }
 
     #[test]

@@ -181,16 +181,7 @@ async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
         Some(v) => return Err(ApiError::bad_request(format!("source must be a URL string, not {v}"))),
         None => return Err(ApiError::bad_request("a JSON body names the file to transform: {\"source\": URL, ...}")),
     };
-    let spec = match (given, job.remove("spec")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("the spec is given both in the body and outside it; give it one way"))
-        }
-        (Some(spec), None) => spec,
-        (None, Some(v)) => {
-            spec::parse(v.to_string().as_bytes()).map_err(|e| ApiError::bad_request(format!("spec: {e}")))?
-        }
-        (None, None) => Spec::default(),
-    };
+    let spec = spec::of_json_job(given, job.remove("spec").as_ref())?;
     if let Some(key) = job.keys().next() {
         return Err(ApiError::bad_request(format!(
             "unknown field {key:?}: a source job takes source, spec, chunk_bytes, concurrency, deadline_ms, \

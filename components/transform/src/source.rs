@@ -8,7 +8,7 @@ use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::framing::Format;
 use fanout::transform::engine::{prepare, Placement};
 use fanout::transform::range::{self, NeedMore};
-use fanout::transform::spec::{self, Spec};
+use fanout::transform::spec;
 use fanout_spin::{source, Reply, Request};
 use serde::Deserialize;
 
@@ -30,14 +30,7 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
     let config = req.config.clone();
     let given = req.transform_spec()?;
     let job: RangeJob = parse_json(&req.body().await?)?;
-    let spec = match (given, &job.spec) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("the spec is given both in the body and outside it; give it one way"))
-        }
-        (Some(spec), None) => spec,
-        (None, Some(v)) => spec::parse(v.to_string().as_bytes()).map_err(ApiError::bad_request)?,
-        (None, None) => Spec::default(),
-    };
+    let spec = spec::of_json_job(given, job.spec.as_ref())?;
     if job.end < job.start {
         return Err(ApiError::bad_request(format!("end ({}) is before start ({})", job.end, job.start)));
     }
