@@ -397,6 +397,14 @@ fn source_url_jobs_read_ranges_and_equal_one_invocation() {
     assert_eq!(resp.status, 400, "{}", resp.text());
     let resp = post_json(&c.url("/coordinate/transform"), &json!({"source": site.url("/files/missing.csv")}));
     assert_eq!(resp.status, 502, "{}", resp.text());
+    // A server that answers other bytes than the range asked for is not believed, by either component.
+    let resp = post_json(&c.url("/coordinate/transform"), &json!({"source": site.url("/shifted/sales.csv")}));
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert!(resp.text().contains("when asked for 0-65535"), "{}", resp.text());
+    let range_job = json!({"source": site.url("/shifted/sales.csv"), "start": 100, "end": 4000});
+    let resp = post_json(&worker.url("/transform"), &range_job);
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert!(resp.text().contains("when asked for"), "{}", resp.text());
     let resp = post_json(&c.url("/coordinate/transform"), &json!({"source": site.url("/files/sales.csv"), "chunk": 5}));
     assert_eq!(resp.status, 400, "{}", resp.text());
     assert!(resp.text().contains("unknown field"), "{}", resp.text());

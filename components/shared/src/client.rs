@@ -50,8 +50,12 @@ pub struct Fetched {
 impl Fetched {
     /// The first value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        first_header(&self.headers, name)
     }
+}
+
+fn first_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// Why an outbound request produced no response.
@@ -123,7 +127,7 @@ pub struct Opened {
 impl Opened {
     /// The first value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        first_header(&self.headers, name)
     }
 }
 
@@ -247,8 +251,6 @@ pub struct RangePiece {
     pub bytes: Vec<u8>,
     /// Whether they end the file.
     pub at_eof: bool,
-    /// The file's length, when the server said.
-    pub total: Option<u64>,
 }
 
 /// Fetches bytes `first..=last` of `url`, within `time` and the range's size
@@ -274,27 +276,19 @@ pub async fn fetch_range(url: &str, first: u64, last: u64, time: Duration, slack
                 .and_then(fanout::content::parse_content_range)
                 .ok_or("answered 206 without a usable Content-Range")?;
             let length = end.checked_sub(start).and_then(|d| d.checked_add(1));
-            if start != first || length != Some(response.body.len() as u64) {
+            if start != first || end > last || length != Some(response.body.len() as u64) {
                 return Err(format!("answered bytes {start}-{end} when asked for {first}-{last}"));
             }
-            Ok(RangePiece {
-                bytes: response.body,
-                at_eof: total.map_or(end < last, |t| end.saturating_add(1) >= t),
-                total,
-            })
+            Ok(RangePiece { bytes: response.body, at_eof: total.map_or(end < last, |t| end.saturating_add(1) >= t) })
         }
         200 => {
             // The server ignored Range and sent the whole file: cut the range from it.
             let body = response.body;
             let len = body.len() as u64;
             let (from, to) = (first.min(len), last.saturating_add(1).min(len));
-            Ok(RangePiece {
-                bytes: body[from as usize..to.max(from) as usize].to_vec(),
-                at_eof: to == len,
-                total: Some(len),
-            })
+            Ok(RangePiece { bytes: body[from as usize..to.max(from) as usize].to_vec(), at_eof: to == len })
         }
-        416 => Ok(RangePiece { bytes: Vec::new(), at_eof: true, total: None }),
+        416 => Ok(RangePiece { bytes: Vec::new(), at_eof: true }),
         status => Err(format!("answered {status}")),
     }
 }
