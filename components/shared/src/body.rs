@@ -2,6 +2,7 @@
 
 use fanout::api::ApiError;
 use spin_sdk::http::IncomingRequest;
+use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
 use std::task::Poll;
 use wasi::io::streams::{InputStream, StreamError};
 
@@ -14,18 +15,8 @@ const READ_BYTES: u64 = 1024 * 1024;
 /// one (chunked) is refused once it grows past the limit, so no more than
 /// `limit` bytes are ever held.
 pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .into_iter()
-        .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::payload_too_large(limit as u64));
-    }
+    let (declared, _incoming, stream) = open_body(&req, limit as u64)?;
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
-    let unreadable = |what: String| ApiError::bad_request(format!("request body could not be read: {what}"));
-    let incoming = req.consume().map_err(|()| unreadable("it was already taken".into()))?;
-    let stream = incoming.stream().map_err(|()| unreadable("it has no stream".into()))?;
     // Nothing else runs before the body is in, so blocking reads cost no
     // concurrency, and large reads cost far fewer host calls than small ones.
     loop {
@@ -37,10 +28,29 @@ pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, Ap
                 body.extend_from_slice(&chunk);
             }
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => return Err(unreadable(e.to_debug_string())),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(ApiError::bad_request(format!("request body could not be read: {}", e.to_debug_string())))
+            }
         }
     }
     Ok(body)
+}
+
+/// The body of `req` and its stream, with its declared length, once that is
+/// checked against `limit` (413 when over it).
+fn open_body(req: &IncomingRequest, limit: u64) -> Result<(Option<u64>, IncomingBody, InputStream), ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .into_iter()
+        .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let unreadable = |what: &str| ApiError::bad_request(format!("request body could not be read: {what}"));
+    let body = req.consume().map_err(|()| unreadable("it was already taken"))?;
+    let stream = body.stream().map_err(|()| unreadable("it has no stream"))?;
+    Ok((declared, body, stream))
 }
 
 /// The most bytes taken in one read of a streamed body.
@@ -108,17 +118,7 @@ pub struct BodyStream {
 
 impl BodyStream {
     pub(crate) fn new(req: IncomingRequest, limit: u64) -> Result<BodyStream, ApiError> {
-        let declared = req
-            .headers()
-            .get("content-length")
-            .into_iter()
-            .find_map(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::payload_too_large(limit));
-        }
-        let unreadable = |what: &str| ApiError::bad_request(format!("request body could not be read: {what}"));
-        let body = req.consume().map_err(|()| unreadable("it was already taken"))?;
-        let stream = body.stream().map_err(|()| unreadable("it has no stream"))?;
+        let (_, body, stream) = open_body(&req, limit)?;
         // The request outlives its body, which outlives its stream.
         Ok(BodyStream { pieces: Pieces::new(stream, Box::new((body, req))), limit, read: 0 })
     }
