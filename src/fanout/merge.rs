@@ -13,9 +13,10 @@ use super::driver::{Failure, FailureKind, Merge, Report, Status};
 use super::split::Span;
 use crate::framing::Format;
 use crate::scrape::{FailureKind as PageFailure, ItemError, Outcome, PageResult, ScrapeResponse};
-use crate::transform::aggregate::{Groups, Partial};
+use crate::transform::aggregate::{Groups, Partial, Shape};
+use crate::transform::engine::prepare;
 use crate::transform::output::{RowError, RowErrorKind, Stats, MAX_ERROR_RECORDS};
-use crate::transform::spec::AggregateSpec;
+use crate::transform::spec::{AggregateSpec, Spec};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -173,6 +174,27 @@ pub enum TableMode {
         /// The spec, for `having`, `sort` and `limit` at the end.
         spec: Box<AggregateSpec>,
     },
+}
+
+impl TableMode {
+    /// The output shape of `spec` over a file with columns `names`, and the spec
+    /// each chunk is run with (aggregates asked for as partial state, to be
+    /// merged here). A mistake in the spec is an error naming it.
+    pub fn of_spec(spec: &Spec, names: &[String]) -> Result<(TableMode, Spec), String> {
+        let program = prepare(spec, names)?;
+        let mode = match &spec.aggregate {
+            Some(aggregate) => {
+                let shape = Shape::compile(aggregate, &program.schema())?.shape;
+                TableMode::Aggregate { groups: Box::new(Groups::new(shape)), spec: Box::new(aggregate.clone()) }
+            }
+            None => TableMode::Records,
+        };
+        let mut chunk_spec = spec.clone();
+        if let Some(aggregate) = chunk_spec.aggregate.as_mut() {
+            aggregate.partial = true;
+        }
+        Ok((mode, chunk_spec))
+    }
 }
 
 /// Merges transform answers. See the module documentation.

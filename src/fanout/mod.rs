@@ -7,8 +7,10 @@
 //! * [`merge`]: worker answers checked against what they were given, and merged in order.
 //! * [`options`]: a job's options, within the operator's limits.
 //! * [`retry`]: when and after how long a failed call is tried again.
+//! * [`local`]: a transform job run in this process, as the coordinator runs it.
 
 pub mod driver;
+pub mod local;
 pub mod merge;
 pub mod options;
 pub mod plan;

@@ -21,6 +21,16 @@ pub struct Halt {
     pub message: String,
 }
 
+impl std::fmt::Display for Halt {
+    /// `line 12: message`, or `line 12 (byte 340): message` in range mode.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.byte {
+            Some(byte) => write!(f, "line {} (byte {byte}): {}", self.line, self.message),
+            None => write!(f, "line {}: {}", self.line, self.message),
+        }
+    }
+}
+
 /// Whether [`Transformer::fill`] has more to give.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {

@@ -17,8 +17,7 @@ use fanout::fanout::options::{self, JobOptions};
 use fanout::fanout::plan;
 use fanout::fanout::split::{Piece, Splitter};
 use fanout::framing::Format;
-use fanout::transform::aggregate::{Groups, Shape};
-use fanout::transform::engine::{self, prepare, read_header};
+use fanout::transform::engine::{self, read_header};
 use fanout::transform::spec::{self, Spec};
 use fanout_spin::{random_u64, source, BodyStream, Reply, Request};
 use futures::stream;
@@ -47,18 +46,7 @@ struct Prepared {
 }
 
 fn prepare_spec(spec: &Spec, names: &[String]) -> Result<Prepared, ApiError> {
-    let program = prepare(spec, names).map_err(ApiError::bad_request)?;
-    let mode = match &spec.aggregate {
-        Some(aggregate) => {
-            let shape = Shape::compile(aggregate, &program.schema()).map_err(ApiError::bad_request)?.shape;
-            TableMode::Aggregate { groups: Box::new(Groups::new(shape)), spec: Box::new(aggregate.clone()) }
-        }
-        None => TableMode::Records,
-    };
-    let mut worker_spec = spec.clone();
-    if let Some(aggregate) = worker_spec.aggregate.as_mut() {
-        aggregate.partial = true;
-    }
+    let (mode, worker_spec) = TableMode::of_spec(spec, names).map_err(ApiError::bad_request)?;
     let text = serde_json::to_string(&worker_spec).expect("specs serialise");
     if text.len() > spec::MAX_SPEC_BYTES {
         return Err(ApiError::bad_request(format!(

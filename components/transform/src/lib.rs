@@ -74,13 +74,7 @@ fn answer(
         return match run_compiled(&spec, &program, &data[rows_from..], format, placement) {
             Ok(out) => Ok(Reply::bytes(format.content_type(), out)),
             Err(RunError::Spec(m)) => Err(ApiError::bad_request(m)),
-            Err(RunError::Halt(h)) => {
-                let at = match h.byte {
-                    Some(byte) => format!("line {} (byte {byte})", h.line),
-                    None => format!("line {}", h.line),
-                };
-                Err(ApiError::new(ErrorKind::BadRow, format!("{at}: {}", h.message)))
-            }
+            Err(RunError::Halt(h)) => Err(ApiError::new(ErrorKind::BadRow, h.to_string())),
         };
     }
     Ok(Reply::stream(format.content_type(), move |mut body| async move {
