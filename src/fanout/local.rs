@@ -40,6 +40,8 @@ impl std::fmt::Display for LocalError {
     }
 }
 
+impl std::error::Error for LocalError {}
+
 impl From<io::Error> for LocalError {
     fn from(e: io::Error) -> LocalError {
         LocalError::Io(e)

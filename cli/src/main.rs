@@ -1,0 +1,207 @@
+//! `fanout`: run whole jobs from a terminal.
+//!
+//! * `fanout up` serves the bundle locally until Ctrl-C ([`bundle`]).
+//! * `fanout scrape` and `fanout transform` send a job to a coordinator, show
+//!   its progress ([`progress`]) and write the merged output ([`answer`]); a
+//!   local CSV is served to the workers in byte ranges ([`files`]), or run
+//!   in this process with `--local`.
+//!
+//! Exit codes: 0 when every item succeeded, 2 when the job finished with item
+//! errors, 1 when it failed as a whole (one line on stderr saying why).
+
+mod answer;
+mod bundle;
+mod files;
+mod job;
+mod progress;
+mod scrape;
+mod transform;
+
+use anyhow::{Context, Result};
+use bundle::{Bundle, Runtime};
+use clap::{Args, Parser, Subcommand};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every item (row or URL) succeeded
+  2  the job finished, with item errors (their count on stderr)
+  1  the job failed as a whole (one line on stderr saying why)";
+
+#[derive(Parser)]
+#[command(
+    name = "fanout",
+    version,
+    about = "Serve the fanout bundle locally, and run scrape and transform jobs through its coordinator.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the bundle locally until Ctrl-C, printing its routes.
+    #[command(after_help = "Examples:\n  fanout up\n  fanout up --listen 127.0.0.1:8080 --allow-private-hosts")]
+    Up(UpArgs),
+    /// Scrape every URL of a file through the coordinator.
+    #[command(after_help = "Examples:\n  fanout scrape urls.txt --select title=h1 --links -o pages.json\n  \
+        fanout scrape urls.txt --format ndjson --endpoint https://fanout.example.org\n\n\
+        Each URL ends up in the output: as a page, or as an error saying why.")]
+    Scrape(scrape::ScrapeArgs),
+    /// Transform a CSV file with a spec, through the coordinator or (--local) in this process.
+    #[command(after_help = "Examples:\n  fanout transform sales.csv --preset vat -o sales.json\n  \
+        fanout transform sales.csv --spec summary.json --concurrency 4\n  \
+        fanout transform sales.csv --spec-json '{\"filter\": {\"column\": \"amount\", \"op\": \">\", \"value\": 0}}' --local\n\n\
+        Every row ends up in the output: as a record, in the filtered count, or as an error record.")]
+    Transform(transform::TransformArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Address of the coordinator (with Spin, of every route), e.g. --listen 127.0.0.1:8080.
+    #[arg(long, env = "FANOUT_LOCAL_ADDR", default_value = job::DEFAULT_LOCAL_ADDR)]
+    listen: SocketAddr,
+    /// Let the components read pages, sources and URL lists on loopback and private
+    /// hosts (FANOUT_ALLOW_PRIVATE_HOSTS=true), e.g. to scrape a site on localhost.
+    #[arg(long)]
+    allow_private_hosts: bool,
+    /// Configuration for every component, e.g. --env FANOUT_WORKER_CONCURRENCY=4 (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    #[command(flatten)]
+    runtime: RuntimeArg,
+}
+
+/// The runtime of a bundle the CLI serves.
+#[derive(Args)]
+struct RuntimeArg {
+    /// Runtime for a bundle the CLI serves: auto (spin up where Spin is installed,
+    /// else wasmtime serve), spin or wasmtime, e.g. --runtime wasmtime.
+    #[arg(long, value_enum, default_value_t = Runtime::Auto)]
+    runtime: Runtime,
+}
+
+/// Where a job goes and where its output goes: shared by `scrape` and `transform`.
+#[derive(Args)]
+struct JobArgs {
+    /// The coordinator, e.g. --endpoint http://127.0.0.1:3000. Default: the local bundle at
+    /// FANOUT_LOCAL_ADDR (127.0.0.1:3000), served for the job (and stopped after) when nothing answers there.
+    #[arg(long, env = "FANOUT_ENDPOINT")]
+    endpoint: Option<Url>,
+    /// Write the output to this file instead of stdout, e.g. -o out.json.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// json: one document, as the HTTP API answers; ndjson: one JSON value a line. E.g. --format ndjson.
+    #[arg(long, value_enum, default_value_t = answer::Format::Json)]
+    format: answer::Format,
+    /// Worker calls at once, e.g. --concurrency 4 (default and limit: the coordinator's).
+    #[arg(long)]
+    concurrency: Option<u64>,
+    /// Stop the job once more items than this have failed, e.g. --tolerated-failures 100.
+    #[arg(long, value_name = "N")]
+    tolerated_failures: Option<u64>,
+    /// Stop the job once more than this share of items have failed, e.g. --tolerated-failure-percent 5.
+    #[arg(long, value_name = "PERCENT")]
+    tolerated_failure_percent: Option<f64>,
+    /// Time for the whole job, in milliseconds, e.g. --deadline-ms 600000 (default: the coordinator's, 1 hour).
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
+    #[command(flatten)]
+    runtime: RuntimeArg,
+}
+
+impl JobArgs {
+    /// The job options, as the coordinator's JSON job fields.
+    fn options(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut options = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                options.insert(k.to_owned(), v);
+            }
+        };
+        put("concurrency", self.concurrency.map(Into::into));
+        put("tolerated_failures", self.tolerated_failures.map(Into::into));
+        put("tolerated_failure_percent", self.tolerated_failure_percent.map(Into::into));
+        put("deadline_ms", self.deadline_ms.map(Into::into));
+        options
+    }
+
+    /// The coordinator the job goes to.
+    fn coordinator(&self, private_pages: bool) -> Result<job::Coordinator> {
+        job::Coordinator::find(self.endpoint.as_ref(), local_addr()?, self.runtime.runtime, private_pages)
+    }
+
+    /// Where the output goes: the file (created now) or stdout.
+    fn output(&self) -> Result<BufWriter<Box<dyn Write>>> {
+        let out: Box<dyn Write> = match &self.output {
+            Some(path) => Box::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        Ok(BufWriter::with_capacity(256 * 1024, out))
+    }
+}
+
+/// The local bundle's address: `FANOUT_LOCAL_ADDR`, or 127.0.0.1:3000.
+fn local_addr() -> Result<SocketAddr> {
+    let addr = std::env::var("FANOUT_LOCAL_ADDR").unwrap_or_else(|_| job::DEFAULT_LOCAL_ADDR.to_owned());
+    addr.parse().with_context(|| format!("FANOUT_LOCAL_ADDR={addr:?} is not an address like 127.0.0.1:3000"))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
+/// Opens an input file, saying which one could not be.
+fn open(path: &Path) -> Result<File> {
+    File::open(path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn up(args: UpArgs) -> Result<i32> {
+    let options = bundle::Options {
+        listen: args.listen,
+        runtime: args.runtime.runtime,
+        private_sources: args.allow_private_hosts,
+        private_pages: args.allow_private_hosts,
+        env: args.env,
+        echo_logs: true,
+    };
+    let bundle = Bundle::start(&options)?;
+    bundle.stop_on_signal(0)?;
+    println!("fanout: serving the bundle with {} (Ctrl-C stops it)", bundle.runtime());
+    for route in bundle.routes() {
+        println!("  {:<12} {:<24} {}", route.component, route.url, route.routes);
+    }
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        bundle.check_running()?;
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up(args),
+        Command::Scrape(args) => scrape::run(args),
+        Command::Transform(args) => transform::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line, whatever the causes hold.
+            let message = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("fanout: {message}");
+            std::process::exit(1);
+        }
+    }
+}

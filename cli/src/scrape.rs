@@ -1,0 +1,99 @@
+//! `fanout scrape URLS_FILE`: a list of URLs through `/coordinate/scrape`,
+//! streamed as the body one URL a line, the rest of the job in `x-fanout-job`.
+
+use crate::answer;
+use crate::job::Outcome;
+use crate::progress::Progress;
+use crate::{open, JobArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use reqwest::blocking::Body;
+use serde_json::{json, Map, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ScrapeArgs {
+    /// A file of URLs, one a line; blank lines and lines starting with # are skipped. E.g. urls.txt.
+    urls_file: PathBuf,
+    /// A value to extract from every page, NAME=CSS: the text of the first match,
+    /// e.g. --select title=h1 --select price=.price (repeatable).
+    #[arg(long, value_name = "NAME=CSS", value_parser = crate::parse_env)]
+    select: Vec<(String, String)>,
+    /// Collect every page's links, e.g. --links.
+    #[arg(long)]
+    links: bool,
+    /// URLs per worker call, e.g. --batch-size 100 (default: the coordinator's, 50).
+    #[arg(long, value_name = "N")]
+    batch_size: Option<u64>,
+    /// Let a bundle the CLI serves fetch pages on loopback and private hosts, e.g. a test site
+    /// on localhost: --allow-private-hosts.
+    #[arg(long)]
+    allow_private_hosts: bool,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+pub fn run(args: ScrapeArgs) -> Result<i32> {
+    let file = open(&args.urls_file)?;
+    let size = file.metadata().with_context(|| format!("cannot read {}", args.urls_file.display()))?.len();
+    let urls = count_urls(&args)?;
+    let mut job = args.job.options();
+    if !args.select.is_empty() {
+        let select: Map<String, Value> = args.select.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        job.insert("select".into(), select.into());
+    }
+    if args.links {
+        job.insert("options".into(), json!({ "links": true }));
+    }
+    if let Some(n) = args.batch_size {
+        job.insert("batch_size".into(), n.into());
+    }
+    let coordinator = args.job.coordinator(args.allow_private_hosts)?;
+    let header = ascii_json(&Value::Object(job));
+    let response = coordinator.post(
+        coordinator.url("/coordinate/scrape"),
+        "text/plain",
+        &[("x-fanout-job", header)],
+        Body::sized(file, size),
+    )?;
+    let mut progress = Progress::new(Some(urls));
+    let mut out = args.job.output()?;
+    let summary = answer::pages(response, args.job.format, &mut out, &mut progress);
+    let flushed = out.flush().context("cannot write the output");
+    progress.finish();
+    let summary = summary?;
+    flushed?;
+    let outcome = Outcome::of_pages(&summary);
+    eprintln!("fanout: {}", outcome.message);
+    Ok(outcome.code)
+}
+
+/// The URLs in the list, counted as the coordinator counts them, for the progress bar.
+fn count_urls(args: &ScrapeArgs) -> Result<u64> {
+    let mut n = 0;
+    for line in BufReader::new(open(&args.urls_file)?).split(b'\n') {
+        let line = line.with_context(|| format!("cannot read {}", args.urls_file.display()))?;
+        let line = line.trim_ascii();
+        if !line.is_empty() && !line.starts_with(b"#") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// `value` as JSON with every non-ASCII character escaped, as a header value must be.
+fn ascii_json(value: &Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,213 @@
+//! `fanout transform CSV_FILE`: a CSV file through `/coordinate/transform`
+//! (source-URL mode from a loopback file server, or `--stream`ed as the body),
+//! or through the same chunking and merging in this process (`--local`).
+
+use crate::answer::{self, Table};
+use crate::files::FileServer;
+use crate::job::{Outcome, Refused};
+use crate::progress::{Progress, Update};
+use crate::{open, JobArgs};
+use anyhow::{bail, Context, Result};
+use clap::{ArgGroup, Args};
+use fanout::fanout::driver::Status;
+use fanout::fanout::local;
+use fanout::fanout::options::JobOptions;
+use fanout::framing;
+use fanout::transform::spec::{self, Spec};
+use reqwest::blocking::Body;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("spec_from").required(true)))]
+pub struct TransformArgs {
+    /// The CSV file, e.g. sales.csv.
+    csv_file: PathBuf,
+    /// A preset spec by name, e.g. --preset vat (see docs/transform.md).
+    #[arg(long, group = "spec_from", value_name = "NAME")]
+    preset: Option<String>,
+    /// A spec in a JSON file, e.g. --spec summary.json.
+    #[arg(long, group = "spec_from", value_name = "SPEC.json")]
+    spec: Option<PathBuf>,
+    /// A spec given as JSON text, e.g. --spec-json '{"preset": "vat", "on_error": "fail"}'.
+    #[arg(long, group = "spec_from", value_name = "JSON")]
+    spec_json: Option<String>,
+    /// CSV bytes per worker call, e.g. --chunk-bytes 4194304 (default: the coordinator's, 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    chunk_bytes: Option<u64>,
+    /// Send the file as the request body instead of serving it to the workers in byte ranges,
+    /// e.g. --stream (needed for files with line breaks inside quoted fields).
+    #[arg(long, conflicts_with = "local")]
+    stream: bool,
+    /// Run the spec in this process, chunked and merged as the coordinator does, with the
+    /// same output: to develop a spec without a server. E.g. --local.
+    #[arg(long, conflicts_with = "endpoint")]
+    local: bool,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+/// The spec as given, checked by the same parser the components use.
+struct GivenSpec {
+    json: Value,
+    spec: Spec,
+}
+
+impl TransformArgs {
+    fn spec(&self) -> Result<GivenSpec> {
+        let (text, from) = match (&self.preset, &self.spec, &self.spec_json) {
+            (Some(name), _, _) => (serde_json::json!({ "preset": name }).to_string(), "--preset".to_owned()),
+            (_, Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the spec file {}", path.display()))?;
+                (text, path.display().to_string())
+            }
+            (_, _, Some(text)) => (text.clone(), "--spec-json".to_owned()),
+            _ => unreachable!("clap requires one of --preset, --spec and --spec-json"),
+        };
+        let spec = spec::parse(text.as_bytes()).map_err(|m| anyhow::anyhow!("the spec ({from}) is not valid: {m}"))?;
+        let json = serde_json::from_str(&text).expect("a spec that parses is JSON");
+        Ok(GivenSpec { json, spec })
+    }
+}
+
+pub fn run(args: TransformArgs) -> Result<i32> {
+    let given = args.spec()?;
+    let file = open(&args.csv_file)?;
+    let size = file.metadata().with_context(|| format!("cannot read {}", args.csv_file.display()))?.len();
+    let shape = match &given.spec.aggregate {
+        None => Table::Records,
+        Some(a) if a.partial => Table::Partial,
+        Some(_) => Table::Groups,
+    };
+    let mut progress = Progress::new(Some(size));
+    if args.local {
+        return run_local(&args, &given.spec, file, &mut progress);
+    }
+    let coordinator = args.job.coordinator(false)?;
+    let stream = args.stream || !coordinator.is_local();
+    if !args.stream && stream {
+        eprintln!("fanout: the coordinator is not on this machine: sending the file as the request body");
+    }
+    let mut options = args.job.options();
+    let response = if stream {
+        post_body(&coordinator, &args, &given, options)?
+    } else {
+        let server = FileServer::start(&args.csv_file).context("cannot serve the file on loopback")?;
+        options.insert("source".into(), server.url().into());
+        options.insert("spec".into(), given.json.clone());
+        if let Some(n) = args.chunk_bytes {
+            options.insert("chunk_bytes".into(), n.into());
+        }
+        let body = serde_json::to_vec(&options).expect("values serialise");
+        match coordinator.post(coordinator.url("/coordinate/transform"), "application/json", &[], body.into()) {
+            // The coordinator may not read from loopback (FANOUT_ALLOW_PRIVATE_HOSTS): send the file instead.
+            Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 403) => {
+                eprintln!("fanout: the coordinator may not read files on loopback ({e}); sending the file as the request body");
+                options.remove("source");
+                options.remove("spec");
+                options.remove("chunk_bytes");
+                post_body(&coordinator, &args, &given, options)?
+            }
+            other => {
+                let response = other?;
+                let mut out = args.job.output()?;
+                let summary = answer::table(response, shape, args.job.format, &mut out, &mut progress);
+                // The server must outlive the answer: workers read their ranges until the end.
+                drop(server);
+                return finish(summary, out, &progress);
+            }
+        }
+    };
+    let mut out = args.job.output()?;
+    let summary = answer::table(response, shape, args.job.format, &mut out, &mut progress);
+    finish(summary, out, &progress)
+}
+
+/// The file as the request body, the spec and options in the query.
+fn post_body(
+    coordinator: &crate::job::Coordinator,
+    args: &TransformArgs,
+    given: &GivenSpec,
+    options: serde_json::Map<String, Value>,
+) -> Result<reqwest::blocking::Response> {
+    let mut url = coordinator.url("/coordinate/transform");
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("spec", &given.json.to_string());
+        if let Some(n) = args.chunk_bytes {
+            query.append_pair("chunk_bytes", &n.to_string());
+        }
+        for (k, v) in &options {
+            query.append_pair(k, &v.to_string());
+        }
+    }
+    let file = open(&args.csv_file)?;
+    let size = file.metadata()?.len();
+    coordinator.post(url.clone(), "text/csv", &[], Body::sized(file, size)).map_err(|sent| {
+        // A coordinator that refuses the job (a spec that does not fit the header, an option
+        // over its limit) answers before reading the body and closes the connection, which the
+        // client sees as a failed send. The header alone gets the same answer, and its message.
+        match header_line(&args.csv_file).map(|h| coordinator.post(url, "text/csv", &[], h.into())) {
+            Ok(Err(refused)) if refused.downcast_ref::<Refused>().is_some() => refused,
+            _ => sent,
+        }
+    })
+}
+
+/// The file's first line, where the header is.
+fn header_line(path: &std::path::Path) -> Result<Vec<u8>> {
+    let mut line = Vec::new();
+    BufReader::new(open(path)?).take(64 * 1024).read_until(b'\n', &mut line)?;
+    Ok(line)
+}
+
+fn finish(summary: Result<Value>, mut out: impl Write, progress: &Progress) -> Result<i32> {
+    let flushed = out.flush().context("cannot write the output");
+    progress.finish();
+    let summary = summary?;
+    flushed?;
+    let outcome = Outcome::of_table(&summary);
+    eprintln!("fanout: {}", outcome.message);
+    Ok(outcome.code)
+}
+
+fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, progress: &mut Progress) -> Result<i32> {
+    let format = match args.job.format {
+        answer::Format::Json => framing::Format::Json,
+        answer::Format::Ndjson => framing::Format::Ndjson,
+    };
+    let options = JobOptions {
+        tolerated_failures: args.job.tolerated_failures,
+        tolerated_failure_percent: args.job.tolerated_failure_percent,
+        deadline_ms: args.job.deadline_ms,
+        ..JobOptions::default()
+    };
+    let chunk_bytes = args.chunk_bytes.map_or(fanout::config::Config::default().chunk_bytes, |n| n as usize);
+    if chunk_bytes == 0 {
+        bail!("--chunk-bytes must be at least 1");
+    }
+    let mut out = args.job.output()?;
+    let report = local::transform(spec, BufReader::new(file), format, chunk_bytes, &options, &mut out, |r| {
+        progress.update(&Update::of_report(r))
+    });
+    progress.finish();
+    let report = report.with_context(|| format!("cannot transform {}", args.csv_file.display()))?;
+    out.flush().context("cannot write the output")?;
+    let c = &report.counters;
+    let status = match report.status {
+        Status::Complete => "complete",
+        Status::Stopped => "stopped",
+        Status::Failed => "failed",
+    };
+    let done = format!(
+        "{} rows, {} failed, in {:.1} s (local)",
+        c.items_done,
+        c.items_failed,
+        report.elapsed_ms as f64 / 1000.0
+    );
+    let outcome = Outcome::of(status, report.reason.as_deref(), c.items_failed, "rows", done);
+    eprintln!("fanout: {}", outcome.message);
+    Ok(outcome.code)
+}

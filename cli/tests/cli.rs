@@ -1,0 +1,470 @@
+//! The `fanout` command against the real bundle under wasmtime serve and a
+//! local fixture site: both job kinds, their output against what the HTTP API
+//! answers for the same job, progress, exit codes and one-line errors.
+
+use fanout_testkit::client::{request, stream_lines};
+use fanout_testkit::component::Component;
+use fanout_testkit::site::Site;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Summary fields that differ from run to run.
+const TIMINGS: [&str; 5] = ["elapsed_ms", "rows_per_s", "mb_per_s", "pages_per_s", "peak_held_bytes"];
+
+/// The coordinator wired to both workers; `private` lets them read from loopback.
+struct Bundle {
+    coordinator: Component,
+    _transform: Component,
+    _scrape: Component,
+}
+
+fn bundle(private: bool) -> Bundle {
+    let allow = if private { "true" } else { "false" };
+    let transform = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", allow)]);
+    let scrape = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let coordinator = Component::serve(
+        "coordinator",
+        &[
+            ("FANOUT_TRANSFORM_URL", &transform.url("/transform")),
+            ("FANOUT_SCRAPE_URL", &scrape.url("/scrape")),
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", allow),
+            ("FANOUT_MIN_CHUNK_BYTES", "1024"),
+        ],
+    );
+    Bundle { coordinator, _transform: transform, _scrape: scrape }
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("fanout-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fanout(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanout"));
+    cmd.args(args).env_remove("FANOUT_ENDPOINT").stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    fanout(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_file(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// `v` without the summary's timings.
+fn untimed(mut v: Value) -> Value {
+    if let Some(summary) = v.get_mut("summary").and_then(Value::as_object_mut) {
+        for key in TIMINGS {
+            summary.remove(key);
+        }
+    }
+    v
+}
+
+/// 3,000 sales rows, one of them short.
+fn sales_with_a_bad_row() -> Vec<u8> {
+    let mut csv = fanout_testkit::data::sales(3000);
+    csv.extend_from_slice(b"3001,12.50\n");
+    csv
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn transform_output_is_what_the_http_api_answers_in_every_mode() {
+    let b = bundle(true);
+    let site = Site::start();
+    let dir = Dir::new("transform");
+    let csv = sales_with_a_bad_row();
+    let file = dir.file("sales.csv", &csv);
+    let endpoint = b.coordinator.url("/");
+    let file = file.to_str().unwrap();
+
+    // Source-URL mode (the default): the same job as a source on the fixture site.
+    let out = dir.path("source.json");
+    let cli = run(&[
+        "transform",
+        file,
+        "--preset",
+        "vat",
+        "--chunk-bytes",
+        "8192",
+        "--endpoint",
+        &endpoint,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("complete with 1 rows failed"), "{}", stderr(&cli));
+    site.put("sales.csv", "text/csv", csv.clone());
+    let job = json!({"source": site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 8192});
+    let api = request(
+        "POST",
+        &b.coordinator.url("/coordinate/transform"),
+        &[("content-type", "application/json")],
+        job.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(api.status, 200);
+    let (cli_json, api_json) = (untimed(json_file(&out)), untimed(api.json()));
+    assert!(cli_json["records"].as_array().unwrap().len() > 2500);
+    assert_eq!(cli_json, api_json);
+
+    // A streamed body, NDJSON: every line the API sends but its progress lines.
+    let out = dir.path("stream.ndjson");
+    let cli = run(&[
+        "transform",
+        file,
+        "--preset",
+        "vat",
+        "--chunk-bytes",
+        "8192",
+        "--stream",
+        "--format",
+        "ndjson",
+        "--endpoint",
+        &endpoint,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    let api: Vec<Value> = stream_lines(
+        "POST",
+        &b.coordinator.url("/coordinate/transform?preset=vat&chunk_bytes=8192"),
+        &[("content-type", "text/csv"), ("accept", "application/x-ndjson")],
+        &csv,
+    )
+    .unwrap()
+    .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+    .filter(|v: &Value| v.get("progress").is_none())
+    .map(untimed)
+    .collect();
+    let cli: Vec<Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| untimed(serde_json::from_str(l).unwrap())).collect();
+    assert_eq!(cli.len(), api.len());
+    assert_eq!(cli, api);
+
+    // An aggregate, streamed: the groups merged from every chunk.
+    let spec = r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"], "metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"op": "rows"}]}}"#;
+    let out = dir.path("groups.json");
+    let cli = run(&[
+        "transform",
+        file,
+        "--spec-json",
+        spec,
+        "--chunk-bytes",
+        "8192",
+        "--stream",
+        "--endpoint",
+        &endpoint,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    let api = request(
+        "POST",
+        &b.coordinator.url("/coordinate/transform?chunk_bytes=8192"),
+        &[("content-type", "text/csv"), ("x-fanout-spec", spec)],
+        &csv,
+    )
+    .unwrap();
+    assert_eq!(untimed(json_file(&out)), untimed(api.json()));
+    assert_eq!(json_file(&out)["groups"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_local_run_gives_the_coordinators_output_without_a_server() {
+    let b = bundle(true);
+    let dir = Dir::new("local");
+    let csv = sales_with_a_bad_row();
+    let file = dir.file("sales.csv", &csv);
+    let file = file.to_str().unwrap();
+    for spec in [
+        r#"{"preset": "vat"}"#,
+        r#"{"columns": ["category", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["category"], "metrics": [{"name": "n", "op": "count", "column": "amount"}, {"name": "sum", "op": "sum", "column": "amount"}]}}"#,
+    ] {
+        let out = dir.path("local.json");
+        let cli = run(&[
+            "transform",
+            file,
+            "--spec-json",
+            spec,
+            "--chunk-bytes",
+            "8192",
+            "--local",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+        let url = b.coordinator.url("/coordinate/transform?chunk_bytes=8192");
+        let api = request("POST", &url, &[("content-type", "text/csv"), ("x-fanout-spec", spec)], &csv).unwrap();
+        let (mut local, mut api) = (untimed(json_file(&out)), untimed(api.json()));
+        // A local run calls no worker over HTTP, but it counts its chunks the same way.
+        assert_eq!(local["summary"]["chunks"], api["summary"]["chunks"]);
+        local["summary"]["invocations"] = Value::Null;
+        api["summary"]["invocations"] = Value::Null;
+        assert_eq!(local, api, "{spec}");
+    }
+}
+
+#[test]
+fn scrape_output_is_what_the_http_api_answers() {
+    let b = bundle(true);
+    let site = Site::start();
+    let dir = Dir::new("scrape");
+    let urls =
+        format!("# a list\n{0}/page/a\n\n{0}/page/b?pad=5000\n{0}/status/404\nnot a url\n{0}/page/a\n", site.url(""));
+    let file = dir.file("urls.txt", urls.as_bytes());
+    let out = dir.path("pages.json");
+    let cli = run(&[
+        "scrape",
+        file.to_str().unwrap(),
+        "--select",
+        "heading=h1",
+        "--links",
+        "--batch-size",
+        "2",
+        "--endpoint",
+        &b.coordinator.url("/"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("complete with 2 URLs failed"), "{}", stderr(&cli));
+    let job = r#"{"select": {"heading": "h1"}, "options": {"links": true}, "batch_size": 2}"#;
+    let api = request(
+        "POST",
+        &b.coordinator.url("/coordinate/scrape"),
+        &[("content-type", "text/plain"), ("x-fanout-job", job)],
+        urls.as_bytes(),
+    )
+    .unwrap();
+    let (cli_json, api_json) = (untimed(json_file(&out)), untimed(api.json()));
+    // Fetch times differ between the two runs.
+    let strip = |mut v: Value| {
+        for r in v["results"].as_array_mut().unwrap() {
+            if let Some(page) = r.get_mut("page").and_then(Value::as_object_mut) {
+                page.remove("fetch_ms");
+                page.remove("parse_us");
+            }
+            if let Some(error) = r.get_mut("error").and_then(Value::as_object_mut) {
+                error.remove("elapsed_ms");
+            }
+        }
+        v
+    };
+    let (cli_json, api_json) = (strip(cli_json), strip(api_json));
+    assert_eq!(cli_json["results"].as_array().unwrap().len(), 5);
+    assert_eq!(cli_json["results"][0]["page"]["select"]["heading"], "Heading a");
+    assert_eq!(cli_json, api_json);
+}
+
+#[test]
+fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
+    let b = bundle(true);
+    let site = Site::start();
+    let dir = Dir::new("progress");
+    let urls: String = (0..8).map(|i| format!("{}\n", site.url(&format!("/page/{i}?delay_ms=400")))).collect();
+    let file = dir.file("urls.txt", urls.as_bytes());
+    let out = dir.path("pages.ndjson");
+    let cli = run(&[
+        "scrape",
+        file.to_str().unwrap(),
+        "--batch-size",
+        "1",
+        "--concurrency",
+        "2",
+        "--format",
+        "ndjson",
+        "--endpoint",
+        &b.coordinator.url("/"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    let err = stderr(&cli);
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains("pages/s")).collect();
+    assert!(!progress.is_empty() && progress[0].starts_with("fanout: ") && progress[0].contains("% · "), "{err}");
+    assert!(err.lines().last().unwrap().starts_with("fanout: complete: 8 URLs, 8 pages, 0 errors"), "{err}");
+    let lines = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(lines.lines().count(), 9, "a result a URL and the summary, no progress: {lines}");
+    assert!(!lines.contains("\"progress\""));
+}
+
+/// Exit code 1 with exactly one line on stderr, holding `says`.
+fn fails_with_one_line(cli: &Output, says: &str) {
+    let err = stderr(cli);
+    assert_eq!(cli.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("fanout: ") && err.contains(says), "{says:?} in {err}");
+}
+
+#[test]
+fn exit_codes_say_how_the_job_went_and_errors_take_one_line() {
+    let b = bundle(true);
+    let dir = Dir::new("exit");
+    let endpoint = b.coordinator.url("/");
+    let good = dir.file("good.csv", &fanout_testkit::data::sales(500));
+    let bad = dir.file("bad.csv", &sales_with_a_bad_row());
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+    let out = dir.path("out.json");
+    let out = out.to_str().unwrap();
+
+    let cli = run(&["transform", good, "--preset", "vat", "--endpoint", &endpoint, "-o", out]);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("complete: 500 rows in"), "{}", stderr(&cli));
+
+    // `on_error: fail` meets the short row: the job fails as a whole.
+    let fail = r#"{"preset": "vat", "on_error": "fail"}"#;
+    let cli = run(&["transform", bad, "--spec-json", fail, "--stream", "--endpoint", &endpoint, "-o", out]);
+    fails_with_one_line(&cli, "row has 2 fields but the header has 6");
+
+    let unreachable = format!("http://127.0.0.1:{}/", free_port());
+    fails_with_one_line(
+        &run(&["transform", good, "--preset", "vat", "--endpoint", &unreachable]),
+        "cannot reach the coordinator at",
+    );
+    fails_with_one_line(
+        &run(&["scrape", "/nonexistent/urls.txt", "--endpoint", &endpoint]),
+        "cannot open /nonexistent/urls.txt",
+    );
+    fails_with_one_line(
+        &run(&[
+            "transform",
+            good,
+            "--spec-json",
+            r#"{"columns": [{"from": "amount", "type": "money"}]}"#,
+            "--endpoint",
+            &endpoint,
+        ]),
+        "the spec (--spec-json) is not valid: invalid spec at columns[0]: type: unknown variant `money`",
+    );
+    let spec = dir.file("spec.json", b"{\"preset\": ");
+    fails_with_one_line(&run(&["transform", good, "--spec", spec.to_str().unwrap(), "--local"]), "is not valid");
+    // The coordinator checks the spec against the file's header: its 400 is one line too.
+    for mode in ["--stream", "--concurrency=1"] {
+        let cli = run(&["transform", good, "--spec-json", r#"{"columns": ["price"]}"#, mode, "--endpoint", &endpoint]);
+        fails_with_one_line(&cli, "the coordinator refused the job (400)");
+        assert!(stderr(&cli).contains("price"), "{}", stderr(&cli));
+    }
+}
+
+#[test]
+fn a_coordinator_that_may_not_read_loopback_is_sent_the_file() {
+    let b = bundle(false);
+    let dir = Dir::new("fallback");
+    let file = dir.file("sales.csv", &fanout_testkit::data::sales(2000));
+    let out = dir.path("out.json");
+    let cli = run(&[
+        "transform",
+        file.to_str().unwrap(),
+        "--preset",
+        "vat",
+        "--endpoint",
+        &b.coordinator.url("/"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("sending the file as the request body"), "{}", stderr(&cli));
+    assert_eq!(json_file(&out)["summary"]["rows_in"], 2000);
+}
+
+#[test]
+fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interrupted() {
+    let dir = Dir::new("bundle");
+    let file = dir.file("sales.csv", &fanout_testkit::data::sales(1000));
+    let out = dir.path("out.json");
+    let local = format!("127.0.0.1:{}", free_port());
+    let cli = fanout(&[
+        "transform",
+        file.to_str().unwrap(),
+        "--preset",
+        "vat",
+        "--runtime",
+        "wasmtime",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .env("FANOUT_LOCAL_ADDR", &local)
+    .output()
+    .unwrap();
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert!(
+        stderr(&cli).contains(&format!("nothing answers at {local}; serving the local bundle")),
+        "{}",
+        stderr(&cli)
+    );
+    assert_eq!(json_file(&out)["summary"]["rows_in"], 1000);
+
+    let mut up = fanout(&["up", "--listen", &local, "--runtime", "wasmtime"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut routes = String::new();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    while !routes.contains("transform ") {
+        assert!(stdout.read_line(&mut routes).unwrap() > 0, "fanout up ended: {routes}");
+    }
+    assert!(routes.contains(&format!("coordinator  http://{local}")), "{routes}");
+    let cli = run(&[
+        "transform",
+        file.to_str().unwrap(),
+        "--preset",
+        "vat",
+        "--stream",
+        "--endpoint",
+        &format!("http://{local}/"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert!(!stderr(&cli).contains("serving the local bundle"));
+
+    Command::new("kill").args(["-INT", &up.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "fanout up did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(&local).is_err(), "the coordinator stopped with it");
+}
