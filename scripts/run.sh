@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Builds the bundle, serves it on loopback, and runs the sample job through the
-# coordinator: examples/sales.csv through the transform worker (the vat preset,
-# and a per-region summary) and
-# examples/urls.txt (pages of a local fixture site) through the scrape worker.
-# Prints the merged JSON and writes it to out/.
+# Builds the bundle, serves it on loopback with `fanout up`, and runs the
+# sample job through the coordinator: examples/sales.csv through the transform
+# worker (the vat preset, and a per-region summary) and examples/urls.txt
+# (pages of a local fixture site) through the scrape worker, with curl, then
+# the same transform with the `fanout` CLI. Prints the merged JSON and writes
+# it to out/.
 #
-# With the Spin CLI installed it serves the bundle with `spin up`; otherwise
-# each component runs under `wasmtime serve -Scli`, the coordinator wired to the
-# workers through FANOUT_SCRAPE_URL and FANOUT_TRANSFORM_URL.
+# `fanout up` serves the bundle with `spin up` when the Spin CLI is installed,
+# otherwise each component under `wasmtime serve`, the coordinator wired to
+# the workers through FANOUT_SCRAPE_URL and FANOUT_TRANSFORM_URL.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/toolchain.sh
 source "$root/scripts/toolchain.sh"
 fanout_ready "$root"
 cd "$root"
-wasm_dir=$FANOUT_WASM_DIR
 out="$root/out"
 mkdir -p "$out"
 
@@ -42,36 +42,15 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$site_log" ] && break; sleep 0.05; done
 site=$(head -1 "$site_log")
 
-if command -v spin >/dev/null 2>&1; then
-  echo "run: serving the bundle with spin up" >&2
-  spin build >&2
-  # spin.toml wires the coordinator to the workers by name (service chaining).
-  # The sample pages are on loopback, which the scraper refuses unless the
-  # operator allows it; the sample file is small, so its chunks may be too.
-  spin up --listen 127.0.0.1:3000 -e FANOUT_ALLOW_PRIVATE_HOSTS=true -e FANOUT_MIN_CHUNK_BYTES=256 >&2 &
-  pids+=($!)
-  coordinator="http://127.0.0.1:3000"
-else
-  echo "run: spin is not installed; serving each component under wasmtime serve" >&2
-  serve() { # NAME PORT ENV...
-    local name=$1 port=$2; shift 2
-    local envs=()
-    for e in "$@"; do envs+=(--env "$e"); done
-    "$FANOUT_WASMTIME" serve -Scli --addr "127.0.0.1:$port" "${envs[@]}" "$wasm_dir/fanout_$name.wasm" \
-      2>> "$out/$name.log" &
-    pids+=($!)
-  }
-  scrape_port=$(free_port); transform_port=$(free_port); coordinator_port=$(free_port)
-  serve scrape "$scrape_port" FANOUT_ALLOW_PRIVATE_HOSTS=true
-  serve transform "$transform_port"
-  serve coordinator "$coordinator_port" \
-    FANOUT_SCRAPE_URL="http://127.0.0.1:$scrape_port/scrape" \
-    FANOUT_TRANSFORM_URL="http://127.0.0.1:$transform_port/transform" \
-    FANOUT_MIN_CHUNK_BYTES=256
-  wait_for "http://127.0.0.1:$scrape_port/"
-  wait_for "http://127.0.0.1:$transform_port/"
-  coordinator="http://127.0.0.1:$coordinator_port"
-fi
+cargo build --quiet --release --locked -p fanout-cli --bin fanout
+fanout="$root/target/release/fanout"
+port=$(free_port)
+# The sample pages are on loopback, which the components refuse unless the
+# operator allows it; the sample file is small, so its chunks may be too.
+"$fanout" up --listen "127.0.0.1:$port" --allow-private-hosts --env FANOUT_MIN_CHUNK_BYTES=256 \
+  > "$out/bundle.log" 2>&1 &
+pids+=($!)
+coordinator="http://127.0.0.1:$port"
 wait_for "$coordinator/"
 
 echo "run: transform job: examples/sales.csv with the vat preset, in chunks of 512 bytes" >&2
@@ -93,8 +72,15 @@ PY
 curl -sS --fail-with-body -X POST -H 'content-type: application/json' --data-binary @"$out/scrape-job.json" \
   "$coordinator/coordinate/scrape" > "$out/scrape.json"
 
+echo "run: the vat transform again, with the CLI: fanout transform examples/sales.csv --preset vat" >&2
+# Exit code 2: the job finished with item errors (the sample has a bad row on purpose).
+status=0
+"$fanout" transform examples/sales.csv --preset vat --chunk-bytes 512 --endpoint "$coordinator" \
+  -o "$out/transform-cli.json" || status=$?
+[ "$status" -eq 2 ] || { echo "run: fanout transform exited with $status, not 2" >&2; exit 1; }
+
 for f in transform summary scrape; do
   echo "== $out/$f.json"
   python3 -m json.tool "$out/$f.json"
 done
-echo "run: merged JSON written to $out/transform.json, $out/summary.json and $out/scrape.json" >&2
+echo "run: merged JSON written to $out/transform.json, $out/summary.json, $out/scrape.json and $out/transform-cli.json" >&2

@@ -298,8 +298,12 @@ fn ensure_built() -> Result<PathBuf> {
     let missing =
         || ["scrape", "transform", "coordinator"].iter().any(|c| !dir.join(format!("fanout_{c}.wasm")).exists());
     if missing() {
+        let build = root().join("scripts/build.sh");
+        if !build.exists() {
+            bail!("the components are not in {}: set FANOUT_WASM_DIR to where they are", dir.display());
+        }
         eprintln!("fanout: building the components (scripts/build.sh)");
-        let status = Command::new(root().join("scripts/build.sh"))
+        let status = Command::new(build)
             .stdout(Stdio::null())
             .status()
             .context("cannot run scripts/build.sh")?;
