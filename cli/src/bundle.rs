@@ -303,10 +303,7 @@ fn ensure_built() -> Result<PathBuf> {
             bail!("the components are not in {}: set FANOUT_WASM_DIR to where they are", dir.display());
         }
         eprintln!("fanout: building the components (scripts/build.sh)");
-        let status = Command::new(build)
-            .stdout(Stdio::null())
-            .status()
-            .context("cannot run scripts/build.sh")?;
+        let status = Command::new(build).stdout(Stdio::null()).status().context("cannot run scripts/build.sh")?;
         if !status.success() || missing() {
             bail!("the components are not in {} and scripts/build.sh could not build them", dir.display());
         }

@@ -76,6 +76,15 @@ impl Update {
     }
 }
 
+/// What the bar counts.
+#[derive(Clone, Copy, Debug)]
+pub enum Unit {
+    /// Bytes of the input file (transform).
+    Bytes,
+    /// URLs of the list (scrape).
+    Urls,
+}
+
 /// The progress display of one job.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -85,16 +94,19 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A display for a job whose size is `total_hint`, when known.
-    pub fn new(total_hint: Option<u64>) -> Progress {
+    /// A display for a job whose size is `total_hint` (the file's bytes, or
+    /// the list's URLs: `unit` says which), when known.
+    pub fn new(total_hint: Option<u64>, unit: Unit) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
+            let done = match unit {
+                Unit::Bytes => "{bytes}/{total_bytes}",
+                Unit::Urls => "{pos}/{len} URLs",
+            };
+            let template =
+                format!("{{spinner}} [{{elapsed_precise}}] [{{wide_bar}}] {done} {{percent}}% ETA {{eta}} {{msg}}");
             let bar = ProgressBar::with_draw_target(total_hint, ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] [{wide_bar}] {percent:>3}% ETA {eta} {msg}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
+                ProgressStyle::with_template(&template).expect("the template is valid").progress_chars("=> "),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar

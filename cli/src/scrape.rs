@@ -3,7 +3,7 @@
 
 use crate::answer;
 use crate::job::Outcome;
-use crate::progress::Progress;
+use crate::progress::{Progress, Unit};
 use crate::{open, JobArgs};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -57,7 +57,7 @@ pub fn run(args: ScrapeArgs) -> Result<i32> {
         &[("x-fanout-job", header)],
         Body::sized(file, size),
     )?;
-    let mut progress = Progress::new(Some(urls));
+    let mut progress = Progress::new(Some(urls), Unit::Urls);
     let mut out = args.job.output()?;
     let summary = answer::pages(response, args.job.format, &mut out, &mut progress);
     let flushed = out.flush().context("cannot write the output");

@@ -5,7 +5,7 @@
 use crate::answer::{self, Table};
 use crate::files::FileServer;
 use crate::job::{Outcome, Refused};
-use crate::progress::{Progress, Update};
+use crate::progress::{Progress, Unit, Update};
 use crate::{open, JobArgs};
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
@@ -81,7 +81,7 @@ pub fn run(args: TransformArgs) -> Result<i32> {
         Some(a) if a.partial => Table::Partial,
         Some(_) => Table::Groups,
     };
-    let mut progress = Progress::new(Some(size));
+    let mut progress = Progress::new(Some(size), Unit::Bytes);
     if args.local {
         return run_local(&args, &given.spec, file, &mut progress);
     }

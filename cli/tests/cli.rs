@@ -325,6 +325,31 @@ fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
     assert!(!lines.contains("\"progress\""));
 }
 
+#[test]
+fn progress_is_a_bar_on_a_terminal() {
+    let b = bundle(true);
+    let site = Site::start();
+    let dir = Dir::new("bar");
+    let urls: String = (0..8).map(|i| format!("{}\n", site.url(&format!("/page/{i}?delay_ms=400")))).collect();
+    let file = dir.file("urls.txt", urls.as_bytes());
+    let out = dir.path("pages.json");
+    let command = format!(
+        "{} scrape {} --batch-size 1 --concurrency 2 --endpoint {} -o {}",
+        env!("CARGO_BIN_EXE_fanout"),
+        file.display(),
+        b.coordinator.url("/"),
+        out.display()
+    );
+    // `script` (util-linux) runs the command on a pseudo-terminal and copies what it shows.
+    let shown = Command::new("script").args(["-qefc", &command, "/dev/null"]).env_remove("FANOUT_ENDPOINT").output();
+    let shown = shown.expect("script (util-linux) runs the CLI on a terminal");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(shown.status.code(), Some(0), "{text}");
+    assert!(text.contains("/8 URLs") && text.contains("ETA") && text.contains("pages/s"), "{text}");
+    assert!(!text.contains("fanout: 0%") && !text.contains("% · "), "no progress lines on a terminal: {text}");
+    assert_eq!(json_file(&out)["results"].as_array().unwrap().len(), 8);
+}
+
 /// Exit code 1 with exactly one line on stderr, holding `says`.
 fn fails_with_one_line(cli: &Output, says: &str) {
     let err = stderr(cli);
