@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (not part of the tests): builds what is missing, then
-# prints native and in-component numbers measured side by side in one run.
+# Runs the benchmark suite (not part of the tests): builds what is missing, then
+# measures every benchmark side by side in one run and writes the report with
+# its charts.
+#
+#   scripts/bench.sh              the full suite: docs/benchmarks.md and docs/benchmarks/*.png
+#   scripts/bench.sh --quick      smaller jobs, under two minutes: out/benchmarks.md and out/benchmarks/*.png
+#   scripts/bench.sh --out DIR    the report in DIR instead
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/toolchain.sh
 source "$root/scripts/toolchain.sh"
 fanout_ready "$root"
 cd "$root"
-cargo bench --locked --bench "${1:-scrape}"
+cargo run --release --locked -p fanout-bench -- "$@"

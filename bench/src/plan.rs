@@ -1,0 +1,48 @@
+//! What a run measures: the full suite, or smaller sizes for development.
+
+/// Pages in flight in total in every scrape run, spread over the worker calls.
+pub const IN_FLIGHT: usize = 50;
+/// The latency of the slow scrape runs: with [`IN_FLIGHT`] pages at once, the bound is 1,000 pages/s.
+pub const SLOW_MS: u64 = 50;
+/// The fixture pages' size, about that of a real article page.
+pub const PAGE_BYTES: usize = 40_000;
+
+/// The sizes and settings of one run of the suite.
+pub struct Plan {
+    pub quick: bool,
+    /// Rows of each transform job, smallest first: the memory chart's x axis.
+    pub job_rows: Vec<usize>,
+    /// The coordinator's worker concurrency for each transform job.
+    pub concurrency: Vec<usize>,
+    /// Pages of each scrape, run at 0 ms and at [`SLOW_MS`].
+    pub scrape_pages: Vec<usize>,
+    /// Pages of the scrape spread over 1, 2, 4 and 8 worker calls at [`SLOW_MS`].
+    pub split_pages: usize,
+    pub split_calls: Vec<usize>,
+}
+
+impl Plan {
+    /// Every benchmark the issues asked for, at their sizes.
+    pub fn full() -> Plan {
+        Plan {
+            quick: false,
+            job_rows: vec![1_000_000, 2_000_000, 5_000_000],
+            concurrency: vec![1, 2, 4, 8],
+            scrape_pages: vec![1_000, 10_000],
+            split_pages: 10_000,
+            split_calls: vec![1, 2, 4, 8],
+        }
+    }
+
+    /// The same benchmarks at sizes that take under two minutes on two cores.
+    pub fn quick() -> Plan {
+        Plan {
+            quick: true,
+            job_rows: vec![200_000, 400_000, 1_000_000],
+            concurrency: vec![1, 4],
+            scrape_pages: vec![1_000],
+            split_pages: 1_000,
+            split_calls: vec![1, 2, 4, 8],
+        }
+    }
+}
