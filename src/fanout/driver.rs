@@ -113,6 +113,15 @@ pub struct Unit<Meta> {
     pub bytes: u64,
 }
 
+/// One item of a job's input.
+#[derive(Clone, Debug)]
+pub enum Input<Meta> {
+    /// A unit to run.
+    Unit(Unit<Meta>),
+    /// A unit that cannot be sent, and why: it fails at once, its items accounted for.
+    Failed(Unit<Meta>, Failure),
+}
+
 /// A worker call to make.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -383,6 +392,14 @@ impl<M: Merge> Driver<M> {
         match (&self.status, &self.input_error) {
             (Status::Complete, Some(_)) => Status::Failed,
             (status, _) => status.clone(),
+        }
+    }
+
+    /// Adds the next item of the input: [`Driver::add`] or [`Driver::add_failed`].
+    pub fn take(&mut self, input: Input<M::Meta>) {
+        match input {
+            Input::Unit(unit) => self.add(unit),
+            Input::Failed(unit, failure) => self.add_failed(unit, failure),
         }
     }
 

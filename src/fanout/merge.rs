@@ -9,8 +9,8 @@
 //! * [`TableMerge`]: transform chunks, as records in order or as partial aggregates.
 //! * [`PageMerge`]: scrape batches, as results in order or as they finish.
 
-use super::driver::{Failure, FailureKind, Merge, Report, Status};
-use super::split::Span;
+use super::driver::{Failure, FailureKind, Input, Merge, Report, Status, Unit};
+use super::split::{Piece, Span};
 use crate::framing::Format;
 use crate::scrape::{FailureKind as PageFailure, ItemError, Outcome, PageResult, ScrapeResponse};
 use crate::transform::aggregate::{Groups, Partial, Shape};
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::ops::Range;
+use std::rc::Rc;
 
 /// Where a transform unit's rows are in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +45,35 @@ impl ChunkMeta {
     /// The place of a chunk (or oversized record) the splitter cut.
     pub fn lines(span: &Span, line_offset: u64) -> ChunkMeta {
         ChunkMeta::Lines { first_line: span.first_line, last_line: span.last_line, rows: span.rows, line_offset }
+    }
+}
+
+impl ChunkMeta {
+    /// The unit a piece of a split CSV makes: a chunk to send, or a record
+    /// larger than `max_request_bytes` (the workers' request limit), which
+    /// fails at once as `too_large`, its rows accounted for.
+    pub fn input(piece: Piece, max_request_bytes: usize) -> Input<ChunkMeta> {
+        match piece {
+            Piece::Chunk(c) => Input::Unit(Unit {
+                meta: ChunkMeta::lines(&c.span, c.line_offset),
+                payload: Rc::new(c.body),
+                items: Some(c.span.rows),
+                bytes: c.span.bytes.end - c.span.bytes.start,
+            }),
+            Piece::Oversized(span) => {
+                let unit = Unit {
+                    meta: ChunkMeta::lines(&span, 0),
+                    payload: Rc::new(Vec::new()),
+                    items: Some(span.rows),
+                    bytes: span.bytes.end - span.bytes.start,
+                };
+                let reason = format!(
+                    "the record is larger than the {max_request_bytes} bytes a worker takes in one request \
+                     (FANOUT_MAX_REQUEST_BYTES)"
+                );
+                Input::Failed(unit, Failure { kind: FailureKind::TooLarge, reason })
+            }
+        }
     }
 }
 

@@ -352,8 +352,8 @@ pub fn of_json_job(given: Option<Spec>, field: Option<&serde_json::Value>) -> Re
 
 /// Parses a spec from JSON, naming the path of the offending field on failure.
 pub fn parse(json: &[u8]) -> Result<Spec, String> {
-    let de = &mut serde_json::Deserializer::from_slice(json);
-    let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let spec: Spec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -362,6 +362,7 @@ pub fn parse(json: &[u8]) -> Result<Spec, String> {
             format!("invalid spec at {path}: {inner}")
         }
     })?;
+    de.end().map_err(|e| format!("invalid spec: {e}"))?;
     spec.with_preset()
 }
 
@@ -474,6 +475,7 @@ mod tests {
             (r#"{"on_error": "explode"}"#, "on_error"),
             (r#"{"preset": "nope"}"#, "preset"),
             (r#"{"dialect": {"header": "yes"}}"#, "dialect.header"),
+            (r#"{"preset": "vat"}}"#, "invalid spec: trailing characters at line 1 column 18"),
         ] {
             let err = parse(json.as_bytes()).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");

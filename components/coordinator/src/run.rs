@@ -3,7 +3,7 @@
 
 use fanout::api::{ApiError, ErrorKind};
 use fanout::config::Config;
-use fanout::fanout::driver::{Action, CallError, CallId, Driver, Failure, Merge, Status, Unit};
+use fanout::fanout::driver::{Action, CallError, CallId, Driver, Input, Merge, Status};
 use fanout::fanout::retry::{parse_retry_after, retryable_status};
 use fanout_spin::{fetch, now, sleep, FetchError, Outbound, Reply};
 use futures::future::{abortable, AbortHandle, LocalBoxFuture};
@@ -19,14 +19,6 @@ use std::time::Duration;
 /// How long a JSON answer may stay silent before a space (valid between JSON
 /// tokens) is written, so that a caller that went away is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(5);
-
-/// One item of a job's input.
-pub enum Input<Meta> {
-    /// A unit to run.
-    Unit(Unit<Meta>),
-    /// A unit that cannot be sent, and why.
-    Failed(Unit<Meta>, Failure),
-}
 
 /// A job's input, read as the driver wants it.
 pub type Units<Meta> = LocalBoxStream<'static, Result<Input<Meta>, ApiError>>;
@@ -188,8 +180,7 @@ impl<M: Merge + 'static> Job<M> {
                 self.aborts.remove(&id);
                 self.driver.answered(id, outcome, at);
             }
-            Event::Input(Some(Ok(Input::Unit(unit)))) => self.driver.add(unit),
-            Event::Input(Some(Ok(Input::Failed(unit, failure)))) => self.driver.add_failed(unit, failure),
+            Event::Input(Some(Ok(input))) => self.driver.take(input),
             Event::Input(Some(Err(e))) => {
                 self.units = None;
                 if !self.emitted {

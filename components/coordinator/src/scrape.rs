@@ -6,13 +6,14 @@
 //! the job in the `x-fanout-job` header. Selections and options are checked
 //! exactly as `POST /scrape` checks them, before any worker is called.
 
-use crate::run::{worker_url, Input, Job, Units, Worker};
+use crate::run::{worker_url, Job, Units, Worker};
 use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::config::Config;
 use fanout::content::media_type;
-use fanout::fanout::driver::{Driver, Expected, Unit};
+use fanout::fanout::driver::{Driver, Expected, Input, Unit};
 use fanout::fanout::merge::{BatchMeta, PageMerge};
 use fanout::fanout::options::JobOptions;
+use fanout::fanout::plan::{self, MAX_URL_LINE_BYTES};
 use fanout::framing::Format;
 use fanout::scrape::ScrapeRequest;
 use fanout_spin::{open, random_u64, source, timeout, Outbound, Reply, Request};
@@ -25,9 +26,6 @@ use std::time::Duration;
 
 /// Room for a page result's fields besides its extracted values (URLs, status, timings, warnings).
 const PAGE_OVERHEAD_BYTES: usize = 4096;
-
-/// The longest line a URL list may hold.
-const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Pieces of a URL list as they arrive.
 type Pieces = LocalBoxStream<'static, Result<Vec<u8>, ApiError>>;
@@ -203,15 +201,15 @@ fn line_batches(
                         break;
                     }
                     s.line += 1;
-                    if end > MAX_LINE_BYTES {
+                    if end > MAX_URL_LINE_BYTES {
                         return Err(ApiError::bad_request(format!(
-                            "line {} of the URL list is longer than {MAX_LINE_BYTES} bytes",
+                            "line {} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes",
                             s.line
                         )));
                     }
-                    let url = String::from_utf8_lossy(&rest[..end]).trim().to_owned();
+                    let url = plan::url_of_line(&rest[..end]);
                     s.pos += (end + 1).min(rest.len());
-                    if !url.is_empty() && !url.starts_with('#') {
+                    if let Some(url) = url {
                         bytes += url.len();
                         batch.push(url);
                     }
@@ -219,9 +217,9 @@ fn line_batches(
                 if batch.len() == size || bytes >= max_bytes || (s.ended && s.pos == s.buf.len()) {
                     break;
                 }
-                if s.buf.len() - s.pos > MAX_LINE_BYTES {
+                if s.buf.len() - s.pos > MAX_URL_LINE_BYTES {
                     return Err(ApiError::bad_request(format!(
-                        "line {} of the URL list is longer than {MAX_LINE_BYTES} bytes",
+                        "line {} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes",
                         s.line + 1
                     )));
                 }

@@ -8,14 +8,14 @@
 //! Either way the spec is checked against the file's header before any worker
 //! is called, and records (or merged aggregates) stream back in file order.
 
-use crate::run::{worker_url, Input, Job, Units, Worker};
+use crate::run::{worker_url, Job, Units, Worker};
 use fanout::api::{parse_json, ApiError};
 use fanout::content::media_type;
-use fanout::fanout::driver::{Driver, Expected, Failure, FailureKind, Unit};
+use fanout::fanout::driver::{Driver, Expected, Input, Unit};
 use fanout::fanout::merge::{ChunkMeta, TableMerge, TableMode};
 use fanout::fanout::options::{self, JobOptions};
 use fanout::fanout::plan;
-use fanout::fanout::split::{Piece, Splitter};
+use fanout::fanout::split::Splitter;
 use fanout::framing::Format;
 use fanout::transform::engine::{self, read_header};
 use fanout::transform::spec::{self, Spec};
@@ -114,28 +114,7 @@ fn chunks(body: BodyStream, splitter: Splitter, ended: bool, max_bytes: usize) -
     Box::pin(stream::try_unfold((body, splitter, ended), move |(mut body, mut splitter, mut ended)| async move {
         loop {
             match splitter.next_piece().map_err(|e| ApiError::bad_request(e.0))? {
-                Some(Piece::Chunk(c)) => {
-                    let unit = Unit {
-                        meta: ChunkMeta::lines(&c.span, c.line_offset),
-                        payload: Rc::new(c.body),
-                        items: Some(c.span.rows),
-                        bytes: c.span.bytes.end - c.span.bytes.start,
-                    };
-                    return Ok(Some((Input::Unit(unit), (body, splitter, ended))));
-                }
-                Some(Piece::Oversized(span)) => {
-                    let meta = ChunkMeta::lines(&span, 0);
-                    let bytes = span.bytes.end - span.bytes.start;
-                    let failure = Failure {
-                        kind: FailureKind::TooLarge,
-                        reason: format!(
-                            "the record is larger than the {max_bytes} bytes a worker takes in one request \
-                             (FANOUT_MAX_REQUEST_BYTES)"
-                        ),
-                    };
-                    let unit = Unit { meta, payload: Rc::new(Vec::new()), items: Some(span.rows), bytes };
-                    return Ok(Some((Input::Failed(unit, failure), (body, splitter, ended))));
-                }
+                Some(piece) => return Ok(Some((ChunkMeta::input(piece, max_bytes), (body, splitter, ended)))),
                 None if ended => return Ok(None),
                 None => match body.next().await {
                     Some(piece) => splitter.push(&piece?),
