@@ -9,13 +9,16 @@
 use crate::progress::{Progress, Update};
 use anyhow::{bail, ensure, Context, Result};
 use fanout::transform::output::MAX_ERROR_RECORDS;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 
-/// The longest answer line read: a record, a page's result, a group.
-const MAX_LINE_BYTES: u64 = 256 * 1024 * 1024;
+/// The longest answer line read: a record, a page's result, a group. Each is
+/// part of one worker answer, which the coordinator reads only up to its
+/// `FANOUT_MAX_WORKER_RESPONSE_BYTES` (16 MiB by default).
+const MAX_LINE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The output's format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +45,7 @@ pub fn table(
     out: &mut impl Write,
     progress: &mut Progress,
 ) -> Result<Value> {
-    let mut doc = TableDoc { shape, opened: false, records: 0, errors: Vec::new(), omitted: 0 };
+    let mut doc = TableDoc { shape, opened: false, records: 0, errors: Spool::new()?, omitted: 0 };
     let mut summary = None;
     for_each_line(answer, |line| {
         ensure!(summary.is_none(), "the answer goes on after its summary");
@@ -68,7 +71,9 @@ pub fn table(
             }
             TableLine { error: Some(error), .. } => match format {
                 Format::Ndjson => write_line(out, line)?,
-                Format::Json if doc.errors.len() < MAX_ERROR_RECORDS => doc.errors.push(error.to_owned()),
+                Format::Json if doc.errors.len() < MAX_ERROR_RECORDS => {
+                    doc.errors.push(error.get().as_bytes()).map(drop)?
+                }
                 Format::Json => doc.omitted += 1,
             },
             TableLine { record: Some(value), .. } => {
@@ -112,13 +117,13 @@ struct TableLine<'a> {
 }
 
 /// A transform job's JSON document, written as its lines arrive: records (or
-/// groups) at once, error records held (at most [`MAX_ERROR_RECORDS`], as the
-/// coordinator does) for their place after them.
+/// groups) at once, error records (at most [`MAX_ERROR_RECORDS`], as the
+/// coordinator keeps) waiting in a temporary file for their place after them.
 struct TableDoc {
     shape: Table,
     opened: bool,
     records: u64,
-    errors: Vec<Box<RawValue>>,
+    errors: Spool,
     omitted: u64,
 }
 
@@ -159,9 +164,9 @@ impl TableDoc {
             let before = stats.get("errors_omitted").and_then(Value::as_u64).unwrap_or(0);
             stats.insert("errors_omitted".into(), Value::from(before + self.omitted));
         }
-        out.write_all(b"\"errors\":")?;
-        serde_json::to_writer(&mut *out, &self.errors)?;
-        out.write_all(b",\"stats\":")?;
+        out.write_all(b"\"errors\":[")?;
+        self.errors.copy_to(out, b",")?;
+        out.write_all(b"],\"stats\":")?;
         serde_json::to_writer(&mut *out, &stats)?;
         out.write_all(b",\"summary\":")?;
         serde_json::to_writer(&mut *out, summary)?;
@@ -170,16 +175,69 @@ impl TableDoc {
     }
 }
 
-/// `rows_in = rows_out + rows_filtered + rows_errored`, as every answer must say.
+/// `rows_in = rows_out + rows_filtered + rows_errored`, as every answer must
+/// say, and the summary (which the exit code is read from) says the same.
 fn check_rows(stats: &Map<String, Value>, summary: &Value) -> Result<()> {
     let n = |k: &str| stats.get(k).and_then(Value::as_u64);
     let (Some(i), Some(o), Some(f), Some(e)) = (n("rows_in"), n("rows_out"), n("rows_filtered"), n("rows_errored"))
     else {
         bail!("the answer's stats lack row counts");
     };
-    ensure!(i == o + f + e, "the answer's stats do not add up: {i} rows in, {o} out, {f} filtered, {e} errored");
+    let adds_up = i.checked_sub(o).and_then(|r| r.checked_sub(f)) == Some(e);
+    ensure!(adds_up, "the answer's stats do not add up: {i} rows in, {o} out, {f} filtered, {e} errored");
+    for key in ["rows_in", "rows_out", "rows_filtered", "rows_errored"] {
+        ensure!(summary.get(key) == stats.get(key), "the answer's summary and stats differ in {key}");
+    }
     ensure!(summary.get("status").is_some_and(Value::is_string), "the answer's summary has no status");
     Ok(())
+}
+
+/// Lines waiting in a temporary file (not in memory) for their place in the output.
+struct Spool {
+    file: std::fs::File,
+    /// Where each line starts and how long it is.
+    lines: Vec<(u64, usize)>,
+    end: u64,
+}
+
+impl Spool {
+    fn new() -> Result<Spool> {
+        let file = tempfile::tempfile().context("cannot create a temporary file for the answer")?;
+        Ok(Spool { file, lines: Vec::new(), end: 0 })
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Keeps `line`; returns its number.
+    fn push(&mut self, line: &[u8]) -> Result<usize> {
+        self.file.write_all(line).context("cannot write to a temporary file")?;
+        self.lines.push((self.end, line.len()));
+        self.end += line.len() as u64;
+        Ok(self.lines.len() - 1)
+    }
+
+    /// Copies the lines numbered by `order` to `out`, with `separator` between them.
+    fn copy_in(&mut self, order: impl Iterator<Item = usize>, out: &mut impl Write, separator: &[u8]) -> Result<()> {
+        let mut buf = Vec::new();
+        for (i, line) in order.enumerate() {
+            let (at, len) = self.lines[line];
+            if i > 0 {
+                out.write_all(separator)?;
+            }
+            buf.resize(len, 0);
+            self.file.seek(SeekFrom::Start(at))?;
+            self.file.read_exact(&mut buf).context("cannot read back a temporary file")?;
+            out.write_all(&buf)?;
+        }
+        Ok(())
+    }
+
+    /// Copies every line in order.
+    fn copy_to(&mut self, out: &mut impl Write, separator: &[u8]) -> Result<()> {
+        self.copy_in(0..self.lines.len(), out, separator)
+    }
 }
 
 /// One line of a scrape job's NDJSON answer: a page's result, a progress line or the summary.
@@ -188,42 +246,55 @@ struct PageLine {
     #[serde(default)]
     index: Option<u64>,
     #[serde(default)]
+    error: Option<IgnoredAny>,
+    #[serde(default)]
     progress: Option<Update>,
     #[serde(default)]
     summary: Option<Value>,
 }
 
-/// Reads a scrape job's answer, writing the output to `out`; returns the summary.
+/// Reads the answer to a scrape job of `urls` URLs, writing the output to
+/// `out`; returns the summary.
 ///
 /// NDJSON results come as each batch finishes; a JSON document lists them in
 /// input order, so they wait in a temporary file (not in memory) until the end.
-pub fn pages(answer: impl Read, format: Format, out: &mut impl Write, progress: &mut Progress) -> Result<Value> {
+/// Every result must name an index of the list, each once, and the summary
+/// must count what came.
+pub fn pages(
+    answer: impl Read,
+    urls: u64,
+    format: Format,
+    out: &mut impl Write,
+    progress: &mut Progress,
+) -> Result<Value> {
     let mut spool = match format {
-        Format::Json => Some(tempfile::tempfile().context("cannot create a temporary file for the results")?),
+        Format::Json => Some(Spool::new()?),
         Format::Ndjson => None,
     };
-    // Each result's index, and where its line is in the spool.
-    let mut placed: Vec<(u64, u64, usize)> = Vec::new();
-    let mut spooled = 0u64;
+    // Each result's index, and its line in the spool.
+    let mut placed: Vec<(u64, usize)> = Vec::new();
+    let mut errors = 0u64;
     let mut summary = None;
     for_each_line(answer, |line| {
         ensure!(summary.is_none(), "the answer goes on after its summary");
         let parsed: PageLine = serde_json::from_slice(line).context("a line of the answer is not JSON")?;
         match parsed {
-            PageLine { progress: Some(update), index: None, summary: None } => progress.update(&update),
-            PageLine { summary: Some(s), index: None, progress: None } => {
+            PageLine { progress: Some(update), index: None, summary: None, .. } => progress.update(&update),
+            PageLine { summary: Some(s), index: None, progress: None, .. } => {
                 if format == Format::Ndjson {
                     write_line(out, line)?;
                 }
                 summary = Some(s);
             }
-            PageLine { index: Some(index), progress: None, summary: None } => {
-                match &mut spool {
-                    Some(file) => file.write_all(line)?,
-                    None => write_line(out, line)?,
-                }
-                placed.push((index, spooled, line.len()));
-                spooled += line.len() as u64;
+            PageLine { index: Some(index), progress: None, summary: None, error } => {
+                ensure!(index < urls, "the answer has a result for URL {index} of a list of {urls}");
+                ensure!((placed.len() as u64) < urls, "the answer has more results than the list's {urls} URLs");
+                errors += u64::from(error.is_some());
+                let at = match &mut spool {
+                    Some(spool) => spool.push(line)?,
+                    None => write_line(out, line).map(|()| 0)?,
+                };
+                placed.push((index, at));
             }
             _ => bail!("a line of the answer is neither a result, a progress line nor the summary"),
         }
@@ -231,23 +302,20 @@ pub fn pages(answer: impl Read, format: Format, out: &mut impl Write, progress: 
     })?;
     let summary = summary.context("the answer was cut off before its summary")?;
     placed.sort_unstable_by_key(|p| p.0);
-    if let Some(gap) = placed.iter().enumerate().find(|(i, p)| p.0 != *i as u64) {
-        bail!("the answer's results are not one per URL: result {} is missing or repeated", gap.0);
+    if let Some((i, _)) = placed.iter().enumerate().find(|(i, p)| p.0 != *i as u64) {
+        bail!("the answer's results are not one per URL: result {i} is missing or repeated");
     }
-    let urls = summary.get("urls").and_then(Value::as_u64);
-    ensure!(urls == Some(placed.len() as u64), "the answer has {} results for {urls:?} URLs", placed.len());
-    if let Some(mut file) = spool {
+    ensure!(placed.len() as u64 == urls, "the answer has {} results for the list's {urls} URLs", placed.len());
+    let said = |k: &str| summary.get(k).and_then(Value::as_u64);
+    ensure!(said("urls") == Some(urls), "the answer's summary counts {:?} URLs, not the list's {urls}", said("urls"));
+    ensure!(
+        said("errors") == Some(errors),
+        "the answer's summary counts {:?} errors, not the {errors} it holds",
+        said("errors")
+    );
+    if let Some(mut spool) = spool {
         out.write_all(b"{\"results\":[")?;
-        let mut buf = Vec::new();
-        for (i, &(_, at, len)) in placed.iter().enumerate() {
-            if i > 0 {
-                out.write_all(b",")?;
-            }
-            buf.resize(len, 0);
-            file.seek(SeekFrom::Start(at))?;
-            file.read_exact(&mut buf)?;
-            out.write_all(&buf)?;
-        }
+        spool.copy_in(placed.iter().map(|p| p.1), out, b",")?;
         out.write_all(b"],\"summary\":")?;
         serde_json::to_writer(&mut *out, &summary)?;
         out.write_all(b"}")?;
@@ -271,10 +339,123 @@ fn for_each_line(answer: impl Read, mut each: impl FnMut(&[u8]) -> Result<()>) -
         if n == 0 {
             return Ok(());
         }
-        ensure!(line.last() == Some(&b'\n') || (n as u64) <= MAX_LINE_BYTES, "a line of the answer is over 256 MiB");
+        ensure!(line.last() == Some(&b'\n') || (n as u64) <= MAX_LINE_BYTES, "a line of the answer is over 64 MiB");
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         if !text.iter().all(u8::is_ascii_whitespace) {
             each(text)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATS: &str = r#""stats":{"rows_in":3,"rows_out":1,"rows_filtered":1,"rows_errored":1}"#;
+    const SUMMARY: &str =
+        r#""summary":{"status":"complete","rows_in":3,"rows_out":1,"rows_filtered":1,"rows_errored":1}"#;
+
+    fn table_of(lines: &[String], format: Format) -> Result<(Value, String)> {
+        let answer = lines.join("\n");
+        let mut out = Vec::new();
+        let summary = table(
+            answer.as_bytes(),
+            Table::Records,
+            format,
+            &mut out,
+            &mut Progress::new(None, crate::progress::Unit::Bytes),
+        )?;
+        Ok((summary, String::from_utf8(out).unwrap()))
+    }
+
+    fn good_table() -> Vec<String> {
+        vec![
+            r#"{"record":{"id":1}}"#.into(),
+            r#"{"progress":{"done":1,"total":null,"failed":1,"rows":3,"elapsed_ms":5}}"#.into(),
+            r#"{"error":{"line":3,"kind":"field_count","message":"m"}}"#.into(),
+            format!("{{{STATS},{SUMMARY}}}"),
+        ]
+    }
+
+    #[test]
+    fn a_table_answer_becomes_the_apis_json_document_or_its_lines() {
+        let (summary, json) = table_of(&good_table(), Format::Json).unwrap();
+        assert_eq!(summary["status"], "complete");
+        let doc: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(doc["records"], serde_json::json!([{"id": 1}]));
+        assert_eq!(doc["errors"][0]["line"], 3);
+        assert_eq!(doc["stats"]["rows_in"], 3);
+        let (_, ndjson) = table_of(&good_table(), Format::Ndjson).unwrap();
+        assert_eq!(ndjson.lines().count(), 3, "no progress line: {ndjson}");
+    }
+
+    #[test]
+    fn a_table_answer_that_does_not_account_for_its_rows_is_refused() {
+        let mut dropped = good_table();
+        dropped.remove(0);
+        let mut added = good_table();
+        added.insert(0, r#"{"record":{"id":0}}"#.into());
+        let mut lying = good_table();
+        lying[3] = lying[3].replace(
+            r#""status":"complete","rows_in":3,"rows_out":1,"rows_filtered":1,"rows_errored":1"#,
+            r#""status":"complete","rows_in":3,"rows_out":2,"rows_filtered":1,"rows_errored":0"#,
+        );
+        let mut unbalanced = good_table();
+        unbalanced[3] =
+            unbalanced[3].replace(r#""rows_filtered":1,"rows_errored":1}"#, r#""rows_filtered":1,"rows_errored":5}"#);
+        let mut cut = good_table();
+        cut.pop();
+        let mut unknown = good_table();
+        unknown.insert(1, r#"{"rekord":{"id":2}}"#.into());
+        let mut after = good_table();
+        after.push(r#"{"record":{"id":9}}"#.into());
+        for (name, lines, says) in [
+            ("a dropped record", dropped, "has 0 records"),
+            ("an added record", added, "has 2 records"),
+            ("a summary that is not the stats", lying, "summary and stats differ"),
+            ("stats that do not add up", unbalanced, "do not add up"),
+            ("no summary", cut, "cut off"),
+            ("an unknown line", unknown, "not a known JSON line"),
+            ("lines after the summary", after, "after its summary"),
+        ] {
+            let err = table_of(&lines, Format::Json).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{name}: {err:#}");
+        }
+    }
+
+    fn pages_of(lines: &[&str], urls: u64, format: Format) -> Result<String> {
+        let answer = lines.join("\n");
+        let mut out = Vec::new();
+        pages(answer.as_bytes(), urls, format, &mut out, &mut Progress::new(None, crate::progress::Unit::Urls))?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn scrape_results_are_put_in_input_order_and_must_be_one_per_url() {
+        let summary = r#"{"summary":{"status":"complete","urls":3,"errors":1}}"#;
+        let (r0, r1, r2) = (
+            r#"{"index":0,"url":"a","page":{}}"#,
+            r#"{"index":1,"url":"b","error":{"kind":"dns"}}"#,
+            r#"{"index":2,"url":"c","page":{}}"#,
+        );
+        let json =
+            pages_of(&[r2, r0, r#"{"progress":{"done":2,"failed":0,"elapsed_ms":1}}"#, r1, summary], 3, Format::Json)
+                .unwrap();
+        let doc: Value = serde_json::from_str(&json).unwrap();
+        let order: Vec<&str> = doc["results"].as_array().unwrap().iter().map(|r| r["url"].as_str().unwrap()).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        assert_eq!(pages_of(&[r2, r0, r1, summary], 3, Format::Ndjson).unwrap().lines().count(), 4);
+
+        for (lines, urls, says) in [
+            (vec![r0, r1, summary], 3, "results for the list's 3 URLs"),
+            (vec![r0, r0, r2, summary], 3, "result 1 is missing or repeated"),
+            (vec![r0, r1, r2, r#"{"index":3,"url":"d","page":{}}"#, summary], 3, "URL 3 of a list of 3"),
+            (vec![r0, r1, r2, summary], 4, "results for the list's 4 URLs"),
+            (vec![r0, r1, r2, r#"{"summary":{"status":"complete","urls":3,"errors":0}}"#], 3, "counts Some(0) errors"),
+            (vec![r0, r1, r2], 3, "cut off"),
+        ] {
+            let err = pages_of(&lines, urls, Format::Json).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{says}: {err:#}");
         }
     }
 }

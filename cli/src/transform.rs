@@ -4,19 +4,20 @@
 
 use crate::answer::{self, Table};
 use crate::files::FileServer;
-use crate::job::{Outcome, Refused};
+use crate::job::{Answer, Outcome, Payload, Refused};
+use crate::output::Output;
 use crate::progress::{Progress, Unit, Update};
 use crate::{open, JobArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{ArgGroup, Args};
+use fanout::config::Config;
 use fanout::fanout::driver::Status;
 use fanout::fanout::local;
 use fanout::fanout::options::JobOptions;
 use fanout::framing;
 use fanout::transform::spec::{self, Spec};
-use reqwest::blocking::Body;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -41,8 +42,8 @@ pub struct TransformArgs {
     #[arg(long, conflicts_with = "local")]
     stream: bool,
     /// Run the spec in this process, chunked and merged as the coordinator does, with the
-    /// same output: to develop a spec without a server. E.g. --local.
-    #[arg(long, conflicts_with = "endpoint")]
+    /// same output: to develop a spec without a server (--endpoint is not used). E.g. --local.
+    #[arg(long)]
     local: bool,
     #[command(flatten)]
     job: JobArgs,
@@ -67,7 +68,7 @@ impl TransformArgs {
             _ => unreachable!("clap requires one of --preset, --spec and --spec-json"),
         };
         let spec = spec::parse(text.as_bytes()).map_err(|m| anyhow::anyhow!("the spec ({from}) is not valid: {m}"))?;
-        let json = serde_json::from_str(&text).expect("a spec that parses is JSON");
+        let json = serde_json::from_str(&text).with_context(|| format!("the spec ({from}) is not valid JSON"))?;
         Ok(GivenSpec { json, spec })
     }
 }
@@ -76,32 +77,33 @@ pub fn run(args: TransformArgs) -> Result<i32> {
     let given = args.spec()?;
     let file = open(&args.csv_file)?;
     let size = file.metadata().with_context(|| format!("cannot read {}", args.csv_file.display()))?.len();
+    if args.local {
+        return run_local(&args, &given.spec, file, size);
+    }
     let shape = match &given.spec.aggregate {
         None => Table::Records,
         Some(a) if a.partial => Table::Partial,
         Some(_) => Table::Groups,
     };
-    let mut progress = Progress::new(Some(size), Unit::Bytes);
-    if args.local {
-        return run_local(&args, &given.spec, file, &mut progress);
-    }
-    let coordinator = args.job.coordinator(false)?;
+    let coordinator = args.job.coordinator(true, false)?;
     let stream = args.stream || !coordinator.is_local();
     if !args.stream && stream {
         eprintln!("fanout: the coordinator is not on this machine: sending the file as the request body");
     }
     let mut options = args.job.options();
-    let response = if stream {
+    // Kept until the answer is read: workers read their ranges until the end.
+    let mut server = None;
+    let answer = if stream {
         post_body(&coordinator, &args, &given, options)?
     } else {
-        let server = FileServer::start(&args.csv_file).context("cannot serve the file on loopback")?;
-        options.insert("source".into(), server.url().into());
+        let served = server.insert(FileServer::start(&args.csv_file).context("cannot serve the file on loopback")?);
+        options.insert("source".into(), served.url().into());
         options.insert("spec".into(), given.json.clone());
         if let Some(n) = args.chunk_bytes {
             options.insert("chunk_bytes".into(), n.into());
         }
         let body = serde_json::to_vec(&options).expect("values serialise");
-        match coordinator.post(coordinator.url("/coordinate/transform"), "application/json", &[], body.into()) {
+        match coordinator.post(coordinator.url("coordinate/transform"), "application/json", &[], Payload::Bytes(body)) {
             // The coordinator may not read from loopback (FANOUT_ALLOW_PRIVATE_HOSTS): send the file instead.
             Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 403) => {
                 eprintln!("fanout: the coordinator may not read files on loopback ({e}); sending the file as the request body");
@@ -110,19 +112,19 @@ pub fn run(args: TransformArgs) -> Result<i32> {
                 options.remove("chunk_bytes");
                 post_body(&coordinator, &args, &given, options)?
             }
-            other => {
-                let response = other?;
-                let mut out = args.job.output()?;
-                let summary = answer::table(response, shape, args.job.format, &mut out, &mut progress);
-                // The server must outlive the answer: workers read their ranges until the end.
-                drop(server);
-                return finish(summary, out, &progress);
-            }
+            other => other?,
         }
     };
-    let mut out = args.job.output()?;
-    let summary = answer::table(response, shape, args.job.format, &mut out, &mut progress);
-    finish(summary, out, &progress)
+    let mut out = Output::create(args.job.output.as_deref(), &args.csv_file)?;
+    let mut progress = Progress::new(Some(size), Unit::Bytes);
+    let summary = answer::table(answer, shape, args.job.format, &mut out, &mut progress);
+    progress.finish();
+    drop(server);
+    let summary = summary?;
+    out.finish()?;
+    let outcome = Outcome::of_table(&summary);
+    eprintln!("fanout: {}", outcome.message);
+    Ok(outcome.code)
 }
 
 /// The file as the request body, the spec and options in the query.
@@ -131,8 +133,8 @@ fn post_body(
     args: &TransformArgs,
     given: &GivenSpec,
     options: serde_json::Map<String, Value>,
-) -> Result<reqwest::blocking::Response> {
-    let mut url = coordinator.url("/coordinate/transform");
+) -> Result<Answer> {
+    let mut url = coordinator.url("coordinate/transform");
     {
         let mut query = url.query_pairs_mut();
         query.append_pair("spec", &given.json.to_string());
@@ -144,12 +146,11 @@ fn post_body(
         }
     }
     let file = open(&args.csv_file)?;
-    let size = file.metadata()?.len();
-    coordinator.post(url.clone(), "text/csv", &[], Body::sized(file, size)).map_err(|sent| {
+    coordinator.post(url.clone(), "text/csv", &[], Payload::File(file)).map_err(|sent| {
         // A coordinator that refuses the job (a spec that does not fit the header, an option
         // over its limit) answers before reading the body and closes the connection, which the
         // client sees as a failed send. The header alone gets the same answer, and its message.
-        match header_line(&args.csv_file).map(|h| coordinator.post(url, "text/csv", &[], h.into())) {
+        match header_line(&args.csv_file).map(|h| coordinator.post(url, "text/csv", &[], Payload::Bytes(h))) {
             Ok(Err(refused)) if refused.downcast_ref::<Refused>().is_some() => refused,
             _ => sent,
         }
@@ -163,17 +164,7 @@ fn header_line(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(line)
 }
 
-fn finish(summary: Result<Value>, mut out: impl Write, progress: &Progress) -> Result<i32> {
-    let flushed = out.flush().context("cannot write the output");
-    progress.finish();
-    let summary = summary?;
-    flushed?;
-    let outcome = Outcome::of_table(&summary);
-    eprintln!("fanout: {}", outcome.message);
-    Ok(outcome.code)
-}
-
-fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, progress: &mut Progress) -> Result<i32> {
+fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, size: u64) -> Result<i32> {
     let format = match args.job.format {
         answer::Format::Json => framing::Format::Json,
         answer::Format::Ndjson => framing::Format::Ndjson,
@@ -184,17 +175,17 @@ fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, progress: &
         deadline_ms: args.job.deadline_ms,
         ..JobOptions::default()
     };
-    let chunk_bytes = args.chunk_bytes.map_or(fanout::config::Config::default().chunk_bytes, |n| n as usize);
-    if chunk_bytes == 0 {
-        bail!("--chunk-bytes must be at least 1");
-    }
-    let mut out = args.job.output()?;
-    let report = local::transform(spec, BufReader::new(file), format, chunk_bytes, &options, &mut out, |r| {
-        progress.update(&Update::of_report(r))
-    });
+    // The limits a coordinator configured by this environment would apply.
+    let config = Config::from_lookup(|k| std::env::var(k).ok()).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    let mut out = Output::create(args.job.output.as_deref(), &args.csv_file)?;
+    let mut progress = Progress::new(Some(size), Unit::Bytes);
+    let report =
+        local::transform(spec, BufReader::new(file), format, &config, args.chunk_bytes, &options, &mut out, |r| {
+            progress.update(&Update::of_report(r))
+        });
     progress.finish();
     let report = report.with_context(|| format!("cannot transform {}", args.csv_file.display()))?;
-    out.flush().context("cannot write the output")?;
+    out.finish()?;
     let c = &report.counters;
     let status = match report.status {
         Status::Complete => "complete",

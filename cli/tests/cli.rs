@@ -67,7 +67,7 @@ impl Drop for Dir {
 
 fn fanout(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanout"));
-    cmd.args(args).env_remove("FANOUT_ENDPOINT").stdin(Stdio::null());
+    cmd.args(args).env_remove("FANOUT_ENDPOINT").env_remove("FANOUT_TOKEN").stdin(Stdio::null());
     cmd
 }
 
@@ -218,17 +218,10 @@ fn a_local_run_gives_the_coordinators_output_without_a_server() {
         r#"{"columns": ["category", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["category"], "metrics": [{"name": "n", "op": "count", "column": "amount"}, {"name": "sum", "op": "sum", "column": "amount"}]}}"#,
     ] {
         let out = dir.path("local.json");
-        let cli = run(&[
-            "transform",
-            file,
-            "--spec-json",
-            spec,
-            "--chunk-bytes",
-            "8192",
-            "--local",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        // The limits are the environment's, as a coordinator's are: here, its smallest chunk.
+        let args =
+            ["transform", file, "--spec-json", spec, "--chunk-bytes", "8192", "--local", "-o", out.to_str().unwrap()];
+        let cli = fanout(&args).env("FANOUT_MIN_CHUNK_BYTES", "1024").output().unwrap();
         assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
         let url = b.coordinator.url("/coordinate/transform?chunk_bytes=8192");
         let api = request("POST", &url, &[("content-type", "text/csv"), ("x-fanout-spec", spec)], &csv).unwrap();
@@ -400,12 +393,111 @@ fn exit_codes_say_how_the_job_went_and_errors_take_one_line() {
     );
     let spec = dir.file("spec.json", b"{\"preset\": ");
     fails_with_one_line(&run(&["transform", good, "--spec", spec.to_str().unwrap(), "--local"]), "is not valid");
+    fails_with_one_line(
+        &run(&["transform", good, "--spec-json", r#"{"preset": "vat"}}"#, "--local"]),
+        "trailing characters",
+    );
     // The coordinator checks the spec against the file's header: its 400 is one line too.
     for mode in ["--stream", "--concurrency=1"] {
         let cli = run(&["transform", good, "--spec-json", r#"{"columns": ["price"]}"#, mode, "--endpoint", &endpoint]);
         fails_with_one_line(&cli, "the coordinator refused the job (400)");
         assert!(stderr(&cli).contains("price"), "{}", stderr(&cli));
     }
+
+    // A mistake in the arguments fails the run (1), unlike item errors (2); help is an answer (0).
+    let cli = run(&["transform", good]);
+    assert_eq!(cli.status.code(), Some(1), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("--preset"), "{}", stderr(&cli));
+    assert_eq!(run(&["transform", "--help"]).status.code(), Some(0));
+    // --local uses no endpoint, not even one from the environment.
+    let cli = fanout(&["transform", good, "--preset", "vat", "--local", "-o", out])
+        .env("FANOUT_ENDPOINT", &unreachable)
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+}
+
+#[test]
+fn a_large_file_streams_in_while_its_answer_streams_out() {
+    // 46 MB in and 67 MB out: more than the socket buffers hold, so a client that sent the
+    // whole body before reading the answer would stall with the coordinator.
+    let b = bundle(true);
+    let dir = Dir::new("large");
+    let file = dir.file("sales.csv", &fanout_testkit::data::sales(1_000_000));
+    let out = dir.path("out.ndjson");
+    let cli = run(&[
+        "transform",
+        file.to_str().unwrap(),
+        "--preset",
+        "vat",
+        "--stream",
+        "--format",
+        "ndjson",
+        "--endpoint",
+        &b.coordinator.url("/"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["rows_in"], 1_000_000);
+    assert_eq!(text.lines().count() as u64, last["summary"]["rows_out"].as_u64().unwrap() + 1);
+}
+
+#[test]
+fn the_output_file_is_replaced_only_by_a_whole_answer() {
+    let b = bundle(true);
+    let dir = Dir::new("output");
+    let csv = dir.file("sales.csv", &fanout_testkit::data::sales(500));
+    let out = dir.file("out.json", b"the previous output");
+    let (csv, out_path) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let endpoint = b.coordinator.url("/");
+    let cli = run(&[
+        "transform",
+        csv,
+        "--spec-json",
+        r#"{"columns": ["price"]}"#,
+        "--stream",
+        "--endpoint",
+        &endpoint,
+        "-o",
+        out_path,
+    ]);
+    assert_eq!(cli.status.code(), Some(1), "{}", stderr(&cli));
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous output");
+    fails_with_one_line(
+        &run(&["transform", csv, "--preset", "vat", "--endpoint", &endpoint, "-o", csv]),
+        "is the input file",
+    );
+    assert_eq!(std::fs::read(csv).unwrap(), fanout_testkit::data::sales(500));
+    let cli = run(&["transform", csv, "--preset", "vat", "--endpoint", &endpoint, "-o", out_path]);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert_eq!(json_file(&out)["summary"]["rows_in"], 500);
+    let names: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "no temporary file is left behind: {names:?}");
+}
+
+#[test]
+fn a_coordinator_that_requires_a_token_is_sent_it() {
+    let token = "a-shared-token";
+    let transform = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_TOKEN", token)]);
+    let coordinator = Component::serve(
+        "coordinator",
+        &[
+            ("FANOUT_TRANSFORM_URL", &transform.url("/transform")),
+            ("FANOUT_ALLOW_PRIVATE_HOSTS", "true"),
+            ("FANOUT_TOKEN", token),
+        ],
+    );
+    let dir = Dir::new("token");
+    let csv = dir.file("sales.csv", &fanout_testkit::data::sales(500));
+    let args = ["transform", csv.to_str().unwrap(), "--preset", "vat", "--endpoint", &coordinator.url("/")];
+    fails_with_one_line(&run(&args), "the coordinator refused the job (401)");
+    let cli = run(&[&args[..], &["--token", token]].concat());
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    let cli = fanout(&args).env("FANOUT_TOKEN", token).output().unwrap();
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
 }
 
 #[test]

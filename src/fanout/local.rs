@@ -6,17 +6,16 @@
 //!
 //! Memory is bounded as in the coordinator: one chunk and its answer at a time.
 
-use super::driver::{Action, CallError, Driver, Failure, FailureKind, Report, Unit};
+use super::driver::{Action, CallError, Driver, Report};
 use super::merge::{ChunkMeta, TableMerge, TableMode};
-use super::options::JobOptions;
-use super::split::{Piece, Splitter};
+use super::options::{self, JobOptions};
+use super::split::Splitter;
 use crate::config::Config;
 use crate::framing::Format;
 use crate::transform::engine::{self, prepare, read_header, run_compiled, Placement, RunError};
 use crate::transform::program::Program;
 use crate::transform::spec::Spec;
 use std::io::{self, Read, Write};
-use std::rc::Rc;
 use std::time::Instant;
 
 /// Input is read in pieces of this size.
@@ -48,21 +47,25 @@ impl From<io::Error> for LocalError {
     }
 }
 
-/// Runs `spec` over the CSV read from `input` in chunks of about `chunk_bytes`,
-/// writing the job's output in `format` to `out` and telling `progress` the
-/// report after each chunk. `options` are the coordinator's job options
-/// (failure thresholds; concurrency is 1 here). Returns the final report.
+/// Runs `spec` over the CSV read from `input` in chunks of about `chunk_bytes`
+/// (checked against `config` as the coordinator checks it), writing the job's
+/// output in `format` to `out` and telling `progress` the report after each
+/// chunk. `options` are the coordinator's job options (failure thresholds,
+/// deadline; concurrency is 1 here). Returns the final report.
+#[allow(clippy::too_many_arguments)]
 pub fn transform(
     spec: &Spec,
     mut input: impl Read,
     format: Format,
-    chunk_bytes: usize,
+    config: &Config,
+    chunk_bytes: Option<u64>,
     options: &JobOptions,
     out: &mut impl Write,
     mut progress: impl FnMut(&Report),
 ) -> Result<Report, LocalError> {
     engine::reader(&spec.dialect, &[]).map_err(LocalError::Spec)?;
-    let config = Config::default();
+    let chunk_bytes =
+        options::chunk_bytes(chunk_bytes, config).map_err(|e| LocalError::Spec(e.message().to_owned()))?;
     let (delimiter, quote) = (spec.dialect.delimiter.as_bytes()[0], spec.dialect.quote.as_bytes()[0]);
     let mut splitter = Splitter::new(delimiter, quote, spec.dialect.header, chunk_bytes, config.max_request_bytes);
     let mut piece = vec![0; READ_BYTES];
@@ -85,7 +88,7 @@ pub fn transform(
     let program = prepare(&chunk_spec, &names).map_err(LocalError::Spec)?;
 
     let options = JobOptions { concurrency: Some(1), ..options.clone() };
-    let mut limits = options.limits(&config, chunk_bytes).map_err(|e| LocalError::Spec(e.message().to_owned()))?;
+    let mut limits = options.limits(config, chunk_bytes).map_err(|e| LocalError::Spec(e.message().to_owned()))?;
     // The same chunk gives the same answer here every time: a retry cannot help.
     limits.retry.max_attempts = 1;
     limits.progress_every = None;
@@ -105,22 +108,7 @@ pub fn transform(
             Action::Cancel(_) => {}
             Action::Done => break,
             Action::Wait(_) if driver.wants_input() => match splitter.next_piece() {
-                Ok(Some(Piece::Chunk(c))) => driver.add(Unit {
-                    meta: ChunkMeta::lines(&c.span, c.line_offset),
-                    payload: Rc::new(c.body),
-                    items: Some(c.span.rows),
-                    bytes: c.span.bytes.end - c.span.bytes.start,
-                }),
-                Ok(Some(Piece::Oversized(span))) => {
-                    let unit = Unit {
-                        meta: ChunkMeta::lines(&span, 0),
-                        payload: Rc::new(Vec::new()),
-                        items: Some(span.rows),
-                        bytes: span.bytes.end - span.bytes.start,
-                    };
-                    let reason = format!("the record is larger than {} bytes", config.max_request_bytes);
-                    driver.add_failed(unit, Failure { kind: FailureKind::TooLarge, reason });
-                }
+                Ok(Some(piece)) => driver.take(ChunkMeta::input(piece, config.max_request_bytes)),
                 Ok(None) if ended => driver.end_input(),
                 Ok(None) => {
                     if let Err(e) = read(&mut splitter, &mut ended) {
@@ -172,7 +160,8 @@ mod tests {
     fn local(spec: &Spec, data: &[u8], format: Format, options: &JobOptions) -> (Vec<u8>, Report, usize) {
         let mut out = Vec::new();
         let mut reports = 0;
-        let report = transform(spec, data, format, 512, options, &mut out, |_| reports += 1).unwrap();
+        let config = Config { min_chunk_bytes: 256, ..Config::default() };
+        let report = transform(spec, data, format, &config, Some(512), options, &mut out, |_| reports += 1).unwrap();
         (out, report, reports)
     }
 
@@ -225,7 +214,9 @@ mod tests {
 
         let spec = spec::parse(br#"{"columns": [{"from": "price", "type": "float"}]}"#).unwrap();
         let mut out = Vec::new();
-        let err = transform(&spec, &data[..], Format::Json, 512, &JobOptions::default(), &mut out, |_| {}).unwrap_err();
+        let config = Config::default();
+        let err = transform(&spec, &data[..], Format::Json, &config, None, &JobOptions::default(), &mut out, |_| {})
+            .unwrap_err();
         assert!(err.to_string().contains("price"), "{err}");
         assert!(out.is_empty());
     }
