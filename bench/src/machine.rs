@@ -1,6 +1,7 @@
 //! Where and when a run happened, for the report's header: numbers mean
 //! little without the machine, the code and the runtime that made them.
 
+use fanout::transform::dates::Date;
 use fanout_testkit::component::wasmtime;
 use std::path::Path;
 use std::process::Command;
@@ -47,17 +48,9 @@ fn output(cmd: &mut Command) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Today's date in UTC, from the days since 1970 (Howard Hinnant's `civil_from_days`).
+/// Today's date in UTC, by the core's own calendar (days since 1970).
 fn today() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = Date((secs / 86_400) as i32).ymd();
     format!("{year:04}-{month:02}-{day:02}")
 }
