@@ -75,6 +75,12 @@ fn run(args: &[&str]) -> Output {
     fanout(args).output().unwrap()
 }
 
+/// `fanout ARGS --endpoint ENDPOINT -o OUT`: a job sent to a coordinator, its output in a file.
+fn run_job(args: &[&str], endpoint: &str, out: impl AsRef<Path>) -> Output {
+    let out = out.as_ref().to_str().unwrap();
+    run(&[args, &["--endpoint", endpoint, "-o", out]].concat())
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -116,18 +122,8 @@ fn transform_output_is_what_the_http_api_answers_in_every_mode() {
 
     // Source-URL mode (the default): the same job as a source on the fixture site.
     let out = dir.path("source.json");
-    let cli = run(&[
-        "transform",
-        file,
-        "--preset",
-        "vat",
-        "--chunk-bytes",
-        "8192",
-        "--endpoint",
-        &endpoint,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let cli =
+        run_job(&["transform", file, "--preset", "vat", "--chunk-bytes", "8192"], &endpoint, out.to_str().unwrap());
     assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
     assert!(stderr(&cli).contains("complete with 1 rows failed"), "{}", stderr(&cli));
     site.put("sales.csv", "text/csv", csv.clone());
@@ -146,21 +142,11 @@ fn transform_output_is_what_the_http_api_answers_in_every_mode() {
 
     // A streamed body, NDJSON: every line the API sends but its progress lines.
     let out = dir.path("stream.ndjson");
-    let cli = run(&[
-        "transform",
-        file,
-        "--preset",
-        "vat",
-        "--chunk-bytes",
-        "8192",
-        "--stream",
-        "--format",
-        "ndjson",
-        "--endpoint",
+    let cli = run_job(
+        &["transform", file, "--preset", "vat", "--chunk-bytes", "8192", "--stream", "--format", "ndjson"],
         &endpoint,
-        "-o",
         out.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
     let api: Vec<Value> = stream_lines(
         "POST",
@@ -181,19 +167,11 @@ fn transform_output_is_what_the_http_api_answers_in_every_mode() {
     // An aggregate, streamed: the groups merged from every chunk.
     let spec = r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"], "metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"op": "rows"}]}}"#;
     let out = dir.path("groups.json");
-    let cli = run(&[
-        "transform",
-        file,
-        "--spec-json",
-        spec,
-        "--chunk-bytes",
-        "8192",
-        "--stream",
-        "--endpoint",
+    let cli = run_job(
+        &["transform", file, "--spec-json", spec, "--chunk-bytes", "8192", "--stream"],
         &endpoint,
-        "-o",
         out.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
     let api = request(
         "POST",
@@ -243,19 +221,11 @@ fn scrape_output_is_what_the_http_api_answers() {
         format!("# a list\n{0}/page/a\n\n{0}/page/b?pad=5000\n{0}/status/404\nnot a url\n{0}/page/a\n", site.url(""));
     let file = dir.file("urls.txt", urls.as_bytes());
     let out = dir.path("pages.json");
-    let cli = run(&[
-        "scrape",
-        file.to_str().unwrap(),
-        "--select",
-        "heading=h1",
-        "--links",
-        "--batch-size",
-        "2",
-        "--endpoint",
+    let cli = run_job(
+        &["scrape", file.to_str().unwrap(), "--select", "heading=h1", "--links", "--batch-size", "2"],
         &b.coordinator.url("/"),
-        "-o",
         out.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
     assert!(stderr(&cli).contains("complete with 2 URLs failed"), "{}", stderr(&cli));
     let job = r#"{"select": {"heading": "h1"}, "options": {"links": true}, "batch_size": 2}"#;
@@ -294,20 +264,11 @@ fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
     let urls: String = (0..8).map(|i| format!("{}\n", site.url(&format!("/page/{i}?delay_ms=400")))).collect();
     let file = dir.file("urls.txt", urls.as_bytes());
     let out = dir.path("pages.ndjson");
-    let cli = run(&[
-        "scrape",
-        file.to_str().unwrap(),
-        "--batch-size",
-        "1",
-        "--concurrency",
-        "2",
-        "--format",
-        "ndjson",
-        "--endpoint",
+    let cli = run_job(
+        &["scrape", file.to_str().unwrap(), "--batch-size", "1", "--concurrency", "2", "--format", "ndjson"],
         &b.coordinator.url("/"),
-        "-o",
         out.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     let err = stderr(&cli);
     let progress: Vec<&str> = err.lines().filter(|l| l.contains("pages/s")).collect();
@@ -362,13 +323,13 @@ fn exit_codes_say_how_the_job_went_and_errors_take_one_line() {
     let out = dir.path("out.json");
     let out = out.to_str().unwrap();
 
-    let cli = run(&["transform", good, "--preset", "vat", "--endpoint", &endpoint, "-o", out]);
+    let cli = run_job(&["transform", good, "--preset", "vat"], &endpoint, out);
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert!(stderr(&cli).contains("complete: 500 rows in"), "{}", stderr(&cli));
 
     // `on_error: fail` meets the short row: the job fails as a whole.
     let fail = r#"{"preset": "vat", "on_error": "fail"}"#;
-    let cli = run(&["transform", bad, "--spec-json", fail, "--stream", "--endpoint", &endpoint, "-o", out]);
+    let cli = run_job(&["transform", bad, "--spec-json", fail, "--stream"], &endpoint, out);
     fails_with_one_line(&cli, "row has 2 fields but the header has 6");
 
     let unreachable = format!("http://127.0.0.1:{}/", free_port());
@@ -425,19 +386,11 @@ fn a_large_file_streams_in_while_its_answer_streams_out() {
     let dir = Dir::new("large");
     let file = dir.file("sales.csv", &fanout_testkit::data::sales(1_000_000));
     let out = dir.path("out.ndjson");
-    let cli = run(&[
-        "transform",
-        file.to_str().unwrap(),
-        "--preset",
-        "vat",
-        "--stream",
-        "--format",
-        "ndjson",
-        "--endpoint",
+    let cli = run_job(
+        &["transform", file.to_str().unwrap(), "--preset", "vat", "--stream", "--format", "ndjson"],
         &b.coordinator.url("/"),
-        "-o",
         out.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     let text = std::fs::read_to_string(&out).unwrap();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -453,25 +406,12 @@ fn the_output_file_is_replaced_only_by_a_whole_answer() {
     let out = dir.file("out.json", b"the previous output");
     let (csv, out_path) = (csv.to_str().unwrap(), out.to_str().unwrap());
     let endpoint = b.coordinator.url("/");
-    let cli = run(&[
-        "transform",
-        csv,
-        "--spec-json",
-        r#"{"columns": ["price"]}"#,
-        "--stream",
-        "--endpoint",
-        &endpoint,
-        "-o",
-        out_path,
-    ]);
+    let cli = run_job(&["transform", csv, "--spec-json", r#"{"columns": ["price"]}"#, "--stream"], &endpoint, out_path);
     assert_eq!(cli.status.code(), Some(1), "{}", stderr(&cli));
     assert_eq!(std::fs::read(&out).unwrap(), b"the previous output");
-    fails_with_one_line(
-        &run(&["transform", csv, "--preset", "vat", "--endpoint", &endpoint, "-o", csv]),
-        "is the input file",
-    );
+    fails_with_one_line(&run_job(&["transform", csv, "--preset", "vat"], &endpoint, csv), "is the input file");
     assert_eq!(std::fs::read(csv).unwrap(), fanout_testkit::data::sales(500));
-    let cli = run(&["transform", csv, "--preset", "vat", "--endpoint", &endpoint, "-o", out_path]);
+    let cli = run_job(&["transform", csv, "--preset", "vat"], &endpoint, out_path);
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert_eq!(json_file(&out)["summary"]["rows_in"], 500);
     let names: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -506,16 +446,11 @@ fn a_coordinator_that_may_not_read_loopback_is_sent_the_file() {
     let dir = Dir::new("fallback");
     let file = dir.file("sales.csv", &fanout_testkit::data::sales(2000));
     let out = dir.path("out.json");
-    let cli = run(&[
-        "transform",
-        file.to_str().unwrap(),
-        "--preset",
-        "vat",
-        "--endpoint",
+    let cli = run_job(
+        &["transform", file.to_str().unwrap(), "--preset", "vat"],
         &b.coordinator.url("/"),
-        "-o",
         out.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert!(stderr(&cli).contains("sending the file as the request body"), "{}", stderr(&cli));
     assert_eq!(json_file(&out)["summary"]["rows_in"], 2000);
@@ -559,17 +494,11 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
         assert!(stdout.read_line(&mut routes).unwrap() > 0, "fanout up ended: {routes}");
     }
     assert!(routes.contains(&format!("coordinator  http://{local}")), "{routes}");
-    let cli = run(&[
-        "transform",
-        file.to_str().unwrap(),
-        "--preset",
-        "vat",
-        "--stream",
-        "--endpoint",
+    let cli = run_job(
+        &["transform", file.to_str().unwrap(), "--preset", "vat", "--stream"],
         &format!("http://{local}/"),
-        "-o",
         out.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert!(!stderr(&cli).contains("serving the local bundle"));
 
