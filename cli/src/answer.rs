@@ -20,6 +20,10 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 /// `FANOUT_MAX_WORKER_RESPONSE_BYTES` (16 MiB by default).
 const MAX_LINE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The longest line of a job asking for partial state: its one `partial` line
+/// is the state merged from every chunk, bounded by the coordinator's memory.
+const MAX_PARTIAL_LINE_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// The output's format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -47,7 +51,8 @@ pub fn table(
 ) -> Result<Value> {
     let mut doc = TableDoc { shape, opened: false, records: 0, errors: Spool::new()?, omitted: 0 };
     let mut summary = None;
-    for_each_line(answer, |line| {
+    let longest = if shape == Table::Partial { MAX_PARTIAL_LINE_BYTES } else { MAX_LINE_BYTES };
+    for_each_line(answer, longest, |line| {
         ensure!(summary.is_none(), "the answer goes on after its summary");
         let parsed: TableLine =
             serde_json::from_slice(line).context("a line of the answer is not a known JSON line")?;
@@ -275,7 +280,7 @@ pub fn pages(
     let mut placed: Vec<(u64, usize)> = Vec::new();
     let mut errors = 0u64;
     let mut summary = None;
-    for_each_line(answer, |line| {
+    for_each_line(answer, MAX_LINE_BYTES, |line| {
         ensure!(summary.is_none(), "the answer goes on after its summary");
         let parsed: PageLine = serde_json::from_slice(line).context("a line of the answer is not JSON")?;
         match parsed {
@@ -305,9 +310,19 @@ pub fn pages(
     if let Some((i, _)) = placed.iter().enumerate().find(|(i, p)| p.0 != *i as u64) {
         bail!("the answer's results are not one per URL: result {i} is missing or repeated");
     }
-    ensure!(placed.len() as u64 == urls, "the answer has {} results for the list's {urls} URLs", placed.len());
     let said = |k: &str| summary.get(k).and_then(Value::as_u64);
-    ensure!(said("urls") == Some(urls), "the answer's summary counts {:?} URLs, not the list's {urls}", said("urls"));
+    // A job that failed on its input (a list longer than the coordinator takes, a line too
+    // long) accounts for the URLs read before it: the first ones, each once.
+    let expected = match summary.get("status").and_then(Value::as_str) {
+        Some("failed") => said("urls").filter(|&n| n <= urls).unwrap_or(urls),
+        _ => urls,
+    };
+    ensure!(placed.len() as u64 == expected, "the answer has {} results for the list's {urls} URLs", placed.len());
+    ensure!(
+        said("urls") == Some(expected),
+        "the answer's summary counts {:?} URLs, not the list's {urls}",
+        said("urls")
+    );
     ensure!(
         said("errors") == Some(errors),
         "the answer's summary counts {:?} errors, not the {errors} it holds",
@@ -329,17 +344,18 @@ fn write_line(out: &mut impl Write, line: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Calls `each` with every non-empty line of `answer`, without its line break.
-fn for_each_line(answer: impl Read, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+/// Calls `each` with every non-empty line of `answer`, without its line
+/// break; a line over `longest` bytes is an error.
+fn for_each_line(answer: impl Read, longest: u64, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, answer);
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut reader).take(MAX_LINE_BYTES + 1).read_until(b'\n', &mut line).context("reading the answer")?;
+        let n = (&mut reader).take(longest + 1).read_until(b'\n', &mut line).context("reading the answer")?;
         if n == 0 {
             return Ok(());
         }
-        ensure!(line.last() == Some(&b'\n') || (n as u64) <= MAX_LINE_BYTES, "a line of the answer is over 64 MiB");
+        ensure!(line.last() == Some(&b'\n') || (n as u64) <= longest, "a line of the answer is over {longest} bytes");
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         if !text.iter().all(u8::is_ascii_whitespace) {
             each(text)?;
@@ -445,6 +461,9 @@ mod tests {
         let order: Vec<&str> = doc["results"].as_array().unwrap().iter().map(|r| r["url"].as_str().unwrap()).collect();
         assert_eq!(order, ["a", "b", "c"]);
         assert_eq!(pages_of(&[r2, r0, r1, summary], 3, Format::Ndjson).unwrap().lines().count(), 4);
+        // A job that failed on its input accounts for the URLs read before it.
+        let failed = r#"{"summary":{"status":"failed","urls":2,"errors":1,"reason":"the list is too long"}}"#;
+        assert_eq!(pages_of(&[r1, r0, failed], 3, Format::Ndjson).unwrap().lines().count(), 3);
 
         for (lines, urls, says) in [
             (vec![r0, r1, summary], 3, "results for the list's 3 URLs"),
@@ -453,6 +472,7 @@ mod tests {
             (vec![r0, r1, r2, summary], 4, "results for the list's 4 URLs"),
             (vec![r0, r1, r2, r#"{"summary":{"status":"complete","urls":3,"errors":0}}"#], 3, "counts Some(0) errors"),
             (vec![r0, r1, r2], 3, "cut off"),
+            (vec![r0, r2, r#"{"summary":{"status":"failed","urls":2,"errors":0}}"#], 3, "result 1 is missing"),
         ] {
             let err = pages_of(&lines, urls, Format::Json).unwrap_err();
             assert!(format!("{err:#}").contains(says), "{says}: {err:#}");

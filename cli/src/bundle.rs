@@ -4,8 +4,9 @@
 //!
 //! The components are built first when missing (`scripts/build.sh`). Every
 //! process is stopped when the [`Bundle`] is dropped, and on Ctrl-C or SIGTERM
-//! (from the moment the bundle starts, builds included).
+//! ([`crate::signals`]).
 
+use crate::signals;
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -66,6 +67,7 @@ pub struct Route {
 /// The served bundle.
 pub struct Bundle {
     processes: Arc<Mutex<Vec<Process>>>,
+    _on_signal: signals::Guard,
     routes: Vec<Route>,
     coordinator: String,
     runtime: &'static str,
@@ -78,23 +80,19 @@ struct Process {
 }
 
 impl Bundle {
-    /// Builds what is missing and serves the bundle; returns once every
-    /// component listens. Ctrl-C or SIGTERM stops it and exits with `signal_exit`.
-    pub fn start(options: &Options, signal_exit: i32) -> Result<Bundle> {
+    /// Builds what is missing and serves the bundle; returns once every component listens.
+    pub fn start(options: &Options) -> Result<Bundle> {
         let spin = match options.runtime {
             Runtime::Spin => true,
             Runtime::Wasmtime => false,
             Runtime::Auto => on_path("spin"),
         };
         let processes = Arc::new(Mutex::new(Vec::<Process>::new()));
-        let on_signal = processes.clone();
-        ctrlc::set_handler(move || {
-            stop(&mut on_signal.lock().expect("process lock"));
-            std::process::exit(signal_exit);
-        })
-        .context("cannot catch Ctrl-C")?;
+        let to_stop = processes.clone();
+        let on_signal = signals::on_signal(move || stop(&mut to_stop.lock().unwrap_or_else(|e| e.into_inner())));
         let bundle = Bundle {
             processes,
+            _on_signal: on_signal,
             routes: Vec::new(),
             coordinator: String::new(),
             runtime: if spin { "spin up" } else { "wasmtime serve" },

@@ -74,7 +74,7 @@ impl Coordinator {
             env: Vec::new(),
             echo_logs: false,
         };
-        let bundle = Bundle::start(&options, 130)?;
+        let bundle = Bundle::start(&options)?;
         let base = Url::parse(&format!("{}/", bundle.coordinator())).context("the bundle's address")?;
         Ok(Coordinator { base, token: Some(token), _bundle: Some(bundle) })
     }
@@ -134,7 +134,10 @@ impl Coordinator {
                 while let Some(inner) = cause.source() {
                     cause = inner;
                 }
-                bail!("cannot reach the coordinator at {}: {cause}", self.base)
+                if e.is_connect() {
+                    bail!("cannot reach the coordinator at {}: {cause}", self.base);
+                }
+                return Err(Broken(format!("the connection to the coordinator at {} broke: {cause}", self.base)).into());
             }
             Ok(Ok(response)) => response,
         };
@@ -152,6 +155,49 @@ impl Coordinator {
         Err(Refused { status, message: message.split_whitespace().collect::<Vec<_>>().join(" ") }.into())
     }
 }
+
+impl Coordinator {
+    /// [`Coordinator::post`] of a body the coordinator may refuse part-way.
+    ///
+    /// A coordinator that refuses a job (a spec that does not fit the header,
+    /// an option over its limit, a bad row under `on_error: fail`) answers at
+    /// once and closes the connection, which a client still sending often
+    /// sees as a broken connection, the answer unread. Then the same request
+    /// with the `probe` body (the header, an empty list) gets the refusal again
+    /// when it does not depend on the rest of the body.
+    pub fn post_refusable(
+        &self,
+        url: Url,
+        content_type: &str,
+        headers: &[(&str, String)],
+        body: Payload,
+        probe: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Answer> {
+        let sent = match self.post(url.clone(), content_type, headers, body) {
+            Err(e) if e.downcast_ref::<Broken>().is_some() => e,
+            other => return other,
+        };
+        match probe().and_then(|p| self.post(url, content_type, headers, Payload::Bytes(p))) {
+            Err(refused) if refused.downcast_ref::<Refused>().is_some() => Err(refused),
+            _ => Err(sent.context(
+                "the coordinator closed the connection while the body was being sent, as it does when it refuses a \
+                 job part-way (on_error: fail meeting a bad row, say)",
+            )),
+        }
+    }
+}
+
+/// The connection broke before an answer came.
+#[derive(Debug)]
+pub struct Broken(String);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Broken {}
 
 /// A request body.
 pub enum Payload {
@@ -233,13 +279,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The outcome a job's summary says; `failed` counts the items that failed,
-    /// `done` describes what was done.
-    pub fn of(status: &str, reason: Option<&str>, failed: u64, noun: &str, done: String) -> Outcome {
-        match status {
-            "complete" if failed == 0 => Outcome { code: 0, message: format!("complete: {done}") },
-            "complete" => Outcome { code: 2, message: format!("complete with {failed} {noun} failed: {done}") },
-            other => Outcome {
+    /// The outcome a job's summary says; `failures` says what failed, if
+    /// anything did, and `done` what was done.
+    pub fn of(status: &str, reason: Option<&str>, failures: Option<String>, done: String) -> Outcome {
+        match (status, failures) {
+            ("complete", None) => Outcome { code: 0, message: format!("complete: {done}") },
+            ("complete", Some(failures)) => Outcome { code: 2, message: format!("complete with {failures}: {done}") },
+            (other, _) => Outcome {
                 code: 1,
                 message: format!("the job {other}: {}: {done}", reason.unwrap_or("no reason given")),
             },
@@ -249,20 +295,22 @@ impl Outcome {
     /// The outcome of a transform job's summary.
     pub fn of_table(summary: &Value) -> Outcome {
         let n = |k: &str| summary[k].as_u64().unwrap_or(0);
-        let mut done = format!(
-            "{} rows in, {} out, {} filtered, {} with errors",
+        let done = format!(
+            "{} rows in, {} out, {} filtered, {} with errors in {:.1} s",
             n("rows_in"),
             n("rows_out"),
             n("rows_filtered"),
-            n("rows_errored")
+            n("rows_errored"),
+            n("elapsed_ms") as f64 / 1000.0
         );
-        let mut failed = n("rows_errored");
-        if n("bytes_not_processed") > 0 {
-            done.push_str(&format!(", {} bytes of the source not processed", n("bytes_not_processed")));
-            failed += 1;
-        }
-        done.push_str(&format!(" in {:.1} s", n("elapsed_ms") as f64 / 1000.0));
-        Outcome::of(summary["status"].as_str().unwrap_or("?"), summary["reason"].as_str(), failed, "rows", done)
+        // Source ranges that got no answer are bytes, their rows unknown.
+        let failures = match (n("rows_errored"), n("bytes_not_processed")) {
+            (0, 0) => None,
+            (rows, 0) => Some(format!("{rows} rows failed")),
+            (0, bytes) => Some(format!("{bytes} bytes of the source not processed")),
+            (rows, bytes) => Some(format!("{rows} rows failed and {bytes} bytes of the source not processed")),
+        };
+        Outcome::of(summary["status"].as_str().unwrap_or("?"), summary["reason"].as_str(), failures, done)
     }
 
     /// The outcome of a scrape job's summary.
@@ -275,6 +323,7 @@ impl Outcome {
             n("errors"),
             n("elapsed_ms") as f64 / 1000.0
         );
-        Outcome::of(summary["status"].as_str().unwrap_or("?"), summary["reason"].as_str(), n("errors"), "URLs", done)
+        let failures = (n("errors") > 0).then(|| format!("{} URLs failed", n("errors")));
+        Outcome::of(summary["status"].as_str().unwrap_or("?"), summary["reason"].as_str(), failures, done)
     }
 }

@@ -16,6 +16,7 @@ mod job;
 mod output;
 mod progress;
 mod scrape;
+mod signals;
 mod transform;
 
 use anyhow::{Context, Result};
@@ -188,7 +189,7 @@ fn up(args: UpArgs) -> Result<i32> {
         env: args.env,
         echo_logs: true,
     };
-    let bundle = Bundle::start(&options, 0)?;
+    let bundle = Bundle::start(&options)?;
     println!("fanout: serving the bundle with {} (Ctrl-C stops it)", bundle.runtime());
     for route in bundle.routes() {
         println!("  {:<12} {:<24} {}", route.component, route.url, route.routes);
@@ -210,11 +211,13 @@ fn main() {
             std::process::exit(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    let result = match cli.command {
+    // Ctrl-C is how `fanout up` ends; it interrupts a job.
+    let on_signal = signals::install(if matches!(cli.command, Command::Up(_)) { 0 } else { 130 });
+    let result = on_signal.and_then(|()| match cli.command {
         Command::Up(args) => up(args),
         Command::Scrape(args) => scrape::run(args),
         Command::Transform(args) => transform::run(args),
-    };
+    });
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

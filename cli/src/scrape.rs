@@ -49,15 +49,13 @@ pub fn run(args: ScrapeArgs) -> Result<i32> {
     if let Some(n) = args.batch_size {
         job.insert("batch_size".into(), n.into());
     }
+    let mut out = Output::create(args.job.output.as_deref(), &args.urls_file)?;
     let coordinator = args.job.coordinator(false, args.allow_private_hosts)?;
     let header = ascii_json(&Value::Object(job));
-    let response = coordinator.post(
-        coordinator.url("coordinate/scrape"),
-        "text/plain",
-        &[("x-fanout-job", header)],
-        Payload::File(file),
-    )?;
-    let mut out = Output::create(args.job.output.as_deref(), &args.urls_file)?;
+    let headers = [("x-fanout-job", header)];
+    let url = coordinator.url("coordinate/scrape");
+    // An empty list draws the same refusal of the job's fields as the whole one.
+    let response = coordinator.post_refusable(url, "text/plain", &headers, Payload::File(file), || Ok(Vec::new()))?;
     let mut progress = Progress::new(Some(urls), Unit::Urls);
     let summary = answer::pages(response, urls, args.job.format, &mut out, &mut progress);
     progress.finish();

@@ -85,6 +85,7 @@ pub fn run(args: TransformArgs) -> Result<i32> {
         Some(a) if a.partial => Table::Partial,
         Some(_) => Table::Groups,
     };
+    let mut out = Output::create(args.job.output.as_deref(), &args.csv_file)?;
     let coordinator = args.job.coordinator(true, false)?;
     let stream = args.stream || !coordinator.is_local();
     if !args.stream && stream {
@@ -115,7 +116,6 @@ pub fn run(args: TransformArgs) -> Result<i32> {
             other => other?,
         }
     };
-    let mut out = Output::create(args.job.output.as_deref(), &args.csv_file)?;
     let mut progress = Progress::new(Some(size), Unit::Bytes);
     let summary = answer::table(answer, shape, args.job.format, &mut out, &mut progress);
     progress.finish();
@@ -146,15 +146,7 @@ fn post_body(
         }
     }
     let file = open(&args.csv_file)?;
-    coordinator.post(url.clone(), "text/csv", &[], Payload::File(file)).map_err(|sent| {
-        // A coordinator that refuses the job (a spec that does not fit the header, an option
-        // over its limit) answers before reading the body and closes the connection, which the
-        // client sees as a failed send. The header alone gets the same answer, and its message.
-        match header_line(&args.csv_file).map(|h| coordinator.post(url, "text/csv", &[], Payload::Bytes(h))) {
-            Ok(Err(refused)) if refused.downcast_ref::<Refused>().is_some() => refused,
-            _ => sent,
-        }
-    })
+    coordinator.post_refusable(url, "text/csv", &[], Payload::File(file), || header_line(&args.csv_file))
 }
 
 /// The file's first line, where the header is.
@@ -198,7 +190,8 @@ fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, size: u64) 
         c.items_failed,
         report.elapsed_ms as f64 / 1000.0
     );
-    let outcome = Outcome::of(status, report.reason.as_deref(), c.items_failed, "rows", done);
+    let failures = (c.items_failed > 0).then(|| format!("{} rows failed", c.items_failed));
+    let outcome = Outcome::of(status, report.reason.as_deref(), failures, done);
     eprintln!("fanout: {}", outcome.message);
     Ok(outcome.code)
 }

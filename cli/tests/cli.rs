@@ -419,6 +419,125 @@ fn the_output_file_is_replaced_only_by_a_whole_answer() {
 }
 
 #[test]
+fn the_output_keeps_links_modes_and_files_that_are_not_regular() {
+    let b = bundle(true);
+    let dir = Dir::new("modes");
+    let csv = dir.file("sales.csv", &fanout_testkit::data::sales(300));
+    let csv = csv.to_str().unwrap();
+    let endpoint = b.coordinator.url("/");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    use std::os::unix::fs::PermissionsExt;
+
+    // A new file gets the mode any new file gets here; a replaced one keeps its own.
+    let probe = dir.file("probe", b"");
+    let fresh = dir.path("fresh.json");
+    assert_eq!(run_job(&["transform", csv, "--preset", "vat"], &endpoint, &fresh).status.code(), Some(0));
+    assert_eq!(mode(&fresh), mode(&probe));
+    let kept = dir.file("kept.json", b"old");
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(run_job(&["transform", csv, "--preset", "vat"], &endpoint, &kept).status.code(), Some(0));
+    assert_eq!(mode(&kept), 0o640);
+    assert_eq!(json_file(&kept)["summary"]["rows_in"], 300);
+
+    // A link's target is replaced; the link stays.
+    let link = dir.path("link.json");
+    std::os::unix::fs::symlink(&kept, &link).unwrap();
+    assert_eq!(
+        run_job(&["transform", csv, "--spec-json", r#"{"preset": "vat", "on_error": "null"}"#], &endpoint, &link)
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+
+    // A pipe is written into, not replaced.
+    let fifo = dir.path("pipe");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    assert_eq!(run_job(&["transform", csv, "--preset", "vat"], &endpoint, &fifo).status.code(), Some(0));
+    let piped: Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    assert_eq!(piped["summary"]["rows_in"], 300);
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    use std::os::unix::fs::FileTypeExt;
+}
+
+#[test]
+fn ctrl_c_stops_the_job_and_leaves_no_temporary_file() {
+    let b = bundle(true);
+    let site = Site::start();
+    let dir = Dir::new("interrupt");
+    let urls: String = (0..20).map(|i| format!("{}\n", site.url(&format!("/page/{i}?delay_ms=500")))).collect();
+    let list = dir.file("urls.txt", urls.as_bytes());
+    let out = dir.file("pages.json", b"the previous output");
+    let endpoint = b.coordinator.url("/");
+    let args = [
+        "scrape",
+        list.to_str().unwrap(),
+        "--batch-size",
+        "1",
+        "--concurrency",
+        "1",
+        "--endpoint",
+        &endpoint,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let mut child = fanout(&args).stderr(Stdio::piped()).spawn().unwrap();
+    // The first progress line says the job is under way.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("pages/s") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the job ended before its first progress line");
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the job did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous output");
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "only the list and the previous output: {left:?}");
+}
+
+#[test]
+fn a_job_that_fails_on_its_input_or_is_refused_part_way_says_why() {
+    let scrape = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let coordinator = Component::serve(
+        "coordinator",
+        &[("FANOUT_SCRAPE_URL", &scrape.url("/scrape")), ("FANOUT_MAX_JOB_URLS", "100")],
+    );
+    let site = Site::start();
+    let dir = Dir::new("refused");
+    let endpoint = coordinator.url("/");
+    // A list longer than the coordinator takes, found out once results were written:
+    // the job fails, and the URLs before the limit are accounted for.
+    let urls: String = (0..150).map(|i| format!("{}\n", site.url(&format!("/page/{i}")))).collect();
+    let list = dir.file("urls.txt", urls.as_bytes());
+    let out = dir.path("pages.json");
+    let cli = run_job(&["scrape", list.to_str().unwrap(), "--batch-size", "1", "--concurrency", "2"], &endpoint, &out);
+    fails_with_one_line(
+        &cli,
+        "the job failed: the input could not be read to its end: the URL list holds more than 100 URLs",
+    );
+    assert_eq!(json_file(&out)["results"].as_array().unwrap().len(), 100);
+    // A refusal of the job's fields while a large list is still being sent.
+    let urls: String = (0..300_000).map(|i| format!("http://127.0.0.1:9/page/{i}\n")).collect();
+    let list = dir.file("many.txt", urls.as_bytes());
+    let cli = run_job(&["scrape", list.to_str().unwrap(), "--batch-size", "100000000"], &endpoint, &out);
+    fails_with_one_line(&cli, "the coordinator refused the job (400)");
+    assert!(stderr(&cli).contains("batch_size"), "{}", stderr(&cli));
+}
+
+#[test]
 fn a_coordinator_that_requires_a_token_is_sent_it() {
     let token = "a-shared-token";
     let transform = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_TOKEN", token)]);
