@@ -106,6 +106,12 @@ fn sales_with_a_bad_row() -> Vec<u8> {
     csv
 }
 
+/// Ctrl-C, as a terminal sends it.
+fn interrupt(child: &std::process::Child) {
+    // SAFETY: kill(2) only sends a signal, to a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -493,7 +499,7 @@ fn ctrl_c_stops_the_job_and_leaves_no_temporary_file() {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "the job ended before its first progress line");
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    interrupt(&child);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -621,7 +627,7 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert!(!stderr(&cli).contains("serving the local bundle"));
 
-    Command::new("kill").args(["-INT", &up.id().to_string()]).status().unwrap();
+    interrupt(&up);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = up.try_wait().unwrap() {
