@@ -11,14 +11,13 @@ use crate::{open, JobArgs};
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args};
 use fanout::config::Config;
-use fanout::fanout::driver::Status;
 use fanout::fanout::local;
 use fanout::fanout::options::JobOptions;
 use fanout::framing;
 use fanout::transform::spec::{self, Spec};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("spec_from").required(true)))]
@@ -91,27 +90,26 @@ pub fn run(args: TransformArgs) -> Result<i32> {
     if !args.stream && stream {
         eprintln!("fanout: the coordinator is not on this machine: sending the file as the request body");
     }
+    // The job's options, the same for a source job's body and a CSV body's query.
     let mut options = args.job.options();
+    if let Some(n) = args.chunk_bytes {
+        options.insert("chunk_bytes".into(), n.into());
+    }
     // Kept until the answer is read: workers read their ranges until the end.
     let mut server = None;
     let answer = if stream {
-        post_body(&coordinator, &args, &given, options)?
+        post_body(&coordinator, &args.csv_file, &given, &options)?
     } else {
         let served = server.insert(FileServer::start(&args.csv_file).context("cannot serve the file on loopback")?);
-        options.insert("source".into(), served.url().into());
-        options.insert("spec".into(), given.json.clone());
-        if let Some(n) = args.chunk_bytes {
-            options.insert("chunk_bytes".into(), n.into());
-        }
-        let body = serde_json::to_vec(&options).expect("values serialise");
+        let mut job = options.clone();
+        job.insert("source".into(), served.url().into());
+        job.insert("spec".into(), given.json.clone());
+        let body = serde_json::to_vec(&job).expect("values serialise");
         match coordinator.post(coordinator.url("coordinate/transform"), "application/json", &[], Payload::Bytes(body)) {
             // The coordinator may not read from loopback (FANOUT_ALLOW_PRIVATE_HOSTS): send the file instead.
             Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 403) => {
                 eprintln!("fanout: the coordinator may not read files on loopback ({e}); sending the file as the request body");
-                options.remove("source");
-                options.remove("spec");
-                options.remove("chunk_bytes");
-                post_body(&coordinator, &args, &given, options)?
+                post_body(&coordinator, &args.csv_file, &given, &options)?
             }
             other => other?,
         }
@@ -130,27 +128,24 @@ pub fn run(args: TransformArgs) -> Result<i32> {
 /// The file as the request body, the spec and options in the query.
 fn post_body(
     coordinator: &crate::job::Coordinator,
-    args: &TransformArgs,
+    csv_file: &Path,
     given: &GivenSpec,
-    options: serde_json::Map<String, Value>,
+    options: &serde_json::Map<String, Value>,
 ) -> Result<Answer> {
     let mut url = coordinator.url("coordinate/transform");
     {
         let mut query = url.query_pairs_mut();
         query.append_pair("spec", &given.json.to_string());
-        if let Some(n) = args.chunk_bytes {
-            query.append_pair("chunk_bytes", &n.to_string());
-        }
-        for (k, v) in &options {
+        for (k, v) in options {
             query.append_pair(k, &v.to_string());
         }
     }
-    let file = open(&args.csv_file)?;
-    coordinator.post_refusable(url, "text/csv", &[], Payload::File(file), || header_line(&args.csv_file))
+    let file = open(csv_file)?;
+    coordinator.post_refusable(url, "text/csv", &[], Payload::File(file), || header_line(csv_file))
 }
 
 /// The file's first line, where the header is.
-fn header_line(path: &std::path::Path) -> Result<Vec<u8>> {
+fn header_line(path: &Path) -> Result<Vec<u8>> {
     let mut line = Vec::new();
     BufReader::new(open(path)?).take(64 * 1024).read_until(b'\n', &mut line)?;
     Ok(line)
@@ -179,11 +174,7 @@ fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, size: u64) 
     let report = report.with_context(|| format!("cannot transform {}", args.csv_file.display()))?;
     out.finish()?;
     let c = &report.counters;
-    let status = match report.status {
-        Status::Complete => "complete",
-        Status::Stopped => "stopped",
-        Status::Failed => "failed",
-    };
+    let status = serde_json::to_value(&report.status).expect("statuses serialise");
     let done = format!(
         "{} rows, {} failed, in {:.1} s (local)",
         c.items_done,
@@ -191,7 +182,7 @@ fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, size: u64) 
         report.elapsed_ms as f64 / 1000.0
     );
     let failures = (c.items_failed > 0).then(|| format!("{} rows failed", c.items_failed));
-    let outcome = Outcome::of(status, report.reason.as_deref(), failures, done);
+    let outcome = Outcome::of(status.as_str().unwrap_or("?"), report.reason.as_deref(), failures, done);
     eprintln!("fanout: {}", outcome.message);
     Ok(outcome.code)
 }

@@ -117,8 +117,9 @@ pub fn transform(
                 }
                 Err(e) => driver.input_failed(e.0),
             },
-            // Nothing runs in the background here: a wait without input to read has nothing to wait for.
-            Action::Wait(_) => unreachable!("a local job waits only for input"),
+            // Calls finish as they start here, so only a time (the job's deadline) is left to wait for.
+            Action::Wait(Some(at)) => std::thread::sleep(at.saturating_sub(started.elapsed())),
+            Action::Wait(None) => unreachable!("a local job with no input and no call still running is done"),
         }
     }
     out.flush()?;
