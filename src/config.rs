@@ -179,6 +179,23 @@ impl Config {
 
 /// `FANOUT_TOKEN`: unset or empty turns the check off; a value of only
 /// whitespace is a mistake (it would turn the check off without saying so).
+/// An option a request may set: `requested`, or `default` (at most `limit`)
+/// when not given. Under 1 or over `limit` (set by the operator's `variable`)
+/// is a 400 naming the option, `field` as the request spells it.
+pub fn within<T>(field: &str, requested: Option<T>, default: T, limit: T, variable: &str) -> Result<T, ApiError>
+where
+    T: PartialOrd + Copy + std::fmt::Display + Default,
+{
+    match requested {
+        None => Ok(if default > limit { limit } else { default }),
+        Some(v) if v <= T::default() => Err(ApiError::bad_request(format!("{field} must be at least 1"))),
+        Some(v) if v > limit => {
+            Err(ApiError::bad_request(format!("{field}={v} is over this deployment's limit of {limit} ({variable})")))
+        }
+        Some(v) => Ok(v),
+    }
+}
+
 fn token(value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         None => Ok(None),

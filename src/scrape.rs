@@ -1,7 +1,7 @@
 //! The request and result shapes of the scrape worker, shared with the coordinator.
 
 use crate::api::ApiError;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::html::{ExtractOptions, Extracted, Selection, Selector};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -110,22 +110,12 @@ pub struct FetchSettings {
     pub allow_private_hosts: bool,
 }
 
-/// Picks `requested` or `default`, refusing a request over the deployment's `limit`.
-fn within<T: PartialOrd + Copy + std::fmt::Display + Default>(
-    name: &str,
-    requested: Option<T>,
-    default: T,
-    limit: T,
-    variable: &str,
-) -> Result<T, ApiError> {
-    match requested {
-        None => Ok(if default > limit { limit } else { default }),
-        Some(v) if v <= T::default() => Err(ApiError::bad_request(format!("options.{name} must be at least 1"))),
-        Some(v) if v > limit => Err(ApiError::bad_request(format!(
-            "options.{name}={v} is over this deployment's limit of {limit} ({variable})"
-        ))),
-        Some(v) => Ok(v),
-    }
+/// `options.NAME` of a scrape request: see [`config::within`].
+fn option<T>(name: &str, requested: Option<T>, default: T, limit: T, variable: &str) -> Result<T, ApiError>
+where
+    T: PartialOrd + Copy + std::fmt::Display + Default,
+{
+    config::within(&format!("options.{name}"), requested, default, limit, variable)
 }
 
 impl ScrapeRequest {
@@ -141,7 +131,7 @@ impl ScrapeRequest {
             let selector = Selector::parse(css).map_err(|e| ApiError::bad_request(format!("select.{name}: {e}")))?;
             select.push((name.clone(), Selection { selector, attr, all }));
         }
-        let max_output_bytes = within(
+        let max_output_bytes = option(
             "max_output_bytes",
             self.options.max_output_bytes,
             crate::html::DEFAULT_OUTPUT_BYTES,
@@ -162,11 +152,11 @@ impl ScrapeRequest {
         let o = &self.options;
         let ms = |d: Duration| d.as_millis() as u64;
         let concurrency =
-            within("concurrency", o.concurrency, 16, config.max_scrape_concurrency, "FANOUT_SCRAPE_CONCURRENCY")?;
+            option("concurrency", o.concurrency, 16, config.max_scrape_concurrency, "FANOUT_SCRAPE_CONCURRENCY")?;
         let timeout_ms =
-            within("timeout_ms", o.timeout_ms, 10_000, ms(config.max_fetch_timeout), "FANOUT_FETCH_TIMEOUT_MS")?;
+            option("timeout_ms", o.timeout_ms, 10_000, ms(config.max_fetch_timeout), "FANOUT_FETCH_TIMEOUT_MS")?;
         let deadline_ms =
-            within("deadline_ms", o.deadline_ms, 60_000, ms(config.max_scrape_deadline), "FANOUT_SCRAPE_DEADLINE_MS")?;
+            option("deadline_ms", o.deadline_ms, 60_000, ms(config.max_scrape_deadline), "FANOUT_SCRAPE_DEADLINE_MS")?;
         let max_redirects = match o.max_redirects {
             Some(n) if n > config.max_redirects => {
                 return Err(ApiError::bad_request(format!(
@@ -186,11 +176,11 @@ impl ScrapeRequest {
         };
         Ok(FetchSettings {
             concurrency,
-            per_host: within("per_host", o.per_host, 8, concurrency, "options.concurrency")?,
+            per_host: option("per_host", o.per_host, 8, concurrency, "options.concurrency")?,
             timeout: Duration::from_millis(timeout_ms),
             deadline: Duration::from_millis(deadline_ms),
-            attempts: within("attempts", o.attempts, 3, config.max_fetch_attempts, "FANOUT_FETCH_ATTEMPTS")?,
-            max_page_bytes: within(
+            attempts: option("attempts", o.attempts, 3, config.max_fetch_attempts, "FANOUT_FETCH_ATTEMPTS")?,
+            max_page_bytes: option(
                 "max_page_bytes",
                 o.max_page_bytes,
                 5 * 1024 * 1024,

@@ -7,7 +7,7 @@
 use super::driver::{Limits, Tolerance};
 use super::retry::RetryPolicy;
 use crate::api::ApiError;
-use crate::config::Config;
+use crate::config::{within, Config};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -66,11 +66,12 @@ impl JobOptions {
     /// its unit (twice: the driver's copy and the request's) and its answer.
     /// When that passes `FANOUT_JOB_MEMORY_BYTES`, fewer calls run at once.
     pub fn limits(&self, config: &Config, unit_bytes: usize) -> Result<Limits, ApiError> {
-        let concurrency =
-            within("concurrency", self.concurrency, config.worker_concurrency, "FANOUT_WORKER_CONCURRENCY")?;
-        let deadline_ms =
-            within("deadline_ms", self.deadline_ms, config.job_deadline.as_millis() as u64, "FANOUT_JOB_DEADLINE_MS")?;
-        let window_bytes = within("window_bytes", self.window_bytes, config.window_bytes, "FANOUT_WINDOW_BYTES")?;
+        // A job's options default to the operator's limits.
+        let (workers, deadline, window) =
+            (config.worker_concurrency, config.job_deadline.as_millis() as u64, config.window_bytes);
+        let concurrency = within("concurrency", self.concurrency, workers, workers, "FANOUT_WORKER_CONCURRENCY")?;
+        let deadline_ms = within("deadline_ms", self.deadline_ms, deadline, deadline, "FANOUT_JOB_DEADLINE_MS")?;
+        let window_bytes = within("window_bytes", self.window_bytes, window, window, "FANOUT_WINDOW_BYTES")?;
         let per_call = unit_bytes.saturating_mul(2).saturating_add(config.max_worker_response_bytes);
         let room = config.job_memory_bytes.saturating_sub(window_bytes);
         if room < per_call {
@@ -100,21 +101,6 @@ impl JobOptions {
             tolerance: Tolerance { count: self.tolerated_failures, percent: self.tolerated_failure_percent },
             progress_every: Some(PROGRESS_EVERY),
         })
-    }
-}
-
-/// `requested`, or `limit` when not given; a request over the limit, or of 0, is a 400.
-fn within<T>(name: &str, requested: Option<T>, limit: T, variable: &str) -> Result<T, ApiError>
-where
-    T: PartialOrd + Copy + std::fmt::Display + Default,
-{
-    match requested {
-        None => Ok(limit),
-        Some(v) if v <= T::default() => Err(ApiError::bad_request(format!("{name} must be at least 1"))),
-        Some(v) if v > limit => {
-            Err(ApiError::bad_request(format!("{name}={v} is over this deployment's limit of {limit} ({variable})")))
-        }
-        Some(v) => Ok(v),
     }
 }
 
