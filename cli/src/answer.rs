@@ -8,12 +8,12 @@
 
 use crate::progress::{Progress, Update};
 use anyhow::{bail, ensure, Context, Result};
-use fanout::transform::output::MAX_ERROR_RECORDS;
+use fanout::transform::output::{Stats, MAX_ERROR_RECORDS};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 /// The longest answer line read: a record, a page's result, a group. Each is
 /// part of one worker answer, which the coordinator reads only up to its
@@ -61,11 +61,11 @@ pub fn table(
             TableLine { stats: Some(stats), summary: Some(s), .. } => {
                 check_rows(&stats, &s)?;
                 if shape == Table::Records {
-                    let rows_out = stats.get("rows_out").and_then(Value::as_u64);
                     ensure!(
-                        rows_out == Some(doc.records),
-                        "the answer has {} records but its stats say rows_out {rows_out:?}",
-                        doc.records
+                        stats.rows_out == doc.records,
+                        "the answer has {} records but its stats say rows_out {}",
+                        doc.records,
+                        stats.rows_out
                     );
                 }
                 match format {
@@ -116,7 +116,7 @@ struct TableLine<'a> {
     #[serde(default)]
     progress: Option<Update>,
     #[serde(default)]
-    stats: Option<Map<String, Value>>,
+    stats: Option<Stats>,
     #[serde(default)]
     summary: Option<Value>,
 }
@@ -157,7 +157,7 @@ impl TableDoc {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut impl Write, mut stats: Map<String, Value>, summary: &Value) -> Result<()> {
+    fn finish(&mut self, out: &mut impl Write, mut stats: Stats, summary: &Value) -> Result<()> {
         if self.shape == Table::Partial {
             ensure!(self.opened, "the answer has no partial aggregate");
             out.write_all(b",")?;
@@ -165,10 +165,7 @@ impl TableDoc {
             self.open(out)?;
             out.write_all(b"],")?;
         }
-        if self.omitted > 0 {
-            let before = stats.get("errors_omitted").and_then(Value::as_u64).unwrap_or(0);
-            stats.insert("errors_omitted".into(), Value::from(before + self.omitted));
-        }
+        stats.errors_omitted = stats.errors_omitted.saturating_add(self.omitted);
         out.write_all(b"\"errors\":[")?;
         self.errors.copy_to(out, b",")?;
         out.write_all(b"],\"stats\":")?;
@@ -180,18 +177,17 @@ impl TableDoc {
     }
 }
 
-/// `rows_in = rows_out + rows_filtered + rows_errored`, as every answer must
-/// say, and the summary (which the exit code is read from) says the same.
-fn check_rows(stats: &Map<String, Value>, summary: &Value) -> Result<()> {
-    let n = |k: &str| stats.get(k).and_then(Value::as_u64);
-    let (Some(i), Some(o), Some(f), Some(e)) = (n("rows_in"), n("rows_out"), n("rows_filtered"), n("rows_errored"))
-    else {
-        bail!("the answer's stats lack row counts");
-    };
-    let adds_up = i.checked_sub(o).and_then(|r| r.checked_sub(f)) == Some(e);
-    ensure!(adds_up, "the answer's stats do not add up: {i} rows in, {o} out, {f} filtered, {e} errored");
-    for key in ["rows_in", "rows_out", "rows_filtered", "rows_errored"] {
-        ensure!(summary.get(key) == stats.get(key), "the answer's summary and stats differ in {key}");
+/// The answer's stats add up, and its summary (which the exit code is read from) says the same.
+fn check_rows(stats: &Stats, summary: &Value) -> Result<()> {
+    stats.check().map_err(|m| anyhow::anyhow!("the answer's stats: {m}"))?;
+    let counts = [
+        ("rows_in", stats.rows_in),
+        ("rows_out", stats.rows_out),
+        ("rows_filtered", stats.rows_filtered),
+        ("rows_errored", stats.rows_errored),
+    ];
+    for (key, n) in counts {
+        ensure!(summary.get(key).and_then(Value::as_u64) == Some(n), "the answer's summary and stats differ in {key}");
     }
     ensure!(summary.get("status").is_some_and(Value::is_string), "the answer's summary has no status");
     Ok(())
@@ -199,7 +195,7 @@ fn check_rows(stats: &Map<String, Value>, summary: &Value) -> Result<()> {
 
 /// Lines waiting in a temporary file (not in memory) for their place in the output.
 struct Spool {
-    file: std::fs::File,
+    file: BufWriter<std::fs::File>,
     /// Where each line starts and how long it is.
     lines: Vec<(u64, usize)>,
     end: u64,
@@ -208,7 +204,7 @@ struct Spool {
 impl Spool {
     fn new() -> Result<Spool> {
         let file = tempfile::tempfile().context("cannot create a temporary file for the answer")?;
-        Ok(Spool { file, lines: Vec::new(), end: 0 })
+        Ok(Spool { file: BufWriter::with_capacity(256 * 1024, file), lines: Vec::new(), end: 0 })
     }
 
     fn len(&self) -> usize {
@@ -223,18 +219,25 @@ impl Spool {
         Ok(self.lines.len() - 1)
     }
 
-    /// Copies the lines numbered by `order` to `out`, with `separator` between them.
+    /// Copies the lines numbered by `order` to `out`, with `separator` between
+    /// them, reading on without seeking while they follow one another.
     fn copy_in(&mut self, order: impl Iterator<Item = usize>, out: &mut impl Write, separator: &[u8]) -> Result<()> {
-        let mut buf = Vec::new();
+        self.file.flush().context("cannot write to a temporary file")?;
+        let mut reader = BufReader::with_capacity(256 * 1024, self.file.get_mut());
+        reader.rewind()?;
+        let (mut at_now, mut buf) = (0, Vec::new());
         for (i, line) in order.enumerate() {
             let (at, len) = self.lines[line];
+            if at != at_now {
+                reader.seek(SeekFrom::Start(at))?;
+            }
             if i > 0 {
                 out.write_all(separator)?;
             }
             buf.resize(len, 0);
-            self.file.seek(SeekFrom::Start(at))?;
-            self.file.read_exact(&mut buf).context("cannot read back a temporary file")?;
+            reader.read_exact(&mut buf).context("cannot read back a temporary file")?;
             out.write_all(&buf)?;
+            at_now = at + len as u64;
         }
         Ok(())
     }

@@ -343,13 +343,8 @@ struct AnswerTail {
 
 /// Checks an answer's counts against themselves and against what its unit holds.
 fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError]) -> Result<(), String> {
-    if s.rows_in != s.rows_out + s.rows_filtered + s.rows_errored {
-        return Err(format!(
-            "its counts do not add up: rows_in {} != rows_out {} + rows_filtered {} + rows_errored {}",
-            s.rows_in, s.rows_out, s.rows_filtered, s.rows_errored
-        ));
-    }
-    if errors.len() as u64 + s.errors_omitted != s.rows_errored {
+    s.check()?;
+    if (errors.len() as u64).checked_add(s.errors_omitted) != Some(s.rows_errored) {
         return Err(format!(
             "it has {} error records (and {} omitted) for {} errored rows",
             errors.len(),

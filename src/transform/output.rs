@@ -67,6 +67,19 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Stats {
+    /// Checks counts someone else sent: `rows_in = rows_out + rows_filtered +
+    /// rows_errored`, without overflow, whatever the numbers.
+    pub fn check(&self) -> Result<(), String> {
+        let sum = self.rows_out.checked_add(self.rows_filtered).and_then(|n| n.checked_add(self.rows_errored));
+        if sum != Some(self.rows_in) {
+            return Err(format!(
+                "its counts do not add up: rows_in {} != rows_out {} + rows_filtered {} + rows_errored {}",
+                self.rows_in, self.rows_out, self.rows_filtered, self.rows_errored
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: &Stats) {
         self.rows_in += other.rows_in;
