@@ -198,7 +198,7 @@ impl Column {
                         format!("column {:?}: not valid UTF-8 (bad byte at offset {})", self.name, e.valid_up_to());
                     (RowErrorKind::InvalidUtf8, Some(*i), msg)
                 })?;
-                if self.nulls.iter().any(|n| n == text) {
+                if self.is_null(text) {
                     return self.missing().map_err(|m| (RowErrorKind::InvalidValue, Some(*i), m));
                 }
                 let text = self.clean(text);
@@ -231,12 +231,12 @@ impl Column {
                                 );
                                 (RowErrorKind::InvalidUtf8, Some(f), msg)
                             })?;
-                            let raw = raw.trim();
-                            if raw.is_empty() || self.nulls.iter().any(|n| n == raw) {
+                            let trimmed = raw.trim();
+                            if trimmed.is_empty() || self.is_null(raw) {
                                 None
                             } else {
-                                Some(raw.parse::<f64>().ok().filter(|n| n.is_finite()).ok_or_else(|| {
-                                    let msg = format!("column {:?}: {raw:?} is not a number", self.name);
+                                Some(trimmed.parse::<f64>().ok().filter(|n| n.is_finite()).ok_or_else(|| {
+                                    let msg = format!("column {:?}: {trimmed:?} is not a number", self.name);
                                     (RowErrorKind::InvalidValue, Some(f), msg)
                                 })?)
                             }
@@ -254,6 +254,13 @@ impl Column {
                 }
             }
         }
+    }
+
+    /// Whether a field's text is one of the values that mean "missing": compared
+    /// exactly, as the field is read (after the dialect's `trim`), the same way
+    /// for a column's own field and for the fields its expression names.
+    fn is_null(&self, text: &str) -> bool {
+        self.nulls.iter().any(|n| n == text)
     }
 
     /// The value of a missing field: the column's default, else null.

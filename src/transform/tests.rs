@@ -301,6 +301,16 @@ fn null_values_are_missing_in_every_column_and_expression() {
         ])
     );
     assert_eq!(v["stats"]["rows_errored"], 0);
+    // Compared exactly, as the field is read: " NA " is not missing, in a column or in an expression.
+    let padded = "a,b\n1, NA \n";
+    for spec in [
+        r#"{"dialect": {"null_values": ["NA"]}, "columns": [{"from": "b", "type": "float"}]}"#,
+        r#"{"dialect": {"null_values": ["NA"]}, "columns": [{"name": "t", "expr": "b * 2"}]}"#,
+    ] {
+        assert_eq!(ok(spec, padded)["stats"]["rows_errored"], 1, "{spec}");
+    }
+    let trimmed = r#"{"dialect": {"null_values": ["NA"], "trim": true}, "columns": [{"name": "t", "expr": "b * 2"}]}"#;
+    assert_eq!(ok(trimmed, padded)["records"], json!([{"t": null}]));
     // Without null_values, NA is not an integer: an error record, as before.
     let v = ok(r#"{"columns": [{"from": "qty", "type": "integer"}]}"#, csv);
     assert_eq!(v["stats"]["rows_errored"], 1);
