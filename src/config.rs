@@ -7,6 +7,7 @@
 //! environment.
 
 use crate::api::{ApiError, ErrorKind};
+use crate::egress::{Egress, HostPort};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct Config {
     /// `FANOUT_ALLOW_PRIVATE_HOSTS`: when true, the scraper may fetch loopback,
     /// private and link-local addresses (off by default: see [`crate::egress`]).
     pub allow_private_hosts: bool,
+    /// `FANOUT_PRIVATE_HOSTS`: private `host[:port]`s that may be fetched
+    /// though others may not (comma-separated): an internal object store, say.
+    pub private_hosts: Vec<HostPort>,
     /// `FANOUT_SCRAPE_URL`: the scrape worker's `/scrape` endpoint, for the coordinator.
     pub scrape_url: Option<String>,
     /// `FANOUT_TRANSFORM_URL`: the transform worker's `/transform` endpoint, for the coordinator.
@@ -96,6 +100,7 @@ impl Default for Config {
             source_timeout: Duration::from_secs(60),
             max_urls: 10_000,
             allow_private_hosts: false,
+            private_hosts: Vec::new(),
             scrape_url: None,
             transform_url: None,
             worker_concurrency: 8,
@@ -137,6 +142,7 @@ impl Config {
             source_timeout: millis(&get, "FANOUT_SOURCE_TIMEOUT_MS", d.source_timeout)?,
             max_urls: positive(&get, "FANOUT_MAX_URLS", d.max_urls)?,
             allow_private_hosts: boolean(&get, "FANOUT_ALLOW_PRIVATE_HOSTS", d.allow_private_hosts)?,
+            private_hosts: host_list(&get, "FANOUT_PRIVATE_HOSTS")?,
             scrape_url: get("FANOUT_SCRAPE_URL"),
             transform_url: get("FANOUT_TRANSFORM_URL"),
             worker_concurrency: positive(&get, "FANOUT_WORKER_CONCURRENCY", d.worker_concurrency)?,
@@ -152,6 +158,11 @@ impl Config {
             window_bytes: positive(&get, "FANOUT_WINDOW_BYTES", d.window_bytes)?,
             job_memory_bytes: positive(&get, "FANOUT_JOB_MEMORY_BYTES", d.job_memory_bytes)?,
         })
+    }
+
+    /// What caller-supplied URLs may reach.
+    pub fn egress(&self) -> Egress {
+        Egress { allow_private: self.allow_private_hosts, private_hosts: self.private_hosts.clone() }
     }
 
     /// Checks an `Authorization` header value against the shared token, if one is set.
@@ -232,6 +243,14 @@ fn millis(get: &impl Fn(&str) -> Option<String>, name: &str, default: Duration) 
     Ok(Duration::from_millis(ms))
 }
 
+fn host_list(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Vec<HostPort>, ApiError> {
+    let Some(v) = get(name) else { return Ok(Vec::new()) };
+    v.split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| HostPort::parse(e).map_err(|why| invalid(name, &v, &format!("a list of host[:port] ({why})"))))
+        .collect()
+}
+
 fn boolean(get: &impl Fn(&str) -> Option<String>, name: &str, default: bool) -> Result<bool, ApiError> {
     match get(name) {
         None => Ok(default),
@@ -272,6 +291,11 @@ mod tests {
         assert_eq!(c.worker_timeout, Duration::from_millis(250));
         assert!(c.allow_private_hosts);
         assert_eq!(c.scrape_url.as_deref(), Some("http://127.0.0.1:1/scrape"));
+        let c = config(&[("FANOUT_PRIVATE_HOSTS", " 127.0.0.1:8333, minio.internal ,")]).unwrap();
+        let names: Vec<String> = c.private_hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["127.0.0.1:8333", "minio.internal"]);
+        assert!(c.egress().check("http://127.0.0.1:8333/b/k").is_ok());
+        assert!(c.egress().check("http://127.0.0.1:8334/b/k").is_err());
     }
 
     #[test]
@@ -281,6 +305,7 @@ mod tests {
             ("FANOUT_BATCH_SIZE", "-3"),
             ("FANOUT_CHUNK_BYTES", "1MB"),
             ("FANOUT_ALLOW_PRIVATE_HOSTS", "maybe"),
+            ("FANOUT_PRIVATE_HOSTS", "127.0.0.1:8333,http://x/"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config);

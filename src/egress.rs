@@ -9,6 +9,11 @@
 //! 169.254.169.254, admin ports on 127.0.0.1). A host *name* that resolves to
 //! such an address cannot be caught here, since WASI 0.2 offers no DNS lookup;
 //! that is what the platform's allow-list is for.
+//!
+//! An operator who needs one internal service reachable (an object store, a
+//! file server) names it in [`Egress::private_hosts`] instead of allowing every
+//! private address: that host (and port, when given) passes, every other
+//! private address is still refused.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -31,22 +36,73 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Parses `text` as an absolute http(s) URL and checks that it may be fetched.
-///
-/// With `allow_private` false, hosts that are literal non-public addresses or
-/// `localhost` are refused (see the module documentation for why).
-pub fn check(text: &str, allow_private: bool) -> Result<Url, Refusal> {
-    let url = Url::parse(text.trim()).map_err(|e| Refusal::Invalid(format!("{text:?} is not a valid URL: {e}")))?;
-    check_url(url, allow_private)
+/// What the operator lets caller-supplied URLs reach, besides public hosts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// Every loopback, private and link-local host (`FANOUT_ALLOW_PRIVATE_HOSTS=true`).
+    pub allow_private: bool,
+    /// These private hosts only (`FANOUT_PRIVATE_HOSTS`).
+    pub private_hosts: Vec<HostPort>,
 }
 
-/// The same check as [`check`], for an already parsed URL (a redirect target, say).
-pub fn check_url(url: Url, allow_private: bool) -> Result<Url, Refusal> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(Refusal::Invalid(format!("{url} has scheme {:?}; only http and https are fetched", url.scheme())));
+/// A host, and the only port allowed on it when one is given: an entry of `FANOUT_PRIVATE_HOSTS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    host: Host<String>,
+    port: Option<u16>,
+}
+
+impl HostPort {
+    /// Parses `host[:port]` (`10.0.0.5`, `127.0.0.1:8333`, `[fd00::1]:80`, `minio.internal:9000`).
+    /// The host is read as a URL's host, so `2130706433` and `127.0.0.1` are the same entry.
+    pub fn parse(text: &str) -> Result<HostPort, String> {
+        let text = text.trim();
+        let bad = |why: &str| format!("{text:?} is not host[:port]: {why}");
+        if text.is_empty() || text.contains(['/', '?', '#', '@']) {
+            return Err(bad("it holds a path, query or user"));
+        }
+        let url = Url::parse(&format!("http://{text}/")).map_err(|e| bad(&e.to_string()))?;
+        let host = url.host().ok_or_else(|| bad("it has no host"))?.to_owned();
+        // The parser drops a port equal to the scheme's default: keep the one given.
+        let port = match text.rsplit_once(':') {
+            Some((_, p)) if !p.ends_with(']') => Some(p.parse::<u16>().map_err(|e| bad(&e.to_string()))?),
+            _ => None,
+        };
+        Ok(HostPort { host, port })
     }
-    let host = url.host().ok_or_else(|| Refusal::Invalid(format!("{url} has no host")))?;
-    if !allow_private {
+
+    fn matches(&self, url: &Url) -> bool {
+        url.host().is_some_and(|h| h.to_owned() == self.host)
+            && self.port.is_none_or(|p| url.port_or_known_default() == Some(p))
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => write!(f, "{}", self.host),
+        }
+    }
+}
+
+impl Egress {
+    /// Parses `text` as an absolute http(s) URL and checks that it may be fetched.
+    pub fn check(&self, text: &str) -> Result<Url, Refusal> {
+        let url =
+            Url::parse(text.trim()).map_err(|e| Refusal::Invalid(format!("{text:?} is not a valid URL: {e}")))?;
+        self.check_url(url)
+    }
+
+    /// The same check as [`Egress::check`], for an already parsed URL (a redirect target, say).
+    pub fn check_url(&self, url: Url) -> Result<Url, Refusal> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Refusal::Invalid(format!(
+                "{url} has scheme {:?}; only http and https are fetched",
+                url.scheme()
+            )));
+        }
+        let host = url.host().ok_or_else(|| Refusal::Invalid(format!("{url} has no host")))?;
         let private = match host {
             Host::Domain(name) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -55,14 +111,15 @@ pub fn check_url(url: Url, allow_private: bool) -> Result<Url, Refusal> {
             Host::Ipv4(ip) => !is_public_v4(ip),
             Host::Ipv6(ip) => !is_public_v6(ip),
         };
-        if private {
+        if private && !self.allow_private && !self.private_hosts.iter().any(|h| h.matches(&url)) {
             return Err(Refusal::Blocked(format!(
                 "{url} names a loopback, private or link-local host, which this deployment does not fetch \
-                 (the operator can allow it with FANOUT_ALLOW_PRIVATE_HOSTS=true)"
+                 (the operator can allow it by name with FANOUT_PRIVATE_HOSTS=host:port, or every such \
+                 host with FANOUT_ALLOW_PRIVATE_HOSTS=true)"
             )));
         }
+        Ok(url)
     }
-    Ok(url)
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -114,10 +171,17 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 mod tests {
     use super::*;
 
+    const PUBLIC_ONLY: Egress = Egress { allow_private: false, private_hosts: Vec::new() };
+    const ANY: Egress = Egress { allow_private: true, private_hosts: Vec::new() };
+
+    fn only(entries: &[&str]) -> Egress {
+        Egress { allow_private: false, private_hosts: entries.iter().map(|e| HostPort::parse(e).unwrap()).collect() }
+    }
+
     #[test]
     fn public_http_urls_pass() {
         for u in ["http://example.com/a?b=c", "https://93.184.216.34/", "https://[2606:2800:220:1::]/x"] {
-            assert!(check(u, false).is_ok(), "{u}");
+            assert!(PUBLIC_ONLY.check(u).is_ok(), "{u}");
         }
     }
 
@@ -150,16 +214,61 @@ mod tests {
             // WHATWG parsing turns these spellings of 127.0.0.1 into the address itself.
             "http://2130706433/",
             "http://0x7f.1/",
+            // Loopback is all of 127.0.0.0/8, however it is spelt.
+            "http://127.0.0.2/",
+            "http://127.1.2.3/",
+            "http://127.255.255.254:8080/",
+            "http://[::ffff:127.0.0.2]/",
+            "http://2130706434/",
         ] {
-            assert!(matches!(check(u, false), Err(Refusal::Blocked(_))), "{u}");
-            assert!(check(u, true).is_ok(), "{u} with private hosts allowed");
+            assert!(matches!(PUBLIC_ONLY.check(u), Err(Refusal::Blocked(_))), "{u}");
+            assert!(ANY.check(u).is_ok(), "{u} with private hosts allowed");
+        }
+    }
+
+    #[test]
+    fn named_private_hosts_pass_and_no_others() {
+        let egress = only(&["127.0.0.1:8333", "10.0.0.5", "minio.localhost:9000", "[fd00::1]:80"]);
+        for u in [
+            "http://127.0.0.1:8333/bucket/key",
+            "http://2130706433:8333/x",
+            "http://10.0.0.5/",
+            "https://10.0.0.5:8443/",
+            "http://minio.localhost:9000/",
+            "http://[fd00::1]/",
+        ] {
+            assert!(egress.check(u).is_ok(), "{u}");
+        }
+        for u in [
+            "http://127.0.0.1:8334/",
+            "http://127.0.0.1/",
+            "http://127.0.0.2:8333/",
+            "http://[::ffff:127.0.0.1]:8333/",
+            "http://10.0.0.6/",
+            "http://minio.localhost/",
+            "http://localhost:9000/",
+            "http://169.254.169.254/",
+            "http://[fd00::1]:81/",
+        ] {
+            assert!(matches!(egress.check(u), Err(Refusal::Blocked(_))), "{u}");
+        }
+        assert!(egress.check("https://example.com/").is_ok());
+    }
+
+    #[test]
+    fn host_port_entries_parse_or_say_why() {
+        assert_eq!(HostPort::parse(" 127.0.0.1:80 ").unwrap().to_string(), "127.0.0.1:80");
+        assert_eq!(HostPort::parse("0x7f.1").unwrap().to_string(), "127.0.0.1");
+        assert_eq!(HostPort::parse("[::1]:9000").unwrap().to_string(), "[::1]:9000");
+        for bad in ["", "a:b", "127.0.0.1:99999", "http://a/", "a/b", "user@host"] {
+            assert!(HostPort::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn invalid_urls_say_why() {
         for u in ["", "example.com", "ftp://example.com/", "file:///etc/passwd", "http://", "javascript:alert(1)"] {
-            match check(u, true) {
+            match ANY.check(u) {
                 Err(Refusal::Invalid(m)) => assert!(!m.is_empty()),
                 other => panic!("{u}: {other:?}"),
             }

@@ -1,8 +1,10 @@
 //! Following redirects: relative `Location` resolved, hops bounded, loops caught.
 //!
 //! WASI 0.2 HTTP does not follow redirects, so the scraper does, one hop at a
-//! time, checking each target like a URL the caller gave (see [`crate::egress`]).
+//! time. Each target is checked like a URL the caller gave ([`crate::egress`]):
+//! a public page must not be able to send the scraper to a private address.
 
+use crate::egress::{Egress, Refusal};
 use std::fmt;
 use url::Url;
 
@@ -15,6 +17,8 @@ pub enum RedirectError {
     TooMany(usize),
     /// The `Location` header is not a URL.
     BadLocation(String),
+    /// The target is not a URL the deployment fetches.
+    Refused(Refusal),
 }
 
 impl fmt::Display for RedirectError {
@@ -23,6 +27,7 @@ impl fmt::Display for RedirectError {
             RedirectError::Loop(url) => write!(f, "redirect loop: {url} was already visited"),
             RedirectError::TooMany(n) => write!(f, "more than {n} redirects"),
             RedirectError::BadLocation(m) => write!(f, "redirect Location is not a URL: {m}"),
+            RedirectError::Refused(r) => write!(f, "redirect to {r}"),
         }
     }
 }
@@ -31,6 +36,7 @@ impl fmt::Display for RedirectError {
 #[derive(Clone, Debug)]
 pub struct Redirects {
     max: usize,
+    egress: Egress,
     visited: Vec<Url>,
 }
 
@@ -40,9 +46,10 @@ pub fn is_redirect(status: u16) -> bool {
 }
 
 impl Redirects {
-    /// Starts a chain at `start`, allowing at most `max` redirects.
-    pub fn new(start: Url, max: usize) -> Redirects {
-        Redirects { max, visited: vec![start] }
+    /// Starts a chain at `start` (already checked), allowing at most `max`
+    /// redirects, each to a URL that `egress` lets through.
+    pub fn new(start: Url, max: usize, egress: Egress) -> Redirects {
+        Redirects { max, egress, visited: vec![start] }
     }
 
     /// The URL the chain is at.
@@ -63,6 +70,7 @@ impl Redirects {
         if self.visited.len() > self.max {
             return Err(RedirectError::TooMany(self.max));
         }
+        let next = self.egress.check_url(next).map_err(RedirectError::Refused)?;
         self.visited.push(next);
         Ok(self.current())
     }
@@ -78,7 +86,7 @@ mod tests {
     use super::*;
 
     fn chain() -> Redirects {
-        Redirects::new(Url::parse("https://a.example/x/y?q=1").unwrap(), 3)
+        Redirects::new(Url::parse("https://a.example/x/y?q=1").unwrap(), 3, Egress::default())
     }
 
     #[test]
@@ -109,5 +117,46 @@ mod tests {
             assert!(!is_redirect(s));
         }
         assert!(matches!(chain().follow("http://[::1"), Err(RedirectError::BadLocation(_))));
+    }
+
+    #[test]
+    fn every_hop_is_checked_like_a_callers_url() {
+        for target in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://127.0.0.1:8080/admin",
+            "http://127.0.0.2/",
+            "http://[::1]/",
+            "http://localhost/",
+            "http://10.0.0.1/",
+        ] {
+            let mut r = chain();
+            match r.follow(target) {
+                Err(RedirectError::Refused(Refusal::Blocked(m))) => assert!(m.contains("private"), "{m}"),
+                other => panic!("{target}: {other:?}"),
+            }
+            assert_eq!(r.hops(), 0, "a refused hop is not taken");
+        }
+        assert!(matches!(chain().follow("ftp://a.example/"), Err(RedirectError::Refused(Refusal::Invalid(_)))));
+        // A later hop is checked too, after a public one.
+        let mut r = chain();
+        r.follow("https://b.example/").unwrap();
+        assert!(matches!(r.follow("http://192.168.0.1/"), Err(RedirectError::Refused(_))));
+    }
+
+    #[test]
+    fn a_named_private_host_is_the_only_private_target() {
+        let egress = Egress {
+            allow_private: false,
+            private_hosts: vec![crate::egress::HostPort::parse("127.0.0.1:8080").unwrap()],
+        };
+        let start = Url::parse("http://127.0.0.1:8080/a").unwrap();
+        let mut r = Redirects::new(start.clone(), 5, egress.clone());
+        assert_eq!(r.follow("/b").unwrap().as_str(), "http://127.0.0.1:8080/b");
+        for target in ["http://127.0.0.1:8081/", "http://127.0.0.2:8080/", "http://169.254.169.254/"] {
+            let mut r = Redirects::new(start.clone(), 5, egress.clone());
+            assert!(matches!(r.follow(target), Err(RedirectError::Refused(Refusal::Blocked(_)))), "{target}");
+        }
+        let mut open = Redirects::new(start, 5, Egress { allow_private: true, private_hosts: Vec::new() });
+        assert!(open.follow("http://127.0.0.2:9/").is_ok());
     }
 }

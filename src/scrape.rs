@@ -2,6 +2,7 @@
 
 use crate::api::ApiError;
 use crate::config::{self, Config};
+use crate::egress::Egress;
 use crate::html::{ExtractOptions, Extracted, Selection, Selector};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -106,8 +107,8 @@ pub struct FetchSettings {
     pub robots: bool,
     /// Parse non-HTML bodies.
     pub allow_non_html: bool,
-    /// Fetch loopback, private and link-local hosts.
-    pub allow_private_hosts: bool,
+    /// Which hosts may be fetched (first URLs and every redirect).
+    pub egress: Egress,
 }
 
 /// `options.NAME` of a scrape request: see [`config::within`].
@@ -191,7 +192,7 @@ impl ScrapeRequest {
             user_agent,
             robots: o.robots || config.respect_robots,
             allow_non_html: o.allow_non_html,
-            allow_private_hosts: config.allow_private_hosts,
+            egress: config.egress(),
         })
     }
 }

@@ -84,6 +84,39 @@ fn private_hosts_are_blocked_unless_the_operator_allows_them() {
     assert_eq!(site.hits("/page/1"), 0, "a blocked URL must not be fetched");
 }
 
+/// An operator allows one internal host: pages there are fetched, but no page
+/// (nor its robots.txt) can redirect the scraper to any other private address.
+#[test]
+fn a_named_private_host_is_allowed_and_redirects_out_of_it_are_blocked() {
+    let site = Site::start();
+    let other = Site::start();
+    let allowed = site.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let port = allowed.rsplit_once(':').unwrap().1.to_owned();
+    let c = Component::serve("scrape", &[("FANOUT_PRIVATE_HOSTS", &allowed), ("FANOUT_FETCH_TIMEOUT_MS", "2000")]);
+    let to = |target: &str| site.url(&format!("/redirect-to?url={target}"));
+    let urls = [
+        site.url("/page/ok"),
+        to(&other.url("/page/x")),
+        to(&format!("http://127.0.0.2:{port}/page/y")),
+        to("http://169.254.169.254/latest/meta-data"),
+        to(&format!("http://[::ffff:127.0.0.1]:{}/page/z", other.url("").rsplit(':').next().unwrap())),
+        other.url("/page/direct"),
+    ];
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": urls, "options": {"attempts": 1} })));
+    assert_eq!(r[0]["page"]["title"], "Page ok", "{}", r[0]);
+    for (i, result) in r.iter().enumerate().skip(1) {
+        assert_eq!(result["error"]["kind"], "blocked", "{i}: {result}");
+    }
+    assert!(r[1]["error"]["message"].as_str().unwrap().starts_with("redirect to"), "{}", r[1]);
+    assert_eq!(other.hits("/page/x") + other.hits("/page/direct") + other.hits("/page/z"), 0);
+
+    // robots.txt follows redirects too, and the same rule holds for them.
+    site.redirect_robots(&other.url("/robots.txt"));
+    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/page/r")], "options": {"robots": true} })));
+    assert_eq!(r[0]["error"]["kind"], "robots", "a robots.txt that cannot be read means stay out: {}", r[0]);
+    assert_eq!(other.hits("/robots.txt"), 0, "the redirect to another private host was followed");
+}
+
 #[test]
 fn selections_and_links_come_back_per_page() {
     let site = Site::start();

@@ -3,7 +3,7 @@
 //! deadline passes, what is still running or waiting becomes a `timeout` error.
 
 use crate::page::{self, Context};
-use fanout::egress::{self, Refusal};
+use fanout::egress::Refusal;
 use fanout::framing::{Format, Framer};
 use fanout::html::ExtractOptions;
 use fanout::schedule::HostQueue;
@@ -35,7 +35,7 @@ pub async fn run(
     let mut targets: Vec<Option<Url>> = Vec::with_capacity(urls.len());
     let mut refused = Vec::new();
     for (index, url) in urls.iter().enumerate() {
-        match egress::check(url, settings.allow_private_hosts) {
+        match settings.egress.check(url) {
             Ok(target) => targets.push(Some(target)),
             Err(refusal) => {
                 targets.push(None);

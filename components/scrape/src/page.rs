@@ -2,7 +2,7 @@
 //! caller's URL), robots.txt, content decoding, extraction.
 
 use fanout::content::{self, ContentError};
-use fanout::egress::{self, Refusal};
+use fanout::egress::Refusal;
 use fanout::fanout::retry::{parse_retry_after, retryable_status, RetryPolicy};
 use fanout::html::{self, ExtractOptions};
 use fanout::redirect::{is_redirect, RedirectError, Redirects};
@@ -64,7 +64,7 @@ async fn fetch_robots(url: String, settings: FetchSettings) -> Rc<Robots> {
     let Ok(start) = Url::parse(&url) else {
         return Rc::new(Robots::disallow_all());
     };
-    let mut chain = Redirects::new(start, 5);
+    let mut chain = Redirects::new(start, 5, settings.egress.clone());
     let rules = loop {
         let response = fetch(Outbound {
             method: Method::Get,
@@ -83,8 +83,7 @@ async fn fetch_robots(url: String, settings: FetchSettings) -> Rc<Robots> {
         match response.status {
             200..=299 => break Robots::parse(&String::from_utf8_lossy(&response.body)),
             s if is_redirect(s) => {
-                let followed = response.header("location").is_some_and(|l| chain.follow(l).is_ok());
-                if followed && egress::check_url(chain.current().clone(), settings.allow_private_hosts).is_ok() {
+                if response.header("location").is_some_and(|l| chain.follow(l).is_ok()) {
                     continue;
                 }
                 break Robots::disallow_all();
@@ -122,7 +121,7 @@ async fn fetch_and_parse(ctx: &Context<'_>, url: Url) -> Result<Page, ItemError>
         attempts: (attempts > 0).then_some(attempts),
         elapsed_ms: Some(started.elapsed().as_millis() as u64),
     };
-    let mut chain = Redirects::new(url, settings.max_redirects);
+    let mut chain = Redirects::new(url, settings.max_redirects, settings.egress.clone());
     let response = loop {
         let current = chain.current().clone();
         if settings.robots && !ctx.robots_allow(&current).await {
@@ -146,13 +145,13 @@ async fn fetch_and_parse(ctx: &Context<'_>, url: Url) -> Result<Page, ItemError>
             break response;
         };
         let status = Some(response.status);
-        let next = chain.follow(location).map_err(|e| match e {
-            RedirectError::BadLocation(_) => fail(FailureKind::InvalidUrl, e.to_string(), status, attempts),
-            _ => fail(FailureKind::RedirectLoop, e.to_string(), status, attempts),
-        })?;
-        egress::check_url(next.clone(), settings.allow_private_hosts).map_err(|refusal| match refusal {
-            Refusal::Invalid(m) => fail(FailureKind::InvalidUrl, format!("redirect to {m}"), status, attempts),
-            Refusal::Blocked(m) => fail(FailureKind::Blocked, format!("redirect to {m}"), status, attempts),
+        chain.follow(location).map_err(|e| {
+            let kind = match e {
+                RedirectError::BadLocation(_) | RedirectError::Refused(Refusal::Invalid(_)) => FailureKind::InvalidUrl,
+                RedirectError::Refused(Refusal::Blocked(_)) => FailureKind::Blocked,
+                RedirectError::Loop(_) | RedirectError::TooMany(_) => FailureKind::RedirectLoop,
+            };
+            fail(kind, e.to_string(), status, attempts)
         })?;
     };
     let status = response.status;

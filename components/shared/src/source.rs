@@ -5,7 +5,7 @@
 use crate::client::{fetch_range, open, Outbound};
 use fanout::api::{ApiError, ErrorKind};
 use fanout::config::Config;
-use fanout::egress::{self, Refusal};
+use fanout::egress::Refusal;
 use fanout::transform::engine::{read_header, Header};
 use fanout::transform::spec::Dialect;
 use spin_sdk::http::Method;
@@ -17,7 +17,7 @@ pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// Checks the URL a request gives in `field` against the egress rules: 400
 /// when it is not a URL, 403 when it is not allowed.
 pub fn check(field: &str, source: &str, config: &Config) -> Result<Url, ApiError> {
-    egress::check(source, config.allow_private_hosts).map_err(|r| match r {
+    config.egress().check(source).map_err(|r| match r {
         Refusal::Invalid(m) => ApiError::bad_request(format!("{field}: {m}")),
         Refusal::Blocked(m) => ApiError::new(ErrorKind::Forbidden, format!("{field}: {m}")),
     })
