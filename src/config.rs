@@ -8,6 +8,7 @@
 
 use crate::api::{ApiError, ErrorKind};
 use crate::egress::{Egress, HostPort};
+use crate::store::{Bucket, S3Config};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -81,6 +82,17 @@ pub struct Config {
     /// `FANOUT_JOB_MEMORY_BYTES`: memory one coordinated job may hold: its window, and a unit
     /// and an answer for each call in flight. Fewer calls run at once when more would pass it.
     pub job_memory_bytes: usize,
+    /// `FANOUT_S3_ENDPOINT`, `FANOUT_S3_BUCKET`, `FANOUT_S3_REGION`, `FANOUT_S3_ACCESS_KEY_ID` and
+    /// `FANOUT_S3_SECRET_ACCESS_KEY`: the bucket durable jobs live in (the coordinator's only).
+    pub s3: Option<S3Config>,
+    /// `FANOUT_TICK_BUDGET_MS`: the longest one tick of a durable job may run.
+    pub tick_budget: Duration,
+    /// `FANOUT_LEASE_MS`: how long a unit claimed by a tick stays its own.
+    pub lease: Duration,
+    /// `FANOUT_TICK_TOKEN`: a token that allows ticking durable jobs (`?token=` on the tick routes) and nothing else.
+    pub tick_token: Option<String>,
+    /// `FANOUT_MAX_PART_BYTES`: the largest part a worker writes for one unit of a durable job.
+    pub max_part_bytes: usize,
 }
 
 impl Default for Config {
@@ -115,6 +127,11 @@ impl Default for Config {
             job_deadline: Duration::from_secs(3600),
             window_bytes: 32 * 1024 * 1024,
             job_memory_bytes: 256 * 1024 * 1024,
+            s3: None,
+            tick_budget: Duration::from_secs(25),
+            lease: Duration::from_secs(60),
+            tick_token: None,
+            max_part_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -129,7 +146,7 @@ impl Config {
         let d = Config::default();
         Ok(Config {
             max_request_bytes: positive(&get, "FANOUT_MAX_REQUEST_BYTES", d.max_request_bytes)?,
-            token: token(lookup("FANOUT_TOKEN"))?,
+            token: token("FANOUT_TOKEN", lookup("FANOUT_TOKEN"))?,
             max_fetch_timeout: millis(&get, "FANOUT_FETCH_TIMEOUT_MS", d.max_fetch_timeout)?,
             max_fetch_attempts: positive(&get, "FANOUT_FETCH_ATTEMPTS", d.max_fetch_attempts)?,
             max_page_bytes: positive(&get, "FANOUT_MAX_PAGE_BYTES", d.max_page_bytes)?,
@@ -157,6 +174,11 @@ impl Config {
             job_deadline: millis(&get, "FANOUT_JOB_DEADLINE_MS", d.job_deadline)?,
             window_bytes: positive(&get, "FANOUT_WINDOW_BYTES", d.window_bytes)?,
             job_memory_bytes: positive(&get, "FANOUT_JOB_MEMORY_BYTES", d.job_memory_bytes)?,
+            s3: s3(&get)?,
+            tick_budget: millis(&get, "FANOUT_TICK_BUDGET_MS", d.tick_budget)?,
+            lease: millis(&get, "FANOUT_LEASE_MS", d.lease)?,
+            tick_token: token("FANOUT_TICK_TOKEN", lookup("FANOUT_TICK_TOKEN"))?,
+            max_part_bytes: positive(&get, "FANOUT_MAX_PART_BYTES", d.max_part_bytes)?,
         })
     }
 
@@ -207,13 +229,42 @@ where
     }
 }
 
-fn token(value: Option<String>) -> Result<Option<String>, ApiError> {
+fn token(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
-        Some(v) if v.trim().is_empty() => Err(invalid("FANOUT_TOKEN", &v, "a token (it is only whitespace)")),
+        Some(v) if v.trim().is_empty() => Err(invalid(name, &v, "a token (it is only whitespace)")),
         Some(v) => Ok(Some(v)),
     }
+}
+
+/// The bucket, when `FANOUT_S3_BUCKET` is set: then the keys must be too.
+fn s3(get: &impl Fn(&str) -> Option<String>) -> Result<Option<S3Config>, ApiError> {
+    let Some(bucket) = get("FANOUT_S3_BUCKET") else {
+        if let Some(name) = ["FANOUT_S3_ENDPOINT", "FANOUT_S3_ACCESS_KEY_ID"].into_iter().find(|n| get(n).is_some()) {
+            return Err(ApiError::new(ErrorKind::Config, format!("{name} is set but FANOUT_S3_BUCKET is not")));
+        }
+        return Ok(None);
+    };
+    let endpoint = match get("FANOUT_S3_ENDPOINT") {
+        None => None,
+        Some(v) => match url::Url::parse(v.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            _ => return Err(invalid("FANOUT_S3_ENDPOINT", &v, "an http(s) URL")),
+        },
+    };
+    let needed = |name: &str| {
+        get(name).ok_or_else(|| ApiError::new(ErrorKind::Config, format!("FANOUT_S3_BUCKET is set but {name} is not")))
+    };
+    let config = S3Config {
+        endpoint,
+        bucket: bucket.trim().to_owned(),
+        region: get("FANOUT_S3_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
+        access_key_id: needed("FANOUT_S3_ACCESS_KEY_ID")?,
+        secret_access_key: needed("FANOUT_S3_SECRET_ACCESS_KEY")?,
+    };
+    Bucket::new(&config).map_err(|e| ApiError::new(ErrorKind::Config, format!("FANOUT_S3_*: {e}")))?;
+    Ok(Some(config))
 }
 
 /// Compares without an early exit so the time taken says nothing about where a guess went wrong.
@@ -310,6 +361,37 @@ mod tests {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config);
             assert!(err.message().contains(name) && err.message().contains(value), "{}", err.message());
+        }
+    }
+
+    #[test]
+    fn the_bucket_is_all_or_nothing() {
+        assert_eq!(config(&[]).unwrap().s3, None);
+        let c = config(&[
+            ("FANOUT_S3_BUCKET", "jobs"),
+            ("FANOUT_S3_ENDPOINT", "http://127.0.0.1:8333"),
+            ("FANOUT_S3_ACCESS_KEY_ID", "AKID"),
+            ("FANOUT_S3_SECRET_ACCESS_KEY", "s3cret"),
+        ])
+        .unwrap();
+        let s3 = c.s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("jobs", "us-east-1"));
+        assert!(!format!("{s3:?}").contains("s3cret"), "the secret stays out of logs");
+        for (vars, needle) in [
+            (vec![("FANOUT_S3_ENDPOINT", "http://x")], "FANOUT_S3_ENDPOINT is set but FANOUT_S3_BUCKET is not"),
+            (vec![("FANOUT_S3_BUCKET", "jobs")], "FANOUT_S3_ACCESS_KEY_ID"),
+            (
+                vec![
+                    ("FANOUT_S3_BUCKET", "jobs"),
+                    ("FANOUT_S3_ENDPOINT", "ftp://x"),
+                    ("FANOUT_S3_ACCESS_KEY_ID", "a"),
+                    ("FANOUT_S3_SECRET_ACCESS_KEY", "b"),
+                ],
+                "FANOUT_S3_ENDPOINT",
+            ),
+        ] {
+            let err = config(&vars).unwrap_err();
+            assert!(err.message().contains(needle), "{}", err.message());
         }
     }
 

@@ -16,6 +16,7 @@
 //! * [`fanout`]: jobs split across worker invocations, run within limits, merged back in order.
 //! * [`redirect`]: following redirects, with loops and hop limits caught.
 //! * [`egress`]: which caller-supplied URLs a component may fetch.
+//! * [`store`]: requests to the S3-compatible bucket durable jobs live in, signed.
 
 pub mod api;
 pub mod config;
@@ -28,4 +29,5 @@ pub mod redirect;
 pub mod robots;
 pub mod schedule;
 pub mod scrape;
+pub mod store;
 pub mod transform;
