@@ -3,6 +3,7 @@
 use crate::api::ApiError;
 use crate::config::{self, Config};
 use crate::egress::Egress;
+use crate::fanout::jobs::commit::SinkUrls;
 use crate::html::{ExtractOptions, Extracted, Selection, Selector};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -19,6 +20,9 @@ pub struct ScrapeRequest {
     /// Extraction options.
     #[serde(default)]
     pub options: ScrapeOptions,
+    /// In a durable job: where the results go instead of the answer (see [`crate::fanout::jobs::commit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkUrls>,
 }
 
 /// One named selection as the caller writes it: `".price"` or

@@ -21,7 +21,7 @@
 //! Time is a [`Duration`] since the job started, always passed in.
 
 use super::retry::RetryPolicy;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub struct Failure {
 }
 
 /// The classes of [`Failure`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The worker failed, or its answers failed their checks, on every attempt.
@@ -184,7 +184,7 @@ pub struct Tolerance {
 
 impl Tolerance {
     /// Why `failed` items out of `done` (of `total`, when known) pass the threshold.
-    fn exceeded(&self, failed: u64, done: u64, total: Option<u64>) -> Option<String> {
+    pub fn exceeded(&self, failed: u64, done: u64, total: Option<u64>) -> Option<String> {
         if let Some(count) = self.count.filter(|&c| failed > c) {
             return Some(format!("{failed} items failed, more than the {count} tolerated"));
         }

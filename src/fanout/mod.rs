@@ -8,8 +8,10 @@
 //! * [`options`]: a job's options, within the operator's limits.
 //! * [`retry`]: when and after how long a failed call is tried again.
 //! * [`local`]: a transform job run in this process, as the coordinator runs it.
+//! * [`jobs`]: durable jobs, their state and results in a bucket, advanced by ticks.
 
 pub mod driver;
+pub mod jobs;
 pub mod local;
 pub mod merge;
 pub mod options;

@@ -150,6 +150,8 @@ pub struct Transformer<'a> {
     placement: Placement,
     stats: Stats,
     errors: Vec<RowError>,
+    /// In parts mode ([`run_parts`]): the error records, one a line, apart from the records.
+    error_lines: Option<ErrorLines>,
     /// The allocation each row's values are computed in, kept between rows.
     values: Vec<Value<'static>>,
     busy: Duration,
@@ -182,6 +184,7 @@ impl<'a> Transformer<'a> {
             placement,
             stats: Stats::default(),
             errors: Vec::new(),
+            error_lines: None,
             values: Vec::with_capacity(program.columns.len()),
             busy: Duration::ZERO,
             fill_started: None,
@@ -207,7 +210,7 @@ impl<'a> Transformer<'a> {
         }
         if !self.started {
             self.started = true;
-            if self.aggregate.is_none() && self.format == Format::Json {
+            if self.aggregate.is_none() && self.format == Format::Json && self.error_lines.is_none() {
                 out.extend_from_slice(b"{\"records\":[");
             }
         }
@@ -283,6 +286,11 @@ impl<'a> Transformer<'a> {
     }
 
     fn write_record(&mut self, values: &[Value<'_>], out: &mut Vec<u8>) {
+        if self.error_lines.is_some() {
+            self.program.write_record(values, out);
+            out.push(b'\n');
+            return;
+        }
         match self.format {
             Format::Json => {
                 if !self.first {
@@ -300,6 +308,16 @@ impl<'a> Transformer<'a> {
     }
 
     fn write_error(&mut self, err: RowError, out: &mut Vec<u8>) {
+        if let Some(lines) = &mut self.error_lines {
+            if lines.count >= MAX_ERROR_RECORDS {
+                self.stats.errors_omitted += 1;
+            } else {
+                lines.count += 1;
+                serde_json::to_writer(&mut lines.bytes, &err).expect("writing to memory");
+                lines.bytes.push(b'\n');
+            }
+            return;
+        }
         match self.format {
             Format::Json if self.errors.len() >= MAX_ERROR_RECORDS => self.stats.errors_omitted += 1,
             Format::Json => self.errors.push(err),
@@ -314,6 +332,14 @@ impl<'a> Transformer<'a> {
         let timing = serde_json::json!({ "process_us": busy.as_micros() as u64 });
         let groups: Option<(&AggregateSpec, Groups)> =
             self.aggregate.take().map(|(spec, agg)| (spec, agg.into_groups()));
+        if self.error_lines.is_some() {
+            // A part holds the records already written, or the partial aggregate as its one line.
+            if let Some((_, groups)) = groups {
+                serde_json::to_writer(&mut *out, &groups.to_partial()).expect("writing to memory");
+                out.push(b'\n');
+            }
+            return Ok(());
+        }
         match (self.format, groups) {
             (Format::Json, None) => {
                 out.extend_from_slice(b"],\"errors\":");
@@ -392,6 +418,36 @@ pub fn run_compiled(
     let mut out = Vec::new();
     while t.fill(&mut out, usize::MAX).map_err(RunError::Halt)? == Progress::More {}
     Ok(out)
+}
+
+/// Error records written apart from the records, in parts mode.
+#[derive(Debug, Default)]
+struct ErrorLines {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+/// A unit's output in a durable job, its objects apart: the part (records one
+/// a line, or the partial aggregate as one line) and the error records (one a
+/// line, at most [`MAX_ERROR_RECORDS`]; the rest counted in `errors_omitted`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// Records, or the partial aggregate.
+    pub part: Vec<u8>,
+    /// Error records.
+    pub errors: Vec<u8>,
+    /// The counts.
+    pub stats: Stats,
+}
+
+/// Runs a compiled spec over data rows into a durable job's objects.
+pub fn run_parts(spec: &Spec, program: &Program, rows: &[u8], placement: Placement) -> Result<Parts, RunError> {
+    let mut t = Transformer::new(spec, program, rows, Format::Ndjson, placement).map_err(RunError::Spec)?;
+    t.error_lines = Some(ErrorLines::default());
+    let mut part = Vec::with_capacity(rows.len() + rows.len() / 2);
+    while t.fill(&mut part, usize::MAX).map_err(RunError::Halt)? == Progress::More {}
+    let errors = t.error_lines.take().map(|l| l.bytes).unwrap_or_default();
+    Ok(Parts { part, errors, stats: t.stats })
 }
 
 /// Why a chunk produced no answer.

@@ -135,7 +135,7 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
 }
 
 fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchMeta> {
-    let request = ScrapeRequest { urls, select: template.select.clone(), options: template.options.clone() };
+    let request = ScrapeRequest { urls, ..template.clone() };
     let payload = serde_json::to_vec(&request).expect("a scrape request serialises");
     let items = request.urls.len() as u64;
     Input::Unit(Unit {

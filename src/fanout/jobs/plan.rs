@@ -1,0 +1,344 @@
+//! What a job is: its input, its units and its limits, fixed when it is made.
+//!
+//! A transform job's units are byte ranges of its source, as in the
+//! coordinator's source mode; a scrape job's are batches of its URL list,
+//! found once when the job is planned ([`ListCutter`]) and kept as byte
+//! offsets, so that a tick reads one batch's lines and nothing more.
+
+use super::JobId;
+use crate::fanout::driver::Tolerance;
+use crate::fanout::plan::{url_of_line, MAX_URL_LINE_BYTES};
+use crate::scrape::ScrapeRequest;
+use crate::transform::spec::Spec;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// A job, as `plan.json` holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The job's id.
+    pub id: JobId,
+    /// When it was made, in milliseconds since the Unix epoch (the planning coordinator's clock).
+    pub created_ms: u64,
+    /// Units in all.
+    pub units: u64,
+    /// How it runs.
+    pub limits: Limits,
+    /// What it does.
+    pub work: Work,
+}
+
+/// A job's limits, from its options within the operator's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Worker calls at once, per tick.
+    pub concurrency: usize,
+    /// Worker calls per unit, the first included.
+    pub attempts: u32,
+    /// Time allowed for the whole job from when it was made, in milliseconds.
+    pub deadline_ms: u64,
+    /// Stop once more items than this have failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failures: Option<u64>,
+    /// Stop once more than this percentage of items have failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failure_percent: Option<f64>,
+    /// The percentage of units run twice, by separate calls, and compared (transform jobs).
+    #[serde(default)]
+    pub audit_percent: f64,
+}
+
+impl Limits {
+    /// The failure threshold.
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance { count: self.tolerated_failures, percent: self.tolerated_failure_percent }
+    }
+}
+
+/// What a job does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Work {
+    /// A CSV file, in byte ranges, through a spec.
+    Transform(TransformWork),
+    /// A URL list, in batches, through the scraper.
+    Scrape(ScrapeWork),
+}
+
+/// A transform job's input and spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformWork {
+    /// The CSV file.
+    pub source: Source,
+    /// Its size in bytes, when planned.
+    pub size: u64,
+    /// Bytes per unit (the last one shorter).
+    pub chunk_bytes: u64,
+    /// The spec, as the caller gave it (presets written out).
+    pub spec: Spec,
+    /// The file's columns, from its header row.
+    pub columns: Vec<String>,
+}
+
+/// A scrape job's input and what it extracts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeWork {
+    /// The URL list.
+    pub list: Source,
+    /// How the list is written.
+    pub format: ListFormat,
+    /// Where each batch starts in the list, and where the last one ends (`units + 1` offsets).
+    pub offsets: Vec<u64>,
+    /// URLs in all.
+    pub urls: u64,
+    /// URLs per batch (the last one may hold fewer).
+    pub batch_size: u64,
+    /// Selections and options, as every batch is sent them.
+    pub request: ScrapeRequest,
+}
+
+/// Where an input is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// At an http(s) URL, which workers read themselves.
+    Url(String),
+    /// An object in the job's bucket, read through presigned URLs.
+    Object(String),
+}
+
+/// How a URL list is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListFormat {
+    /// One URL a line; blank lines and `#` comments are skipped (`urls_source`).
+    Lines,
+    /// One JSON string a line (a list given inline as `urls`).
+    JsonLines,
+}
+
+/// One scrape batch: where it is in the list, and which URLs of the job it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Its bytes in the list.
+    pub bytes: Range<u64>,
+    /// The job index of its first URL.
+    pub first: u64,
+    /// Its URLs.
+    pub count: u64,
+}
+
+impl Plan {
+    /// Bytes `unit` covers of a transform job's source.
+    pub fn range(work: &TransformWork, unit: u64) -> Range<u64> {
+        let start = unit.saturating_mul(work.chunk_bytes).min(work.size);
+        start..start.saturating_add(work.chunk_bytes).min(work.size)
+    }
+
+    /// Batch `unit` of a scrape job.
+    pub fn batch(work: &ScrapeWork, unit: u64) -> Batch {
+        let i = unit as usize;
+        let first = unit.saturating_mul(work.batch_size);
+        Batch {
+            bytes: work.offsets[i]..work.offsets[i + 1],
+            first,
+            count: work.batch_size.min(work.urls.saturating_sub(first)),
+        }
+    }
+
+    /// Input bytes of unit `unit` (a scrape batch counts no bytes, as in the coordinator's summary).
+    pub fn unit_bytes(&self, unit: u64) -> u64 {
+        match &self.work {
+            Work::Transform(w) => {
+                let r = Plan::range(w, unit);
+                r.end - r.start
+            }
+            Work::Scrape(_) => 0,
+        }
+    }
+}
+
+/// The URLs of a batch's bytes, which must be `count` of them: a list that
+/// holds other lines than when it was planned has changed, and is an error.
+pub fn urls_of(bytes: &[u8], format: ListFormat, count: u64) -> Result<Vec<String>, String> {
+    let mut urls = Vec::with_capacity(count as usize);
+    for line in bytes.split(|&b| b == b'\n') {
+        match format {
+            ListFormat::Lines => urls.extend(url_of_line(line)),
+            ListFormat::JsonLines if line.is_empty() => {}
+            ListFormat::JsonLines => urls.push(
+                serde_json::from_slice::<String>(line).map_err(|e| format!("a line of the stored URL list: {e}"))?,
+            ),
+        }
+    }
+    if urls.len() as u64 != count {
+        return Err(format!(
+            "the batch holds {} URLs where {count} were planned: the URL list changed after the job was made",
+            urls.len()
+        ));
+    }
+    Ok(urls)
+}
+
+/// Finds where the batches of a URL list start, from its bytes as they arrive.
+#[derive(Debug)]
+pub struct ListCutter {
+    format: ListFormat,
+    batch_size: u64,
+    /// The unread end of the last piece: part of a line.
+    pending: Vec<u8>,
+    /// Where `pending` starts in the list.
+    at: u64,
+    offsets: Vec<u64>,
+    urls: u64,
+    line: u64,
+}
+
+impl ListCutter {
+    /// A cutter making batches of `batch_size` URLs.
+    pub fn new(format: ListFormat, batch_size: u64) -> ListCutter {
+        ListCutter {
+            format,
+            batch_size: batch_size.max(1),
+            pending: Vec::new(),
+            at: 0,
+            offsets: Vec::new(),
+            urls: 0,
+            line: 0,
+        }
+    }
+
+    /// Reads the next bytes of the list; an error for a line longer than
+    /// [`MAX_URL_LINE_BYTES`] or one that is not what the format says.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while let Some(i) = memchr::memchr(b'\n', bytes) {
+            let len = if self.pending.is_empty() {
+                self.line(&bytes[..i])?;
+                i
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(&bytes[..i]);
+                self.line(&line)?;
+                line.len()
+            };
+            self.at += len as u64 + 1;
+            bytes = &bytes[i + 1..];
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() > MAX_URL_LINE_BYTES {
+            return Err(format!("line {} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes", self.line + 1));
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: &[u8]) -> Result<(), String> {
+        self.line += 1;
+        if line.len() > MAX_URL_LINE_BYTES {
+            return Err(format!("line {} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes", self.line));
+        }
+        let is_url = match self.format {
+            ListFormat::Lines => url_of_line(line).is_some(),
+            ListFormat::JsonLines if line.is_empty() => false,
+            ListFormat::JsonLines => {
+                serde_json::from_slice::<String>(line).map_err(|e| format!("line {}: {e}", self.line))?;
+                true
+            }
+        };
+        if is_url {
+            if self.urls % self.batch_size == 0 {
+                self.offsets.push(self.at);
+            }
+            self.urls += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the list: the batches' start offsets with the list's end after
+    /// them, and the URL count.
+    pub fn finish(mut self) -> Result<(Vec<u64>, u64), String> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            let len = line.len() as u64;
+            self.line(&line)?;
+            self.at += len;
+        }
+        self.offsets.push(self.at);
+        Ok((self.offsets, self.urls))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(list: &[u8], format: ListFormat, batch: u64, feed: usize) -> (Vec<u64>, u64) {
+        let mut c = ListCutter::new(format, batch);
+        for piece in list.chunks(feed) {
+            c.push(piece).unwrap();
+        }
+        c.finish().unwrap()
+    }
+
+    #[test]
+    fn batches_hold_their_urls_however_the_list_arrives() {
+        let list = b"# urls\nhttps://a/1\n\n  https://a/2 \r\nhttps://a/3\n# end\nnot a url\nhttps://a/5";
+        for feed in 1..list.len() + 1 {
+            let (offsets, urls) = cut(list, ListFormat::Lines, 2, feed);
+            assert_eq!(urls, 5, "feed {feed}");
+            assert_eq!(offsets.len(), 4, "three batches and the end: {offsets:?}");
+            let work = ScrapeWork {
+                list: Source::Object("k".into()),
+                format: ListFormat::Lines,
+                offsets,
+                urls,
+                batch_size: 2,
+                request: ScrapeRequest::default(),
+            };
+            let mut all = Vec::new();
+            for unit in 0..3 {
+                let b = Plan::batch(&work, unit);
+                assert_eq!(b.first, unit * 2);
+                let bytes = &list[b.bytes.start as usize..b.bytes.end as usize];
+                all.extend(urls_of(bytes, ListFormat::Lines, b.count).unwrap());
+            }
+            assert_eq!(all, ["https://a/1", "https://a/2", "https://a/3", "not a url", "https://a/5"]);
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_any_string() {
+        let list = b"\"https://a/\\n1\"\n\"x\"\n";
+        let (offsets, urls) = cut(list, ListFormat::JsonLines, 10, 3);
+        assert_eq!((offsets, urls), (vec![0, list.len() as u64], 2));
+        assert_eq!(urls_of(list, ListFormat::JsonLines, 2).unwrap(), ["https://a/\n1", "x"]);
+        assert!(urls_of(list, ListFormat::JsonLines, 3).unwrap_err().contains("changed"));
+        let mut bad = ListCutter::new(ListFormat::JsonLines, 1);
+        assert!(bad.push(b"not json\n").is_err());
+    }
+
+    #[test]
+    fn long_lines_and_empty_lists() {
+        let mut c = ListCutter::new(ListFormat::Lines, 5);
+        let err = c.push(&vec![b'a'; MAX_URL_LINE_BYTES + 1]).unwrap_err();
+        assert!(err.contains("line 1") && err.contains("longer"), "{err}");
+        assert_eq!(cut(b"", ListFormat::Lines, 3, 1), (vec![0], 0));
+        assert_eq!(cut(b"\n# only\n", ListFormat::Lines, 3, 1), (vec![8], 0));
+    }
+
+    #[test]
+    fn ranges_cover_the_file() {
+        let work = TransformWork {
+            source: Source::Url("https://x/".into()),
+            size: 25,
+            chunk_bytes: 10,
+            spec: Spec::default(),
+            columns: vec![],
+        };
+        let ranges: Vec<_> = (0..3).map(|u| Plan::range(&work, u)).collect();
+        assert_eq!(ranges, [0..10, 10..20, 20..25]);
+    }
+}

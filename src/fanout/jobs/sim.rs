@@ -1,0 +1,986 @@
+//! Deterministic simulation of durable jobs: the real tick and commit code on
+//! a simulated clock, against an in-memory bucket with S3's conditional-write
+//! semantics, and simulated workers that run the real transform engine.
+//!
+//! A seed decides everything: the job, the ticks (how many at once, when each
+//! starts, its clock's skew, whether and at which step it is killed), the
+//! bucket's faults (500s and 503s, answers lost after a write, slow answers),
+//! the workers' faults (failures, hangs, deaths between their part and their
+//! receipt, lost answers, writes after their lease ran out, lies) and a cancel.
+//! After every job the invariants are checked, and a failing seed is printed:
+//!
+//! * every unit's objects and receipt are written at most once, and the
+//!   manifest exactly once, with no receipt or listed object written after it;
+//! * the manifest accounts for every unit exactly once: a done unit's part is
+//!   the honest one (a lie is refused, or caught by the audit), a failed unit
+//!   has its error records, and the totals are the sums;
+//! * no worker call starts without a check of the stop marker since its unit's
+//!   lease was last written, nor after its tick saw the marker.
+
+use super::commit::{commit, Adopt, Output, Sink, SinkUrls};
+use super::layout::{Layout, Slot};
+use super::lease::CLOCK_SKEW;
+use super::plan::{Limits, ListFormat, ListCutter, Plan, ScrapeWork, Source, TransformWork, Work};
+use super::receipt::{ObjectSum, Outcome, Pages, Tally};
+use super::state::{JobStatus, Manifest, State, Stop};
+use super::tick::{self, Got, Head, JobHost, Presigned, Put, TickSettings, WorkerKind};
+use super::{JobId, StoreError};
+use crate::fanout::driver::{CallError, FailureKind};
+use crate::fanout::retry::RetryPolicy;
+use crate::scrape::ScrapeRequest;
+use crate::store::{Cond, Listing};
+use crate::transform::engine::{prepare, read_header, run_parts, run_to_end, Placement};
+use crate::transform::range;
+use crate::transform::spec::{self, Spec};
+use fanout_testkit::rng::Rng;
+use futures::future::{select, Either};
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::ops::Range;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+const MS: Duration = Duration::from_millis(1);
+/// The simulation's epoch on the wall clock.
+const EPOCH_MS: u64 = 1_800_000_000_000;
+
+// ---------------------------------------------------------------------------
+// A single-threaded executor on a simulated clock.
+
+type Task = (Pin<Box<dyn Future<Output = ()>>>, Rc<Cell<bool>>);
+
+struct Ready(Mutex<VecDeque<usize>>);
+
+struct TaskWaker {
+    id: usize,
+    ready: Arc<Ready>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.ready.0.lock().unwrap().push_back(self.id);
+    }
+}
+
+#[derive(Default)]
+struct Exec {
+    now: Cell<Duration>,
+    seq: Cell<u64>,
+    timers: RefCell<BTreeMap<(Duration, u64), Waker>>,
+    tasks: RefCell<Vec<Option<Task>>>,
+    spawned: RefCell<Vec<Task>>,
+    ready: Option<Arc<Ready>>,
+}
+
+impl Exec {
+    fn new() -> Rc<Exec> {
+        Rc::new(Exec { ready: Some(Arc::new(Ready(Mutex::new(VecDeque::new())))), ..Exec::default() })
+    }
+
+    fn now(&self) -> Duration {
+        self.now.get()
+    }
+
+    /// Spawns a task; it is dropped at its next wake once `killed` is set.
+    fn spawn(&self, future: impl Future<Output = ()> + 'static, killed: Rc<Cell<bool>>) {
+        self.spawned.borrow_mut().push((Box::pin(future), killed));
+    }
+
+    fn sleep(self: &Rc<Self>, d: Duration) -> Sleep {
+        Sleep { exec: self.clone(), at: self.now() + d, key: None }
+    }
+
+    /// Runs until `done` holds after a step, or time passes `limit`; false on the latter.
+    fn run(&self, limit: Duration, done: impl Fn() -> bool) -> bool {
+        let ready = self.ready.clone().expect("an executor has a ready queue");
+        loop {
+            for task in self.spawned.borrow_mut().drain(..) {
+                let mut tasks = self.tasks.borrow_mut();
+                tasks.push(Some(task));
+                ready.0.lock().unwrap().push_back(tasks.len() - 1);
+            }
+            let next = ready.0.lock().unwrap().pop_front();
+            if let Some(id) = next {
+                let task = self.tasks.borrow_mut()[id].take();
+                let Some((mut future, killed)) = task else { continue };
+                if killed.get() {
+                    continue;
+                }
+                let waker = Waker::from(Arc::new(TaskWaker { id, ready: ready.clone() }));
+                if future.as_mut().poll(&mut Context::from_waker(&waker)).is_pending() && !killed.get() {
+                    self.tasks.borrow_mut()[id] = Some((future, killed));
+                }
+                continue;
+            }
+            if done() {
+                return true;
+            }
+            let Some(((at, _), waker)) = self.timers.borrow_mut().pop_first() else {
+                panic!("the simulation stalled: nothing runs and nothing waits");
+            };
+            if at > limit {
+                return false;
+            }
+            self.now.set(self.now().max(at));
+            waker.wake();
+        }
+    }
+}
+
+struct Sleep {
+    exec: Rc<Exec>,
+    at: Duration,
+    key: Option<(Duration, u64)>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.exec.now() >= self.at {
+            return Poll::Ready(());
+        }
+        let seq = self.exec.seq.get();
+        self.exec.seq.set(seq + 1);
+        if let Some(old) = self.key.take() {
+            self.exec.timers.borrow_mut().remove(&old);
+        }
+        let key = (self.at, seq);
+        self.exec.timers.borrow_mut().insert(key, cx.waker().clone());
+        self.key = Some(key);
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.exec.timers.borrow_mut().remove(&key);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The world: a bucket, a source file, workers, and what happened.
+
+/// Fault rates, in percent.
+#[derive(Clone, Copy, Debug)]
+struct Faults {
+    store: u64,
+    worker: u64,
+    /// Workers that lie undetectably (a record changed, the counts intact): only with a full audit.
+    subtle_lies: bool,
+}
+
+#[derive(Debug)]
+struct Write {
+    key: String,
+    at: Duration,
+}
+
+#[derive(Debug)]
+struct CallLog {
+    tick: String,
+    unit: u64,
+    at: Duration,
+}
+
+struct World {
+    exec: Rc<Exec>,
+    rng: RefCell<Rng>,
+    faults: Faults,
+    lease: Duration,
+    objects: RefCell<BTreeMap<String, (Vec<u8>, String)>>,
+    writes: RefCell<Vec<Write>>,
+    calls: RefCell<Vec<CallLog>>,
+    /// Per tick: when its stop-marker reads took effect, and whether they found one.
+    stop_reads: RefCell<HashMap<String, Vec<(Duration, bool)>>>,
+    /// Per tick and unit: when its lease writes took effect.
+    lease_writes: RefCell<HashMap<(String, u64), Vec<Duration>>>,
+    file: Vec<u8>,
+    layout: Layout,
+}
+
+impl World {
+    fn below(&self, n: u64) -> u64 {
+        self.rng.borrow_mut().below(n.max(1))
+    }
+
+    fn wall_ms(&self) -> u64 {
+        EPOCH_MS + self.exec.now().as_millis() as u64
+    }
+
+    /// A store request's delay and fault: `Err` before it takes effect, or after (a lost answer).
+    async fn store_op<T>(&self, apply: impl FnOnce() -> T) -> Result<T, StoreError> {
+        let roll = self.below(100);
+        let slow = if roll < self.faults.store / 2 { MS * (200 + self.below(3000) as u32) } else { Duration::ZERO };
+        self.exec.sleep(MS * (1 + self.below(4) as u32) + slow).await;
+        if roll < self.faults.store {
+            match self.below(3) {
+                0 => return Err(StoreError::Transient("503 Slow Down".into())),
+                1 => {
+                    apply();
+                    return Err(StoreError::Transient("the connection broke before the answer".into()));
+                }
+                _ => {}
+            }
+        }
+        Ok(apply())
+    }
+
+    fn get(&self, key: &str, range: Option<Range<u64>>) -> Option<Got> {
+        let objects = self.objects.borrow();
+        let (body, etag) = objects.get(key)?;
+        let body = match range {
+            Some(r) => body[(r.start as usize).min(body.len())..(r.end as usize).min(body.len())].to_vec(),
+            None => body.clone(),
+        };
+        Some(Got { body, etag: etag.clone() })
+    }
+
+    fn put(&self, key: &str, body: Vec<u8>, cond: &Cond) -> Put {
+        let mut objects = self.objects.borrow_mut();
+        let current = objects.get(key).map(|(_, e)| e.clone());
+        let allowed = match (cond, &current) {
+            (Cond::None, _) | (Cond::Create, None) => true,
+            (Cond::Create, Some(_)) | (Cond::Replace(_), None) => false,
+            (Cond::Replace(want), Some(have)) => want == have,
+        };
+        if !allowed {
+            return Put::Conflict;
+        }
+        // S3's ETag of a one-part object is its MD5; a version number keeps rewrites of equal bytes apart.
+        let etag = format!("\"{}-{}\"", ObjectSum::of(&body).md5, self.writes.borrow().len());
+        objects.insert(key.to_owned(), (body, etag.clone()));
+        self.writes.borrow_mut().push(Write { key: key.to_owned(), at: self.exec.now() });
+        Put::Written(etag)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A tick's host: the world seen with a skewed clock, killed after some steps.
+
+struct SimHost {
+    world: Rc<World>,
+    name: String,
+    skew_ms: i64,
+    steps_left: Cell<Option<u32>>,
+    killed: Rc<Cell<bool>>,
+}
+
+impl SimHost {
+    /// Counts a step; at the last one the tick dies, its request taking effect or not.
+    async fn step(&self, apply: impl FnOnce()) {
+        if let Some(left) = self.steps_left.get() {
+            if left == 0 {
+                if self.world.below(2) == 0 {
+                    apply();
+                }
+                self.killed.set(true);
+                std::future::pending::<()>().await;
+            }
+            self.steps_left.set(Some(left - 1));
+        }
+    }
+
+    fn unit_of_lease(&self, key: &str) -> Option<u64> {
+        key.strip_prefix(&format!("{}leases/", self.world.layout.prefix()))?.strip_suffix(".json")?.parse().ok()
+    }
+}
+
+impl JobHost for SimHost {
+    fn now(&self) -> Duration {
+        self.world.exec.now()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        (self.world.wall_ms() as i64 + self.skew_ms) as u64
+    }
+
+    fn random(&self) -> u64 {
+        self.world.rng.borrow_mut().next_u64()
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        self.world.exec.sleep(duration)
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Option<Got>, StoreError> {
+        self.step(|| {}).await;
+        let got = self.world.store_op(|| self.world.get(key, range)).await;
+        if std::env::var("SIMDEBUG").is_ok() { eprintln!("{:?} {} GET {key} -> {:?}", self.world.exec.now(), self.name, got.as_ref().map(|g| g.is_some())); }
+        let got = got?;
+        if key == self.world.layout.stop() {
+            let read = (self.world.exec.now(), got.is_some());
+            self.world.stop_reads.borrow_mut().entry(self.name.clone()).or_default().push(read);
+        }
+        Ok(got)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<Head>, StoreError> {
+        self.step(|| {}).await;
+        let got = self.world.store_op(|| self.world.get(key, None)).await?;
+        Ok(got.map(|g| Head { size: g.body.len() as u64, etag: g.etag.split('-').next().unwrap().to_owned() + "\"" }))
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>, cond: Cond) -> Result<Put, StoreError> {
+        let world = self.world.clone();
+        self.step(|| drop(world.put(key, body.clone(), &cond))).await;
+        let put = self.world.store_op(|| self.world.put(key, body, &cond)).await;
+        if std::env::var("SIMDEBUG").is_ok() { eprintln!("{:?} {} PUT {key} {cond:?} -> {put:?}", self.world.exec.now(), self.name); }
+        if let (Ok(Put::Written(_)), Some(unit)) = (&put, self.unit_of_lease(key)) {
+            let at = self.world.exec.now();
+            self.world.lease_writes.borrow_mut().entry((self.name.clone(), unit)).or_default().push(at);
+        }
+        put
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.step(|| {}).await;
+        self.world.store_op(|| drop(self.world.objects.borrow_mut().remove(key))).await
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>) -> Result<Listing, StoreError> {
+        self.step(|| {}).await;
+        self.world
+            .store_op(|| {
+                let objects = self.world.objects.borrow();
+                let keys: Vec<String> = objects
+                    .keys()
+                    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                    .take(1000)
+                    .cloned()
+                    .collect();
+                Listing { truncated: keys.len() == 1000, keys }
+            })
+            .await
+    }
+
+    fn presign(&self, what: Presigned, key: &str, valid: Duration) -> String {
+        // The store checks expiry on its own clock: a skewed signer's URL lives shorter or longer.
+        let until = (self.world.wall_ms() as i64 + valid.as_millis() as i64) as u64;
+        format!("sim:{}:{until}:{key}", if what == Presigned::Create { "create" } else { "read" })
+    }
+
+    async fn read_url(&self, _: &str, _: Range<u64>) -> Result<Vec<u8>, String> {
+        Err("the simulation keeps URL lists in the bucket".into())
+    }
+
+    async fn call(&self, worker: WorkerKind, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        self.step(|| {}).await;
+        let unit = serde_json::from_slice::<Value>(&payload).unwrap()["sink"]["unit"].as_u64().unwrap();
+        if std::env::var("SIMDEBUG").is_ok() { eprintln!("{:?} {} CALL {unit}", self.world.exec.now(), self.name); }
+        self.world.calls.borrow_mut().push(CallLog { tick: self.name.clone(), unit, at: self.world.exec.now() });
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let world = self.world.clone();
+        self.world.exec.spawn(
+            async move {
+                let answer = run_worker(&world, worker, payload).await;
+                let _ = tx.send(answer);
+            },
+            Rc::new(Cell::new(false)),
+        );
+        match select(rx, pin!(self.world.exec.sleep(timeout))).await {
+            Either::Left((Ok(answer), _)) => answer,
+            Either::Left((Err(_), _)) => Err(CallError::Transient { message: "reset".into(), retry_after: None }),
+            Either::Right(_) => Err(CallError::Timeout(timeout)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workers: the real engine and the real commit, with faults.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WorkerFault {
+    Honest,
+    /// 503 without doing anything.
+    Unavailable,
+    /// Never answers.
+    Hang,
+    /// Writes its part, then dies.
+    DieAfterPart,
+    /// Concludes the unit, but its answer is lost.
+    LostAnswer,
+    /// Takes longer than its lease before writing: its URLs have run out.
+    Slow,
+    /// Drops a record and counts it as filtered.
+    Lie,
+    /// Changes a record, counts intact: only an audit can tell.
+    SubtleLie,
+    /// Writes a receipt that claims a part larger than the one it wrote.
+    Forge,
+}
+
+fn pick_fault(world: &World) -> WorkerFault {
+    if world.below(100) >= world.faults.worker {
+        return WorkerFault::Honest;
+    }
+    match world.below(8) {
+        0 => WorkerFault::Unavailable,
+        1 => WorkerFault::Hang,
+        2 => WorkerFault::DieAfterPart,
+        3 => WorkerFault::LostAnswer,
+        4 => WorkerFault::Slow,
+        5 => WorkerFault::Lie,
+        6 if world.faults.subtle_lies => WorkerFault::SubtleLie,
+        7 => WorkerFault::Forge,
+        _ => WorkerFault::Honest,
+    }
+}
+
+/// Writes through presigned URLs, as a worker does.
+struct SimSink<'w> {
+    world: &'w World,
+    urls: SinkUrls,
+    /// Writes to make before the worker dies.
+    writes_left: Cell<Option<u32>>,
+}
+
+impl SimSink<'_> {
+    fn target(&self, slot: Slot, create: bool) -> String {
+        let urls = match slot {
+            Slot::Part => &self.urls.part,
+            Slot::Errors => self.urls.errors.as_ref().expect("a transform unit has errors URLs"),
+            Slot::Receipt => &self.urls.receipt,
+        };
+        if create {
+            urls.create.clone()
+        } else {
+            urls.read.clone()
+        }
+    }
+
+    fn open(&self, url: &str) -> Result<String, StoreError> {
+        let mut parts = url.splitn(4, ':');
+        let (_, _, until, key) = (parts.next(), parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        if self.world.wall_ms() > until.parse::<u64>().unwrap() {
+            return Err(StoreError::Permanent("403 Request has expired".into()));
+        }
+        Ok(key.to_owned())
+    }
+}
+
+impl Sink for SimSink<'_> {
+    async fn create(&self, slot: Slot, body: &[u8], sum: &ObjectSum) -> Result<bool, StoreError> {
+        if let Some(left) = self.writes_left.get() {
+            if left == 0 {
+                std::future::pending::<()>().await;
+            }
+            self.writes_left.set(Some(left - 1));
+        }
+        assert_eq!(&ObjectSum::of(body), sum, "Content-MD5 would refuse it");
+        let world = self.world;
+        let url = self.target(slot, true);
+        world.store_op(|| self.open(&url).map(|key| world.put(&key, body.to_vec(), &Cond::Create) == Put::Conflict)).await?.map(|c| !c)
+    }
+
+    async fn read(&self, slot: Slot) -> Result<Option<Vec<u8>>, StoreError> {
+        let url = self.target(slot, false);
+        self.world.store_op(|| self.open(&url).map(|key| self.world.get(&key, None).map(|g| g.body))).await?
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        self.world.exec.sleep(duration)
+    }
+}
+
+async fn run_worker(world: &World, kind: WorkerKind, payload: Vec<u8>) -> Result<Vec<u8>, CallError> {
+    let fault = pick_fault(world);
+    world.exec.sleep(MS * (1 + world.below(30) as u32)).await;
+    let request: Value = serde_json::from_slice(&payload).unwrap();
+    let urls: SinkUrls = serde_json::from_value(request["sink"].clone()).unwrap();
+    match fault {
+        WorkerFault::Unavailable => {
+            return Err(CallError::Transient { message: "worker answered 503".into(), retry_after: None })
+        }
+        WorkerFault::Hang => std::future::pending::<()>().await,
+        WorkerFault::Slow => world.exec.sleep(world.lease + CLOCK_SKEW + MS * 500).await,
+        _ => {}
+    }
+    let (mut output, first) = match kind {
+        WorkerKind::Transform => (transform_unit(world, &request), None),
+        WorkerKind::Scrape => {
+            let urls_of: Vec<String> = serde_json::from_value(request["urls"].clone()).unwrap();
+            let first = urls.first_index.unwrap();
+            (scrape_unit(world, first, &urls_of), Some((first, urls_of)))
+        }
+    };
+    match (fault, &mut output.tally) {
+        (WorkerFault::Lie, Tally::Rows(s)) if s.rows_out > 0 && request["spec"]["aggregate"].is_null() => {
+            // A record dropped: counted as filtered where the spec has no filter, else not counted at all.
+            let part = output.part.as_mut().unwrap();
+            let cut = part.iter().position(|&b| b == b'\n').unwrap() + 1;
+            part.drain(..cut);
+            if request["spec"]["filter"].is_null() {
+                s.rows_out -= 1;
+                s.rows_filtered += 1;
+            }
+        }
+        (WorkerFault::SubtleLie, Tally::Rows(s)) if s.rows_out > 0 => {
+            // A made-up field in the first record; liars are independent, so two runs lie differently.
+            let lie = format!("{{\"made_up\":{},", world.below(1_000_000_000));
+            output.part.as_mut().unwrap().splice(0..1, lie.into_bytes());
+        }
+        _ => {}
+    }
+    let sink = SimSink {
+        world,
+        urls: urls.clone(),
+        writes_left: Cell::new((fault == WorkerFault::DieAfterPart).then_some(1)),
+    };
+    let derive = |part: &[u8]| -> Result<Tally, String> {
+        let (first, urls) = first.as_ref().unwrap();
+        Pages::of_part(part, *first, urls).map(Tally::Pages)
+    };
+    let adopt = match kind {
+        WorkerKind::Transform => Adopt::Same,
+        WorkerKind::Scrape => Adopt::Derive(&derive),
+    };
+    if fault == WorkerFault::Forge {
+        // Its own receipt, naming sums its objects do not have (the accounting itself consistent).
+        let part = output.part.clone().unwrap();
+        let mut sum = ObjectSum::of(&part);
+        let _ = sink.create(Slot::Part, &part, &sum).await;
+        if let Some(errors) = &output.errors {
+            let _ = sink.create(Slot::Errors, errors, &ObjectSum::of(errors)).await;
+        }
+        sum.bytes += 1;
+        let receipt = super::receipt::Receipt {
+            unit: urls.unit,
+            outcome: Outcome::Done,
+            part: Some(sum),
+            errors: output.errors.as_deref().map(ObjectSum::of),
+            tally: output.tally,
+            process_ms: 0,
+        };
+        let body = serde_json::to_vec(&receipt).unwrap();
+        let _ = sink.create(Slot::Receipt, &body, &ObjectSum::of(&body)).await;
+        return Ok(body);
+    }
+    match commit(&sink, urls.unit, output, adopt).await {
+        Ok(_) if fault == WorkerFault::LostAnswer => {
+            Err(CallError::Transient { message: "the answer was lost".into(), retry_after: None })
+        }
+        Ok(committed) => Ok(committed.into_bytes()),
+        Err(e) => Err(CallError::Transient { message: format!("worker answered 500: {e}"), retry_after: None }),
+    }
+}
+
+/// The honest output of a transform unit: the records starting in its byte range.
+fn transform_unit(world: &World, request: &Value) -> Output {
+    let spec: Spec = serde_json::from_value(request["spec"].clone()).unwrap();
+    let (start, end) = (request["start"].as_u64().unwrap(), request["end"].as_u64().unwrap());
+    let parts = honest_parts(&world.file, &spec, start, end);
+    let errors = (!parts.errors.is_empty()).then_some(parts.errors);
+    Output { part: Some(parts.part), errors, tally: Tally::Rows(parts.stats), outcome: Outcome::Done, process_ms: 1 }
+}
+
+fn honest_parts(file: &[u8], spec: &Spec, start: u64, end: u64) -> crate::transform::engine::Parts {
+    let header = read_header(&spec.dialect, file).unwrap();
+    let program = prepare(spec, &header.names).unwrap();
+    let from = range::fetch_from(start);
+    let buf = &file[from as usize..];
+    let cut = range::cut(buf, start, end, header.data_start as u64, true).unwrap();
+    let line_offset = if start <= header.data_start as u64 { header.lines } else { 0 };
+    let placement = Placement { line_offset, range_start: Some(from + cut.begin as u64) };
+    run_parts(spec, &program, &buf[cut.begin..cut.end], placement).unwrap()
+}
+
+/// A scrape unit's results: some pages, some errors, each with a nonce, so two runs differ.
+fn scrape_unit(world: &World, first: u64, urls: &[String]) -> Output {
+    let mut part = Vec::new();
+    let mut pages = Pages::default();
+    for (i, url) in urls.iter().enumerate() {
+        let index = first + i as u64;
+        let nonce = world.below(1_000_000);
+        let line = if index % 5 == 3 {
+            pages.errors += 1;
+            serde_json::json!({"index": index, "url": url, "error": {"kind": "http_status", "message": "404", "nonce": nonce}})
+        } else {
+            pages.pages += 1;
+            serde_json::json!({"index": index, "url": url, "page": {"title": format!("Page {index}"), "fetch_ms": nonce}})
+        };
+        serde_json::to_writer(&mut part, &line).unwrap();
+        part.push(b'\n');
+        pages.results += 1;
+    }
+    Output { part: Some(part), errors: None, tally: Tally::Pages(pages), outcome: Outcome::Done, process_ms: 1 }
+}
+
+// ---------------------------------------------------------------------------
+// Jobs, ticks, and the invariants.
+
+fn csv_file(rng: &mut Rng, rows: u64) -> Vec<u8> {
+    let mut csv = b"id,amount,region\n".to_vec();
+    for id in 0..rows {
+        match rng.below(10) {
+            0 => csv.extend_from_slice(format!("{id},oops,north\n").as_bytes()),
+            1 => csv.extend_from_slice(format!("{id}\n").as_bytes()),
+            _ => csv.extend_from_slice(
+                format!("{id},{}.{:02},{}\n", rng.below(500), rng.below(100), ["north", "south"][rng.below(2) as usize])
+                    .as_bytes(),
+            ),
+        }
+    }
+    csv
+}
+
+struct Scenario {
+    plan: Plan,
+    settings: TickSettings,
+    ticks_at_once: u64,
+    tick_gap_ms: u64,
+    kill_rate: u64,
+    max_kill_step: u64,
+    cancel_at: Option<Duration>,
+}
+
+fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, BTreeMap<String, (Vec<u8>, String)>) {
+    let id = JobId::new(seed, rng.next_u64());
+    let layout = Layout::new(&id);
+    let mut objects = BTreeMap::new();
+    let mut file = Vec::new();
+    let limits = Limits {
+        concurrency: 1 + rng.below(4) as usize,
+        attempts: 1 + rng.below(4) as u32,
+        deadline_ms: if rng.below(8) == 0 { 2_000 + rng.below(20_000) } else { 3_600_000 },
+        tolerated_failures: (rng.below(6) == 0).then(|| rng.below(10)),
+        tolerated_failure_percent: None,
+        audit_percent: 0.0,
+    };
+    let (work, units) = if rng.below(10) < 7 {
+        let rows = rng.below(150);
+        file = csv_file(rng, rows);
+        let spec_text = match rng.below(4) {
+            0 => r#"{"columns": ["id", {"from": "amount", "type": "float"}, "region"]}"#,
+            1 => r#"{"columns": ["id", {"from": "amount", "type": "float"}], "filter": {"column": "amount", "op": ">", "value": 100}}"#,
+            2 => r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"], "metrics": [{"op": "count"}, {"name": "total", "op": "sum", "column": "amount"}]}}"#,
+            _ => "{}",
+        };
+        let spec = spec::parse(spec_text.as_bytes()).unwrap();
+        let chunk = 16 + rng.below(400);
+        let size = file.len() as u64;
+        let units = size.div_ceil(chunk);
+        let columns = read_header(&spec.dialect, &file).unwrap().names;
+        (Work::Transform(TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes: chunk, spec, columns }), units)
+    } else {
+        let n = rng.below(60);
+        let batch = 1 + rng.below(7);
+        let mut list = Vec::new();
+        for i in 0..n {
+            list.extend_from_slice(serde_json::to_string(&format!("https://site{}.example/{i}", i % 3)).unwrap().as_bytes());
+            list.push(b'\n');
+        }
+        let mut cutter = ListCutter::new(ListFormat::JsonLines, batch);
+        cutter.push(&list).unwrap();
+        let (offsets, urls) = cutter.finish().unwrap();
+        objects.insert(layout.urls(), (list, "\"list\"".into()));
+        let units = offsets.len() as u64 - 1;
+        let work = ScrapeWork {
+            list: Source::Object(layout.urls()),
+            format: ListFormat::JsonLines,
+            offsets,
+            urls,
+            batch_size: batch,
+            request: ScrapeRequest::default(),
+        };
+        (Work::Scrape(work), units)
+    };
+    let plan = Plan { id, created_ms: EPOCH_MS, units, limits, work };
+    let settings = TickSettings {
+        budget: MS * (2_000 + rng.below(20_000) as u32),
+        lease: MS * (1_000 + rng.below(8_000) as u32),
+        call_timeout: MS * (100 + rng.below(3_000) as u32),
+        retry: RetryPolicy { max_attempts: plan.limits.attempts, base_delay: MS * 20, max_delay: MS * 500 },
+        flush_every: MS * (100 + rng.below(2_000) as u32),
+    };
+    objects.insert(layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".into()));
+    objects.insert(layout.state(), (serde_json::to_vec(&State::default()).unwrap(), "\"s0\"".into()));
+    objects.insert(layout.active(), (Vec::new(), "\"a\"".into()));
+    let s = Scenario {
+        plan,
+        settings,
+        ticks_at_once: 1 + rng.below(3),
+        tick_gap_ms: rng.below(3_000),
+        kill_rate: [0, 20, 50][rng.below(3) as usize],
+        max_kill_step: 1 + rng.below(60),
+        cancel_at: (rng.below(6) == 0).then(|| MS * rng.below(20_000) as u32),
+    };
+    (s, file, objects)
+}
+
+/// Runs one job to its manifest; panics with the seed when an invariant breaks.
+fn run_job(seed: u64, faults: Faults, audit: bool) {
+    let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1));
+    let (mut s, file, objects) = scenario(seed, &mut rng);
+    if audit {
+        s.plan.limits.audit_percent = 100.0;
+    }
+    let layout = Layout::new(&s.plan.id);
+    let mut objects = objects;
+    objects.insert(layout.plan(), (serde_json::to_vec(&s.plan).unwrap(), "\"p\"".into()));
+    let exec = Exec::new();
+    let world = Rc::new(World {
+        exec: exec.clone(),
+        rng: RefCell::new(Rng::new(rng.next_u64())),
+
+        faults,
+        lease: s.settings.lease,
+        objects: RefCell::new(objects),
+        writes: RefCell::new(Vec::new()),
+        calls: RefCell::new(Vec::new()),
+        stop_reads: RefCell::new(HashMap::new()),
+        lease_writes: RefCell::new(HashMap::new()),
+        file,
+        layout: layout.clone(),
+    });
+    let cancelled_at: Rc<Cell<Option<Duration>>> = Rc::new(Cell::new(None));
+    if let Some(at) = s.cancel_at {
+        let (world, cancelled_at, id) = (world.clone(), cancelled_at.clone(), s.plan.id.clone());
+        exec.clone().spawn(
+            async move {
+                world.exec.sleep(at).await;
+                let host = sim_host(&world, "canceller".into(), 0, None);
+                let marker = Stop { status: JobStatus::Cancelled, reason: "asked".into(), at_ms: world.wall_ms() };
+                if let Ok((_, true)) = tick::stop(&host, &id, &marker).await {
+                    let written = world.writes.borrow().iter().rev().find(|w| w.key == world.layout.stop()).map(|w| w.at);
+                    cancelled_at.set(written);
+                }
+            },
+            Rc::new(Cell::new(false)),
+        );
+    }
+    // The driver: ticks, `ticks_at_once` at a time, started `tick_gap_ms` apart, some killed.
+    let manifest_key = layout.manifest();
+    let finished = {
+        let world = world.clone();
+        let key = manifest_key.clone();
+        move || world.objects.borrow().contains_key(&key)
+    };
+    let running = Rc::new(Cell::new(0u64));
+    {
+        let (world, settings, running, id) = (world.clone(), s.settings.clone(), running.clone(), s.plan.id.clone());
+        let (at_once, gap, kill_rate, max_kill) = (s.ticks_at_once, s.tick_gap_ms, s.kill_rate, s.max_kill_step);
+        let finished = finished.clone();
+        exec.clone().spawn(
+            async move {
+                let mut n = 0;
+                while !finished() {
+                    if running.get() < at_once {
+                        n += 1;
+                        let killed = Rc::new(Cell::new(false));
+                        let kill = (world.below(100) < kill_rate).then(|| world.below(max_kill) as u32);
+                        let skew = world.below(4_001) as i64 - 2_000;
+                        let mut host = sim_host(&world, format!("tick{n}"), skew, kill);
+                        host.killed = killed.clone();
+                        let (settings, running2, id) = (settings.clone(), running.clone(), id.clone());
+                        running.set(running.get() + 1);
+                        world.exec.spawn(
+                            async move {
+                                let name = host.name.clone();
+                                // A tick that fails (the bucket failing for good) is simply sent again.
+                                let _ = tick::tick(&host, &id, &name, &settings).await;
+                                running2.set(running2.get() - 1);
+                            },
+                            killed.clone(),
+                        );
+                        // A killed tick's slot frees when it dies.
+                        let (running3, watch, w) = (running.clone(), killed, world.clone());
+                        world.exec.spawn(
+                            async move {
+                                while !watch.get() {
+                                    w.exec.sleep(MS * 50).await;
+                                    if w.objects.borrow().contains_key(&w.layout.manifest()) {
+                                        return;
+                                    }
+                                }
+                                running3.set(running3.get() - 1);
+                            },
+                            Rc::new(Cell::new(false)),
+                        );
+                    }
+                    world.exec.sleep(MS * (1 + gap as u32)).await;
+                }
+            },
+            Rc::new(Cell::new(false)),
+        );
+    }
+    let limit = Duration::from_secs(6 * 3600);
+    assert!(exec.run(limit, &finished), "seed {seed}: the job did not finish in {limit:?} of simulated time");
+    check(seed, &s, &world, cancelled_at.get(), audit);
+}
+
+fn sim_host(world: &Rc<World>, name: String, skew_ms: i64, kill: Option<u32>) -> SimHost {
+    SimHost { world: world.clone(), name, skew_ms, steps_left: Cell::new(kill), killed: Rc::new(Cell::new(false)) }
+}
+
+fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>, audit: bool) {
+    let layout = &world.layout;
+    let objects = world.objects.borrow();
+    let writes = world.writes.borrow();
+    let manifest: Manifest = serde_json::from_slice(&objects[&layout.manifest()].0).unwrap();
+    // Written once, and last among the unit records.
+    let manifest_writes: Vec<&Write> = writes.iter().filter(|w| w.key == layout.manifest()).collect();
+    assert_eq!(manifest_writes.len(), 1, "seed {seed}: the manifest was written {} times", manifest_writes.len());
+    let at = manifest_writes[0].at;
+    let listed: Vec<&str> = manifest.parts.iter().chain(&manifest.errors).chain(&manifest.result).map(|p| p.key.as_str()).collect();
+    for w in writes.iter().filter(|w| w.at > at) {
+        let receipt = w.key.starts_with(&format!("{}receipts/", layout.prefix()));
+        assert!(!receipt && !listed.contains(&w.key.as_str()), "seed {seed}: {} was written after the manifest", w.key);
+    }
+    let mut per_key: HashMap<&str, u32> = HashMap::new();
+    for w in writes.iter() {
+        *per_key.entry(w.key.as_str()).or_default() += 1;
+    }
+    for (key, n) in per_key {
+        let once = ["parts/", "errors/", "receipts/", "audit/", "result.json", "stop.json"].iter().any(|p| key.contains(p));
+        assert!(!once || n == 1, "seed {seed}: {key} was written {n} times");
+    }
+    // Every listed object is there, as listed.
+    for p in manifest.parts.iter().chain(&manifest.errors).chain(&manifest.result) {
+        let body = &objects.get(&p.key).unwrap_or_else(|| panic!("seed {seed}: {} is missing", p.key)).0;
+        let sum = ObjectSum::of(body);
+        assert_eq!((sum.bytes, sum.lines, &sum.sha256), (p.bytes, p.records, &p.sha256), "seed {seed}: {}", p.key);
+    }
+    let state: State = serde_json::from_slice(&objects[&layout.state()].0).unwrap();
+    assert_eq!(state.units.len() as u64, s.plan.units, "seed {seed}: every unit is concluded once");
+    let stop: Option<Stop> = objects.get(&layout.stop()).map(|(b, _)| serde_json::from_slice(b).unwrap());
+    assert_eq!(manifest.status, stop.as_ref().map_or(JobStatus::Succeeded, |s| s.status), "seed {seed}");
+    match &s.plan.work {
+        Work::Transform(w) => check_transform(seed, w, &s.plan, &state, &manifest, &objects, world, audit),
+        Work::Scrape(w) => check_scrape(seed, w, &state, &manifest, &objects),
+    }
+    // No call without a fresh check of the stop marker, none after the tick saw it.
+    let reads = world.stop_reads.borrow();
+    let leases = world.lease_writes.borrow();
+    for call in world.calls.borrow().iter() {
+        let tick_reads = reads.get(&call.tick).map(Vec::as_slice).unwrap_or_default();
+        let writes = leases.get(&(call.tick.clone(), call.unit)).map(Vec::as_slice).unwrap_or_default();
+        let since = writes.iter().copied().filter(|&t| t <= call.at).max();
+        let since = since.unwrap_or_else(|| panic!("seed {seed}: {} called unit {} without its lease", call.tick, call.unit));
+        assert!(
+            tick_reads.iter().any(|&(t, _)| t >= since && t <= call.at),
+            "seed {seed}: {} called unit {} at {:?} without checking the stop marker since its lease",
+            call.tick,
+            call.unit,
+            call.at
+        );
+        assert!(
+            !tick_reads.iter().any(|&(t, found)| found && t <= call.at),
+            "seed {seed}: {} called unit {} at {:?} after it saw the stop marker",
+            call.tick,
+            call.unit,
+            call.at
+        );
+        if let Some(cancel) = cancelled_at {
+            let last_read = tick_reads.iter().filter(|&&(t, _)| t <= call.at).map(|&(t, _)| t).max();
+            assert!(last_read.is_some_and(|t| t < cancel) || call.at < cancel, "seed {seed}: a call after the cancel");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_transform(
+    seed: u64,
+    w: &TransformWork,
+    plan: &Plan,
+    state: &State,
+    manifest: &Manifest,
+    objects: &BTreeMap<String, (Vec<u8>, String)>,
+    world: &World,
+    audit: bool,
+) {
+    let (_, worker_spec) = crate::fanout::merge::TableMode::of_spec(&w.spec, &w.columns).unwrap();
+    let mut rows_in = 0;
+    let mut all_done = true;
+    for unit in 0..plan.units {
+        let c = &state.units[&unit];
+        let r = Plan::range(w, unit);
+        match &c.outcome {
+            Outcome::Done => {
+                let honest = honest_parts(&world.file, &worker_spec, r.start, r.end);
+                let part = &objects[&c.part.as_ref().unwrap().key].0;
+                let lie = part != &honest.part;
+                // A consistent liar is caught only by the audit; every other lie is refused.
+                assert!(!lie || (world.faults.subtle_lies && !audit), "seed {seed}: unit {unit}'s part is not the honest one");
+                if !lie {
+                    assert_eq!(c.tally, Tally::Rows(honest.stats), "seed {seed}: unit {unit}");
+                    let errors = c.errors.as_ref().map(|e| objects[&e.key].0.clone()).unwrap_or_default();
+                    assert_eq!(errors, honest.errors, "seed {seed}: unit {unit}'s error records");
+                }
+                rows_in += honest.stats.rows_in;
+            }
+            Outcome::Failed { .. } => {
+                all_done = false;
+                let errors = &objects[&c.errors.as_ref().unwrap().key].0;
+                let record: Value = serde_json::from_slice(errors.split(|&b| b == b'\n').next().unwrap()).unwrap();
+                assert_eq!(record["byte"], r.start, "seed {seed}: unit {unit}'s failure names its range");
+            }
+        }
+    }
+    assert_eq!(manifest.summary["rows_in"], rows_in, "seed {seed}: {}", manifest.summary);
+    let parts: Vec<&str> = manifest.parts.iter().map(|p| p.key.as_str()).collect();
+    let done: Vec<String> = state.units.values().filter_map(|c| c.part.as_ref().map(|p| p.key.clone())).collect();
+    assert_eq!(parts, done, "seed {seed}: parts in unit order");
+    if let (true, Some(result)) = (all_done && !world.faults.subtle_lies, &manifest.result) {
+        // Every unit done: the merged groups are the whole file's.
+        let whole: Value = serde_json::from_slice(&run_to_end(&w.spec, &world.file, crate::framing::Format::Json).unwrap()).unwrap();
+        let merged: Value = serde_json::from_slice(&objects[&result.key].0).unwrap();
+        assert_eq!(merged["groups"], whole["groups"], "seed {seed}: merged groups");
+    }
+}
+
+fn check_scrape(
+    seed: u64,
+    w: &ScrapeWork,
+    state: &State,
+    manifest: &Manifest,
+    objects: &BTreeMap<String, (Vec<u8>, String)>,
+) {
+    let mut next = 0u64;
+    for p in &manifest.parts {
+        for line in objects[&p.key].0.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(v["index"], next, "seed {seed}: results in order, each once");
+            assert_eq!(v["url"], format!("https://site{}.example/{next}", next % 3), "seed {seed}");
+            next += 1;
+        }
+    }
+    assert_eq!(next, w.urls, "seed {seed}: every URL has a result");
+    let results: u64 = state.units.values().map(|c| match c.tally {
+        Tally::Pages(p) => p.results,
+        Tally::Rows(_) => 0,
+    }).sum();
+    assert_eq!(results, w.urls, "seed {seed}");
+    assert_eq!(manifest.summary["results"], w.urls, "seed {seed}");
+    for c in state.units.values() {
+        if let Outcome::Failed { kind, .. } = &c.outcome {
+            assert!(matches!(kind, FailureKind::Worker | FailureKind::NotAttempted), "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn jobs_finish_with_every_unit_once_under_faults() {
+    let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=400u64);
+    for seed in seeds {
+        let mut rng = Rng::new(seed);
+        let faults = Faults { store: [0, 5, 15][rng.below(3) as usize], worker: [0, 10, 30][rng.below(3) as usize], subtle_lies: false };
+        run_job(seed, faults, false);
+    }
+}
+
+/// Workers that lie consistently (a record changed, counts intact) pass every
+/// check but the audit: with every unit audited, no such part is used.
+#[test]
+fn a_full_audit_catches_consistent_liars() {
+    let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=150u64);
+    for seed in seeds {
+        run_job(seed, Faults { store: 0, worker: 40, subtle_lies: true }, true);
+    }
+}
