@@ -192,6 +192,28 @@ Disallow:
         assert!(r.allows(ua, "/search"));
     }
 
+    /// RFC 9309 2.2.2: of an Allow and a Disallow of equal length that both match, Allow wins,
+    /// whichever comes first in the file.
+    #[test]
+    fn allow_wins_a_tie_of_equal_length() {
+        for (allow, disallow, path) in [
+            ("/page", "/page", "/page"),
+            ("/page", "/page", "/page/sub?q=1"),
+            ("/a*c", "/abc", "/abc"),
+            ("/abc", "/a*c", "/abcd"),
+            ("/*.php", "/x.php", "/x.php"),
+            ("/x.php$", "/*.php$", "/x.php"),
+        ] {
+            assert_eq!(allow.len(), disallow.len(), "the case {allow:?} / {disallow:?} is a tie");
+            for file in [
+                format!("User-agent: *\nAllow: {allow}\nDisallow: {disallow}\n"),
+                format!("User-agent: *\nDisallow: {disallow}\nAllow: {allow}\n"),
+            ] {
+                assert!(Robots::parse(&file).allows("mybot/1.0", path), "{path} under {file:?}");
+            }
+        }
+    }
+
     #[test]
     fn named_groups_take_precedence() {
         let r = Robots::parse(FILE);

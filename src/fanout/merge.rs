@@ -834,4 +834,73 @@ mod tests {
             r#"{"records":[],"errors":[],"stats":{"rows_in":1,"rows_out":0,"rows_filtered":1,"rows_errored":0}}"#;
         assert!(accept(Format::Json, fewer, 2).unwrap_err().contains("read 1 rows of a chunk holding 2"));
     }
+
+    /// In aggregate mode, a partial that lists a group twice is refused when it arrives, in both formats.
+    #[test]
+    fn a_partial_listing_a_group_twice_is_refused() {
+        let spec = crate::transform::spec::parse(
+            br#"{"columns": ["region"], "aggregate": {"group_by": ["region"], "metrics": [{"op": "count"}]}}"#,
+        )
+        .unwrap();
+        let group = json!({"key": ["north"], "state": [{"count": 1}]});
+        let stats = r#""stats":{"rows_in":2,"rows_out":2,"rows_filtered":0,"rows_errored":0}"#;
+        for (groups, refused) in [(json!([group]), false), (json!([group, group]), true)] {
+            for format in [Format::Json, Format::Ndjson] {
+                let (mode, _) = TableMode::of_spec(&spec, &["region".to_owned()]).unwrap();
+                let TableMode::Aggregate { groups: empty, .. } = &mode else { panic!("the spec aggregates") };
+                let mut partial = json!(empty.to_partial());
+                partial["groups"] = groups.clone();
+                let answer = format!(r#"{{"partial":{partial},"errors":[],{stats}}}"#);
+                let got = TableMerge::new(format, mode).accept(&lines(2), answer.into_bytes());
+                match got {
+                    Err(err) if refused => assert!(
+                        err.contains("its partial aggregate does not merge: partial group 1: its key appears twice"),
+                        "{format:?} {groups}: {err}"
+                    ),
+                    Ok(_) if !refused => {}
+                    other => panic!("{format:?} {groups}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// A scrape answer is placed by URL as well as by index: a result for another URL is refused, named.
+    #[test]
+    fn scrape_results_must_be_for_the_batch_urls() {
+        let meta = BatchMeta { start: 10, urls: vec!["https://a.example/".into(), "https://b.example/".into()] };
+        let answer = |urls: [&str; 2]| {
+            let results = urls
+                .iter()
+                .enumerate()
+                .map(|(index, url)| PageResult {
+                    index,
+                    url: (*url).to_owned(),
+                    outcome: Outcome::Error(ItemError::new(PageFailure::HttpStatus, "404")),
+                })
+                .collect();
+            serde_json::to_vec(&ScrapeResponse { results }).unwrap()
+        };
+        let checked = PageMerge::new(Format::Json).accept(&meta, answer(["https://a.example/", "https://b.example/"]));
+        let indexes: Vec<usize> = checked.unwrap().results.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, [10, 11], "results placed in the job");
+        for (urls, needle) in [
+            (
+                ["https://a.example/", "https://c.example/"],
+                r#"result 1 is for URL 1 "https://c.example/", not URL 1 "https://b.example/""#,
+            ),
+            (
+                ["https://b.example/", "https://a.example/"],
+                r#"result 0 is for URL 0 "https://b.example/", not URL 0 "https://a.example/""#,
+            ),
+            (
+                ["https://a.example/", "https://b.example"],
+                r#"result 1 is for URL 1 "https://b.example", not URL 1 "https://b.example/""#,
+            ),
+        ] {
+            for format in [Format::Json, Format::Ndjson] {
+                let err = PageMerge::new(format).accept(&meta, answer(urls)).unwrap_err();
+                assert!(err.contains(needle), "{format:?} {urls:?}: {err}");
+            }
+        }
+    }
 }

@@ -145,6 +145,19 @@ mod tests {
         assert!(pct.limits(&config, 1).is_err());
     }
 
+    /// A unit gets exactly FANOUT_WORKER_ATTEMPTS attempts: the retry policy gives up after that many, not before.
+    #[test]
+    fn retries_take_the_configured_attempts() {
+        for attempts in [1, 2, 3, 7] {
+            let config = Config { worker_attempts: attempts, ..Config::default() };
+            let retry = JobOptions::default().limits(&config, 1 << 20).unwrap().retry;
+            assert_eq!(retry.max_attempts, attempts, "FANOUT_WORKER_ATTEMPTS={attempts}");
+            // A unit failing every time: its first call, then one more after each failure the policy retries.
+            let calls = 1 + (1..=attempts + 1).filter(|&failed| retry.next_delay(failed, None, 0).is_some()).count();
+            assert_eq!(calls, attempts as usize, "FANOUT_WORKER_ATTEMPTS={attempts}: calls to a failing unit");
+        }
+    }
+
     #[test]
     fn memory_budget_lowers_concurrency_or_refuses() {
         let config =

@@ -5,8 +5,10 @@
 //!
 //! After every job the invariants are checked: every input row appears exactly
 //! once (as a record or inside an error record), records in input order, the
-//! counts add up, the memory held stayed within its bound, and the job ended
-//! within its deadline. A failing seed is printed, so it replays exactly.
+//! counts add up, the memory held stayed within its bound, the job ended
+//! within its deadline, and no unit got more calls than the retry policy allows
+//! (the summary's invocations, retries and timeouts counted from the calls the
+//! worker saw). A failing seed is printed, so it replays exactly.
 
 use super::driver::{Action, Call, CallError, Driver, Failure, FailureKind, Limits, Merge, Tolerance, Unit};
 use super::merge::{BatchMeta, ChunkMeta, PageMerge, TableMerge, TableMode};
@@ -160,6 +162,16 @@ struct Job {
     format: Format,
 }
 
+/// How a simulated job went.
+struct Run<Meta> {
+    /// Its output.
+    out: Vec<u8>,
+    /// When it ended.
+    ended: Duration,
+    /// The calls the driver started, by unit (`call.seq`): the unit's meta and how many calls.
+    calls: BTreeMap<u64, (Meta, u32)>,
+}
+
 /// What the simulated input gives the driver next.
 enum Next<Meta> {
     Unit(Unit<Meta>),
@@ -169,15 +181,19 @@ enum Next<Meta> {
 
 /// Runs a job to its end on a simulated clock: `input` is read while the
 /// driver wants it, and `worker` says how each call ends and after how long
-/// (`None`: it hangs). Returns the output and the time the job ended.
+/// (`None`: it hangs).
 fn simulate<M: Merge>(
     seed: u64,
     driver: &mut Driver<M>,
     mut input: impl FnMut() -> Next<M::Meta>,
     mut worker: impl FnMut(&Call, &M::Meta) -> Option<(Duration, Result<Vec<u8>, CallError>)>,
-) -> (Vec<u8>, Duration) {
+) -> Run<M::Meta>
+where
+    M::Meta: Clone,
+{
     // Answers in flight: when they arrive, for which call.
     let mut pending: BTreeMap<(Duration, u64), Result<Vec<u8>, CallError>> = BTreeMap::new();
+    let mut calls = BTreeMap::new();
     let mut out = Vec::new();
     let mut now = Duration::ZERO;
     for step in 0.. {
@@ -192,6 +208,7 @@ fn simulate<M: Merge>(
         match driver.poll(now) {
             Action::Call(call) => {
                 let meta = driver.meta(call.seq).expect("a unit being called is not yet written");
+                calls.entry(call.seq).or_insert_with(|| (meta.clone(), 0)).1 += 1;
                 if let Some((after, outcome)) = worker(&call, meta) {
                     pending.insert((now + after, call.id), outcome);
                 }
@@ -219,7 +236,7 @@ fn simulate<M: Merge>(
             }
         }
     }
-    (out, now)
+    Run { out, ended: now, calls }
 }
 
 /// The splitter over `csv` fed `feed` bytes at a time, as the driver's input.
@@ -280,6 +297,13 @@ fn answer(
     }
 }
 
+/// Whether the driver times out a call the worker answers with `outcome` (`None`: it hangs): the
+/// answer comes after the call's time limit. One due at the limit itself is delivered before the
+/// driver next looks at the time, as a real answer that beats the timer.
+fn times_out<T>(call: &Call, outcome: &Option<(Duration, T)>) -> bool {
+    outcome.as_ref().is_none_or(|(after, _)| *after > call.timeout)
+}
+
 /// Runs one transform job in simulation; panics with the seed on a broken invariant.
 fn run_table(seed: u64, job: &Job) {
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1));
@@ -289,16 +313,20 @@ fn run_table(seed: u64, job: &Job) {
     let mut largest_payload = 0;
     let limits = job.limits.clone();
     let spec = Spec::default();
-    let (out, ended) = simulate(seed, &mut driver, chunks_of(&csv, feed, job.chunk, job.max_chunk), |call, meta| {
+    let mut late = 0;
+    let run = simulate(seed, &mut driver, chunks_of(&csv, feed, job.chunk, job.max_chunk), |call, meta| {
         largest_payload = largest_payload.max(call.payload.len());
-        answer(&mut rng, job.fault_rate, &limits, || transform(&spec, &call.payload, line_offset(meta)))
+        let outcome = answer(&mut rng, job.fault_rate, &limits, || transform(&spec, &call.payload, line_offset(meta)));
+        late += u64::from(times_out(call, &outcome));
+        outcome
     });
     let bound =
         job.limits.window_bytes + job.limits.concurrency * (3 * largest_payload + 4096) + largest_payload + 4096;
-    check_table(seed, job, &out, &row_lines, ended, driver.peak_held_bytes(), bound);
+    check_table(seed, job, &run, late, &row_lines, driver.peak_held_bytes(), bound);
 }
 
-fn check_table(seed: u64, job: &Job, out: &[u8], row_lines: &[u64], ended: Duration, peak: usize, bound: usize) {
+fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, late: u64, row_lines: &[u64], peak: usize, bound: usize) {
+    let (out, ended) = (&run.out, run.ended);
     let (records, errors, summary) = match job.format {
         Format::Json => {
             let v: Value =
@@ -381,6 +409,65 @@ fn check_table(seed: u64, job: &Job, out: &[u8], row_lines: &[u64], ended: Durat
     if summary["status"] != "complete" {
         assert!(summary["reason"].is_string(), "seed {seed}: {summary}");
     }
+    check_calls(seed, &job.limits, &run.calls, &chunks_given_up(seed, &errors, &run.calls), late, &summary);
+}
+
+/// The attempts an error message says the driver gave up after, if it says so.
+fn gave_up_after(message: &str) -> Option<u32> {
+    message.rsplit_once("(gave up after ")?.1.strip_suffix(" attempts)")?.parse().ok()
+}
+
+/// The chunks that transform error records say the driver gave up on (by `call.seq`), with
+/// the attempts they name.
+fn chunks_given_up(seed: u64, errors: &[Value], calls: &BTreeMap<u64, (ChunkMeta, u32)>) -> Vec<(u64, u32)> {
+    errors
+        .iter()
+        .filter_map(|e| {
+            let after = gave_up_after(e["message"].as_str()?)?;
+            let line = e["line"].as_u64().unwrap();
+            let unit = calls
+                .iter()
+                .find(|(_, (meta, _))| matches!(meta, ChunkMeta::Lines { first_line, .. } if *first_line == line));
+            let (&seq, _) = unit
+                .unwrap_or_else(|| panic!("seed {seed}: given up on, but no unit called starts on line {line}: {e}"));
+            Some((seq, after))
+        })
+        .collect()
+}
+
+/// Checks the calls the driver started (`calls`, by unit) against its retry policy and the
+/// summary: no unit got more than `max_attempts` calls; every unit given up on (`gave_up`:
+/// each with the attempts its error record names) got exactly that many, `max_attempts`;
+/// invocations and retries are the calls counted; timeouts are the calls the worker hung or
+/// answered past their time limit (`late`), fewer only when a job that stopped cancelled some.
+fn check_calls<Meta>(
+    seed: u64,
+    limits: &Limits,
+    calls: &BTreeMap<u64, (Meta, u32)>,
+    gave_up: &[(u64, u32)],
+    late: u64,
+    summary: &Value,
+) {
+    let max = limits.retry.max_attempts;
+    for (seq, (_, n)) in calls {
+        assert!(*n <= max, "seed {seed}: unit {seq} got {n} calls, more than the {max} attempts allowed");
+    }
+    for &(seq, after) in gave_up {
+        let n = calls.get(&seq).map_or(0, |(_, n)| *n);
+        assert!(
+            n == after && after == max,
+            "seed {seed}: unit {seq} got {n} calls and was given up after {after} attempts, of {max} allowed"
+        );
+    }
+    let count = |k: &str| summary[k].as_u64().unwrap_or_else(|| panic!("seed {seed}: no {k} in {summary}"));
+    let total: u64 = calls.values().map(|(_, n)| u64::from(*n)).sum();
+    assert_eq!(count("invocations"), total, "seed {seed}: calls started, {summary}");
+    assert_eq!(count("retries"), total - calls.len() as u64, "seed {seed}: calls after each unit's first, {summary}");
+    if summary["status"] == "complete" {
+        assert_eq!(count("timeouts"), late, "seed {seed}: calls hung or answered late, {summary}");
+    } else {
+        assert!(count("timeouts") <= late, "seed {seed}: {late} calls hung or answered late, {summary}");
+    }
 }
 
 fn limits(rng: &mut Rng) -> Limits {
@@ -427,10 +514,10 @@ fn a_faultless_job_equals_one_worker_over_the_whole_file() {
         ..self::limits(&mut Rng::new(3))
     };
     let mut driver = Driver::new(TableMerge::new(Format::Json, TableMode::Records), limits, 1);
-    let (out, _) = simulate(1, &mut driver, chunks_of(&csv, csv.len(), 100, 10_000), |call, meta| {
+    let run = simulate(1, &mut driver, chunks_of(&csv, csv.len(), 100, 10_000), |call, meta| {
         Some((MS, Ok(transform(&spec, &call.payload, line_offset(meta)))))
     });
-    let merged: Value = serde_json::from_slice(&out).unwrap();
+    let merged: Value = serde_json::from_slice(&run.out).unwrap();
     assert_eq!(merged["records"], whole["records"]);
     assert_eq!(merged["errors"], whole["errors"]);
     assert_eq!(merged["stats"], whole["stats"]);
@@ -472,24 +559,30 @@ fn aggregate_jobs_merge_exactly_under_faults() {
         let mut driver = Driver::new(TableMerge::new(format, mode), limits.clone(), seed);
         let chunk = 1 + rng.below(300) as usize;
         let feed = 1 + rng.below(64) as usize;
-        let (out, _) = simulate(seed, &mut driver, chunks_of(&csv, feed, chunk, 100_000), |call, meta| {
-            answer(&mut rng, rate, &limits, || transform(&partial, &call.payload, line_offset(meta)))
+        let mut late = 0;
+        let run = simulate(seed, &mut driver, chunks_of(&csv, feed, chunk, 100_000), |call, meta| {
+            let outcome = answer(&mut rng, rate, &limits, || transform(&partial, &call.payload, line_offset(meta)));
+            late += u64::from(times_out(call, &outcome));
+            outcome
         });
-        let (groups, summary) = match format {
+        let (groups, errors, summary) = match format {
             Format::Json => {
-                let v: Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-                (v["groups"].clone(), v["summary"].clone())
+                let v: Value = serde_json::from_slice(&run.out).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                (v["groups"].clone(), v["errors"].as_array().unwrap().clone(), v["summary"].clone())
             }
             Format::Ndjson => {
-                let lines: Vec<Value> = out
+                let lines: Vec<Value> = run
+                    .out
                     .split(|&b| b == b'\n')
                     .filter(|l| !l.is_empty())
                     .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("seed {seed}: {e}")))
                     .collect();
                 let groups = lines.iter().filter_map(|l| l.get("group").cloned()).collect();
-                (Value::Array(groups), lines.last().unwrap()["summary"].clone())
+                let errors = lines.iter().filter_map(|l| l.get("error").cloned()).collect();
+                (Value::Array(groups), errors, lines.last().unwrap()["summary"].clone())
             }
         };
+        check_calls(seed, &limits, &run.calls, &chunks_given_up(seed, &errors, &run.calls), late, &summary);
         let sum = |k: &str| summary[k].as_u64().unwrap();
         assert_eq!(
             sum("rows_out") + sum("rows_filtered") + sum("rows_errored"),
@@ -526,7 +619,8 @@ fn scrape_jobs_keep_every_url_under_faults() {
             }),
             None => Next::End,
         };
-        let (out, ended) = simulate(seed, &mut driver, input, |_, meta| {
+        let mut late = 0;
+        let run = simulate(seed, &mut driver, input, |call, meta| {
             let mut results: Vec<PageResult> = meta
                 .urls
                 .iter()
@@ -546,7 +640,7 @@ fn scrape_jobs_keep_every_url_under_faults() {
             }
             let answer = serde_json::to_vec(&ScrapeResponse { results }).unwrap();
             let latency = MS * (1 + rng.below(40) as u32);
-            match f {
+            let outcome = match f {
                 Fault::Transient => {
                     Some((latency, Err(CallError::Transient { message: "503".into(), retry_after: Some(MS) })))
                 }
@@ -555,19 +649,25 @@ fn scrape_jobs_keep_every_url_under_faults() {
                 Fault::Late => Some((limits.call_timeout + latency, Ok(answer))),
                 Fault::Truncate => Some((latency, Ok(answer[..answer.len() / 2].to_vec()))),
                 _ => Some((latency, Ok(answer))),
-            }
+            };
+            late += u64::from(times_out(call, &outcome));
+            outcome
         });
-        let results: Vec<Value> = match format {
+        let (results, summary): (Vec<Value>, Value) = match format {
             Format::Json => {
-                let v: Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-                v["results"].as_array().unwrap().clone()
+                let v: Value = serde_json::from_slice(&run.out).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                (v["results"].as_array().unwrap().clone(), v["summary"].clone())
             }
-            Format::Ndjson => out
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice::<Value>(l).unwrap())
-                .filter(|v| v.get("index").is_some())
-                .collect(),
+            Format::Ndjson => {
+                let lines: Vec<Value> = run
+                    .out
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+                    .collect();
+                let results = lines.iter().filter(|v| v.get("index").is_some()).cloned().collect();
+                (results, lines.last().unwrap()["summary"].clone())
+            }
         };
         let mut indexes: Vec<u64> = results.iter().map(|r| r["index"].as_u64().unwrap()).collect();
         if format == Format::Json {
@@ -575,9 +675,20 @@ fn scrape_jobs_keep_every_url_under_faults() {
         }
         indexes.sort_unstable();
         assert_eq!(indexes, (0..urls.len() as u64).collect::<Vec<_>>(), "seed {seed}: every URL once");
+        let mut gave_up = Vec::new();
         for r in &results {
-            assert_eq!(r["url"], urls[r["index"].as_u64().unwrap() as usize], "seed {seed}");
+            let index = r["index"].as_u64().unwrap();
+            assert_eq!(r["url"], urls[index as usize], "seed {seed}");
+            if let Some(after) = r["error"]["message"].as_str().and_then(gave_up_after) {
+                let unit =
+                    run.calls.iter().find(|(_, (m, _))| (m.start..m.start + m.urls.len() as u64).contains(&index));
+                let (&seq, _) =
+                    unit.unwrap_or_else(|| panic!("seed {seed}: given up on, but no batch called holds URL {index}"));
+                gave_up.push((seq, after));
+            }
         }
+        check_calls(seed, &limits, &run.calls, &gave_up, late, &summary);
+        let ended = run.ended;
         assert!(ended <= limits.deadline + limits.call_timeout, "seed {seed}: ended at {ended:?}");
     }
 }

@@ -401,14 +401,20 @@ mod tests {
 
     /// Feeds `data` in pieces of `piece` bytes and collects every piece out.
     fn split(data: &[u8], header: bool, target: usize, max: usize, piece: usize) -> Result<Vec<Piece>, SplitError> {
+        split_pushes(&data.chunks(piece.max(1)).collect::<Vec<_>>(), header, target, max)
+    }
+
+    /// Feeds `pushes` one after another and collects every piece out.
+    fn split_pushes(pushes: &[&[u8]], header: bool, target: usize, max: usize) -> Result<Vec<Piece>, SplitError> {
         let mut s = Splitter::new(b',', b'"', header, target, max);
+        let largest = pushes.iter().map(|p| p.len()).max().unwrap_or(0);
         let mut out = Vec::new();
-        for bytes in data.chunks(piece.max(1)) {
+        for bytes in pushes {
             s.push(bytes);
             while let Some(p) = s.next_piece()? {
                 out.push(p);
             }
-            assert!(s.held_bytes() <= 2 * max + 2 * piece + 64, "held {} bytes", s.held_bytes());
+            assert!(s.held_bytes() <= 2 * max + 2 * largest + 64, "held {} bytes", s.held_bytes());
         }
         s.end();
         while let Some(p) = s.next_piece()? {
@@ -434,8 +440,14 @@ mod tests {
     /// Every chunk, parsed as the worker parses it, yields the file's records in
     /// order with the file's line numbers, and the counts agree.
     fn check(data: &[u8], header: bool, target: usize, max: usize, piece: usize) {
+        check_pushes(data, &data.chunks(piece.max(1)).collect::<Vec<_>>(), header, target, max);
+    }
+
+    /// [`check`] with `data` fed as `pushes`.
+    fn check_pushes(data: &[u8], pushes: &[&[u8]], header: bool, target: usize, max: usize) {
         let want = csv_records(data, header);
-        let pieces = split(data, header, target, max, piece).unwrap();
+        let pieces = split_pushes(pushes, header, target, max).unwrap();
+        let lens: Vec<usize> = pushes.iter().map(|p| p.len()).collect();
         let mut got = Vec::new();
         let mut covered = 0u64;
         for p in &pieces {
@@ -461,10 +473,10 @@ mod tests {
             }
         }
         let oversized = pieces.iter().any(|p| matches!(p, Piece::Oversized(_)));
-        assert_eq!(got.len(), want.len(), "records of {:?}", String::from_utf8_lossy(data));
+        assert_eq!(got.len(), want.len(), "records of {:?} pushes {lens:?}", String::from_utf8_lossy(data));
         if !oversized {
             for ((gl, g), (wl, w)) in got.iter().zip(&want) {
-                assert_eq!((gl, g), (wl, w), "in {:?} target {target} piece {piece}", String::from_utf8_lossy(data));
+                assert_eq!((gl, g), (wl, w), "in {:?} target {target} pushes {lens:?}", String::from_utf8_lossy(data));
             }
         }
     }
@@ -475,6 +487,26 @@ mod tests {
         for target in [1, 5, 10, 20, 1000] {
             for piece in [1, 3, 7, 1000] {
                 check(data, true, target, 10_000, piece);
+            }
+        }
+    }
+
+    /// A doubled quote inside a quoted field, just before a delimiter or a line break (LF,
+    /// CRLF) that belongs to the field, or just before the closing quote and what ends the
+    /// field: read right wherever the input is cut between two pushes.
+    #[test]
+    fn escaped_quotes_before_delimiters_and_line_breaks_at_every_cut() {
+        for data in [
+            &b"id,note\n1,\"a\"\",b\"\n2,c\n"[..],
+            b"id,note\n1,\"a\"\"\nb\"\n2,c\n",
+            b"id,note\r\n1,\"a\"\"\r\nb\"\r\n2,c\r\n",
+            b"id,note\n1,\"a\"\"\",x\n2,\"b\"\"\"\n3,\"c\"\"\"\r\n4,d",
+            b"\"\"\"\",\"\"\"\n\"\n\"\"\"\",\"\"\"\r\n\"\r\n",
+        ] {
+            for cut in 0..=data.len() {
+                for (header, target) in [(true, 1), (true, 12), (false, 1), (true, 1000)] {
+                    check_pushes(data, &[&data[..cut], &data[cut..]], header, target, 10_000);
+                }
             }
         }
     }

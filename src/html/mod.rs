@@ -314,6 +314,39 @@ mod tests {
         Url::parse("https://shop.example/catalog/item?id=1").unwrap()
     }
 
+    /// What [`extract`] promises of any page: links, when asked for, are absolute http(s) URLs
+    /// without a fragment, each once, at most `max_links` of them; an `all` selection holds at
+    /// most [`MAX_MATCHES`] values; and the values together, written as JSON strings, take at
+    /// most `max_output_bytes` (the budget's count: warnings are not values).
+    fn assert_bounded(page: &str, opts: &ExtractOptions, got: &Extracted) {
+        assert_eq!(got.links.is_some(), opts.links, "{page:?}");
+        let links = got.links.as_deref().unwrap_or_default();
+        assert!(links.len() <= opts.max_links, "{page:?}: {} links, over {}", links.len(), opts.max_links);
+        let mut seen = HashSet::new();
+        for link in links {
+            let parsed = Url::parse(link).unwrap_or_else(|e| panic!("{page:?}: link {link:?} is not absolute: {e}"));
+            assert!(matches!(parsed.scheme(), "http" | "https"), "{page:?}: link {link:?}");
+            assert_eq!((parsed.as_str(), parsed.fragment()), (link.as_str(), None), "{page:?}: link {link:?}");
+            assert!(seen.insert(link), "{page:?}: link {link:?} twice");
+        }
+        let mut bytes = [&got.title, &got.lang, &got.description, &got.canonical]
+            .into_iter()
+            .flatten()
+            .chain(&got.h1)
+            .chain(links)
+            .chain(&got.json_ld_errors)
+            .map(|v| json_len(v))
+            .sum::<usize>();
+        bytes += got.og.iter().map(|(k, v)| json_len(k) + json_len(v.as_str().unwrap())).sum::<usize>();
+        bytes += got.json_ld.iter().map(|v| serde_json::to_string(v).unwrap().len()).sum::<usize>();
+        for (name, value) in &got.select {
+            let values = value.as_array().map_or_else(|| vec![value], |all| all.iter().collect());
+            assert!(values.len() <= MAX_MATCHES, "{page:?}: select.{name} has {} values", values.len());
+            bytes += values.iter().filter_map(|v| v.as_str()).map(json_len).sum::<usize>();
+        }
+        assert!(bytes <= opts.max_output_bytes, "{page:?}: values of {bytes} bytes, over {}", opts.max_output_bytes);
+    }
+
     #[test]
     fn extracts_the_standard_fields() {
         let page = r#"<!doctype html><html lang="en-GB"><head><title>
@@ -383,6 +416,47 @@ mod tests {
         );
         let capped = extract(page, &url(), &ExtractOptions { max_links: 2, ..opts });
         assert_eq!(capped.links.unwrap().len(), 2);
+    }
+
+    /// Links are kept only when they resolve to http or https, relative ones included, and
+    /// `<area href>` links come in document order among the `<a href>` links.
+    #[test]
+    fn links_are_http_only_and_areas_keep_their_place() {
+        let page = r#"<a href="mailto:x@y.example">mail</a><area href="/map1"><a href="javascript:alert(1)">js</a>
+            <a href="ftp://files.example/f">ftp</a><area href="data:text/html,hi"><a href="tel:+15551234">tel</a>
+            <a href="HTTP://upper.example/">upper</a><a href="a1">rel</a><area href="tel:+1"><area href="/map2">
+            <a href="//cdn.example/x">cdn</a><a href="file:///etc/passwd">file</a><area href="http://plain.example/p">
+            <a href="https://secure.example/s">s</a><area href="ws://socket.example/">ws</area>"#;
+        for (page_url, want) in [
+            (
+                "https://shop.example/catalog/item?id=1",
+                [
+                    "https://shop.example/map1",
+                    "http://upper.example/",
+                    "https://shop.example/catalog/a1",
+                    "https://shop.example/map2",
+                    "https://cdn.example/x",
+                    "http://plain.example/p",
+                    "https://secure.example/s",
+                ],
+            ),
+            (
+                "http://plain.example/dir/page",
+                [
+                    "http://plain.example/map1",
+                    "http://upper.example/",
+                    "http://plain.example/dir/a1",
+                    "http://plain.example/map2",
+                    "http://cdn.example/x",
+                    "http://plain.example/p",
+                    "https://secure.example/s",
+                ],
+            ),
+        ] {
+            let opts = ExtractOptions { links: true, ..Default::default() };
+            let got = extract(page, &Url::parse(page_url).unwrap(), &opts);
+            assert_eq!(got.links.unwrap(), want, "links of the page at {page_url}");
+        }
     }
 
     #[test]
@@ -455,24 +529,32 @@ mod tests {
             "http://[",
             "//",
             "#",
+            "<area href=",
+            "mailto:",
+            "javascript:",
+            "ftp://h/",
+            "HTTPS://h/",
+            "x/",
         ];
-        let opts = ExtractOptions {
-            links: true,
-            max_links: 50,
-            select: vec![(
-                "s".into(),
-                Selection { selector: Selector::parse("a > b c, [x=y]").unwrap(), attr: None, all: true },
-            )],
-            ..Default::default()
-        };
         let mut rng = fanout_testkit::rng::Rng::new(0x9e37_79b9_7f4a_7c15u64);
         let mut next = move || rng.next_u64();
         for _ in 0..3000 {
+            // Limits small enough to be reached, now and then.
+            let opts = ExtractOptions {
+                links: true,
+                max_links: (next() % 8) as usize,
+                select: vec![(
+                    "s".into(),
+                    Selection { selector: Selector::parse("a > b c, [x=y], h1").unwrap(), attr: None, all: true },
+                )],
+                max_output_bytes: if next() % 2 == 0 { DEFAULT_OUTPUT_BYTES } else { (next() % 300) as usize },
+            };
             let len = (next() % 64) as usize;
             let soup: String = (0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
-            extract(&soup, &url(), &opts);
+            assert_bounded(&soup, &opts, &extract(&soup, &url(), &opts));
             let bytes: Vec<u8> = (0..len * 4).map(|_| next() as u8).collect();
-            extract(&String::from_utf8_lossy(&bytes), &url(), &opts);
+            let text = String::from_utf8_lossy(&bytes);
+            assert_bounded(&text, &opts, &extract(&text, &url(), &opts));
         }
     }
 
@@ -508,6 +590,7 @@ mod tests {
         assert!(got.warnings.iter().any(|w| w.contains("max_output_bytes")), "{:?}", got.warnings);
     }
 
+    /// Malformed pages yield what they can, within the bounds every page keeps.
     #[test]
     fn malformed_html_never_panics() {
         for page in [
@@ -517,9 +600,15 @@ mod tests {
             "<a href=\"http://[::1\">x</a><base href=\"::::\">",
             "<script type=\"application/ld+json\"></script>",
             "\u{0}\u{feff}<html lang>",
+            "<a href=mailto:x@y<area href=ftp://h/f><a href='javascript:0'<a href=data:,x><a href=/ok#f><a href=/ok>",
+            "<base href=ftp://h/><a href=x><area href=//h/y#><a href=\"  https://h/z  \"><title>t<title>u",
         ] {
-            let opts = ExtractOptions { links: true, max_links: 10, ..Default::default() };
-            extract(page, &url(), &opts);
+            for opts in [
+                ExtractOptions { links: true, max_links: 10, ..Default::default() },
+                ExtractOptions { links: true, max_links: 1, max_output_bytes: 12, ..Default::default() },
+            ] {
+                assert_bounded(page, &opts, &extract(page, &url(), &opts));
+            }
         }
     }
 }

@@ -686,6 +686,23 @@ mod tests {
         assert_eq!(groups.to_partial(), before, "a failed merge changes nothing");
     }
 
+    /// A partial that lists one group twice is refused: merged, it would count the group's rows
+    /// twice or leave two groups with one key.
+    #[test]
+    fn a_partial_listing_a_group_twice_is_refused() {
+        let s = spec(r#"{"group_by": ["region"], "metrics": [{"op": "count"}]}"#);
+        let mut agg = Aggregator::new(&s, &schema()).unwrap();
+        agg.push(&rows()[0]).unwrap();
+        let mut twice = agg.into_groups().to_partial();
+        assert_eq!(twice.groups[0].key, vec![json!("north")]);
+        twice.groups.push(twice.groups[0].clone());
+        let mut groups = Groups::new(twice.shape.clone());
+        for err in [groups.check(&twice).unwrap_err(), groups.merge(&twice).unwrap_err()] {
+            assert!(err.contains("partial group 1: its key appears twice"), "{err}");
+        }
+        assert!(groups.is_empty(), "a refused partial changes nothing");
+    }
+
     #[test]
     fn decimals_round_trip() {
         for n in [0i128, 1, -1, 123_456_789_000_000_001, -5_000_000_000, i128::from(i64::MAX) * NANOS] {
