@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Forbidden,
     /// The body is not of a content type the route reads.
     UnsupportedMediaType,
+    /// The request conflicts with what is there: a finished job cancelled, a unit written otherwise before.
+    Conflict,
     /// A row broke a rule the request asked to be strict about (`on_error: fail`, range mode).
     BadRow,
     /// The component is misconfigured (an environment variable is invalid).
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => 403,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::Conflict => 409,
             ErrorKind::BadRow => 422,
             ErrorKind::Config => 500,
             ErrorKind::BadGateway => 502,

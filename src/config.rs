@@ -210,6 +210,16 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Whether `token` (a tick route's `?token=`) is the tick token, which allows ticking and nothing else.
+    pub fn authorize_tick(&self, token: Option<&str>) -> bool {
+        match (&self.tick_token, token) {
+            (Some(want), Some(given)) => constant_time_eq(given.as_bytes(), want.as_bytes()),
+            _ => false,
+        }
+    }
+}
+
 /// `FANOUT_TOKEN`: unset or empty turns the check off; a value of only
 /// whitespace is a mistake (it would turn the check off without saying so).
 /// An option a request may set: `requested`, or `default` (at most `limit`)
@@ -414,5 +424,9 @@ mod tests {
         assert_eq!(c.authorize(Some("Bearer s3cre")).unwrap_err().status(), 401);
         assert_eq!(c.authorize(Some("s3cret")).unwrap_err().status(), 401);
         assert_eq!(c.authorize(None).unwrap_err().status(), 401);
+        assert!(!c.authorize_tick(Some("s3cret")), "the shared token is not a tick token");
+        let t = config(&[("FANOUT_TOKEN", "s3cret"), ("FANOUT_TICK_TOKEN", "tick")]).unwrap();
+        assert!(t.authorize_tick(Some("tick")));
+        assert!(!t.authorize_tick(Some("tic")) && !t.authorize_tick(None));
     }
 }

@@ -89,8 +89,7 @@ impl fmt::Display for HostPort {
 impl Egress {
     /// Parses `text` as an absolute http(s) URL and checks that it may be fetched.
     pub fn check(&self, text: &str) -> Result<Url, Refusal> {
-        let url =
-            Url::parse(text.trim()).map_err(|e| Refusal::Invalid(format!("{text:?} is not a valid URL: {e}")))?;
+        let url = Url::parse(text.trim()).map_err(|e| Refusal::Invalid(format!("{text:?} is not a valid URL: {e}")))?;
         self.check_url(url)
     }
 

@@ -232,6 +232,46 @@ impl Bucket {
     }
 }
 
+/// Why a request to the bucket failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// Worth trying again: no connection, a time-out, a 500 or 503.
+    Transient(String),
+    /// Would fail again: a 403, a 400.
+    Permanent(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Transient(m) | StoreError::Permanent(m) => write!(f, "the bucket: {m}"),
+        }
+    }
+}
+
+impl StoreError {
+    /// The error of a bucket's answer with `status` and `body` (an S3 XML error):
+    /// transient for 408, 409 (a conflicting conditional write), 429 and 5xx.
+    pub fn of_answer(status: u16, body: &[u8]) -> StoreError {
+        let text = String::from_utf8_lossy(&body[..body.len().min(2048)]);
+        let tag = |name: &str| {
+            let open = format!("<{name}>");
+            let start = text.find(&open)? + open.len();
+            Some(text[start..].split('<').next()?.to_owned())
+        };
+        let what = match (tag("Code"), tag("Message")) {
+            (Some(code), Some(message)) => format!("{status} {code}: {message}"),
+            (Some(code), None) => format!("{status} {code}"),
+            _ => format!("answered {status}"),
+        };
+        if matches!(status, 408 | 409 | 429) || status >= 500 {
+            StoreError::Transient(what)
+        } else {
+            StoreError::Permanent(what)
+        }
+    }
+}
+
 /// A page of a listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -295,7 +335,8 @@ mod tests {
     #[test]
     fn conditions_are_signed_so_a_url_holder_cannot_drop_them() {
         let b = bucket();
-        let put = b.sign(&Op::Put { key: "jobs/a/parts/000001.ndjson", cond: Cond::Create }, Duration::from_secs(60), 0);
+        let put =
+            b.sign(&Op::Put { key: "jobs/a/parts/000001.ndjson", cond: Cond::Create }, Duration::from_secs(60), 0);
         assert_eq!(put.method, "PUT");
         assert!(put.url.starts_with("http://127.0.0.1:8333/jobs/jobs/a/parts/000001.ndjson?"), "{}", put.url);
         assert!(put.url.contains("X-Amz-SignedHeaders=host%3Bif-none-match"), "{}", put.url);
@@ -336,10 +377,20 @@ mod tests {
     #[test]
     fn listings_and_etags_are_read() {
         let xml = br#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>jobs</Name><Prefix>active/</Prefix><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated><Contents><Key>active/a</Key><Size>0</Size></Contents><Contents><Key>active/b</Key><Size>0</Size></Contents><NextContinuationToken>t</NextContinuationToken></ListBucketResult>"#;
-        assert_eq!(parse_list(xml).unwrap(), Listing { keys: vec!["active/a".into(), "active/b".into()], truncated: true });
+        assert_eq!(
+            parse_list(xml).unwrap(),
+            Listing { keys: vec!["active/a".into(), "active/b".into()], truncated: true }
+        );
         assert!(parse_list(b"<html>").is_err());
-        assert_eq!(etag_md5("\"22AF645D1859CB5CA6DA0C484F1F37EA\"").as_deref(), Some("22af645d1859cb5ca6da0c484f1f37ea"));
+        assert_eq!(
+            etag_md5("\"22AF645D1859CB5CA6DA0C484F1F37EA\"").as_deref(),
+            Some("22af645d1859cb5ca6da0c484f1f37ea")
+        );
         assert_eq!(etag_md5("\"22af645d1859cb5ca6da0c484f1f37ea-2\""), None, "a multipart ETag is not an MD5");
+        let e = StoreError::of_answer(403, b"<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>");
+        assert_eq!(e, StoreError::Permanent("403 SignatureDoesNotMatch: no".into()));
+        assert!(matches!(StoreError::of_answer(503, b""), StoreError::Transient(m) if m == "answered 503"));
+        assert!(matches!(StoreError::of_answer(409, b""), StoreError::Transient(_)));
         let body = String::from_utf8(complete_upload_body(&["\"a\"".into(), "\"b\"".into()])).unwrap();
         assert!(body.contains("<ETag>&quot;b&quot;</ETag><PartNumber>2</PartNumber>"), "{body}");
     }

@@ -112,7 +112,8 @@ fn a_named_private_host_is_allowed_and_redirects_out_of_it_are_blocked() {
 
     // robots.txt follows redirects too, and the same rule holds for them.
     site.redirect_robots(&other.url("/robots.txt"));
-    let r = results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/page/r")], "options": {"robots": true} })));
+    let r =
+        results(&post_json(&c.url("/scrape"), &json!({ "urls": [site.url("/page/r")], "options": {"robots": true} })));
     assert_eq!(r[0]["error"]["kind"], "robots", "a robots.txt that cannot be read means stay out: {}", r[0]);
     assert_eq!(other.hits("/robots.txt"), 0, "the redirect to another private host was followed");
 }

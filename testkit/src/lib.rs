@@ -9,6 +9,7 @@
 //!   altered answers) into chosen requests between two components.
 //! * [`data`]: generated CSV for benchmarks and large tests.
 //! * [`rng`]: a deterministic random number generator for property tests.
+//! * [`s3`]: a real S3-compatible server (SeaweedFS) on loopback, with its own directory.
 //!
 //! Everything binds to 127.0.0.1 only and picks free ports, so tests run in
 //! parallel without clashing and never reach another host.
@@ -18,4 +19,5 @@ pub mod component;
 pub mod data;
 pub mod proxy;
 pub mod rng;
+pub mod s3;
 pub mod site;

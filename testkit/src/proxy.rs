@@ -257,8 +257,10 @@ fn forward(upstream: SocketAddr, req: &Request) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect_timeout(&upstream, LIMIT)?;
     stream.set_read_timeout(Some(LIMIT))?;
     stream.set_write_timeout(Some(LIMIT))?;
+    // The client's Host is kept: a signed request (S3's SigV4) signs the host it was sent to.
+    let host = header(&req.headers, "host").map_or_else(|| upstream.to_string(), str::to_owned);
     let mut head = format!(
-        "{} {} HTTP/1.1\r\nhost: {upstream}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        "{} {} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
         req.method,
         req.target,
         req.body.len()

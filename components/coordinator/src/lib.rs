@@ -8,7 +8,11 @@
 //! * [`transform`]: `POST /coordinate/transform`, CSV files in chunks (or byte
 //!   ranges) to the transform worker.
 //! * [`run`]: the loop that performs a job's actions.
+//! * [`jobs`]: `/jobs/...`, durable jobs advanced by ticks, state and results in a bucket.
+//! * [`host`]: what a durable job's tick runs on: the bucket, the workers, the clocks.
 
+mod host;
+mod jobs;
 mod run;
 mod scrape;
 mod transform;
@@ -32,6 +36,10 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         "/coordinate/transform" => {
             req.allow(&["POST"])?;
             transform::coordinate(req).await
+        }
+        path if path == "/jobs" || path.starts_with("/jobs/") => {
+            let rest = path["/jobs".len()..].to_owned();
+            jobs::route(req, &rest).await
         }
         _ => Err(ApiError::not_found(&req.method, &req.path)),
     }

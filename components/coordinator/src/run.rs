@@ -200,7 +200,7 @@ impl<M: Merge + 'static> Job<M> {
 }
 
 /// One attempt at a worker call; the driver decides about retries.
-async fn call_worker<Meta>(
+pub async fn call_worker<Meta>(
     worker: Rc<Worker<Meta>>,
     url: String,
     payload: Rc<Vec<u8>>,

@@ -28,7 +28,7 @@ use std::time::Duration;
 const PAGE_OVERHEAD_BYTES: usize = 4096;
 
 /// Pieces of a URL list as they arrive.
-type Pieces = LocalBoxStream<'static, Result<Vec<u8>, ApiError>>;
+pub type Pieces = LocalBoxStream<'static, Result<Vec<u8>, ApiError>>;
 
 /// Where the URLs come from.
 enum UrlList {
@@ -42,7 +42,7 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     let base = worker_url(&config.scrape_url, "FANOUT_SCRAPE_URL")?;
     let format = Format::from_accept(req.header("accept")?.as_deref());
     let essence = req.header("content-type")?.map(|c| media_type(&c)).unwrap_or_default();
-    let (mut job, list) = match essence.as_str() {
+    let (job, list) = match essence.as_str() {
         "application/json" => {
             let mut job: Map<String, Value> = parse_json(&req.body().await?)?;
             let list = match (job.remove("urls"), job.remove("urls_source")) {
@@ -79,38 +79,12 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
             ))
         }
     };
-    let options = JobOptions::take_from(&mut job)?;
-    let batch_size = match job.remove("batch_size") {
-        None => config.batch_size as u64,
-        Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
-            ApiError::bad_request(format!("batch_size must be a whole number of at least 1, not {v}"))
-        })?,
-    };
-    if batch_size > config.max_urls as u64 {
-        return Err(ApiError::bad_request(format!(
-            "batch_size={batch_size} is over the workers' limit of {} URLs a request (FANOUT_MAX_URLS)",
-            config.max_urls
-        )));
-    }
-    job.insert("urls".into(), Value::Array(Vec::new()));
-    let mut template: ScrapeRequest = serde_json::from_value(Value::Object(job))
-        .map_err(|e| ApiError::bad_request(format!("invalid scrape job: {e}")))?;
-    // Exactly what `POST /scrape` checks, so that no batch is refused for it later.
-    template.extract_options(&config)?;
-    // Every page of a batch must fit in the answer the coordinator will read:
-    // a page's extracted output gets its share of that limit, less room for the rest of its result.
-    let share = (config.max_worker_response_bytes / batch_size as usize).saturating_sub(PAGE_OVERHEAD_BYTES).max(1);
-    let asked = template.options.max_output_bytes.unwrap_or(fanout::html::DEFAULT_OUTPUT_BYTES);
-    template.options.max_output_bytes = Some(asked.min(share));
-    let settings = template.settings(&config)?;
-    // A batch ends (its pages still running become `timeout` errors) before the call waiting for it gives up.
-    let margin = (config.worker_timeout / 10).max(Duration::from_secs(1)).min(config.worker_timeout / 2);
-    let batch_deadline = settings.deadline.min(config.worker_timeout - margin);
-    template.options.deadline_ms = Some(batch_deadline.as_millis().max(1) as u64);
+    let t = template(job, &config, config.max_worker_response_bytes, config.worker_timeout)?;
     // A batch's request: about 2 KiB a URL budgeted, never more than half the workers' request limit.
     let batch_bytes = config.max_request_bytes / 2;
-    let mut limits = options.limits(&config, batch_bytes.min(batch_size as usize * 2048))?;
-    limits.call_timeout = limits.call_timeout.max(batch_deadline + margin);
+    let mut limits = t.options.limits(&config, batch_bytes.min(t.batch_size as usize * 2048))?;
+    limits.call_timeout = limits.call_timeout.max(t.batch_deadline + t.margin);
+    let (batch_size, template) = (t.batch_size, t.request);
     if let UrlList::Given(urls) = &list {
         if urls.len() > config.max_job_urls {
             return Err(ApiError::bad_request(format!(
@@ -132,6 +106,61 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
         UrlList::Lines(pieces) => line_batches(pieces, batch_size as usize, batch_bytes, template, config.max_job_urls),
     };
     Job::new(driver, units, worker, format == Format::Json).respond(format.content_type()).await
+}
+
+/// What every batch of a scrape job is sent, checked before any is.
+pub struct Template {
+    /// The request, without its URLs.
+    pub request: ScrapeRequest,
+    /// URLs per batch.
+    pub batch_size: u64,
+    /// The job's options.
+    pub options: JobOptions,
+    /// How long a batch may run.
+    pub batch_deadline: Duration,
+    /// Time between a batch's end and its call's.
+    pub margin: Duration,
+}
+
+/// Checks a scrape job's fields (all but its URLs) exactly as `POST /scrape`
+/// checks them, so that no batch is refused for them later; each page's
+/// output gets its share of `answer_bytes`, each batch ends within `time`.
+pub fn template(
+    mut job: Map<String, Value>,
+    config: &Config,
+    answer_bytes: usize,
+    time: Duration,
+) -> Result<Template, ApiError> {
+    let options = JobOptions::take_from(&mut job)?;
+    let batch_size = match job.remove("batch_size") {
+        None => config.batch_size as u64,
+        Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+            ApiError::bad_request(format!("batch_size must be a whole number of at least 1, not {v}"))
+        })?,
+    };
+    if batch_size > config.max_urls as u64 {
+        return Err(ApiError::bad_request(format!(
+            "batch_size={batch_size} is over the workers' limit of {} URLs a request (FANOUT_MAX_URLS)",
+            config.max_urls
+        )));
+    }
+    job.insert("urls".into(), Value::Array(Vec::new()));
+    let mut template: ScrapeRequest = serde_json::from_value(Value::Object(job))
+        .map_err(|e| ApiError::bad_request(format!("invalid scrape job: {e}")))?;
+    // Exactly what `POST /scrape` checks, so that no batch is refused for it later.
+    template.extract_options(config)?;
+    // Every page of a batch must fit in the answer the coordinator will read (or the part a
+    // durable job's worker writes): a page's extracted output gets its share of that limit,
+    // less room for the rest of its result.
+    let share = (answer_bytes / batch_size as usize).saturating_sub(PAGE_OVERHEAD_BYTES).max(1);
+    let asked = template.options.max_output_bytes.unwrap_or(fanout::html::DEFAULT_OUTPUT_BYTES);
+    template.options.max_output_bytes = Some(asked.min(share));
+    let settings = template.settings(config)?;
+    // A batch ends (its pages still running become `timeout` errors) before the call waiting for it gives up.
+    let margin = (time / 10).max(Duration::from_secs(1)).min(time / 2);
+    let batch_deadline = settings.deadline.min(time - margin);
+    template.options.deadline_ms = Some(batch_deadline.as_millis().max(1) as u64);
+    Ok(Template { request: template, batch_size, options, batch_deadline, margin })
 }
 
 fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchMeta> {
@@ -250,6 +279,12 @@ fn line_batches(
 /// The lines of a URL list file, fetched as they arrive.
 async fn url_source(config: &Config, url: &str) -> Result<Pieces, ApiError> {
     let url = source::check("urls_source", url, config)?;
+    open_list(config, &url, url.as_str()).await
+}
+
+/// The lines of the URL list at `url` (checked already), as they arrive;
+/// errors name it as `name`.
+pub async fn open_list(config: &Config, url: &url::Url, name: &str) -> Result<Pieces, ApiError> {
     let opened = open(Outbound {
         method: Method::Get,
         url: url.as_str(),
@@ -260,11 +295,11 @@ async fn url_source(config: &Config, url: &str) -> Result<Pieces, ApiError> {
         truncate: false,
     })
     .await
-    .map_err(|e| gateway_error(url.as_str(), e.to_string()))?;
+    .map_err(|e| gateway_error(name, e.to_string()))?;
     if opened.status != 200 {
-        return Err(gateway_error(url.as_str(), format!("answered {}", opened.status)));
+        return Err(gateway_error(name, format!("answered {}", opened.status)));
     }
-    let (limit, wait, name) = (config.max_job_bytes, config.source_timeout, url.to_string());
+    let (limit, wait, name) = (config.max_job_bytes, config.source_timeout, name.to_owned());
     let state = (opened.body, 0u64);
     Ok(Box::pin(stream::unfold(state, move |(mut body, read)| {
         let name = name.clone();

@@ -10,6 +10,7 @@
 
 use crate::run::{worker_url, Job, Units, Worker};
 use fanout::api::{parse_json, ApiError};
+use fanout::config::Config;
 use fanout::content::media_type;
 use fanout::fanout::driver::{Driver, Expected, Input, Unit};
 use fanout::fanout::merge::{ChunkMeta, TableMerge, TableMode};
@@ -39,13 +40,14 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
 }
 
 /// The spec as checked against the file's columns, and what the workers are sent.
-struct Prepared {
-    mode: TableMode,
+pub struct Prepared {
+    /// The output's shape.
+    pub mode: TableMode,
     /// The spec as JSON, aggregates asked for as partial state.
-    worker_spec: Value,
+    pub worker_spec: Value,
 }
 
-fn prepare_spec(spec: &Spec, names: &[String]) -> Result<Prepared, ApiError> {
+pub fn prepare_spec(spec: &Spec, names: &[String]) -> Result<Prepared, ApiError> {
     let (mode, worker_spec) = TableMode::of_spec(spec, names).map_err(ApiError::bad_request)?;
     let text = serde_json::to_string(&worker_spec).expect("specs serialise");
     if text.len() > spec::MAX_SPEC_BYTES {
@@ -128,13 +130,28 @@ fn chunks(body: BodyStream, splitter: Splitter, ended: bool, max_bytes: usize) -
     }))
 }
 
-/// `{"source": URL, "spec": ..., "chunk_bytes": N, ...job options}`: each
-/// worker reads one byte range of the source itself.
-async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
-    let config = req.config.clone();
-    let base = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
-    let given = req.transform_spec()?;
-    let mut job: Map<String, Value> = parse_json(&req.body().await?)?;
+/// A source job as a JSON body gives it: `{"source": URL, "spec": ..., "chunk_bytes": N, ...job options}`.
+pub struct SourceJob {
+    /// The file: a URL, or `s3://BUCKET/KEY` for a durable job.
+    pub source: String,
+    /// The spec.
+    pub spec: Spec,
+    /// Bytes per unit, checked against the operator's limits.
+    pub chunk_bytes: usize,
+    /// The job's options.
+    pub options: JobOptions,
+    /// Fields the caller asked for besides these (`extra` names the ones the route takes).
+    pub extra: Map<String, Value>,
+}
+
+/// Reads a source job's body; `extra` are the fields the route takes besides the common ones.
+pub fn source_request(
+    given: Option<Spec>,
+    body: &[u8],
+    config: &Config,
+    extra: &[&str],
+) -> Result<SourceJob, ApiError> {
+    let mut job: Map<String, Value> = parse_json(body)?;
     let options = JobOptions::take_from(&mut job)?;
     let chunk_bytes = match job.remove("chunk_bytes") {
         None => None,
@@ -142,19 +159,31 @@ async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
             v.as_u64().ok_or_else(|| ApiError::bad_request(format!("chunk_bytes must be a whole number, not {v}")))?,
         ),
     };
-    let chunk_bytes = options::chunk_bytes(chunk_bytes, &config)?;
+    let chunk_bytes = options::chunk_bytes(chunk_bytes, config)?;
     let source = match job.remove("source") {
         Some(Value::String(s)) => s,
         Some(v) => return Err(ApiError::bad_request(format!("source must be a URL string, not {v}"))),
         None => return Err(ApiError::bad_request("a JSON body names the file to transform: {\"source\": URL, ...}")),
     };
     let spec = spec::of_json_job(given, job.remove("spec").as_ref())?;
+    let taken: Map<String, Value> = extra.iter().filter_map(|&k| Some((k.to_owned(), job.remove(k)?))).collect();
     if let Some(key) = job.keys().next() {
         return Err(ApiError::bad_request(format!(
             "unknown field {key:?}: a source job takes source, spec, chunk_bytes, concurrency, deadline_ms, \
-             window_bytes, tolerated_failures and tolerated_failure_percent"
+             window_bytes, tolerated_failures and tolerated_failure_percent{}",
+            extra.iter().map(|k| format!(", {k}")).collect::<String>()
         )));
     }
+    Ok(SourceJob { source, spec, chunk_bytes, options, extra: taken })
+}
+
+/// `{"source": URL, "spec": ..., "chunk_bytes": N, ...job options}`: each
+/// worker reads one byte range of the source itself.
+async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
+    let config = req.config.clone();
+    let base = worker_url(&config.transform_url, "FANOUT_TRANSFORM_URL")?;
+    let given = req.transform_spec()?;
+    let SourceJob { source, spec, chunk_bytes, options, .. } = source_request(given, &req.body().await?, &config, &[])?;
     let limits = options.limits(&config, 4096)?;
     let url = source::check("source", &source, &config)?;
     let size = source::size(&config, &url).await?;

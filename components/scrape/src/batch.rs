@@ -1,10 +1,10 @@
 //! Runs one batch: every URL is checked, scheduled within the total and
-//! per-host limits, and written out as soon as the framing allows; when the
-//! deadline passes, what is still running or waiting becomes a `timeout` error.
+//! per-host limits, and handed to its [`Results`] as soon as it is done; when
+//! the deadline passes, what is still running or waiting becomes a `timeout` error.
 
 use crate::page::{self, Context};
 use fanout::egress::Refusal;
-use fanout::framing::{Format, Framer};
+use fanout::framing::Framer;
 use fanout::html::ExtractOptions;
 use fanout::schedule::HostQueue;
 use fanout::scrape::{FailureKind, FetchSettings, ItemError, Outcome, PageResult};
@@ -18,19 +18,37 @@ use url::Url;
 /// The most result bytes held back for ordering before new fetches wait.
 const MAX_WAITING_BYTES: usize = 8 * 1024 * 1024;
 
-/// Scrapes `urls` and writes one result per URL to `body`; stops early only if the client goes away.
-pub async fn run(
-    settings: &FetchSettings,
-    extract: &ExtractOptions,
-    urls: Vec<String>,
-    format: Format,
-    body: &mut BodyWriter,
-) {
-    let started = Instant::now();
-    let mut framer = Framer::new(format, "results");
-    if !body.write(framer.start()).await {
-        return;
+/// Where a batch's results go, one per URL, as each is done.
+#[allow(async_fn_in_trait)]
+pub trait Results {
+    /// Takes the result of URL `index`; false when nobody wants more (the caller went away).
+    async fn push(&mut self, result: PageResult) -> bool;
+    /// Result bytes held back, waiting for an earlier one.
+    fn waiting_bytes(&self) -> usize;
+}
+
+/// Results streamed to the caller as the framing allows.
+pub struct Streamed<'b> {
+    /// The answer's framing.
+    pub framer: Framer,
+    /// The answer's body.
+    pub body: &'b mut BodyWriter,
+}
+
+impl Results for Streamed<'_> {
+    async fn push(&mut self, result: PageResult) -> bool {
+        let bytes = self.framer.push(result.index, &result);
+        self.body.write(bytes).await
     }
+
+    fn waiting_bytes(&self) -> usize {
+        self.framer.waiting_bytes()
+    }
+}
+
+/// Scrapes `urls` and gives one result per URL to `results`; stops early only if nobody wants more.
+pub async fn run(settings: &FetchSettings, extract: &ExtractOptions, urls: Vec<String>, results: &mut impl Results) {
+    let started = Instant::now();
     let ctx = Context::new(settings, extract);
     let mut targets: Vec<Option<Url>> = Vec::with_capacity(urls.len());
     let mut refused = Vec::new();
@@ -48,7 +66,7 @@ pub async fn run(
         }
     }
     for (index, err) in refused {
-        if !emit(&mut framer, body, index, &urls[index], Outcome::Error(err)).await {
+        if !emit(results, index, &urls[index], Outcome::Error(err)).await {
             return;
         }
     }
@@ -64,7 +82,7 @@ pub async fn run(
         // input order): past a bound, start nothing new until they drain. With
         // nothing running, the earliest waiting page, the one holding the
         // others back, is what starts.
-        while framer.waiting_bytes() < MAX_WAITING_BYTES || in_flight.is_empty() {
+        while results.waiting_bytes() < MAX_WAITING_BYTES || in_flight.is_empty() {
             let Some((index, host)) = queue.start_next() else {
                 break;
             };
@@ -82,7 +100,7 @@ pub async fn run(
                     Ok(page) => Outcome::Page(Box::new(page)),
                     Err(err) => Outcome::Error(err),
                 };
-                if !emit(&mut framer, body, index, &urls[index], outcome).await {
+                if !emit(results, index, &urls[index], outcome).await {
                     return;
                 }
             }
@@ -101,7 +119,7 @@ pub async fn run(
                         elapsed_ms: Some(started.elapsed().as_millis() as u64),
                         ..ItemError::new(FailureKind::Timeout, message.clone())
                     };
-                    if !emit(&mut framer, body, index, &urls[index], Outcome::Error(err)).await {
+                    if !emit(results, index, &urls[index], Outcome::Error(err)).await {
                         return;
                     }
                 }
@@ -109,10 +127,8 @@ pub async fn run(
             }
         }
     }
-    body.write(framer.finish()).await;
 }
 
-async fn emit(framer: &mut Framer, body: &mut BodyWriter, index: usize, url: &str, outcome: Outcome) -> bool {
-    let result = PageResult { index, url: url.to_owned(), outcome };
-    body.write(framer.push(index, &result)).await
+async fn emit(results: &mut impl Results, index: usize, url: &str, outcome: Outcome) -> bool {
+    results.push(PageResult { index, url: url.to_owned(), outcome }).await
 }

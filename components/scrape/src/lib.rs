@@ -4,14 +4,22 @@
 //!
 //! * [`batch`]: runs a batch within its concurrency limits and deadline.
 //! * [`page`]: fetches and parses one page (retries, redirects, robots.txt).
+//!
+//! In a durable job the request has a `sink`: the results go to the bucket
+//! as one part ([`fanout::fanout::jobs::commit`]), and the answer is the receipt.
 
 mod batch;
 mod page;
 
-use fanout::api::{parse_json, ApiError};
-use fanout::framing::Format;
-use fanout::scrape::ScrapeRequest;
-use fanout_spin::{serve, Reply, Request};
+use batch::{Results, Streamed};
+use fanout::api::{parse_json, ApiError, ErrorKind};
+use fanout::fanout::jobs::commit::{commit, Adopt, CommitError, Output};
+use fanout::fanout::jobs::receipt::{Outcome, Pages, Tally};
+use fanout::framing::{Format, Framer};
+use fanout::html::ExtractOptions;
+use fanout::scrape::{FetchSettings, PageResult, ScrapeRequest};
+use fanout_spin::sink::HttpSink;
+use fanout_spin::{now, serve, Reply, Request};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -45,7 +53,85 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
     // Everything that can make the request fail as a whole is checked before the answer starts.
     let extract = request.extract_options(&config)?;
     let settings = request.settings(&config)?;
+    if let Some(urls) = request.sink {
+        let sink = HttpSink::new(urls, &config)?;
+        return conclude(&settings, &extract, request.urls, sink).await;
+    }
     Ok(Reply::stream(format.content_type(), move |mut body| async move {
-        batch::run(&settings, &extract, request.urls, format, &mut body).await;
+        let framer = Framer::new(format, "results");
+        if !body.write(framer.start()).await {
+            return;
+        }
+        let mut results = Streamed { framer, body: &mut body };
+        batch::run(&settings, &extract, request.urls, &mut results).await;
+        let end = results.framer.finish();
+        body.write(end).await;
     }))
+}
+
+/// A durable job's batch: its results written to the bucket as one part, in
+/// order and numbered within the job, and its receipt as the answer.
+async fn conclude(
+    settings: &FetchSettings,
+    extract: &ExtractOptions,
+    urls: Vec<String>,
+    sink: HttpSink,
+) -> Result<Reply, ApiError> {
+    let started = now();
+    let first = sink.first_index().ok_or_else(|| ApiError::bad_request("sink.first_index is missing"))?;
+    let mut collected = Collected { first, lines: vec![Vec::new(); urls.len()], pages: Pages::default() };
+    batch::run(settings, extract, urls.clone(), &mut collected).await;
+    let part = collected.lines.concat();
+    if part.len() > sink.max_bytes() {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the batch's results take {} bytes, over the part limit of {} (FANOUT_MAX_PART_BYTES)",
+                part.len(),
+                sink.max_bytes()
+            ),
+        ));
+    }
+    let output = Output {
+        part: Some(part),
+        errors: None,
+        tally: Tally::Pages(collected.pages),
+        outcome: Outcome::Done,
+        process_ms: now().saturating_sub(started).as_millis() as u64,
+    };
+    // Pages change between runs: an earlier run's part is taken as it is, and counted.
+    let derive = |part: &[u8]| Pages::of_part(part, first, &urls).map(Tally::Pages);
+    match commit(&sink, sink.unit(), output, Adopt::Derive(&derive)).await {
+        Ok(committed) => Ok(Reply::bytes("application/json", committed.into_bytes())),
+        Err(CommitError::Store(e)) => Err(ApiError::new(ErrorKind::BadGateway, format!("sink: {e}"))),
+        Err(CommitError::Conflict(m)) => Err(ApiError::new(ErrorKind::Conflict, m)),
+    }
+}
+
+/// A batch's results kept for its part: one line each, in input order, numbered from `first`.
+struct Collected {
+    first: u64,
+    lines: Vec<Vec<u8>>,
+    pages: Pages,
+}
+
+impl Results for Collected {
+    async fn push(&mut self, mut result: PageResult) -> bool {
+        let at = result.index;
+        result.index += self.first as usize;
+        match result.outcome {
+            fanout::scrape::Outcome::Page(_) => self.pages.pages += 1,
+            fanout::scrape::Outcome::Error(_) => self.pages.errors += 1,
+        }
+        self.pages.results += 1;
+        let line = &mut self.lines[at];
+        serde_json::to_writer(&mut *line, &result).expect("results serialise");
+        line.push(b'\n');
+        true
+    }
+
+    fn waiting_bytes(&self) -> usize {
+        // Every result is kept until the part is written, within the part's limit.
+        0
+    }
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
-use wasi::clocks::monotonic_clock;
+use wasi::clocks::{monotonic_clock, wall_clock};
 
 /// A future ran out of time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +43,12 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 /// The monotonic clock's reading: only differences between readings mean anything.
 pub fn now() -> Duration {
     Duration::from_nanos(monotonic_clock::now())
+}
+
+/// The wall clock, in milliseconds since the Unix epoch: for leases, deadlines and signatures.
+pub fn wall_ms() -> u64 {
+    let t = wall_clock::now();
+    t.seconds.saturating_mul(1000).saturating_add(u64::from(t.nanoseconds / 1_000_000))
 }
 
 /// A random number from the host, for retry jitter.

@@ -2,14 +2,22 @@
 //! worker fetches bytes A to B of the file itself (HTTP `Range`), a little more
 //! to finish the record crossing B, and the header row when the range does
 //! not start the file; [`fanout::transform::range`] says which records it owns.
+//!
+//! In a durable job the request also has a `sink`: the records and error
+//! records go to the bucket through its presigned URLs
+//! ([`fanout::fanout::jobs::commit`]), and the answer is the unit's receipt.
 
 use crate::answer;
 use fanout::api::{parse_json, ApiError, ErrorKind};
+use fanout::fanout::jobs::commit::{commit, Adopt, CommitError, Output, SinkUrls};
+use fanout::fanout::jobs::receipt::{Outcome, Tally};
 use fanout::framing::Format;
-use fanout::transform::engine::{prepare, Placement};
+use fanout::transform::engine::{prepare, run_parts, Placement, RunError};
+use fanout::transform::program::Program;
 use fanout::transform::range::{self, NeedMore};
-use fanout::transform::spec;
-use fanout_spin::{source, Reply, Request};
+use fanout::transform::spec::{self, Spec};
+use fanout_spin::sink::HttpSink;
+use fanout_spin::{now, source, Reply, Request};
 use serde::Deserialize;
 
 /// Bytes fetched past the range's end, at first, to finish its last record.
@@ -24,6 +32,9 @@ struct RangeJob {
     end: u64,
     #[serde(default)]
     spec: Option<serde_json::Value>,
+    /// In a durable job: where the unit's objects go.
+    #[serde(default)]
+    sink: Option<SinkUrls>,
 }
 
 pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError> {
@@ -45,6 +56,7 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
         ));
     }
     let url = source::check("source", &job.source, &config)?;
+    let sink = job.sink.map(|urls| HttpSink::new(urls, &config)).transpose()?;
     let header = source::header(&config, &url, &spec.dialect).await?;
     // Lines are counted from the range's first record, except in the range that
     // owns the file's first record, where they are the file's.
@@ -75,5 +87,48 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
     };
     buf.truncate(cut.end);
     let placement = Placement { line_offset, range_start: Some(from.saturating_add(cut.begin as u64)) };
-    answer(spec, program, buf, cut.begin, format, placement)
+    match sink {
+        Some(sink) => conclude(spec, program, &buf[cut.begin..], placement, sink).await,
+        None => answer(spec, program, buf, cut.begin, format, placement),
+    }
+}
+
+/// A durable job's unit: its records and error records written to the
+/// bucket, and its receipt as the answer.
+async fn conclude(
+    spec: Spec,
+    program: Program,
+    rows: &[u8],
+    placement: Placement,
+    sink: HttpSink,
+) -> Result<Reply, ApiError> {
+    let started = now();
+    let parts = run_parts(&spec, &program, rows, placement).map_err(|e| match e {
+        RunError::Spec(m) => ApiError::bad_request(m),
+        RunError::Halt(h) => ApiError::new(ErrorKind::BadRow, h.to_string()),
+    })?;
+    if parts.part.len() > sink.max_bytes() {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the unit's records take {} bytes, over the part limit of {} (FANOUT_MAX_PART_BYTES): \
+                 make the job's chunk_bytes smaller",
+                parts.part.len(),
+                sink.max_bytes()
+            ),
+        ));
+    }
+    let output = Output {
+        part: Some(parts.part),
+        errors: (!parts.errors.is_empty()).then_some(parts.errors),
+        tally: Tally::Rows(parts.stats),
+        outcome: Outcome::Done,
+        process_ms: now().saturating_sub(started).as_millis() as u64,
+    };
+    // A transform unit is deterministic: an earlier run's objects must be these.
+    match commit(&sink, sink.unit(), output, Adopt::Same).await {
+        Ok(committed) => Ok(Reply::bytes("application/json", committed.into_bytes())),
+        Err(CommitError::Store(e)) => Err(ApiError::new(ErrorKind::BadGateway, format!("sink: {e}"))),
+        Err(CommitError::Conflict(m)) => Err(ApiError::new(ErrorKind::Conflict, m)),
+    }
 }

@@ -36,6 +36,7 @@ pub mod tick;
 #[cfg(test)]
 mod sim;
 
+pub use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
@@ -80,23 +81,6 @@ impl From<JobId> for String {
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Why a request to the bucket failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    /// Worth trying again: no connection, a time-out, a 500 or 503.
-    Transient(String),
-    /// Would fail again: a 403, a 400.
-    Permanent(String),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Transient(m) | StoreError::Permanent(m) => write!(f, "the bucket: {m}"),
-        }
     }
 }
 
@@ -148,8 +132,13 @@ mod tests {
         let id = JobId::new(1, u64::MAX);
         assert_eq!(id.as_str(), "0000000000000001ffffffffffffffff");
         assert_eq!(JobId::try_from(id.to_string()), Ok(id));
-        for bad in ["", "../x", "0000000000000001FFFFFFFFFFFFFFFF", "0000000000000001ffffffffffffffff0", "g".repeat(32).as_str()]
-        {
+        for bad in [
+            "",
+            "../x",
+            "0000000000000001FFFFFFFFFFFFFFFF",
+            "0000000000000001ffffffffffffffff0",
+            "g".repeat(32).as_str(),
+        ] {
             assert!(JobId::try_from(bad.to_owned()).is_err(), "{bad}");
         }
     }

@@ -89,9 +89,15 @@ impl Pages {
         let mut pages = Pages::default();
         for (i, text) in part.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
             let line: Line = serde_json::from_slice(text).map_err(|e| format!("result {i} is not a result: {e}"))?;
-            let want = urls.get(i).ok_or_else(|| format!("it has more results than the batch's {} URLs", urls.len()))?;
+            let want =
+                urls.get(i).ok_or_else(|| format!("it has more results than the batch's {} URLs", urls.len()))?;
             if line.index != first + i as u64 || &line.url != want {
-                return Err(format!("result {i} is for URL {} {:?}, not URL {} {want:?}", line.index, line.url, first + i as u64));
+                return Err(format!(
+                    "result {i} is for URL {} {:?}, not URL {} {want:?}",
+                    line.index,
+                    line.url,
+                    first + i as u64
+                ));
             }
             match (line.page.is_some(), line.error.is_some()) {
                 (true, false) => pages.pages += 1,
@@ -139,6 +145,12 @@ impl ObjectSum {
             *b = u8::from_str_radix(self.md5.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0);
         }
         out
+    }
+
+    /// The MD5 as a `Content-MD5` header holds it (base64).
+    pub fn content_md5(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.md5_bytes())
     }
 
     fn check(&self, what: &str) -> Result<(), String> {
@@ -280,6 +292,7 @@ mod tests {
         assert_eq!(hex_of(&s.md5_bytes()), s.md5);
         assert_eq!(ObjectSum::of(b"").sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(ObjectSum::of(b"hello").md5, "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(ObjectSum::of(b"hello").content_md5(), "XUFAKrxLKna5cZ2REBfFkg==");
     }
 
     fn hex_of(b: &[u8]) -> String {

@@ -20,7 +20,7 @@
 use super::commit::{commit, Adopt, Output, Sink, SinkUrls};
 use super::layout::{Layout, Slot};
 use super::lease::CLOCK_SKEW;
-use super::plan::{Limits, ListFormat, ListCutter, Plan, ScrapeWork, Source, TransformWork, Work};
+use super::plan::{Limits, ListCutter, ListFormat, Plan, ScrapeWork, Source, TransformWork, Work};
 use super::receipt::{ObjectSum, Outcome, Pages, Tally};
 use super::state::{JobStatus, Manifest, State, Stop};
 use super::tick::{self, Got, Head, JobHost, Presigned, Put, TickSettings, WorkerKind};
@@ -312,7 +312,9 @@ impl JobHost for SimHost {
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Option<Got>, StoreError> {
         self.step(|| {}).await;
         let got = self.world.store_op(|| self.world.get(key, range)).await;
-        if std::env::var("SIMDEBUG").is_ok() { eprintln!("{:?} {} GET {key} -> {:?}", self.world.exec.now(), self.name, got.as_ref().map(|g| g.is_some())); }
+        if std::env::var("SIMDEBUG").is_ok() {
+            eprintln!("{:?} {} GET {key} -> {:?}", self.world.exec.now(), self.name, got.as_ref().map(|g| g.is_some()));
+        }
         let got = got?;
         if key == self.world.layout.stop() {
             let read = (self.world.exec.now(), got.is_some());
@@ -331,7 +333,9 @@ impl JobHost for SimHost {
         let world = self.world.clone();
         self.step(|| drop(world.put(key, body.clone(), &cond))).await;
         let put = self.world.store_op(|| self.world.put(key, body, &cond)).await;
-        if std::env::var("SIMDEBUG").is_ok() { eprintln!("{:?} {} PUT {key} {cond:?} -> {put:?}", self.world.exec.now(), self.name); }
+        if std::env::var("SIMDEBUG").is_ok() {
+            eprintln!("{:?} {} PUT {key} {cond:?} -> {put:?}", self.world.exec.now(), self.name);
+        }
         if let (Ok(Put::Written(_)), Some(unit)) = (&put, self.unit_of_lease(key)) {
             let at = self.world.exec.now();
             self.world.lease_writes.borrow_mut().entry((self.name.clone(), unit)).or_default().push(at);
@@ -373,7 +377,9 @@ impl JobHost for SimHost {
     async fn call(&self, worker: WorkerKind, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
         self.step(|| {}).await;
         let unit = serde_json::from_slice::<Value>(&payload).unwrap()["sink"]["unit"].as_u64().unwrap();
-        if std::env::var("SIMDEBUG").is_ok() { eprintln!("{:?} {} CALL {unit}", self.world.exec.now(), self.name); }
+        if std::env::var("SIMDEBUG").is_ok() {
+            eprintln!("{:?} {} CALL {unit}", self.world.exec.now(), self.name);
+        }
         self.world.calls.borrow_mut().push(CallLog { tick: self.name.clone(), unit, at: self.world.exec.now() });
         let (tx, rx) = futures::channel::oneshot::channel();
         let world = self.world.clone();
@@ -476,7 +482,10 @@ impl Sink for SimSink<'_> {
         assert_eq!(&ObjectSum::of(body), sum, "Content-MD5 would refuse it");
         let world = self.world;
         let url = self.target(slot, true);
-        world.store_op(|| self.open(&url).map(|key| world.put(&key, body.to_vec(), &Cond::Create) == Put::Conflict)).await?.map(|c| !c)
+        world
+            .store_op(|| self.open(&url).map(|key| world.put(&key, body.to_vec(), &Cond::Create) == Put::Conflict))
+            .await?
+            .map(|c| !c)
     }
 
     async fn read(&self, slot: Slot) -> Result<Option<Vec<u8>>, StoreError> {
@@ -622,8 +631,13 @@ fn csv_file(rng: &mut Rng, rows: u64) -> Vec<u8> {
             0 => csv.extend_from_slice(format!("{id},oops,north\n").as_bytes()),
             1 => csv.extend_from_slice(format!("{id}\n").as_bytes()),
             _ => csv.extend_from_slice(
-                format!("{id},{}.{:02},{}\n", rng.below(500), rng.below(100), ["north", "south"][rng.below(2) as usize])
-                    .as_bytes(),
+                format!(
+                    "{id},{}.{:02},{}\n",
+                    rng.below(500),
+                    rng.below(100),
+                    ["north", "south"][rng.below(2) as usize]
+                )
+                .as_bytes(),
             ),
         }
     }
@@ -658,8 +672,12 @@ fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, BTreeMap<String, (V
         file = csv_file(rng, rows);
         let spec_text = match rng.below(4) {
             0 => r#"{"columns": ["id", {"from": "amount", "type": "float"}, "region"]}"#,
-            1 => r#"{"columns": ["id", {"from": "amount", "type": "float"}], "filter": {"column": "amount", "op": ">", "value": 100}}"#,
-            2 => r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"], "metrics": [{"op": "count"}, {"name": "total", "op": "sum", "column": "amount"}]}}"#,
+            1 => {
+                r#"{"columns": ["id", {"from": "amount", "type": "float"}], "filter": {"column": "amount", "op": ">", "value": 100}}"#
+            }
+            2 => {
+                r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"], "metrics": [{"op": "count"}, {"name": "total", "op": "sum", "column": "amount"}]}}"#
+            }
             _ => "{}",
         };
         let spec = spec::parse(spec_text.as_bytes()).unwrap();
@@ -667,13 +685,24 @@ fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, BTreeMap<String, (V
         let size = file.len() as u64;
         let units = size.div_ceil(chunk);
         let columns = read_header(&spec.dialect, &file).unwrap().names;
-        (Work::Transform(TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes: chunk, spec, columns }), units)
+        (
+            Work::Transform(TransformWork {
+                source: Source::Url("sim://file".into()),
+                size,
+                chunk_bytes: chunk,
+                spec,
+                columns,
+            }),
+            units,
+        )
     } else {
         let n = rng.below(60);
         let batch = 1 + rng.below(7);
         let mut list = Vec::new();
         for i in 0..n {
-            list.extend_from_slice(serde_json::to_string(&format!("https://site{}.example/{i}", i % 3)).unwrap().as_bytes());
+            list.extend_from_slice(
+                serde_json::to_string(&format!("https://site{}.example/{i}", i % 3)).unwrap().as_bytes(),
+            );
             list.push(b'\n');
         }
         let mut cutter = ListCutter::new(ListFormat::JsonLines, batch);
@@ -748,7 +777,8 @@ fn run_job(seed: u64, faults: Faults, audit: bool) {
                 let host = sim_host(&world, "canceller".into(), 0, None);
                 let marker = Stop { status: JobStatus::Cancelled, reason: "asked".into(), at_ms: world.wall_ms() };
                 if let Ok((_, true)) = tick::stop(&host, &id, &marker).await {
-                    let written = world.writes.borrow().iter().rev().find(|w| w.key == world.layout.stop()).map(|w| w.at);
+                    let written =
+                        world.writes.borrow().iter().rev().find(|w| w.key == world.layout.stop()).map(|w| w.at);
                     cancelled_at.set(written);
                 }
             },
@@ -828,7 +858,8 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
     let manifest_writes: Vec<&Write> = writes.iter().filter(|w| w.key == layout.manifest()).collect();
     assert_eq!(manifest_writes.len(), 1, "seed {seed}: the manifest was written {} times", manifest_writes.len());
     let at = manifest_writes[0].at;
-    let listed: Vec<&str> = manifest.parts.iter().chain(&manifest.errors).chain(&manifest.result).map(|p| p.key.as_str()).collect();
+    let listed: Vec<&str> =
+        manifest.parts.iter().chain(&manifest.errors).chain(&manifest.result).map(|p| p.key.as_str()).collect();
     for w in writes.iter().filter(|w| w.at > at) {
         let receipt = w.key.starts_with(&format!("{}receipts/", layout.prefix()));
         assert!(!receipt && !listed.contains(&w.key.as_str()), "seed {seed}: {} was written after the manifest", w.key);
@@ -838,7 +869,8 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
         *per_key.entry(w.key.as_str()).or_default() += 1;
     }
     for (key, n) in per_key {
-        let once = ["parts/", "errors/", "receipts/", "audit/", "result.json", "stop.json"].iter().any(|p| key.contains(p));
+        let once =
+            ["parts/", "errors/", "receipts/", "audit/", "result.json", "stop.json"].iter().any(|p| key.contains(p));
         assert!(!once || n == 1, "seed {seed}: {key} was written {n} times");
     }
     // Every listed object is there, as listed.
@@ -862,7 +894,8 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
         let tick_reads = reads.get(&call.tick).map(Vec::as_slice).unwrap_or_default();
         let writes = leases.get(&(call.tick.clone(), call.unit)).map(Vec::as_slice).unwrap_or_default();
         let since = writes.iter().copied().filter(|&t| t <= call.at).max();
-        let since = since.unwrap_or_else(|| panic!("seed {seed}: {} called unit {} without its lease", call.tick, call.unit));
+        let since =
+            since.unwrap_or_else(|| panic!("seed {seed}: {} called unit {} without its lease", call.tick, call.unit));
         assert!(
             tick_reads.iter().any(|&(t, _)| t >= since && t <= call.at),
             "seed {seed}: {} called unit {} at {:?} without checking the stop marker since its lease",
@@ -907,7 +940,10 @@ fn check_transform(
                 let part = &objects[&c.part.as_ref().unwrap().key].0;
                 let lie = part != &honest.part;
                 // A consistent liar is caught only by the audit; every other lie is refused.
-                assert!(!lie || (world.faults.subtle_lies && !audit), "seed {seed}: unit {unit}'s part is not the honest one");
+                assert!(
+                    !lie || (world.faults.subtle_lies && !audit),
+                    "seed {seed}: unit {unit}'s part is not the honest one"
+                );
                 if !lie {
                     assert_eq!(c.tally, Tally::Rows(honest.stats), "seed {seed}: unit {unit}");
                     let errors = c.errors.as_ref().map(|e| objects[&e.key].0.clone()).unwrap_or_default();
@@ -929,7 +965,8 @@ fn check_transform(
     assert_eq!(parts, done, "seed {seed}: parts in unit order");
     if let (true, Some(result)) = (all_done && !world.faults.subtle_lies, &manifest.result) {
         // Every unit done: the merged groups are the whole file's.
-        let whole: Value = serde_json::from_slice(&run_to_end(&w.spec, &world.file, crate::framing::Format::Json).unwrap()).unwrap();
+        let whole: Value =
+            serde_json::from_slice(&run_to_end(&w.spec, &world.file, crate::framing::Format::Json).unwrap()).unwrap();
         let merged: Value = serde_json::from_slice(&objects[&result.key].0).unwrap();
         assert_eq!(merged["groups"], whole["groups"], "seed {seed}: merged groups");
     }
@@ -952,10 +989,14 @@ fn check_scrape(
         }
     }
     assert_eq!(next, w.urls, "seed {seed}: every URL has a result");
-    let results: u64 = state.units.values().map(|c| match c.tally {
-        Tally::Pages(p) => p.results,
-        Tally::Rows(_) => 0,
-    }).sum();
+    let results: u64 = state
+        .units
+        .values()
+        .map(|c| match c.tally {
+            Tally::Pages(p) => p.results,
+            Tally::Rows(_) => 0,
+        })
+        .sum();
     assert_eq!(results, w.urls, "seed {seed}");
     assert_eq!(manifest.summary["results"], w.urls, "seed {seed}");
     for c in state.units.values() {
@@ -970,7 +1011,11 @@ fn jobs_finish_with_every_unit_once_under_faults() {
     let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=400u64);
     for seed in seeds {
         let mut rng = Rng::new(seed);
-        let faults = Faults { store: [0, 5, 15][rng.below(3) as usize], worker: [0, 10, 30][rng.below(3) as usize], subtle_lies: false };
+        let faults = Faults {
+            store: [0, 5, 15][rng.below(3) as usize],
+            worker: [0, 10, 30][rng.below(3) as usize],
+            subtle_lies: false,
+        };
         run_job(seed, faults, false);
     }
 }

@@ -381,7 +381,12 @@ mod tests {
             outcome: Outcome::Done,
             part: Some(stored(key, rows - errored)),
             errors: (errored > 0).then(|| stored(&format!("{key}.e"), errored)),
-            tally: Tally::Rows(Stats { rows_in: rows, rows_out: rows - errored, rows_errored: errored, ..Stats::default() }),
+            tally: Tally::Rows(Stats {
+                rows_in: rows,
+                rows_out: rows - errored,
+                rows_errored: errored,
+                ..Stats::default()
+            }),
             calls: 2,
             timeouts: 1,
             rejected: 0,

@@ -278,6 +278,7 @@ enum UnitEnd {
 }
 
 /// A claimed lease: the version written, and what it says.
+#[derive(Clone)]
 struct Held {
     etag: String,
     lease: Lease,
@@ -351,7 +352,9 @@ impl<H: JobHost> Run<'_, H> {
 
     fn expect(&self) -> Expect {
         match &self.plan.work {
-            Work::Transform(w) => Expect::Rows { filter: w.spec.filter.is_some(), aggregate: w.spec.aggregate.is_some() },
+            Work::Transform(w) => {
+                Expect::Rows { filter: w.spec.filter.is_some(), aggregate: w.spec.aggregate.is_some() }
+            }
             Work::Scrape(_) => Expect::Pages { urls: 0 },
         }
     }
@@ -499,7 +502,10 @@ impl<H: JobHost> Run<'_, H> {
                     let reason = give_up_reason(&held.lease);
                     return self.conclude_failed(unit, FailureKind::Worker, reason, Holding::Mine(&held)).await;
                 }
-                match self.renew(unit, &held, |l| l.renewed(self.owner, self.host.wall_ms(), self.settings.lease)).await? {
+                match self
+                    .renew(unit, &held, |l| l.renewed(self.owner, self.host.wall_ms(), self.settings.lease))
+                    .await?
+                {
                     Some(renewed) => renewed,
                     None => return Ok(UnitEnd::Left),
                 }
@@ -507,9 +513,11 @@ impl<H: JobHost> Run<'_, H> {
             Claim::Mine { held, taken_over: false } => held,
         };
         loop {
+            // The lease counts the call about to be made: one that is not made is not counted.
+            let uncalled = Held { lease: Lease { calls: held.lease.calls - 1, ..held.lease.clone() }, ..held.clone() };
             if self.stopped().await? {
                 let reason = format!("the job stopped before this unit ran: {}", self.stop_reason());
-                return self.conclude_failed(unit, FailureKind::NotAttempted, reason, Holding::Mine(&held)).await;
+                return self.conclude_failed(unit, FailureKind::NotAttempted, reason, Holding::Mine(&uncalled)).await;
             }
             let left = self.left();
             if left < MIN_CALL {
@@ -520,7 +528,7 @@ impl<H: JobHost> Run<'_, H> {
                 Err(UnitInputError::Store(e)) => return Err(e.into()),
                 Err(UnitInputError::Changed(reason)) => {
                     self.stop_job(JobStatus::Failed, reason.clone()).await?;
-                    return self.conclude_failed(unit, FailureKind::Worker, reason, Holding::Mine(&held)).await;
+                    return self.conclude_failed(unit, FailureKind::Worker, reason, Holding::Mine(&uncalled)).await;
                 }
             };
             if self.stop.borrow().is_some() {
@@ -559,7 +567,10 @@ impl<H: JobHost> Run<'_, H> {
             match delay {
                 Some(delay) if held.lease.calls < self.plan.limits.attempts && delay <= room => {
                     self.host.sleep(delay).await;
-                    match self.renew(unit, &held, |l| l.renewed(self.owner, self.host.wall_ms(), self.settings.lease)).await? {
+                    match self
+                        .renew(unit, &held, |l| l.renewed(self.owner, self.host.wall_ms(), self.settings.lease))
+                        .await?
+                    {
                         Some(renewed) => held = renewed,
                         None => return Ok(UnitEnd::Left),
                     }
@@ -766,7 +777,8 @@ impl<H: JobHost> Run<'_, H> {
             Ok(()) => Ok(self.concluded_by(unit, first, &audited, 0)),
             Err(why) => {
                 let rejected = Lease { rejected: audited.rejected + 1, ..audited };
-                self.conclude_without_receipt(unit, format!("audit: two runs of the unit differ: {why}"), &rejected).await
+                self.conclude_without_receipt(unit, format!("audit: two runs of the unit differ: {why}"), &rejected)
+                    .await
             }
         }
     }
@@ -962,7 +974,8 @@ impl<H: JobHost> Run<'_, H> {
         let mut body = serde_json::to_vec(&body).expect("groups serialise");
         body.push(b'\n');
         let key = self.layout.result();
-        if retrying(|d| self.host.sleep(d), || self.host.put(&key, body.clone(), Cond::Create)).await? == Put::Conflict {
+        if retrying(|d| self.host.sleep(d), || self.host.put(&key, body.clone(), Cond::Create)).await? == Put::Conflict
+        {
             body = retrying(|d| self.host.sleep(d), || self.host.get(&key, None))
                 .await?
                 .ok_or_else(|| JobError::Corrupt("result.json exists but cannot be read".into()))?

@@ -1,0 +1,317 @@
+//! Durable jobs through the real components under wasmtime serve, with a real
+//! S3-compatible server (SeaweedFS) holding their state and results: the
+//! answers equal the streaming coordinator's, ticks are idempotent, and
+//! nothing is lost to bucket faults, lost answers or ticks sent at once.
+
+use fanout::fanout::jobs::state::Manifest;
+use fanout::store::{Bucket, Op, S3Config};
+use fanout_testkit::client::{get, post_json, request, Response};
+use fanout_testkit::component::Component;
+use fanout_testkit::proxy::{Fault, Proxy};
+use fanout_testkit::s3::{S3Server, ACCESS_KEY_ID, BUCKET, SECRET_ACCESS_KEY};
+use fanout_testkit::site::Site;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A bucket, a fixture site, both workers and a coordinator, wired together.
+struct Bundle {
+    s3: S3Server,
+    site: Site,
+    // Kept alive for the bundle's life.
+    _transform: Component,
+    _scrape: Component,
+    coordinator: Component,
+}
+
+impl Bundle {
+    /// Workers may reach the site and the bucket (and nothing else private); the
+    /// coordinator reaches the bucket at `endpoint` (default: the server itself).
+    fn start(extra: &[(&str, &str)]) -> Bundle {
+        Bundle::start_via(extra, |s3| s3.endpoint())
+    }
+
+    fn start_via(extra: &[(&str, &str)], endpoint: impl Fn(&S3Server) -> String) -> Bundle {
+        let s3 = S3Server::start();
+        let site = Site::start();
+        let site_host = site.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let private = format!("{site_host},{}", s3.host_port());
+        let worker_env = [("FANOUT_PRIVATE_HOSTS", private.as_str())];
+        let transform = Component::serve("transform", &worker_env);
+        let scrape = Component::serve("scrape", &worker_env);
+        let (t, sc) = (transform.url("/transform"), scrape.url("/scrape"));
+        let endpoint = endpoint(&s3);
+        let s3_env = s3.coordinator_env(&endpoint);
+        let mut env: Vec<(&str, &str)> = vec![
+            ("FANOUT_TRANSFORM_URL", &t),
+            ("FANOUT_SCRAPE_URL", &sc),
+            ("FANOUT_PRIVATE_HOSTS", &private),
+            ("FANOUT_MIN_CHUNK_BYTES", "1"),
+        ];
+        env.extend(s3_env.iter().map(|(k, v)| (*k, v.as_str())));
+        env.extend_from_slice(extra);
+        let coordinator = Component::serve("coordinator", &env);
+        Bundle { s3, site, _transform: transform, _scrape: scrape, coordinator }
+    }
+
+    fn bucket(&self) -> Bucket {
+        Bucket::new(&S3Config {
+            endpoint: Some(self.s3.endpoint().parse().unwrap()),
+            bucket: BUCKET.into(),
+            region: "us-east-1".into(),
+            access_key_id: ACCESS_KEY_ID.into(),
+            secret_access_key: SECRET_ACCESS_KEY.into(),
+        })
+        .unwrap()
+    }
+
+    fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let signed = self.bucket().sign(&Op::Get { key, range: None }, Duration::from_secs(60), now_ms());
+        let resp = get(&signed.url);
+        match resp.status {
+            200 => Some(resp.body),
+            404 => None,
+            s => panic!("GET {key}: {s} {}", resp.text()),
+        }
+    }
+
+    fn upload(&self, key: &str, body: &[u8]) {
+        let signed =
+            self.bucket().sign(&Op::Put { key, cond: fanout::store::Cond::None }, Duration::from_secs(60), now_ms());
+        let resp = request("PUT", &signed.url, &[], body).unwrap();
+        assert_eq!(resp.status, 200, "PUT {key}: {}", resp.text());
+    }
+
+    fn submit(&self, kind: &str, job: &Value) -> String {
+        let resp = post_json(&self.coordinator.url(&format!("/jobs/{kind}")), job);
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        let v = resp.json();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(v["status_url"], format!("/jobs/{id}"));
+        assert_eq!(v["manifest_key"], format!("jobs/{id}/manifest.json"));
+        id
+    }
+
+    /// Ticks job `id` until it is finished; its last status.
+    fn run(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let resp = request("POST", &self.coordinator.url(&format!("/jobs/{id}/tick")), &[], b"").unwrap();
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            let status = resp.json();
+            if status["finished"] == true {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn manifest(&self, id: &str) -> Manifest {
+        serde_json::from_slice(&self.object(&format!("jobs/{id}/manifest.json")).expect("the manifest")).unwrap()
+    }
+
+    /// Every line of the listed objects, in order.
+    fn lines(&self, keys: impl IntoIterator<Item = String>) -> Vec<Value> {
+        keys.into_iter()
+            .flat_map(|key| {
+                let body = self.object(&key).unwrap_or_else(|| panic!("{key} is listed but missing"));
+                body.split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_slice(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn sales(rows: usize) -> String {
+    let mut csv = String::from("id,amount,date,category,region,product\n");
+    for i in 1..=rows {
+        let amount = if i % 10 == 0 { "-1.00".to_owned() } else { format!("{}.{:02}", i * 37 % 900, i % 100) };
+        let amount = if i % 97 == 0 { "n/a".to_owned() } else { amount };
+        let region = ["north", "south", "east"][i % 3];
+        csv.push_str(&format!("{i},{amount},2026-03-{:02},Cat{},{region},p{}\n", i % 28 + 1, i % 4, i % 2));
+    }
+    csv
+}
+
+fn coordinate(b: &Bundle, job: &Value) -> Value {
+    let resp = post_json(&b.coordinator.url("/coordinate/transform"), job);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.json()
+}
+
+/// A job's parts, read in order, hold what the streaming coordinator answers
+/// for the same job, and its error objects the same error records.
+#[test]
+fn a_transform_job_writes_what_the_coordinator_answers() {
+    let b = Bundle::start(&[]);
+    b.site.put("sales.csv", "text/csv", sales(3000));
+    let job = json!({"source": b.site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 16384});
+    let streamed = coordinate(&b, &job);
+    let id = b.submit("transform", &job);
+    let status = b.run(&id);
+    assert_eq!(status["status"], "succeeded", "{status}");
+    let m = b.manifest(&id);
+    assert!(m.parts.len() > 5, "{} parts", m.parts.len());
+    let records = b.lines(m.parts.iter().map(|p| p.key.clone()));
+    assert_eq!(Value::Array(records), streamed["records"]);
+    let errors = b.lines(m.errors.iter().map(|p| p.key.clone()));
+    assert_eq!(Value::Array(errors), streamed["errors"]);
+    for key in ["rows_in", "rows_out", "rows_filtered", "rows_errored", "bytes", "chunks"] {
+        assert_eq!(m.summary[key], streamed["summary"][key], "{key}: {}", m.summary);
+    }
+    assert_eq!(status["items"]["rows_in"], 3000);
+    // The listed sums are the objects'.
+    for p in &m.parts {
+        let body = b.object(&p.key).unwrap();
+        assert_eq!(fanout::fanout::jobs::receipt::ObjectSum::of(&body).sha256, p.sha256);
+    }
+    // A tick on a finished job changes nothing.
+    let again = request("POST", &b.coordinator.url(&format!("/jobs/{id}/tick")), &[], b"").unwrap().json();
+    assert_eq!(again, status);
+    assert_eq!(get(&b.coordinator.url(&format!("/jobs/{id}"))).json(), status);
+}
+
+/// A source in the job's own bucket, and an aggregate merged exactly from the parts' partial state.
+#[test]
+fn an_aggregate_job_over_an_object_in_the_bucket() {
+    let b = Bundle::start(&[]);
+    let csv = sales(5000);
+    b.upload("in/sales.csv", csv.as_bytes());
+    b.site.put("sales.csv", "text/csv", csv);
+    let spec = json!({"columns": ["region", {"from": "amount", "type": "float"}],
+        "aggregate": {"group_by": ["region"], "metrics": [{"op": "count"}, {"name": "total", "op": "sum", "column": "amount"}]}});
+    let streamed =
+        coordinate(&b, &json!({"source": b.site.url("/files/sales.csv"), "spec": spec, "chunk_bytes": 20000}));
+    let id = b.submit(
+        "transform",
+        &json!({"source": format!("s3://{BUCKET}/in/sales.csv"), "spec": spec, "chunk_bytes": 20000}),
+    );
+    assert_eq!(b.run(&id)["status"], "succeeded");
+    let m = b.manifest(&id);
+    let result: Value = serde_json::from_slice(&b.object(&m.result.as_ref().unwrap().key).unwrap()).unwrap();
+    assert_eq!(result["groups"], streamed["groups"]);
+    assert_eq!(m.summary["rows_errored"], streamed["summary"]["rows_errored"]);
+}
+
+/// A scrape job: every URL a result, in order, pages and errors, as the coordinator answers.
+#[test]
+fn a_scrape_job_writes_every_result_in_order() {
+    let b = Bundle::start(&[]);
+    let urls: Vec<String> = (0..37)
+        .map(|i| match i % 9 {
+            4 => b.site.url("/status/404"),
+            7 => "not a url".to_owned(),
+            _ => b.site.url(&format!("/page/{i}")),
+        })
+        .collect();
+    let job = json!({"urls": urls, "batch_size": 5, "select": {"h": "body > h1"}, "options": {"attempts": 1}});
+    let id = b.submit("scrape", &job);
+    let status = b.run(&id);
+    assert_eq!((status["status"].as_str(), status["items"]["results"].as_u64()), (Some("succeeded"), Some(37)));
+    let m = b.manifest(&id);
+    assert_eq!(m.parts.len(), 8);
+    let results = b.lines(m.parts.iter().map(|p| p.key.clone()));
+    assert_eq!(results.len(), 37);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!((r["index"].as_u64(), r["url"].as_str()), (Some(i as u64), Some(urls[i].as_str())), "{r}");
+        match i % 9 {
+            4 => assert_eq!(r["error"]["kind"], "http_status", "{r}"),
+            7 => assert_eq!(r["error"]["kind"], "invalid_url", "{r}"),
+            _ => assert_eq!(r["page"]["select"]["h"], format!("Heading {i}"), "{r}"),
+        }
+    }
+    assert_eq!((m.summary["pages"].as_u64(), m.summary["errors"].as_u64()), (Some(29), Some(8)), "{}", m.summary);
+
+    // The same list as a file of lines in the bucket.
+    let text: String = urls.iter().map(|u| format!("{u}\n")).collect::<String>() + "# the end\n";
+    b.upload("in/urls.txt", text.as_bytes());
+    let id = b.submit("scrape", &json!({"urls_source": format!("s3://{BUCKET}/in/urls.txt"), "batch_size": 10}));
+    b.run(&id);
+    let again = b.lines(b.manifest(&id).parts.iter().map(|p| p.key.clone()));
+    let urls_of = |rs: &[Value]| rs.iter().map(|r| r["url"].clone()).collect::<Vec<_>>();
+    assert_eq!(urls_of(&again), urls_of(&results));
+}
+
+/// The job routes' errors, and what a tick token may do.
+#[test]
+fn job_routes_refuse_what_they_should() {
+    let b = Bundle::start(&[("FANOUT_TOKEN", "s3cret"), ("FANOUT_TICK_TOKEN", "ticker")]);
+    let auth = [("authorization", "Bearer s3cret"), ("content-type", "application/json")];
+    let call = |method: &str, path: &str, headers: &[(&str, &str)], body: &Value| -> Response {
+        request(method, &b.coordinator.url(path), headers, body.to_string().as_bytes()).unwrap()
+    };
+    b.site.put("s.csv", "text/csv", sales(50));
+    let job = json!({"source": b.site.url("/files/s.csv")});
+    assert_eq!(call("POST", "/jobs/transform", &[], &job).status, 401);
+    let made = call("POST", "/jobs/transform", &auth, &job);
+    assert_eq!(made.status, 201, "{}", made.text());
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    // The tick token ticks, and does nothing else.
+    assert_eq!(call("POST", &format!("/jobs/{id}/tick?token=ticker"), &[], &json!({})).status, 200);
+    assert_eq!(call("GET", "/jobs/tick?token=ticker", &[], &json!({})).status, 200);
+    assert_eq!(call("GET", &format!("/jobs/{id}?token=ticker"), &[], &json!({})).status, 401);
+    assert_eq!(call("POST", "/jobs/transform?token=ticker", &[], &job).status, 401);
+    assert_eq!(call("POST", &format!("/jobs/{id}/tick?token=s3cret"), &[], &json!({})).status, 401);
+    for (method, path, body, status, needle) in [
+        ("GET", "/jobs/0123456789abcdef0123456789abcdef".to_owned(), json!({}), 404, "no job"),
+        ("GET", "/jobs/../plan.json".to_owned(), json!({}), 404, ""),
+        (
+            "POST",
+            "/jobs/transform".to_owned(),
+            json!({"source": b.site.url("/files/s.csv"), "window_bytes": 5}),
+            400,
+            "window_bytes",
+        ),
+        ("POST", "/jobs/transform".to_owned(), json!({"source": "s3://other/x.csv"}), 400, "bucket"),
+        (
+            "POST",
+            "/jobs/transform".to_owned(),
+            json!({"source": b.site.url("/files/s.csv"), "spec": {"columns": ["nope"]}}),
+            400,
+            "nope",
+        ),
+        (
+            "POST",
+            "/jobs/transform".to_owned(),
+            json!({"source": b.site.url("/files/s.csv"), "audit_percent": 101}),
+            400,
+            "audit_percent",
+        ),
+        ("POST", "/jobs/scrape".to_owned(), json!({"urls": ["https://a/"], "audit_percent": 5}), 400, "audit_percent"),
+        ("POST", "/jobs/scrape".to_owned(), json!({}), 400, "urls"),
+        ("PUT", format!("/jobs/{id}"), json!({}), 405, ""),
+    ] {
+        let resp = call(method, &path, &auth, &body);
+        assert_eq!(resp.status, status, "{method} {path}: {}", resp.text());
+        assert!(resp.text().contains(needle), "{method} {path}: {}", resp.text());
+    }
+    let finished = call("POST", &format!("/jobs/{id}/tick"), &auth, &json!({})).json();
+    assert_eq!(finished["finished"], true, "{finished}");
+    assert_eq!(call("DELETE", &format!("/jobs/{id}"), &auth, &json!({})).status, 409, "a finished job");
+    // Cancel before any tick: 200 with the status, again 200, and no unit runs.
+    let id = call("POST", "/jobs/transform", &auth, &job).json()["id"].as_str().unwrap().to_owned();
+    let cancelled = call("DELETE", &format!("/jobs/{id}"), &auth, &json!({}));
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+    assert_eq!(cancelled.json()["status"], "cancelled");
+    assert_eq!(call("DELETE", &format!("/jobs/{id}"), &auth, &json!({})).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let s = call("POST", &format!("/jobs/{id}/tick"), &auth, &json!({})).json();
+        if s["finished"] == true || Instant::now() > deadline {
+            break s;
+        }
+    };
+    assert_eq!((status["status"].as_str(), status["finished"].as_bool()), (Some("cancelled"), Some(true)), "{status}");
+    assert_eq!(
+        (status["calls"]["invocations"].as_u64(), status["units"]["failed"].as_u64()),
+        (Some(0), Some(1)),
+        "{status}"
+    );
+    assert_eq!(call("DELETE", &format!("/jobs/{id}"), &auth, &json!({})).status, 409);
+}
