@@ -33,13 +33,13 @@ impl Bundle {
     fn start_via(extra: &[(&str, &str)], endpoint: impl Fn(&S3Server) -> String) -> Bundle {
         let s3 = S3Server::start();
         let site = Site::start();
-        let site_host = site.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
-        let private = format!("{site_host},{}", s3.host_port());
+        let endpoint = endpoint(&s3);
+        let host = |url: &str| url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let private = format!("{},{}", host(&site.url("")), host(&endpoint));
         let worker_env = [("FANOUT_PRIVATE_HOSTS", private.as_str())];
         let transform = Component::serve("transform", &worker_env);
         let scrape = Component::serve("scrape", &worker_env);
         let (t, sc) = (transform.url("/transform"), scrape.url("/scrape"));
-        let endpoint = endpoint(&s3);
         let s3_env = s3.coordinator_env(&endpoint);
         let mut env: Vec<(&str, &str)> = vec![
             ("FANOUT_TRANSFORM_URL", &t),
@@ -91,12 +91,21 @@ impl Bundle {
         id
     }
 
-    /// Ticks job `id` until it is finished; its last status.
+    /// Ticks job `id` until it is finished, as a driver does: a tick that
+    /// fails because the bucket does (502) is sent again. Its last status.
     fn run(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let resp = request("POST", &self.coordinator.url(&format!("/jobs/{id}/tick")), &[], b"").unwrap();
-            assert_eq!(resp.status, 200, "{}", resp.text());
+            assert!(
+                resp.status == 200 || (resp.status == 502 && resp.text().contains("the bucket")),
+                "{}",
+                resp.text()
+            );
+            assert!(Instant::now() < deadline, "job {id} did not finish");
+            if resp.status == 502 {
+                continue;
+            }
             let status = resp.json();
             if status["finished"] == true {
                 return status;
@@ -139,6 +148,15 @@ fn sales(rows: usize) -> String {
     csv
 }
 
+/// Asserts that `got` holds `want`'s items, naming the first difference rather than printing both.
+fn same(got: &[Value], want: &Value, what: &str) {
+    let want = want.as_array().unwrap_or_else(|| panic!("{what}: not an array"));
+    if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
+        panic!("{what}: item {i} differs: {} against {}", got[i], want[i]);
+    }
+    assert_eq!(got.len(), want.len(), "{what}: the counts differ");
+}
+
 fn coordinate(b: &Bundle, job: &Value) -> Value {
     let resp = post_json(&b.coordinator.url("/coordinate/transform"), job);
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -158,10 +176,8 @@ fn a_transform_job_writes_what_the_coordinator_answers() {
     assert_eq!(status["status"], "succeeded", "{status}");
     let m = b.manifest(&id);
     assert!(m.parts.len() > 5, "{} parts", m.parts.len());
-    let records = b.lines(m.parts.iter().map(|p| p.key.clone()));
-    assert_eq!(Value::Array(records), streamed["records"]);
-    let errors = b.lines(m.errors.iter().map(|p| p.key.clone()));
-    assert_eq!(Value::Array(errors), streamed["errors"]);
+    same(&b.lines(m.parts.iter().map(|p| p.key.clone())), &streamed["records"], "records");
+    same(&b.lines(m.errors.iter().map(|p| p.key.clone())), &streamed["errors"], "error records");
     for key in ["rows_in", "rows_out", "rows_filtered", "rows_errored", "bytes", "chunks"] {
         assert_eq!(m.summary[key], streamed["summary"][key], "{key}: {}", m.summary);
     }
@@ -314,4 +330,119 @@ fn job_routes_refuse_what_they_should() {
         "{status}"
     );
     assert_eq!(call("DELETE", &format!("/jobs/{id}"), &auth, &json!({})).status, 409);
+}
+
+/// Faults of the bucket (a fault proxy in front of it, for the coordinator and
+/// the workers alike): 500s and 503s, writes whose answer is lost, slow
+/// answers. The job still writes exactly what the coordinator answers.
+#[test]
+fn bucket_faults_lose_nothing() {
+    let proxy = std::cell::OnceCell::new();
+    let b = Bundle::start_via(&[("FANOUT_SOURCE_TIMEOUT_MS", "5000")], |s3| {
+        let p = Proxy::start(&s3.endpoint());
+        let url = p.url("");
+        proxy.set(p).ok();
+        url.trim_end_matches('/').to_owned()
+    });
+    let proxy = proxy.into_inner().unwrap();
+    // The workers write through the proxy's address too.
+    b.site.put("sales.csv", "text/csv", sales(2000));
+    let job = json!({"source": b.site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 8192});
+    let streamed = coordinate(&b, &job);
+    let id = b.submit("transform", &job);
+    proxy.set_rule(|n| match n % 11 {
+        3 => Fault::Status(503),
+        5 => Fault::Lost,
+        7 => Fault::Status(500),
+        9 => Fault::Delay(300),
+        _ => Fault::Pass,
+    });
+    let status = b.run(&id);
+    proxy.set_rule(|_| Fault::Pass);
+    assert_eq!(status["status"], "succeeded", "{status}");
+    let faults = proxy.faults();
+    assert!(faults.iter().filter(|(_, f)| *f == Fault::Lost).count() > 3, "{} requests", faults.len());
+    let m = b.manifest(&id);
+    same(&b.lines(m.parts.iter().map(|p| p.key.clone())), &streamed["records"], "records");
+    same(&b.lines(m.errors.iter().map(|p| p.key.clone())), &streamed["errors"], "error records");
+    assert_eq!(m.summary["chunks_failed"], 0, "{}", m.summary);
+}
+
+/// Faults between the coordinator and a worker: answers lost after the worker
+/// wrote its unit, 503s, a worker that hangs. Units are retried, and a unit
+/// whose answer was lost is concluded from its receipt, not run twice.
+#[test]
+fn lost_and_failed_worker_answers_lose_nothing() {
+    let s3 = S3Server::start();
+    let site = Site::start();
+    let site_host = site.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let private = format!("{site_host},{}", s3.host_port());
+    let worker = Component::serve("transform", &[("FANOUT_PRIVATE_HOSTS", &private)]);
+    let proxy = Proxy::start(&worker.url(""));
+    let url = proxy.url("/transform");
+    let s3_env = s3.coordinator_env(&s3.endpoint());
+    let mut env: Vec<(&str, &str)> = vec![
+        ("FANOUT_TRANSFORM_URL", &url),
+        ("FANOUT_PRIVATE_HOSTS", &private),
+        ("FANOUT_MIN_CHUNK_BYTES", "1"),
+        ("FANOUT_WORKER_TIMEOUT_MS", "2000"),
+        ("FANOUT_LEASE_MS", "3000"),
+    ];
+    env.extend(s3_env.iter().map(|(k, v)| (*k, v.as_str())));
+    let coordinator = Component::serve("coordinator", &env);
+    site.put("sales.csv", "text/csv", sales(1500));
+    let job = json!({"source": site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 4096});
+    let streamed = post_json(&coordinator.url("/coordinate/transform"), &job).json();
+    let before = proxy.requests();
+    proxy.set_rule(move |n| match (n - before) % 7 {
+        1 => Fault::Lost,
+        3 => Fault::Status(503),
+        _ if n - before == 5 => Fault::Hang,
+        _ => Fault::Pass,
+    });
+    let b = Bundle { s3, site, _transform: worker, _scrape: Component::serve("scrape", &[]), coordinator };
+    let id = b.submit("transform", &job);
+    let status = b.run(&id);
+    assert_eq!(status["status"], "succeeded", "{status}");
+    let m = b.manifest(&id);
+    same(&b.lines(m.parts.iter().map(|p| p.key.clone())), &streamed["records"], "records");
+    assert_eq!(m.summary["chunks_failed"], 0, "{}", m.summary);
+    let lost = proxy.faults().iter().filter(|(_, f)| *f == Fault::Lost).count() as u64;
+    assert!(lost > 0 && m.summary["retries"].as_u64().unwrap() > 0, "{}", m.summary);
+}
+
+/// Many ticks at once advance the same job: each unit runs once at a time,
+/// and the parts are what one tick at a time writes.
+#[test]
+fn ticks_sent_at_once_run_each_unit_once() {
+    let b = Bundle::start(&[("FANOUT_WORKER_CONCURRENCY", "2")]);
+    b.site.put("sales.csv", "text/csv", sales(4000));
+    let job = json!({"source": b.site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 4096});
+    let streamed = coordinate(&b, &job);
+    let id = b.submit("transform", &job);
+    let url = b.coordinator.url(&format!("/jobs/{id}/tick"));
+    let all = b.coordinator.url("/jobs/tick");
+    let statuses: Vec<Value> = std::thread::scope(|scope| {
+        let ticks: Vec<_> = (0..6)
+            .map(|i| {
+                let (url, all) = (&url, &all);
+                scope.spawn(move || loop {
+                    let target = if i % 2 == 0 { url.as_str() } else { all.as_str() };
+                    let resp = request("POST", target, &[], b"").unwrap();
+                    assert_eq!(resp.status, 200, "{}", resp.text());
+                    let v = resp.json();
+                    let status =
+                        if i % 2 == 0 { v } else { v["jobs"].get(0).cloned().unwrap_or(json!({"finished": true})) };
+                    if status["finished"] == true {
+                        return status;
+                    }
+                })
+            })
+            .collect();
+        ticks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().filter(|s| s.get("id").is_some()).all(|s| s["status"] == "succeeded"), "{statuses:?}");
+    let m = b.manifest(&id);
+    same(&b.lines(m.parts.iter().map(|p| p.key.clone())), &streamed["records"], "records");
+    assert_eq!(m.summary["invocations"], m.summary["chunks"], "one call per unit: {}", m.summary);
 }

@@ -67,6 +67,11 @@ pub enum Fault {
     /// Closes the connection at once, the request unread, so the kernel resets
     /// it. For a refused connection, drop the [`Proxy`].
     Down,
+    /// Forwards the request (upstream acts on it), then closes the connection
+    /// without an answer: a write that happened, whose answer was lost.
+    Lost,
+    /// Forwards the request after this many milliseconds: a slow answer.
+    Delay(u64),
 }
 
 /// How long [`Fault::Hang`] holds a connection at most.
@@ -194,7 +199,14 @@ fn serve(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         Fault::Status(code) => error(&client, code, &format!("injected {code}")),
         Fault::Hang => hang(&client, shared),
         Fault::Reset => Ok(()),
+        Fault::Lost => {
+            let _ = forward(shared.upstream, &req);
+            Ok(())
+        }
         _ => {
+            if let Fault::Delay(ms) = fault {
+                thread::sleep(Duration::from_millis(ms));
+            }
             let mut got = match forward(shared.upstream, &req) {
                 Ok(got) => got,
                 Err(e) => return error(&client, 502, &format!("upstream: {e}")),

@@ -332,13 +332,21 @@ impl JobHost for SimHost {
     async fn put(&self, key: &str, body: Vec<u8>, cond: Cond) -> Result<Put, StoreError> {
         let world = self.world.clone();
         self.step(|| drop(world.put(key, body.clone(), &cond))).await;
-        let put = self.world.store_op(|| self.world.put(key, body, &cond)).await;
+        let lease_of = self.unit_of_lease(key);
+        let put = self
+            .world
+            .store_op(|| {
+                let put = self.world.put(key, body, &cond);
+                // Recorded when it takes effect, whether or not its answer is lost.
+                if let (Put::Written(_), Some(unit)) = (&put, lease_of) {
+                    let at = self.world.exec.now();
+                    self.world.lease_writes.borrow_mut().entry((self.name.clone(), unit)).or_default().push(at);
+                }
+                put
+            })
+            .await;
         if std::env::var("SIMDEBUG").is_ok() {
             eprintln!("{:?} {} PUT {key} {cond:?} -> {put:?}", self.world.exec.now(), self.name);
-        }
-        if let (Ok(Put::Written(_)), Some(unit)) = (&put, self.unit_of_lease(key)) {
-            let at = self.world.exec.now();
-            self.world.lease_writes.borrow_mut().entry((self.name.clone(), unit)).or_default().push(at);
         }
         put
     }

@@ -595,7 +595,7 @@ impl<H: JobHost> Run<'_, H> {
         let key = self.layout.lease(unit);
         let now = self.host.wall_ms();
         let first = Lease::first(self.owner, now, self.settings.lease);
-        if let Put::Written(etag) = put_json(self.host, &key, &first, Cond::Create).await? {
+        if let Some(etag) = self.write_lease(&key, &first, Cond::Create).await? {
             return Ok(Claim::Mine { held: Held { etag, lease: first }, taken_over: false });
         }
         let Some(got) = retrying(|d| self.host.sleep(d), || self.host.get(&key, None)).await? else {
@@ -607,19 +607,28 @@ impl<H: JobHost> Run<'_, H> {
             return Ok(Claim::Theirs(old));
         }
         let mine = Lease { owner: self.owner.to_owned(), until_ms: first.until_ms, ..old };
-        match put_json(self.host, &key, &mine, Cond::Replace(got.etag)).await? {
-            Put::Written(etag) => Ok(Claim::Mine { held: Held { etag, lease: mine }, taken_over: true }),
-            Put::Conflict => Ok(Claim::Theirs(mine)),
+        match self.write_lease(&key, &mine, Cond::Replace(got.etag)).await? {
+            Some(etag) => Ok(Claim::Mine { held: Held { etag, lease: mine }, taken_over: true }),
+            None => Ok(Claim::Theirs(mine)),
         }
     }
 
     /// Rewrites the lease this tick holds as `change` makes it; `None` when it is no longer this tick's.
     async fn renew(&self, unit: u64, held: &Held, change: impl Fn(&Lease) -> Lease) -> Result<Option<Held>, JobError> {
         let lease = change(&held.lease);
-        match put_json(self.host, &self.layout.lease(unit), &lease, Cond::Replace(held.etag.clone())).await? {
-            Put::Written(etag) => Ok(Some(Held { etag, lease })),
-            Put::Conflict => Ok(None),
+        let etag = self.write_lease(&self.layout.lease(unit), &lease, Cond::Replace(held.etag.clone())).await?;
+        Ok(etag.map(|etag| Held { etag, lease }))
+    }
+
+    /// Writes a lease under `cond`: its new ETag, or `None` when the condition
+    /// did not hold. A write whose answer was lost, and whose retry then failed
+    /// its condition, is found by reading the lease back: it is this one.
+    async fn write_lease(&self, key: &str, lease: &Lease, cond: Cond) -> Result<Option<String>, JobError> {
+        if let Put::Written(etag) = put_json(self.host, key, lease, cond).await? {
+            return Ok(Some(etag));
         }
+        let got = retrying(|d| self.host.sleep(d), || self.host.get(key, None)).await?;
+        Ok(got.filter(|g| serde_json::from_slice::<Lease>(&g.body).ok().as_ref() == Some(lease)).map(|g| g.etag))
     }
 
     async fn read_receipt(&self, unit: u64, writer: Writer) -> Result<Option<Vec<u8>>, JobError> {
@@ -934,6 +943,8 @@ impl<H: JobHost> Run<'_, H> {
             Work::Transform(w) if w.spec.aggregate.is_some() => Some(self.merge_partials(w, state).await?),
             _ => None,
         };
+        // A cancel that came while the last units finished still holds: the answer to it said so.
+        self.stopped().await?;
         let stop = self.stop.borrow().clone();
         let manifest = Manifest::of(&self.plan, state, stop.as_ref(), result, self.host.wall_ms());
         let key = self.layout.manifest();
