@@ -92,7 +92,7 @@ pub fn transform(
     // The same chunk gives the same answer here every time: a retry cannot help.
     limits.retry.max_attempts = 1;
     limits.progress_every = None;
-    let mut driver = Driver::new(TableMerge::new(format, mode), limits, 0);
+    let mut driver = Driver::new(TableMerge::new(format, mode, spec.filter.is_some()), limits, 0);
     let started = Instant::now();
     loop {
         match driver.poll(started.elapsed()) {

@@ -231,6 +231,8 @@ impl TableMode {
 pub struct TableMerge {
     format: Format,
     mode: TableMode,
+    /// Whether the spec has a filter: without one, no row may be counted as filtered.
+    filter: bool,
     started: bool,
     first_record: bool,
     /// Error records of a JSON answer wait for the end, at most [`MAX_ERROR_RECORDS`] of them.
@@ -239,9 +241,17 @@ pub struct TableMerge {
 }
 
 impl TableMerge {
-    /// A merge writing `format`.
-    pub fn new(format: Format, mode: TableMode) -> TableMerge {
-        TableMerge { format, mode, started: false, first_record: true, errors: Vec::new(), stats: Stats::default() }
+    /// A merge writing `format`, for a spec with a filter or not.
+    pub fn new(format: Format, mode: TableMode, filter: bool) -> TableMerge {
+        TableMerge {
+            format,
+            mode,
+            filter,
+            started: false,
+            first_record: true,
+            errors: Vec::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// Opens a JSON answer at the first unit, so the caller's response starts
@@ -305,10 +315,10 @@ struct Spanned {
 /// that counts its records without keeping them, and the records are kept as
 /// the one span of the body that holds them, commas included. `None` when the
 /// answer is not laid out as a worker writes it (then the full way decides).
-fn accept_span(meta: &ChunkMeta, body: &[u8]) -> Result<Option<Spanned>, String> {
+fn accept_span(meta: &ChunkMeta, body: &[u8], filter: bool) -> Result<Option<Spanned>, String> {
     let answer: CountedAnswer =
         serde_json::from_slice(body).map_err(|e| format!("it is not a transform answer: {e}"))?;
-    check_counts(meta, &answer.stats, &answer.errors)?;
+    check_counts(meta, &answer.stats, &answer.errors, filter)?;
     if answer.records.0 != answer.stats.rows_out {
         return Err(format!("it has {} records for {} rows out", answer.records.0, answer.stats.rows_out));
     }
@@ -341,9 +351,14 @@ struct AnswerTail {
     _timing: Option<Timing>,
 }
 
-/// Checks an answer's counts against themselves and against what its unit holds.
-fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError]) -> Result<(), String> {
+/// Checks an answer's counts against themselves, against what its unit holds
+/// and against the spec: without a filter, no row is filtered; each error
+/// record names a row inside the unit, each row once, in order.
+fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError], filter: bool) -> Result<(), String> {
     s.check()?;
+    if !filter && s.rows_filtered > 0 {
+        return Err(format!("it counts {} rows as filtered, but the spec has no filter", s.rows_filtered));
+    }
     if (errors.len() as u64).checked_add(s.errors_omitted) != Some(s.rows_errored) {
         return Err(format!(
             "it has {} error records (and {} omitted) for {} errored rows",
@@ -363,12 +378,24 @@ fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError]) -> Result<(), 
                     e.line
                 ));
             }
+            if let Some(w) = errors.windows(2).find(|w| w[1].line <= w[0].line) {
+                return Err(format!(
+                    "its error records name line {} after line {}: not one per row, in order",
+                    w[1].line, w[0].line
+                ));
+            }
         }
         ChunkMeta::Range(range) => {
             if let Some(e) = errors.iter().find(|e| !e.byte.is_some_and(|b| range.contains(&b))) {
                 return Err(format!(
                     "an error record names byte {:?}, outside the range {}-{}",
                     e.byte, range.start, range.end
+                ));
+            }
+            if let Some(w) = errors.windows(2).find(|w| w[1].byte <= w[0].byte) {
+                return Err(format!(
+                    "its error records name byte {:?} after byte {:?}: not one per row, in order",
+                    w[1].byte, w[0].byte
                 ));
             }
         }
@@ -382,7 +409,7 @@ impl Merge for TableMerge {
 
     fn accept(&mut self, meta: &ChunkMeta, body: Vec<u8>) -> Result<CheckedChunk, String> {
         if self.format == Format::Json && matches!(self.mode, TableMode::Records) && body.starts_with(RECORDS_OPEN) {
-            if let Some(checked) = accept_span(meta, &body)? {
+            if let Some(checked) = accept_span(meta, &body, self.filter)? {
                 let body = if checked.span.is_empty() { Vec::new() } else { body };
                 let (errors, stats) = (checked.errors, checked.stats);
                 return Ok(CheckedChunk { body, records: Records::Span(checked.span), partial: None, errors, stats });
@@ -390,7 +417,7 @@ impl Merge for TableMerge {
         }
         let answer: ChunkAnswer<'_> =
             serde_json::from_slice(&body).map_err(|e| format!("it is not a transform answer: {e}"))?;
-        check_counts(meta, &answer.stats, &answer.errors)?;
+        check_counts(meta, &answer.stats, &answer.errors, self.filter)?;
         let ChunkAnswer { records, partial, errors, stats: s, .. } = answer;
         let records = match (&mut self.mode, records, &partial) {
             (TableMode::Records, Some(records), None) => {
@@ -764,7 +791,7 @@ mod tests {
     }
 
     fn accept(format: Format, answer: &str, rows: u64) -> Result<Vec<u8>, String> {
-        let mut merge = TableMerge::new(format, TableMode::Records);
+        let mut merge = TableMerge::new(format, TableMode::Records, false);
         let checked = merge.accept(&lines(rows), answer.as_bytes().to_vec())?;
         let mut out = Vec::new();
         merge.emit(&lines(rows), checked, &mut out);
@@ -823,6 +850,28 @@ mod tests {
         }
     }
 
+    /// Lies that keep the counts consistent but break what the spec and the
+    /// chunk allow: a record dropped and counted as filtered with no filter in
+    /// the spec, a made-up error record for a row that already has one.
+    #[test]
+    fn filtered_rows_need_a_filter_and_each_row_errs_once() {
+        let filtered = r#"{"records":[{"a":1}],"errors":[],"stats":{"rows_in":2,"rows_out":1,"rows_filtered":1,"rows_errored":0}}"#;
+        for format in [Format::Json, Format::Ndjson] {
+            let err = accept(format, filtered, 2).unwrap_err();
+            assert!(err.contains("no filter"), "{err}");
+            let mut with_filter = TableMerge::new(format, TableMode::Records, true);
+            assert!(with_filter.accept(&lines(2), filtered.as_bytes().to_vec()).is_ok());
+        }
+        let twice = r#"{"records":[],"errors":[{"line":2,"kind":"field_count","message":"m"},{"line":2,"kind":"field_count","message":"m"}],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2}}"#;
+        assert!(accept(Format::Json, twice, 2).unwrap_err().contains("not one per row"));
+        let backwards = r#"{"records":[],"errors":[{"line":3,"kind":"field_count","message":"m"},{"line":2,"kind":"field_count","message":"m"}],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2}}"#;
+        assert!(accept(Format::Ndjson, backwards, 2).unwrap_err().contains("not one per row"));
+        let mut ranges = TableMerge::new(Format::Json, TableMode::Records, false);
+        let same_byte = r#"{"records":[],"errors":[{"line":0,"byte":5,"kind":"field_count","message":"m"},{"line":0,"byte":5,"kind":"field_count","message":"m"}],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2}}"#;
+        let err = ranges.accept(&ChunkMeta::Range(0..10), same_byte.as_bytes().to_vec()).unwrap_err();
+        assert!(err.contains("not one per row"), "{err}");
+    }
+
     #[test]
     fn counts_and_lines_are_checked_against_the_chunk() {
         let bad_line = r#"{"records":[],"errors":[{"line":9,"kind":"field_count","message":"m"}],"stats":{"rows_in":1,"rows_out":0,"rows_filtered":0,"rows_errored":1}}"#;
@@ -831,7 +880,7 @@ mod tests {
             r#"{"records":[],"errors":[],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":1}}"#;
         assert!(accept(Format::Json, unbalanced, 2).unwrap_err().contains("do not add up"));
         let fewer =
-            r#"{"records":[],"errors":[],"stats":{"rows_in":1,"rows_out":0,"rows_filtered":1,"rows_errored":0}}"#;
+            r#"{"records":[{"a":1}],"errors":[],"stats":{"rows_in":1,"rows_out":1,"rows_filtered":0,"rows_errored":0}}"#;
         assert!(accept(Format::Json, fewer, 2).unwrap_err().contains("read 1 rows of a chunk holding 2"));
     }
 
@@ -851,7 +900,7 @@ mod tests {
                 let mut partial = json!(empty.to_partial());
                 partial["groups"] = groups.clone();
                 let answer = format!(r#"{{"partial":{partial},"errors":[],{stats}}}"#);
-                let got = TableMerge::new(format, mode).accept(&lines(2), answer.into_bytes());
+                let got = TableMerge::new(format, mode, false).accept(&lines(2), answer.into_bytes());
                 match got {
                     Err(err) if refused => assert!(
                         err.contains("its partial aggregate does not merge: partial group 1: its key appears twice"),

@@ -309,7 +309,7 @@ fn run_table(seed: u64, job: &Job) {
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1));
     let (csv, row_lines) = file(&mut rng, job.rows);
     let feed = 1 + rng.below(64) as usize;
-    let mut driver = Driver::new(TableMerge::new(job.format, TableMode::Records), job.limits.clone(), seed);
+    let mut driver = Driver::new(TableMerge::new(job.format, TableMode::Records, false), job.limits.clone(), seed);
     let mut largest_payload = 0;
     let limits = job.limits.clone();
     let spec = Spec::default();
@@ -513,7 +513,7 @@ fn a_faultless_job_equals_one_worker_over_the_whole_file() {
         deadline: Duration::from_secs(3600),
         ..self::limits(&mut Rng::new(3))
     };
-    let mut driver = Driver::new(TableMerge::new(Format::Json, TableMode::Records), limits, 1);
+    let mut driver = Driver::new(TableMerge::new(Format::Json, TableMode::Records, false), limits, 1);
     let run = simulate(1, &mut driver, chunks_of(&csv, csv.len(), 100, 10_000), |call, meta| {
         Some((MS, Ok(transform(&spec, &call.payload, line_offset(meta)))))
     });
@@ -556,7 +556,7 @@ fn aggregate_jobs_merge_exactly_under_faults() {
             groups: Box::new(crate::transform::aggregate::Groups::new(shape)),
             spec: Box::new(spec.aggregate.clone().unwrap()),
         };
-        let mut driver = Driver::new(TableMerge::new(format, mode), limits.clone(), seed);
+        let mut driver = Driver::new(TableMerge::new(format, mode, false), limits.clone(), seed);
         let chunk = 1 + rng.below(300) as usize;
         let feed = 1 + rng.below(64) as usize;
         let mut late = 0;

@@ -106,7 +106,7 @@ async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
         },
         "text/csv",
     );
-    let driver = Driver::new(TableMerge::new(format, prepared.mode), limits, random_u64());
+    let driver = Driver::new(TableMerge::new(format, prepared.mode, spec.filter.is_some()), limits, random_u64());
     let units = chunks(body, splitter, ended, config.max_request_bytes);
     Job::new(driver, units, worker, format == Format::Json).respond(format.content_type()).await
 }
@@ -191,7 +191,7 @@ async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let prepared = prepare_spec(&spec, &header.names)?;
     let base = base.to_string();
     let worker = Worker::new(&config, move |_| base.clone(), "application/json");
-    let mut driver = Driver::new(TableMerge::new(format, prepared.mode), limits, random_u64());
+    let mut driver = Driver::new(TableMerge::new(format, prepared.mode, spec.filter.is_some()), limits, random_u64());
     driver.expect(Expected { units: Some(size.div_ceil(chunk_bytes as u64)), items: None, bytes: Some(size) });
     let source = url.to_string();
     let spec = prepared.worker_spec;
