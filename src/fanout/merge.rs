@@ -879,8 +879,7 @@ mod tests {
         let unbalanced =
             r#"{"records":[],"errors":[],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":1}}"#;
         assert!(accept(Format::Json, unbalanced, 2).unwrap_err().contains("do not add up"));
-        let fewer =
-            r#"{"records":[{"a":1}],"errors":[],"stats":{"rows_in":1,"rows_out":1,"rows_filtered":0,"rows_errored":0}}"#;
+        let fewer = r#"{"records":[{"a":1}],"errors":[],"stats":{"rows_in":1,"rows_out":1,"rows_filtered":0,"rows_errored":0}}"#;
         assert!(accept(Format::Json, fewer, 2).unwrap_err().contains("read 1 rows of a chunk holding 2"));
     }
 

@@ -19,6 +19,15 @@ pub struct Component {
     child: Child,
     port: u16,
     log: Arc<Mutex<String>>,
+    /// What it was started with, to start it again.
+    start: Start,
+}
+
+#[derive(Clone)]
+struct Start {
+    name: String,
+    env: Vec<(String, String)>,
+    flags: Vec<String>,
 }
 
 /// The directory holding the built components.
@@ -43,45 +52,44 @@ pub fn wasmtime() -> PathBuf {
 impl Component {
     /// Serves component `name` with environment variables `env`, and waits until it listens.
     pub fn serve(name: &str, env: &[(&str, &str)]) -> Component {
-        let wasm = wasm_path(name);
+        Component::serve_with(name, env, &[])
+    }
+
+    /// Like [`Component::serve`], with more `wasmtime serve` flags (`-W max-memory-size=N`, say).
+    pub fn serve_with(name: &str, env: &[(&str, &str)], flags: &[&str]) -> Component {
+        let start = Start {
+            name: name.to_owned(),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        };
         let mut last = String::new();
         // A port found free can be taken by a parallel test before wasmtime binds it: try again.
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut cmd = Command::new(wasmtime());
-            cmd.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
-            for (k, v) in env {
-                cmd.arg("--env").arg(format!("{k}={v}"));
+            match launch(&start, port) {
+                Ok(component) => return component,
+                Err(log) => last = log,
             }
-            cmd.arg(&wasm).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", wasmtime().display()));
-            let log = Arc::new(Mutex::new(String::new()));
-            let (ready_tx, ready_rx) = mpsc::channel();
-            let stderr = child.stderr.take().unwrap();
-            let sink = log.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("Serving HTTP") {
-                        let _ = ready_tx.send(());
-                    }
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut component = Component { child, port, log };
-            loop {
-                if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                    return component;
-                }
-                if component.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                    break;
-                }
-            }
-            last = component.log();
         }
         panic!("wasmtime serve did not start {name}:\n{last}");
+    }
+
+    /// Kills the runtime process with SIGKILL, as a crash or an evicted pod
+    /// would, and starts it again on the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match launch(&self.start, self.port) {
+                Ok(component) => {
+                    *self = component;
+                    return;
+                }
+                Err(log) if Instant::now() > deadline => panic!("{} did not start again:\n{log}", self.start.name),
+                Err(_) => thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// `http://127.0.0.1:PORT` followed by `path`.
@@ -120,6 +128,44 @@ impl Drop for Component {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts `start` on `port`; what it logged when it did not start.
+fn launch(start: &Start, port: u16) -> Result<Component, String> {
+    let wasm = wasm_path(&start.name);
+    let mut cmd = Command::new(wasmtime());
+    cmd.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
+    cmd.args(&start.flags);
+    for (k, v) in &start.env {
+        cmd.arg("--env").arg(format!("{k}={v}"));
+    }
+    cmd.arg(&wasm).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", wasmtime().display()));
+    let log = Arc::new(Mutex::new(String::new()));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Serving HTTP") {
+                let _ = ready_tx.send(());
+            }
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut component = Component { child, port, log, start: start.clone() };
+    loop {
+        if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+            return Ok(component);
+        }
+        if component.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+            let _ = component.child.kill();
+            return Err(component.log());
+        }
     }
 }
 

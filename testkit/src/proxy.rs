@@ -79,8 +79,19 @@ const HANG: Duration = Duration::from_secs(60);
 
 type Rule = Arc<dyn Fn(usize) -> Fault + Send + Sync>;
 
+/// What a managed host allows one request: [`Proxy::start_limited`] answers
+/// like the host when a request or its answer passes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostLimits {
+    /// The largest request or answer body (413 for a request, 502 for an answer).
+    pub max_body: usize,
+    /// The longest a request may take (504 after it).
+    pub max_time: Duration,
+}
+
 struct Shared {
     upstream: SocketAddr,
+    limits: Option<HostLimits>,
     rule: Mutex<Rule>,
     arrived: AtomicUsize,
     applied: Mutex<Vec<(usize, Fault)>>,
@@ -97,6 +108,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy to `upstream` (`http://127.0.0.1:PORT`, no path) on a free loopback port.
     pub fn start(upstream: &str) -> Proxy {
+        Proxy::start_with(upstream, None)
+    }
+
+    /// A proxy that also holds every request to a managed host's `limits`
+    /// (the faults set with [`Proxy::set_rule`] still apply).
+    pub fn start_limited(upstream: &str, limits: HostLimits) -> Proxy {
+        Proxy::start_with(upstream, Some(limits))
+    }
+
+    fn start_with(upstream: &str, limits: Option<HostLimits>) -> Proxy {
         let upstream: SocketAddr = upstream
             .strip_prefix("http://")
             .and_then(|a| a.trim_end_matches('/').parse().ok())
@@ -106,6 +127,7 @@ impl Proxy {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let shared = Arc::new(Shared {
             upstream,
+            limits,
             rule: Mutex::new(Arc::new(|_| Fault::Pass)),
             arrived: AtomicUsize::new(0),
             applied: Mutex::new(Vec::new()),
@@ -194,7 +216,13 @@ fn serve(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         // Closed with the request unread, the connection is reset by the kernel.
         return Ok(());
     }
+    let started = Instant::now();
     let req = read_request(&client)?;
+    if let Some(limits) = shared.limits {
+        if req.body.len() > limits.max_body {
+            return error(&client, 413, &format!("the request body is over the host's {} bytes", limits.max_body));
+        }
+    }
     match fault {
         Fault::Status(code) => error(&client, code, &format!("injected {code}")),
         Fault::Hang => hang(&client, shared),
@@ -207,10 +235,20 @@ fn serve(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             if let Fault::Delay(ms) = fault {
                 thread::sleep(Duration::from_millis(ms));
             }
-            let mut got = match forward(shared.upstream, &req) {
+            let time = shared.limits.map_or(LIMIT, |l| l.max_time.saturating_sub(started.elapsed()));
+            let mut got = match forward_within(shared.upstream, &req, time) {
                 Ok(got) => got,
+                Err(e) if shared.limits.is_some() && started.elapsed() >= time => {
+                    return error(&client, 504, &format!("the host cut the request at {} ms: {e}", time.as_millis()))
+                }
                 Err(e) => return error(&client, 502, &format!("upstream: {e}")),
             };
+            if let Some(limits) = shared.limits.filter(|l| started.elapsed() > l.max_time) {
+                return error(&client, 504, &format!("the host cut the request at {} ms", limits.max_time.as_millis()));
+            }
+            if let Some(limits) = shared.limits.filter(|l| got.body.len() > l.max_body) {
+                return error(&client, 502, &format!("the answer body is over the host's {} bytes", limits.max_body));
+            }
             // An answer to HEAD has no body, but tells the length of the one GET would get.
             let head_length = req
                 .method
@@ -266,9 +304,15 @@ fn end_to_end(name: &str) -> bool {
 
 /// Sends `req` to upstream with a `content-length` body and reads the whole de-chunked answer.
 fn forward(upstream: SocketAddr, req: &Request) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&upstream, LIMIT)?;
-    stream.set_read_timeout(Some(LIMIT))?;
-    stream.set_write_timeout(Some(LIMIT))?;
+    forward_within(upstream, req, LIMIT)
+}
+
+/// [`forward`], each read and write within `time`.
+fn forward_within(upstream: SocketAddr, req: &Request, time: Duration) -> std::io::Result<Answer> {
+    let time = time.max(Duration::from_millis(1));
+    let mut stream = TcpStream::connect_timeout(&upstream, time)?;
+    stream.set_read_timeout(Some(time))?;
+    stream.set_write_timeout(Some(time))?;
     // The client's Host is kept: a signed request (S3's SigV4) signs the host it was sent to.
     let host = header(&req.headers, "host").map_or_else(|| upstream.to_string(), str::to_owned);
     let mut head = format!(
