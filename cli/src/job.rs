@@ -28,6 +28,8 @@ pub struct Coordinator {
     token: Option<String>,
     /// Kept to be stopped when the job is done.
     _bundle: Option<Bundle>,
+    /// The client of [`Coordinator::call`], made on its first use.
+    http: std::cell::OnceCell<crate::bucket::Http>,
 }
 
 /// Where a job goes.
@@ -43,6 +45,8 @@ pub struct Target<'a> {
     /// What a bundle served for the job may read on private hosts.
     pub private_sources: bool,
     pub private_pages: bool,
+    /// More configuration for a bundle served for the job.
+    pub env: Vec<(String, String)>,
 }
 
 impl Coordinator {
@@ -51,17 +55,12 @@ impl Coordinator {
     /// has a random token, so that no one else can use it meanwhile.
     pub fn find(target: Target) -> Result<Coordinator> {
         if let Some(url) = target.endpoint {
-            let mut base = url.clone();
-            // A coordinator under a path prefix keeps it: its routes are relative to it.
-            if !base.path().ends_with('/') {
-                base.set_path(&format!("{}/", base.path()));
-            }
-            return Ok(Coordinator { base, token: target.token, _bundle: None });
+            return Ok(Coordinator::at(url.clone(), target.token));
         }
         let local = target.local;
         let base = Url::parse(&format!("http://{local}/")).expect("an address makes a URL");
         if TcpStream::connect_timeout(&local, Duration::from_millis(300)).is_ok() {
-            return Ok(Coordinator { base, token: target.token, _bundle: None });
+            return Ok(Coordinator::at(base, target.token));
         }
         eprintln!("fanout: nothing answers at {local}; serving the local bundle for this job");
         let token = crate::random_token().context("cannot make a token for the bundle")?;
@@ -71,12 +70,53 @@ impl Coordinator {
             private_sources: target.private_sources,
             private_pages: target.private_pages,
             token: Some(token.clone()),
-            env: Vec::new(),
+            env: target.env,
             echo_logs: false,
         };
         let bundle = Bundle::start(&options)?;
         let base = Url::parse(&format!("{}/", bundle.coordinator())).context("the bundle's address")?;
-        Ok(Coordinator { base, token: Some(token), _bundle: Some(bundle) })
+        Ok(Coordinator { base, token: Some(token), _bundle: Some(bundle), http: std::cell::OnceCell::new() })
+    }
+
+    /// The coordinator at `base`, called with `token`.
+    pub fn at(mut base: Url, token: Option<String>) -> Coordinator {
+        // A coordinator under a path prefix keeps it: its routes are relative to it.
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Coordinator { base, token, _bundle: None, http: std::cell::OnceCell::new() }
+    }
+
+    /// Sends a small JSON request to `route` and reads its JSON answer; any
+    /// status but 2xx is a [`Refused`].
+    pub fn call(&self, method: &str, route: &str, body: Option<Value>) -> Result<Value> {
+        let http = match self.http.get() {
+            Some(http) => http,
+            None => {
+                let made = crate::bucket::Http::new(self.is_local())?;
+                self.http.get_or_init(|| made)
+            }
+        };
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        if let Some(token) = &self.token {
+            headers.push(("authorization", format!("Bearer {token}")));
+        }
+        let url = self.url(route);
+        let body = body.map(|b| serde_json::to_vec(&b).expect("values serialise"));
+        let (status, _, answer) = http
+            .send(method, url.as_str(), &headers, body, READ_TIMEOUT)
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        let value: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            let message = value["error"]["message"]
+                .as_str()
+                .map_or_else(|| String::from_utf8_lossy(&answer).into_owned(), str::to_owned);
+            return Err(Refused { status, message }.into());
+        }
+        if value.is_null() {
+            bail!("the coordinator's answer to {method} {url} is not JSON");
+        }
+        Ok(value)
     }
 
     /// Whether the coordinator runs on this machine, so that a file served on loopback reaches it.

@@ -10,7 +10,9 @@
 //! errors, 1 when it failed as a whole (one line on stderr saying why).
 
 mod answer;
+mod bucket;
 mod bundle;
+mod durable;
 mod files;
 mod job;
 mod output;
@@ -63,6 +65,13 @@ enum Command {
         fanout transform sales.csv --spec-json '{\"filter\": {\"column\": \"amount\", \"op\": \">\", \"value\": 0}}' --local\n\n\
         Every row ends up in the output: as a record, in the filtered count, or as an error record.")]
     Transform(transform::TransformArgs),
+    /// Follow a durable job: its status, resume ticking it, cancel it, fetch its results.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  fanout job status 3f2a9c...\n  fanout job resume 3f2a9c...\n  \
+        fanout job fetch 3f2a9c... --bucket fanout -o sales.json"
+    )]
+    Job(durable::JobCommand),
 }
 
 #[derive(Args)]
@@ -142,6 +151,16 @@ impl JobArgs {
     /// The coordinator the job goes to; a bundle served for it may read sources
     /// (`private_sources`) or pages (`private_pages`) on loopback and private hosts.
     fn coordinator(&self, private_sources: bool, private_pages: bool) -> Result<job::Coordinator> {
+        self.coordinator_with(private_sources, private_pages, Vec::new())
+    }
+
+    /// [`JobArgs::coordinator`], a bundle served for the job configured with `env` too.
+    fn coordinator_with(
+        &self,
+        private_sources: bool,
+        private_pages: bool,
+        env: Vec<(String, String)>,
+    ) -> Result<job::Coordinator> {
         job::Coordinator::find(job::Target {
             endpoint: self.endpoint.as_ref(),
             local: local_addr()?,
@@ -149,6 +168,7 @@ impl JobArgs {
             runtime: self.runtime.runtime,
             private_sources,
             private_pages,
+            env,
         })
     }
 }
@@ -217,6 +237,7 @@ fn main() {
         Command::Up(args) => up(args),
         Command::Scrape(args) => scrape::run(args),
         Command::Transform(args) => transform::run(args),
+        Command::Job(command) => durable::command(command),
     });
     match result {
         Ok(code) => std::process::exit(code),

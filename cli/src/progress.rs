@@ -64,9 +64,14 @@ impl Update {
     }
 
     fn items(&self) -> (&'static str, u64, u64) {
-        match self.pages {
-            Some(pages) => ("pages", pages, self.pages_per_s.unwrap_or(0)),
-            None => ("rows", self.rows.unwrap_or(0), self.rows_per_s.unwrap_or(0)),
+        match (self.pages, self.rows) {
+            (Some(pages), _) => ("pages", pages, self.pages_per_s.unwrap_or(0)),
+            (None, Some(rows)) => ("rows", rows, self.rows_per_s.unwrap_or(0)),
+            // An upload: bytes are all there is to count.
+            (None, None) => {
+                let bytes = self.bytes_done.unwrap_or(0);
+                ("bytes", bytes, bytes * 1000 / self.elapsed_ms.max(1))
+            }
         }
     }
 

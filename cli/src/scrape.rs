@@ -32,12 +32,12 @@ pub struct ScrapeArgs {
     #[arg(long)]
     allow_private_hosts: bool,
     #[command(flatten)]
+    durable: crate::durable::DurableArgs,
+    #[command(flatten)]
     job: JobArgs,
 }
 
 pub fn run(args: ScrapeArgs) -> Result<i32> {
-    let file = open(&args.urls_file)?;
-    let urls = count_urls(&args)?;
     let mut job = args.job.options();
     if !args.select.is_empty() {
         let select: Map<String, Value> = args.select.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
@@ -49,6 +49,11 @@ pub fn run(args: ScrapeArgs) -> Result<i32> {
     if let Some(n) = args.batch_size {
         job.insert("batch_size".into(), n.into());
     }
+    if args.durable.job {
+        return crate::durable::scrape(&args.durable, &args.job, &args.urls_file, job, args.allow_private_hosts);
+    }
+    let file = open(&args.urls_file)?;
+    let urls = count_urls(&args)?;
     let mut out = Output::create(args.job.output.as_deref(), &args.urls_file)?;
     let coordinator = args.job.coordinator(false, args.allow_private_hosts)?;
     let header = ascii_json(&Value::Object(job));

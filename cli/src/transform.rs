@@ -42,8 +42,10 @@ pub struct TransformArgs {
     stream: bool,
     /// Run the spec in this process, chunked and merged as the coordinator does, with the
     /// same output: to develop a spec without a server (--endpoint is not used). E.g. --local.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "job")]
     local: bool,
+    #[command(flatten)]
+    durable: crate::durable::DurableArgs,
     #[command(flatten)]
     job: JobArgs,
 }
@@ -74,6 +76,13 @@ impl TransformArgs {
 
 pub fn run(args: TransformArgs) -> Result<i32> {
     let given = args.spec()?;
+    if args.durable.job {
+        let mut options = args.job.options();
+        if let Some(n) = args.chunk_bytes {
+            options.insert("chunk_bytes".into(), n.into());
+        }
+        return crate::durable::transform(&args.durable, &args.job, &args.csv_file, given.json, options);
+    }
     let file = open(&args.csv_file)?;
     let size = file.metadata().with_context(|| format!("cannot read {}", args.csv_file.display()))?.len();
     if args.local {

@@ -639,3 +639,142 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
     assert_eq!(status.code(), Some(0));
     assert!(TcpStream::connect(&local).is_err(), "the coordinator stopped with it");
 }
+
+/// A bundle whose coordinator keeps durable jobs in `s3`, its workers allowed to reach it and `site`.
+fn durable_bundle(s3: &fanout_testkit::s3::S3Server, site: &Site) -> Bundle {
+    let private = format!("{},{}", site.url("").trim_start_matches("http://").trim_end_matches('/'), s3.host_port());
+    let transform = Component::serve("transform", &[("FANOUT_PRIVATE_HOSTS", &private)]);
+    let scrape = Component::serve("scrape", &[("FANOUT_PRIVATE_HOSTS", &private)]);
+    let (t, sc) = (transform.url("/transform"), scrape.url("/scrape"));
+    let s3_env = s3.coordinator_env(&s3.endpoint());
+    let mut env: Vec<(&str, &str)> = vec![
+        ("FANOUT_TRANSFORM_URL", &t),
+        ("FANOUT_SCRAPE_URL", &sc),
+        ("FANOUT_MIN_CHUNK_BYTES", "1024"),
+        ("FANOUT_PRIVATE_HOSTS", &private),
+    ];
+    env.extend(s3_env.iter().map(|(k, v)| (*k, v.as_str())));
+    Bundle { coordinator: Component::serve("coordinator", &env), _transform: transform, _scrape: scrape }
+}
+
+/// `fanout ARGS` with the bucket's credentials in the environment, as the AWS CLI reads them.
+fn with_bucket(mut cmd: Command, s3: &fanout_testkit::s3::S3Server) -> Command {
+    cmd.env("AWS_ACCESS_KEY_ID", fanout_testkit::s3::ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", fanout_testkit::s3::SECRET_ACCESS_KEY)
+        .env("AWS_ENDPOINT_URL", s3.endpoint())
+        .env("FANOUT_S3_BUCKET", fanout_testkit::s3::BUCKET);
+    cmd
+}
+
+/// `--job`: the file uploaded to the bucket, the job ticked to its end, its
+/// manifest's key printed; `fanout job fetch` gives what the HTTP API answers.
+#[test]
+fn a_durable_transform_job_from_a_terminal() {
+    let s3 = fanout_testkit::s3::S3Server::start();
+    let site = Site::start();
+    let b = durable_bundle(&s3, &site);
+    let dir = Dir::new("durable");
+    let csv = sales_with_a_bad_row();
+    let file = dir.file("sales.csv", &csv);
+    let endpoint = b.coordinator.url("/");
+    let args = [
+        "transform",
+        file.to_str().unwrap(),
+        "--preset",
+        "vat",
+        "--chunk-bytes",
+        "8192",
+        "--job",
+        "--endpoint",
+        &endpoint,
+    ];
+    let cli = with_bucket(fanout(&args), &s3).output().unwrap();
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    let err = stderr(&cli);
+    assert!(err.contains("uploading") && err.contains("complete with 1 rows failed"), "{err}");
+    let key = String::from_utf8(cli.stdout).unwrap().trim().to_owned();
+    let id = key
+        .strip_prefix("jobs/")
+        .and_then(|k| k.strip_suffix("/manifest.json"))
+        .expect("the manifest's key")
+        .to_owned();
+
+    let out = dir.path("fetched.json");
+    let fetched = with_bucket(fanout(&["job", "fetch", &id, "-o", out.to_str().unwrap()]), &s3).output().unwrap();
+    assert_eq!(fetched.status.code(), Some(0), "{}", stderr(&fetched));
+    site.put("sales.csv", "text/csv", csv);
+    let job = json!({"source": site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 8192});
+    let api = request(
+        "POST",
+        &b.coordinator.url("/coordinate/transform"),
+        &[("content-type", "application/json")],
+        job.to_string().as_bytes(),
+    )
+    .unwrap()
+    .json();
+    let fetched = json_file(&out);
+    assert!(api["records"].as_array().is_some_and(|r| r.len() > 2500), "the API's answer: {}", api["summary"]);
+    // Compared whole, reported short: these are thousands of records.
+    assert!(fetched["records"] == api["records"], "the fetched records are not the API's");
+    assert_eq!(fetched["errors"], api["errors"]);
+    assert_eq!(fetched["summary"]["rows_in"], 3001);
+
+    let status = fanout(&["job", "status", &id, "--endpoint", &endpoint]).output().unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!((status["status"].as_str(), status["finished"].as_bool()), (Some("succeeded"), Some(true)), "{status}");
+}
+
+/// Ctrl-C stops the ticking, not the job: `fanout job resume` finishes it.
+#[test]
+fn an_interrupted_durable_job_is_resumed() {
+    let s3 = fanout_testkit::s3::S3Server::start();
+    let site = Site::start();
+    let b = durable_bundle(&s3, &site);
+    let dir = Dir::new("resume");
+    let urls: String = (0..12).map(|i| format!("{}\n", site.url(&format!("/page/{i}?delay_ms=400")))).collect();
+    let list = dir.file("urls.txt", urls.as_bytes());
+    let endpoint = b.coordinator.url("/");
+    let args =
+        ["scrape", list.to_str().unwrap(), "--batch-size", "1", "--concurrency", "1", "--job", "--endpoint", &endpoint];
+    let mut child = with_bucket(fanout(&args), &s3).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr_lines = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("resume it with") {
+        line.clear();
+        assert!(stderr_lines.read_line(&mut line).unwrap() > 0, "no job was made");
+    }
+    let id = line.split_whitespace().last().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(600));
+    interrupt(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr_lines, &mut rest).unwrap();
+    assert!(rest.contains(&format!("fanout job resume {id}")), "{rest}");
+
+    let resumed = fanout(&["job", "resume", &id, "--endpoint", &endpoint]).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let out = dir.path("pages.ndjson");
+    let fetched = with_bucket(fanout(&["job", "fetch", &id, "--format", "ndjson", "-o", out.to_str().unwrap()]), &s3)
+        .output()
+        .unwrap();
+    assert_eq!(fetched.status.code(), Some(0), "{}", stderr(&fetched));
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let titles: Vec<String> = lines.iter().filter_map(|l| l["page"]["title"].as_str().map(str::to_owned)).collect();
+    assert_eq!(titles, (0..12).map(|i| format!("Page {i}")).collect::<Vec<_>>());
+
+    // A cancelled job ends as cancelled: exit 1.
+    let made = request(
+        "POST",
+        &b.coordinator.url("/jobs/scrape"),
+        &[("content-type", "application/json")],
+        json!({"urls": [site.url("/page/x")]}).to_string().as_bytes(),
+    )
+    .unwrap();
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let cancelled = fanout(&["job", "cancel", &id, "--endpoint", &endpoint]).output().unwrap();
+    assert_eq!(cancelled.status.code(), Some(0), "{}", stderr(&cancelled));
+    let resumed = fanout(&["job", "resume", &id, "--endpoint", &endpoint]).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(1), "{}", stderr(&resumed));
+    assert!(stderr(&resumed).contains("cancelled"), "{}", stderr(&resumed));
+}

@@ -249,7 +249,7 @@ impl ListCutter {
             }
         };
         if is_url {
-            if self.urls % self.batch_size == 0 {
+            if self.urls.is_multiple_of(self.batch_size) {
                 self.offsets.push(self.at);
             }
             self.urls += 1;

@@ -194,7 +194,7 @@ struct World {
     rng: RefCell<Rng>,
     faults: Faults,
     lease: Duration,
-    objects: RefCell<BTreeMap<String, (Vec<u8>, String)>>,
+    objects: RefCell<Objects>,
     writes: RefCell<Vec<Write>>,
     calls: RefCell<Vec<CallLog>>,
     /// Per tick: when its stop-marker reads took effect, and whether they found one.
@@ -662,7 +662,10 @@ struct Scenario {
     cancel_at: Option<Duration>,
 }
 
-fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, BTreeMap<String, (Vec<u8>, String)>) {
+/// The bucket's objects: bytes and ETag by key.
+type Objects = BTreeMap<String, (Vec<u8>, String)>;
+
+fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, Objects) {
     let id = JobId::new(seed, rng.next_u64());
     let layout = Layout::new(&id);
     let mut objects = BTreeMap::new();
@@ -932,7 +935,7 @@ fn check_transform(
     plan: &Plan,
     state: &State,
     manifest: &Manifest,
-    objects: &BTreeMap<String, (Vec<u8>, String)>,
+    objects: &Objects,
     world: &World,
     audit: bool,
 ) {
@@ -985,7 +988,7 @@ fn check_scrape(
     w: &ScrapeWork,
     state: &State,
     manifest: &Manifest,
-    objects: &BTreeMap<String, (Vec<u8>, String)>,
+    objects: &Objects,
 ) {
     let mut next = 0u64;
     for p in &manifest.parts {
