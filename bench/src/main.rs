@@ -7,6 +7,7 @@
 //! does not build this crate.
 
 mod chart;
+mod durable;
 mod extraction;
 mod jobs;
 mod machine;
@@ -39,6 +40,7 @@ pub struct Suite {
     pub extraction: extraction::Extraction,
     pub jobs: Vec<jobs::Job>,
     pub scrapes: scrape::Scrapes,
+    pub durable: durable::Durable,
 }
 
 impl Suite {
@@ -122,7 +124,8 @@ fn main() -> Result<()> {
         .map(|&rows| jobs::measure(rows, &plan.concurrency, &site, &scratch.0))
         .collect::<Result<Vec<_>>>()?;
     let scrapes = scrape::measure(&plan, &site);
-    let suite = Suite { plan, args, machine, extraction, jobs, scrapes };
+    let durable = durable::measure(&plan.durable_rows, plan.durable_pages, &site)?;
+    let suite = Suite { plan, args, machine, extraction, jobs, scrapes, durable };
     let report = write(&suite, &out)?;
     println!("\nwrote {} and its charts in {:.0} s", report.display(), started.elapsed().as_secs_f64());
     Ok(())

@@ -19,6 +19,9 @@ pub struct Plan {
     /// Pages of the scrape spread over 1, 2, 4 and 8 worker calls at [`SLOW_MS`].
     pub split_pages: usize,
     pub split_calls: Vec<usize>,
+    /// Rows of each durable transform job, and pages of the durable scrape.
+    pub durable_rows: Vec<usize>,
+    pub durable_pages: usize,
 }
 
 impl Plan {
@@ -31,6 +34,8 @@ impl Plan {
             scrape_pages: vec![1_000, 10_000],
             split_pages: 10_000,
             split_calls: vec![1, 2, 4, 8],
+            durable_rows: vec![1_000_000, 5_000_000],
+            durable_pages: 10_000,
         }
     }
 
@@ -43,6 +48,8 @@ impl Plan {
             scrape_pages: vec![1_000],
             split_pages: 1_000,
             split_calls: vec![1, 2, 4, 8],
+            durable_rows: vec![200_000, 1_000_000],
+            durable_pages: 2_000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The report: `benchmarks.md`, every run's numbers in tables under a header
 //! that says where, when and how they were measured, with the charts.
 
+use crate::durable::{Durable, CONCURRENCY, MEMORY_FLAG};
 use crate::jobs::{Job, Mode};
 use crate::measure::{total_rss, Proc, MB, MIB};
 use crate::plan::{IN_FLIGHT, SLOW_MS};
@@ -77,6 +78,7 @@ pub fn markdown(suite: &Suite, charts_dir: &str) -> String {
     jobs(&mut out, &suite.jobs);
     memory(&mut out, &suite.jobs);
     scrape(&mut out, &suite.scrapes.by_latency, &suite.scrapes.split);
+    durable(&mut out, &suite.durable);
     method(&mut out);
     out
 }
@@ -138,6 +140,26 @@ fn headlines(out: &mut String, suite: &Suite) {
             thousands(bound as usize)
         );
     }
+    if let Some(t) = suite.durable.transforms.last() {
+        let _ = writeln!(
+            out,
+            "* {} rows as a durable job (`/jobs`, input in the bucket, every component within 64 MiB): {:.2} s from              submit to manifest, {:.2} times `/coordinate/transform` in source-URL mode ({:.2} s); the coordinator's              CPU {:.1}% of the workers'.",
+            thousands(t.rows),
+            t.jobs_secs,
+            t.ratio(),
+            t.coordinate_secs,
+            100.0 * t.coordinator_share()
+        );
+    }
+    let d = &suite.durable.scrape;
+    let _ = writeln!(
+        out,
+        "* Scrape of {} pages at {SLOW_MS} ms as a durable job: {} pages/s, {:.2} of the {} pages/s bound.",
+        thousands(d.pages),
+        thousands(d.pages_per_sec() as usize),
+        d.pages_per_sec() / d.bound(),
+        thousands(d.bound() as usize)
+    );
     let _ = writeln!(out);
 }
 
@@ -320,6 +342,73 @@ fn scrape(out: &mut String, by_latency: &[ScrapeRun], split: &[ScrapeRun]) {
         split.iter().for_each(|r| scrape_row(out, r));
         let _ = writeln!(out);
     }
+}
+
+fn durable(out: &mut String, d: &Durable) {
+    let _ = writeln!(out, "## Durable jobs\n");
+    let _ = writeln!(
+        out,
+        "The `vat` job over rows already in the bucket (SeaweedFS on loopback), from `POST /jobs/transform` to the \
+         tick that writes the manifest, one tick at a time, against `POST /coordinate/transform` in source-URL mode \
+         reading the same object through a presigned URL, both at concurrency {CONCURRENCY}, in the same run. The \
+         durable runs have every component under `{MEMORY_FLAG}` (64 MiB per instance). CPU is each process's from \
+         the request on; the bucket's server is measured too, since a durable job writes its output there.\n"
+    );
+    head(
+        out,
+        &[
+            "rows",
+            "units",
+            "/coordinate",
+            "/jobs",
+            "ratio",
+            "coordinator CPU",
+            "worker CPU",
+            "coordinator / workers",
+            "bucket CPU",
+            "ticks",
+            "longest tick",
+            "slowest call",
+            "largest answer",
+        ],
+    );
+    for t in &d.transforms {
+        row(
+            out,
+            &[
+                thousands(t.rows),
+                t.units.to_string(),
+                format!("{:.2} s", t.coordinate_secs),
+                format!("{:.2} s", t.jobs_secs),
+                format!("{:.2}x", t.ratio()),
+                format!("{:.2} s", t.jobs_procs[0].cpu_secs),
+                format!("{:.2} s", t.jobs_procs[1].cpu_secs),
+                format!("{:.1}%", 100.0 * t.coordinator_share()),
+                format!("{:.2} s", t.jobs_procs[2].cpu_secs),
+                t.ticks.count.to_string(),
+                format!("{:.1} s", t.ticks.longest_secs),
+                format!("{} ms", t.ticks.slowest_call_ms),
+                format!("{} B", thousands(t.ticks.largest_answer)),
+            ],
+        );
+    }
+    let s = &d.scrape;
+    let _ = writeln!(
+        out,
+        "\nA scrape of {} pages of 40 KB at {SLOW_MS} ms as a durable job, {IN_FLIGHT} pages in flight (2 calls of 25), \
+         batches of 250, every component within 64 MiB: {:.2} s = {} pages/s, **{:.2} of the {} pages/s bound**; \
+         {} ticks, the longest {:.1} s, the slowest worker call {} ms, the largest answer {} bytes; {}.\n",
+        thousands(s.pages),
+        s.secs,
+        thousands(s.pages_per_sec() as usize),
+        s.pages_per_sec() / s.bound(),
+        thousands(s.bound() as usize),
+        s.ticks.count,
+        s.ticks.longest_secs,
+        s.ticks.slowest_call_ms,
+        thousands(s.ticks.largest_answer),
+        each(&s.procs, |p| format!("{} CPU {:.2} s", p.name, p.cpu_secs)),
+    );
 }
 
 fn method(out: &mut String) {

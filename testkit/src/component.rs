@@ -110,12 +110,7 @@ impl Component {
 
     /// CPU time the runtime process has used so far (user and system), in seconds.
     pub fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks a second.
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_secs(self.child.id())
     }
 
     /// What the runtime and the component wrote to stderr so far.
@@ -167,6 +162,16 @@ fn launch(start: &Start, port: u16) -> Result<Component, String> {
             return Err(component.log());
         }
     }
+}
+
+/// CPU time process `pid` has used so far (user and system), in seconds (0 where there is none).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks a second.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The peak resident set of process `pid` in bytes, from `/proc` (0 where there is none).

@@ -115,6 +115,11 @@ impl S3Server {
         false
     }
 
+    /// The server's process id, for its CPU time and memory.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:PORT`: the S3 endpoint.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.s3_port)

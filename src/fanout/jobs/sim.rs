@@ -983,13 +983,7 @@ fn check_transform(
     }
 }
 
-fn check_scrape(
-    seed: u64,
-    w: &ScrapeWork,
-    state: &State,
-    manifest: &Manifest,
-    objects: &Objects,
-) {
+fn check_scrape(seed: u64, w: &ScrapeWork, state: &State, manifest: &Manifest, objects: &Objects) {
     let mut next = 0u64;
     for p in &manifest.parts {
         for line in objects[&p.key].0.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
