@@ -85,8 +85,13 @@ pub struct Config {
     /// `FANOUT_S3_ENDPOINT`, `FANOUT_S3_BUCKET`, `FANOUT_S3_REGION`, `FANOUT_S3_ACCESS_KEY_ID` and
     /// `FANOUT_S3_SECRET_ACCESS_KEY`: the bucket durable jobs live in (the coordinator's only).
     pub s3: Option<S3Config>,
+    /// Where the bucket's objects are (`FANOUT_S3_ENDPOINT`, else the AWS origin of
+    /// `FANOUT_S3_BUCKET`): the one origin a worker writes a durable job's units to.
+    pub sink_origin: Option<url::Url>,
     /// `FANOUT_TICK_BUDGET_MS`: the longest one tick of a durable job may run.
     pub tick_budget: Duration,
+    /// `FANOUT_DURABLE_DEADLINE_MS`: the longest a durable job may run (and its default deadline).
+    pub durable_deadline: Duration,
     /// `FANOUT_LEASE_MS`: how long a unit claimed by a tick stays its own.
     pub lease: Duration,
     /// `FANOUT_TICK_TOKEN`: a token that allows ticking durable jobs (`?token=` on the tick routes) and nothing else.
@@ -128,7 +133,9 @@ impl Default for Config {
             window_bytes: 32 * 1024 * 1024,
             job_memory_bytes: 256 * 1024 * 1024,
             s3: None,
+            sink_origin: None,
             tick_budget: Duration::from_secs(25),
+            durable_deadline: Duration::from_secs(7 * 24 * 3600),
             lease: Duration::from_secs(60),
             tick_token: None,
             max_part_bytes: 32 * 1024 * 1024,
@@ -144,6 +151,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ApiError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let d = Config::default();
+        let (s3, sink_origin) = s3(&get)?;
         Ok(Config {
             max_request_bytes: positive(&get, "FANOUT_MAX_REQUEST_BYTES", d.max_request_bytes)?,
             token: token("FANOUT_TOKEN", lookup("FANOUT_TOKEN"))?,
@@ -174,8 +182,10 @@ impl Config {
             job_deadline: millis(&get, "FANOUT_JOB_DEADLINE_MS", d.job_deadline)?,
             window_bytes: positive(&get, "FANOUT_WINDOW_BYTES", d.window_bytes)?,
             job_memory_bytes: positive(&get, "FANOUT_JOB_MEMORY_BYTES", d.job_memory_bytes)?,
-            s3: s3(&get)?,
+            s3,
+            sink_origin,
             tick_budget: millis(&get, "FANOUT_TICK_BUDGET_MS", d.tick_budget)?,
+            durable_deadline: millis(&get, "FANOUT_DURABLE_DEADLINE_MS", d.durable_deadline)?,
             lease: millis(&get, "FANOUT_LEASE_MS", d.lease)?,
             tick_token: token("FANOUT_TICK_TOKEN", lookup("FANOUT_TICK_TOKEN"))?,
             max_part_bytes: positive(&get, "FANOUT_MAX_PART_BYTES", d.max_part_bytes)?,
@@ -248,14 +258,9 @@ fn token(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> 
     }
 }
 
-/// The bucket, when `FANOUT_S3_BUCKET` is set: then the keys must be too.
-fn s3(get: &impl Fn(&str) -> Option<String>) -> Result<Option<S3Config>, ApiError> {
-    let Some(bucket) = get("FANOUT_S3_BUCKET") else {
-        if let Some(name) = ["FANOUT_S3_ENDPOINT", "FANOUT_S3_ACCESS_KEY_ID"].into_iter().find(|n| get(n).is_some()) {
-            return Err(ApiError::new(ErrorKind::Config, format!("{name} is set but FANOUT_S3_BUCKET is not")));
-        }
-        return Ok(None);
-    };
+/// The bucket (when `FANOUT_S3_BUCKET` and both keys are set), and where its
+/// objects are (the origin workers may write to, known without the keys).
+fn s3(get: &impl Fn(&str) -> Option<String>) -> Result<(Option<S3Config>, Option<url::Url>), ApiError> {
     let endpoint = match get("FANOUT_S3_ENDPOINT") {
         None => None,
         Some(v) => match url::Url::parse(v.trim()) {
@@ -263,18 +268,35 @@ fn s3(get: &impl Fn(&str) -> Option<String>) -> Result<Option<S3Config>, ApiErro
             _ => return Err(invalid("FANOUT_S3_ENDPOINT", &v, "an http(s) URL")),
         },
     };
-    let needed = |name: &str| {
-        get(name).ok_or_else(|| ApiError::new(ErrorKind::Config, format!("FANOUT_S3_BUCKET is set but {name} is not")))
+    let bucket = get("FANOUT_S3_BUCKET").map(|b| b.trim().to_owned());
+    let region = get("FANOUT_S3_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+    let keys = (get("FANOUT_S3_ACCESS_KEY_ID"), get("FANOUT_S3_SECRET_ACCESS_KEY"));
+    let config = match (bucket, keys) {
+        (Some(bucket), (Some(access_key_id), Some(secret_access_key))) => {
+            let config = S3Config { endpoint: endpoint.clone(), bucket, region, access_key_id, secret_access_key };
+            Bucket::new(&config).map_err(|e| ApiError::new(ErrorKind::Config, format!("FANOUT_S3_*: {e}")))?;
+            Some(config)
+        }
+        (_, (Some(_), None)) => return Err(missing("FANOUT_S3_ACCESS_KEY_ID", "FANOUT_S3_SECRET_ACCESS_KEY")),
+        (_, (None, Some(_))) => return Err(missing("FANOUT_S3_SECRET_ACCESS_KEY", "FANOUT_S3_ACCESS_KEY_ID")),
+        (None, (Some(_), Some(_))) => return Err(missing("FANOUT_S3_ACCESS_KEY_ID", "FANOUT_S3_BUCKET")),
+        (_, (None, None)) => None,
     };
-    let config = S3Config {
-        endpoint,
-        bucket: bucket.trim().to_owned(),
-        region: get("FANOUT_S3_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
-        access_key_id: needed("FANOUT_S3_ACCESS_KEY_ID")?,
-        secret_access_key: needed("FANOUT_S3_SECRET_ACCESS_KEY")?,
+    let origin = match (endpoint, get("FANOUT_S3_BUCKET")) {
+        (Some(endpoint), _) => Some(endpoint),
+        (None, Some(bucket)) => url::Url::parse(&format!(
+            "https://{}.s3.{}.amazonaws.com/",
+            bucket.trim(),
+            get("FANOUT_S3_REGION").as_deref().unwrap_or("us-east-1")
+        ))
+        .ok(),
+        (None, None) => None,
     };
-    Bucket::new(&config).map_err(|e| ApiError::new(ErrorKind::Config, format!("FANOUT_S3_*: {e}")))?;
-    Ok(Some(config))
+    Ok((config, origin))
+}
+
+fn missing(set: &str, unset: &str) -> ApiError {
+    ApiError::new(ErrorKind::Config, format!("{set} is set but {unset} is not"))
 }
 
 /// Compares without an early exit so the time taken says nothing about where a guess went wrong.
@@ -387,9 +409,15 @@ mod tests {
         let s3 = c.s3.unwrap();
         assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("jobs", "us-east-1"));
         assert!(!format!("{s3:?}").contains("s3cret"), "the secret stays out of logs");
+        // A worker knows where the bucket is, without its keys.
+        let worker = config(&[("FANOUT_S3_ENDPOINT", "http://127.0.0.1:8333")]).unwrap();
+        assert_eq!((worker.s3, worker.sink_origin.unwrap().as_str()), (None, "http://127.0.0.1:8333/"));
+        let aws = config(&[("FANOUT_S3_BUCKET", "jobs"), ("FANOUT_S3_REGION", "eu-west-1")]).unwrap();
+        assert_eq!(aws.sink_origin.unwrap().as_str(), "https://jobs.s3.eu-west-1.amazonaws.com/");
+        assert_eq!(config(&[]).unwrap().sink_origin, None);
         for (vars, needle) in [
-            (vec![("FANOUT_S3_ENDPOINT", "http://x")], "FANOUT_S3_ENDPOINT is set but FANOUT_S3_BUCKET is not"),
-            (vec![("FANOUT_S3_BUCKET", "jobs")], "FANOUT_S3_ACCESS_KEY_ID"),
+            (vec![("FANOUT_S3_ACCESS_KEY_ID", "a"), ("FANOUT_S3_SECRET_ACCESS_KEY", "b")], "FANOUT_S3_BUCKET is not"),
+            (vec![("FANOUT_S3_BUCKET", "jobs"), ("FANOUT_S3_ACCESS_KEY_ID", "a")], "FANOUT_S3_SECRET_ACCESS_KEY"),
             (
                 vec![
                     ("FANOUT_S3_BUCKET", "jobs"),

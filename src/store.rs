@@ -168,6 +168,11 @@ impl Bucket {
     pub fn key_of<'u>(&self, uri: &'u str) -> Result<&'u str, String> {
         let rest = uri.strip_prefix("s3://").ok_or_else(|| format!("{uri:?} is not an s3://BUCKET/KEY URI"))?;
         match rest.split_once('/') {
+            // A `.` or `..` segment would be resolved away in a path-style URL: `s3://b/../other/k`
+            // would sign a request for bucket `other`.
+            Some((bucket, key)) if bucket == self.name() && key.split('/').any(|s| s == "." || s == "..") => {
+                Err(format!("{uri:?} has a `.` or `..` segment, which no key of a bucket may have here"))
+            }
             Some((bucket, key)) if bucket == self.name() && !key.is_empty() => Ok(key),
             Some((bucket, _)) if bucket != self.name() => {
                 Err(format!("{uri:?} is in bucket {bucket:?}; this deployment's bucket is {:?}", self.name()))
@@ -272,6 +277,30 @@ impl StoreError {
     }
 }
 
+/// `text` with every presigned URL's signature taken out, for messages: a URL
+/// that grants access to an object must not end up in logs, answers or error
+/// records. A signature's query is replaced by `?(signed)`.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("X-Amz-") {
+        // The query starts at the last `?` before the first signature parameter.
+        let Some(q) = rest[..at].rfind('?') else {
+            out.push_str(&rest[..at + 6]);
+            rest = &rest[at + 6..];
+            continue;
+        };
+        out.push_str(&rest[..q]);
+        out.push_str("?(signed)");
+        // A presigned query is made of these characters only.
+        let query = |c: char| c.is_ascii_alphanumeric() || "%&=._~-?".contains(c);
+        let end = rest[q..].find(|c: char| !query(c)).map_or(rest.len(), |e| q + e);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A page of a listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -363,15 +392,32 @@ mod tests {
     fn s3_uris_must_name_an_object_in_this_bucket() {
         let b = bucket();
         assert_eq!(b.key_of("s3://jobs/in/sales.csv"), Ok("in/sales.csv"));
+        assert_eq!(b.key_of("s3://jobs/in/a..b/.x"), Ok("in/a..b/.x"), "dots inside a segment are a name");
         assert_eq!(b.uri("in/x"), "s3://jobs/in/x");
         for (uri, why) in [
             ("s3://other/x", "this deployment's bucket is \"jobs\""),
             ("s3://jobs/", "names no object"),
             ("s3://jobs", "names no object"),
             ("https://x/y", "not an s3://"),
+            ("s3://jobs/../payroll/salaries.csv", "`..` segment"),
+            ("s3://jobs/in/../../payroll/x", "`..` segment"),
+            ("s3://jobs/./x", "`..` segment"),
+            ("s3://jobs/in/..", "`..` segment"),
         ] {
             assert!(b.key_of(uri).unwrap_err().contains(why), "{uri}");
         }
+    }
+
+    #[test]
+    fn signatures_are_taken_out_of_messages() {
+        let url = bucket().sign(&Op::Get { key: "in/a.csv", range: None }, Duration::from_secs(60), 0).url;
+        let message = format!("source {url}: answered 403, and \"{url}\" again");
+        let redacted = redact(&message);
+        assert_eq!(
+            redacted,
+            "source http://127.0.0.1:8333/jobs/in/a.csv?(signed): answered 403, and \"http://127.0.0.1:8333/jobs/in/a.csv?(signed)\" again"
+        );
+        assert_eq!(redact("https://x/?q=1 plain"), "https://x/?q=1 plain");
     }
 
     #[test]

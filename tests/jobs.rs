@@ -36,7 +36,7 @@ impl Bundle {
         let endpoint = endpoint(&s3);
         let host = |url: &str| url.trim_start_matches("http://").trim_end_matches('/').to_owned();
         let private = format!("{},{}", host(&site.url("")), host(&endpoint));
-        let worker_env = [("FANOUT_PRIVATE_HOSTS", private.as_str())];
+        let worker_env = [("FANOUT_PRIVATE_HOSTS", private.as_str()), ("FANOUT_S3_ENDPOINT", endpoint.as_str())];
         let transform = Component::serve("transform", &worker_env);
         let scrape = Component::serve("scrape", &worker_env);
         let (t, sc) = (transform.url("/transform"), scrape.url("/scrape"));
@@ -377,7 +377,8 @@ fn lost_and_failed_worker_answers_lose_nothing() {
     let site = Site::start();
     let site_host = site.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
     let private = format!("{site_host},{}", s3.host_port());
-    let worker = Component::serve("transform", &[("FANOUT_PRIVATE_HOSTS", &private)]);
+    let worker =
+        Component::serve("transform", &[("FANOUT_PRIVATE_HOSTS", &private), ("FANOUT_S3_ENDPOINT", &s3.endpoint())]);
     let proxy = Proxy::start(&worker.url(""));
     let url = proxy.url("/transform");
     let s3_env = s3.coordinator_env(&s3.endpoint());
@@ -445,4 +446,30 @@ fn ticks_sent_at_once_run_each_unit_once() {
     let m = b.manifest(&id);
     same(&b.lines(m.parts.iter().map(|p| p.key.clone())), &streamed["records"], "records");
     assert_eq!(m.summary["invocations"], m.summary["chunks"], "one call per unit: {}", m.summary);
+}
+
+/// A worker writes a durable job's unit only to the bucket it is configured
+/// with: a caller who sends it a sink elsewhere (a public URL, another bucket)
+/// is refused before anything is read or written.
+#[test]
+fn workers_write_only_to_their_own_bucket() {
+    let b = Bundle::start(&[]);
+    b.site.put("s.csv", "text/csv", sales(10));
+    let sink = |base: &str| {
+        let object = |name: &str| json!({"create": format!("{base}/{name}?X-Amz-Signature=00"), "read": format!("{base}/{name}")});
+        json!({"unit": 0, "part": object("p"), "errors": object("e"), "receipt": object("r")})
+    };
+    let job = |sink: Value| json!({"source": b.site.url("/files/s.csv"), "start": 0, "end": 100, "sink": sink});
+    for (target, why) in [
+        ("https://attacker.example/upload".to_owned(), "not in the bucket"),
+        (format!("{}/other-bucket", b.site.url("").trim_end_matches('/')), "not in the bucket"),
+    ] {
+        let resp = post_json(&b._transform.url("/transform"), &job(sink(&target)));
+        assert_eq!(resp.status, 403, "{target}: {}", resp.text());
+        assert!(resp.text().contains(why) && !resp.text().contains("Signature=00"), "{}", resp.text());
+    }
+    let unconfigured = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let resp = post_json(&unconfigured.url("/transform"), &job(sink(&b.s3.endpoint())));
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert!(resp.text().contains("FANOUT_S3_ENDPOINT"), "{}", resp.text());
 }

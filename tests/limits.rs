@@ -35,7 +35,8 @@ impl Hosted {
         let site = Site::start();
         let site_host = site.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
         let private = format!("{site_host},{}", s3.host_port());
-        let env = [("FANOUT_PRIVATE_HOSTS", private.as_str())];
+        let endpoint = s3.endpoint();
+        let env = [("FANOUT_PRIVATE_HOSTS", private.as_str()), ("FANOUT_S3_ENDPOINT", endpoint.as_str())];
         let transform = Component::serve_with("transform", &env, &[MEMORY]);
         let scrape = Component::serve_with("scrape", &env, &[MEMORY]);
         let (t, sc) = (Proxy::start_limited(&transform.url(""), HOST), Proxy::start_limited(&scrape.url(""), HOST));

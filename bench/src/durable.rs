@@ -109,7 +109,9 @@ impl Store {
 
 /// A worker and a coordinator wired to it and to the bucket, with `flags`.
 fn bundle(store: &Store, worker: &str, private: &str, flags: &[&str]) -> (Component, Component) {
-    let w = Component::serve_with(worker, &[("FANOUT_PRIVATE_HOSTS", private)], flags);
+    let endpoint = store.server.endpoint();
+    let w =
+        Component::serve_with(worker, &[("FANOUT_PRIVATE_HOSTS", private), ("FANOUT_S3_ENDPOINT", &endpoint)], flags);
     let url = w.url(&format!("/{worker}"));
     let name = if worker == "scrape" { "FANOUT_SCRAPE_URL" } else { "FANOUT_TRANSFORM_URL" };
     let s3_env = store.server.coordinator_env(&store.server.endpoint());

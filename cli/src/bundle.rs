@@ -53,6 +53,9 @@ pub struct Options {
     pub token: Option<String>,
     /// More configuration for every component (`FANOUT_...=value`).
     pub env: Vec<(String, String)>,
+    /// Configuration for the coordinator alone, such as the bucket's keys (with Spin, whose `-e`
+    /// reaches every component, for all of them).
+    pub coordinator_env: Vec<(String, String)>,
     /// Copies the components' logs to stderr, instead of keeping the last lines.
     pub echo_logs: bool,
 }
@@ -113,7 +116,7 @@ impl Bundle {
         // Spin's `-e` reaches every component. A bundle served for one job has a token of its
         // own, so only this CLI can ask any of them for a private host.
         let private = options.private_pages || (options.private_sources && options.token.is_some());
-        for (k, v) in environment(options, private, &[]) {
+        for (k, v) in environment(options, private, &options.coordinator_env) {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }
         self.spawn("spin", cmd, options.echo_logs, None)?;
@@ -133,10 +136,11 @@ impl Bundle {
         let scrape = self.serve(&wasmtime, &wasm, "scrape", any, scrape_env, echo)?;
         let transform_env = environment(options, options.private_sources, &[]);
         let transform = self.serve(&wasmtime, &wasm, "transform", any, transform_env, echo)?;
-        let wiring = [
+        let mut wiring = vec![
             ("FANOUT_SCRAPE_URL".to_owned(), format!("{scrape}/scrape")),
             ("FANOUT_TRANSFORM_URL".to_owned(), format!("{transform}/transform")),
         ];
+        wiring.extend_from_slice(&options.coordinator_env);
         let coordinator_env = environment(options, options.private_sources, &wiring);
         let coordinator = self.serve(&wasmtime, &wasm, "coordinator", options.listen, coordinator_env, echo)?;
         self.routes = routes(&coordinator, &scrape, &transform);

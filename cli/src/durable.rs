@@ -187,7 +187,7 @@ fn submit_and_drive(
     let env = match &durable.bucket {
         // A bundle served for the job keeps its state in the same bucket.
         Some(_) => bundle_env(&durable.store()?),
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     let coordinator = args.coordinator_with(true, private_pages, env)?;
     let made = coordinator.call("POST", route, Some(Value::Object(body)))?;
@@ -197,23 +197,24 @@ fn submit_and_drive(
     Ok(finished(&status))
 }
 
-/// The coordinator's `FANOUT_S3_*` for a bundle the CLI serves, from the CLI's own bucket settings.
-fn bundle_env(store: &Store) -> Vec<(String, String)> {
+/// A bundle the CLI serves keeps its state in the CLI's bucket: where it is, for every component
+/// (workers write there, and only there), and its keys, for the coordinator alone.
+fn bundle_env(store: &Store) -> (Vec<(String, String)>, Vec<(String, String)>) {
     let c = store.config();
-    let mut env = vec![
-        ("FANOUT_S3_BUCKET".to_owned(), c.bucket.clone()),
-        ("FANOUT_S3_REGION".to_owned(), c.region.clone()),
+    let mut all =
+        vec![("FANOUT_S3_BUCKET".to_owned(), c.bucket.clone()), ("FANOUT_S3_REGION".to_owned(), c.region.clone())];
+    if let Some(endpoint) = &c.endpoint {
+        all.push(("FANOUT_S3_ENDPOINT".to_owned(), endpoint.as_str().trim_end_matches('/').to_owned()));
+        // A bucket on this machine is the one private host the workers need.
+        if let (Some(host), Some(port)) = (endpoint.host_str(), endpoint.port_or_known_default()) {
+            all.push(("FANOUT_PRIVATE_HOSTS".to_owned(), format!("{host}:{port}")));
+        }
+    }
+    let keys = vec![
         ("FANOUT_S3_ACCESS_KEY_ID".to_owned(), c.access_key_id.clone()),
         ("FANOUT_S3_SECRET_ACCESS_KEY".to_owned(), c.secret_access_key.clone()),
     ];
-    if let Some(endpoint) = &c.endpoint {
-        env.push(("FANOUT_S3_ENDPOINT".to_owned(), endpoint.as_str().trim_end_matches('/').to_owned()));
-        // Workers write to the bucket: a bucket on this machine is the one private host they may reach.
-        if let (Some(host), Some(port)) = (endpoint.host_str(), endpoint.port_or_known_default()) {
-            env.push(("FANOUT_PRIVATE_HOSTS".to_owned(), format!("{host}:{port}")));
-        }
-    }
-    env
+    (all, keys)
 }
 
 /// Ticks job `id` until it is finished, showing its progress; its last status.

@@ -45,8 +45,9 @@ pub struct Target<'a> {
     /// What a bundle served for the job may read on private hosts.
     pub private_sources: bool,
     pub private_pages: bool,
-    /// More configuration for a bundle served for the job.
+    /// More configuration for a bundle served for the job: every component's, the coordinator's.
     pub env: Vec<(String, String)>,
+    pub coordinator_env: Vec<(String, String)>,
 }
 
 impl Coordinator {
@@ -71,6 +72,7 @@ impl Coordinator {
             private_pages: target.private_pages,
             token: Some(token.clone()),
             env: target.env,
+            coordinator_env: target.coordinator_env,
             echo_logs: false,
         };
         let bundle = Bundle::start(&options)?;

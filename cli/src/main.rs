@@ -151,15 +151,16 @@ impl JobArgs {
     /// The coordinator the job goes to; a bundle served for it may read sources
     /// (`private_sources`) or pages (`private_pages`) on loopback and private hosts.
     fn coordinator(&self, private_sources: bool, private_pages: bool) -> Result<job::Coordinator> {
-        self.coordinator_with(private_sources, private_pages, Vec::new())
+        self.coordinator_with(private_sources, private_pages, (Vec::new(), Vec::new()))
     }
 
-    /// [`JobArgs::coordinator`], a bundle served for the job configured with `env` too.
+    /// [`JobArgs::coordinator`], a bundle served for the job configured with `env` too: every
+    /// component's, and the coordinator's alone.
     fn coordinator_with(
         &self,
         private_sources: bool,
         private_pages: bool,
-        env: Vec<(String, String)>,
+        (env, coordinator_env): (Vec<(String, String)>, Vec<(String, String)>),
     ) -> Result<job::Coordinator> {
         job::Coordinator::find(job::Target {
             endpoint: self.endpoint.as_ref(),
@@ -169,6 +170,7 @@ impl JobArgs {
             private_sources,
             private_pages,
             env,
+            coordinator_env,
         })
     }
 }
@@ -207,6 +209,7 @@ fn up(args: UpArgs) -> Result<i32> {
         private_pages: args.allow_private_hosts,
         token: None,
         env: args.env,
+        coordinator_env: Vec::new(),
         echo_logs: true,
     };
     let bundle = Bundle::start(&options)?;

@@ -643,8 +643,10 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
 /// A bundle whose coordinator keeps durable jobs in `s3`, its workers allowed to reach it and `site`.
 fn durable_bundle(s3: &fanout_testkit::s3::S3Server, site: &Site) -> Bundle {
     let private = format!("{},{}", site.url("").trim_start_matches("http://").trim_end_matches('/'), s3.host_port());
-    let transform = Component::serve("transform", &[("FANOUT_PRIVATE_HOSTS", &private)]);
-    let scrape = Component::serve("scrape", &[("FANOUT_PRIVATE_HOSTS", &private)]);
+    let endpoint = s3.endpoint();
+    let worker_env = [("FANOUT_PRIVATE_HOSTS", private.as_str()), ("FANOUT_S3_ENDPOINT", endpoint.as_str())];
+    let transform = Component::serve("transform", &worker_env);
+    let scrape = Component::serve("scrape", &worker_env);
     let (t, sc) = (transform.url("/transform"), scrape.url("/scrape"));
     let s3_env = s3.coordinator_env(&s3.endpoint());
     let mut env: Vec<(&str, &str)> = vec![

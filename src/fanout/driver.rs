@@ -98,6 +98,12 @@ pub enum CallError {
     Permanent(String),
     /// Fails the whole job when its turn comes (`on_error: fail` met a bad row).
     Fatal(String),
+    /// The deployment's mistake, not the unit's: the worker refused the
+    /// caller (401, 403), has no such route (404, 405), or is not configured.
+    /// A streamed job fails the unit, as for [`CallError::Permanent`]; a
+    /// durable job concludes nothing and reports it, so that fixing the
+    /// configuration loses no unit.
+    Misconfigured(String),
 }
 
 /// A unit of work: a chunk of rows or a batch of URLs.
@@ -639,7 +645,9 @@ impl<M: Merge> Driver<M> {
                     }),
                 }
             }
-            CallError::Permanent(message) => Phase::Failed(Failure { kind: FailureKind::Worker, reason: message }),
+            CallError::Permanent(message) | CallError::Misconfigured(message) => {
+                Phase::Failed(Failure { kind: FailureKind::Worker, reason: message })
+            }
             CallError::Fatal(message) => Phase::Fatal(message),
             CallError::Timeout(_) => unreachable!("timeouts are transient failures"),
         };

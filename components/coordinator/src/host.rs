@@ -17,6 +17,8 @@ use std::time::Duration;
 
 /// How long the coordinator's own signed requests stay valid.
 const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
+/// The longest one request to the bucket may take.
+const BUCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bucket, the workers and the clocks, as one tick (or one job route) uses them.
 pub struct HttpHost {
@@ -83,7 +85,8 @@ impl HttpHost {
             url: &signed.url,
             headers: signed.headers,
             body,
-            timeout: self.config.source_timeout,
+            // A request to the bucket is small and quick; a tick's budget is not spent waiting on one.
+            timeout: self.config.source_timeout.min(BUCKET_TIMEOUT),
             max_bytes: self.config.max_worker_response_bytes,
             truncate: false,
         })
@@ -168,10 +171,13 @@ impl JobHost for HttpHost {
         self.bucket.sign(&op, valid, wall_ms()).url
     }
 
-    async fn read_url(&self, url: &str, range: Range<u64>) -> Result<Vec<u8>, String> {
+    async fn read_url(&self, url: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
         let last = range.end.saturating_sub(1);
-        let piece = fetch_range(url, range.start, last, self.config.source_timeout, 0).await?;
-        Ok(piece.bytes)
+        match fetch_range(url, range.start, last, self.config.source_timeout, 0).await {
+            Ok(piece) => Ok(piece.bytes),
+            Err(e) if e.transient => Err(StoreError::Transient(e.message)),
+            Err(e) => Err(StoreError::Permanent(e.message)),
+        }
     }
 
     async fn call(&self, worker: WorkerKind, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
@@ -180,7 +186,9 @@ impl JobHost for HttpHost {
             WorkerKind::Scrape => (&self.scrape, "FANOUT_SCRAPE_URL"),
         };
         let Some(w) = w else {
-            return Err(CallError::Permanent(format!("{name} is not set: the coordinator does not know the worker")));
+            return Err(CallError::Misconfigured(format!(
+                "{name} is not set: the coordinator does not know the worker"
+            )));
         };
         let url = (w.url)(&());
         call_worker(w.clone(), url, Rc::new(payload), timeout).await

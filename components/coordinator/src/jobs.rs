@@ -7,15 +7,16 @@
 //! * `GET /jobs/{id}`: its status; `DELETE /jobs/{id}`: cancel it.
 
 use crate::host::HttpHost;
-use crate::scrape::{open_list, template, Pieces};
+use crate::scrape::{open_list, template};
 use crate::transform::{prepare_spec, source_request, SourceJob};
 use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::config::Config;
 use fanout::fanout::jobs::layout::{Layout, ACTIVE};
+use fanout::fanout::jobs::plan::MAX_UNITS;
 use fanout::fanout::jobs::plan::{Limits, ListCutter, ListFormat, Plan, ScrapeWork, Source, TransformWork, Work};
 use fanout::fanout::jobs::state::{JobStatus, State, Status, Stop};
-use fanout::fanout::jobs::tick::{self, put_json, JobError, JobHost, Put};
-use fanout::fanout::jobs::JobId;
+use fanout::fanout::jobs::tick::{self, JobError, JobHost, Put, TickSettings};
+use fanout::fanout::jobs::{retrying, JobId};
 use fanout::fanout::options::JobOptions;
 use fanout::store::Cond;
 use fanout_spin::{random_u64, source, wall_ms, Reply, Request};
@@ -23,8 +24,14 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-/// The most jobs one `POST /jobs/tick` advances; the rest wait for the next.
+/// The most jobs one `POST /jobs/tick` advances; which ones is drawn each time.
 const MAX_JOBS_PER_TICK: usize = 32;
+/// Jobs one `POST /jobs/tick` advances at once: each holds its state and its calls.
+const TICKS_AT_ONCE: usize = 4;
+/// The least of the budget a job's tick is started with.
+const MIN_SHARE: Duration = Duration::from_secs(2);
+/// The most unfinished jobs one `POST /jobs/tick` lists to choose from.
+const MAX_ACTIVE_LISTED: usize = 10_000;
 
 /// Routes `/jobs/...`; `rest` is the path after `/jobs`.
 pub async fn route(req: Request, rest: &str) -> Result<Reply, ApiError> {
@@ -74,9 +81,13 @@ fn owner() -> String {
 fn job_error(id: &JobId, e: JobError) -> ApiError {
     match e {
         JobError::NotFound => ApiError::new(ErrorKind::NotFound, format!("there is no job {id}")),
-        JobError::Store(e) => ApiError::new(ErrorKind::BadGateway, e.to_string()),
-        JobError::Corrupt(m) => ApiError::new(ErrorKind::Config, format!("job {id}: {m}")),
+        JobError::Store(e) => store_error(e),
+        JobError::Corrupt(m) | JobError::Config(m) => ApiError::new(ErrorKind::Config, format!("job {id}: {m}")),
     }
+}
+
+fn store_error(e: fanout::store::StoreError) -> ApiError {
+    ApiError::new(ErrorKind::BadGateway, e.to_string())
 }
 
 /// A job's limits: its options within the operator's.
@@ -86,9 +97,12 @@ fn limits(options: &JobOptions, config: &Config, audit_percent: f64) -> Result<L
             "window_bytes orders a streamed answer; a durable job writes its parts in order without one",
         ));
     }
-    let checked = options.limits(config, 4096)?;
+    // A tick holds no units or answers in memory beyond its calls' receipts, so the streamed
+    // job's memory model does not apply: only the option checks do, and the durable deadline.
+    let streamed = Config { job_deadline: config.durable_deadline, ..config.clone() };
+    let checked = options.limits(&streamed, 0)?;
     Ok(Limits {
-        concurrency: checked.concurrency,
+        concurrency: options.concurrency.unwrap_or(config.worker_concurrency).min(checked.concurrency.max(1)),
         attempts: config.worker_attempts,
         deadline_ms: checked.deadline.as_millis() as u64,
         tolerated_failures: options.tolerated_failures,
@@ -97,18 +111,25 @@ fn limits(options: &JobOptions, config: &Config, audit_percent: f64) -> Result<L
     })
 }
 
+/// Refuses a job with more units than [`MAX_UNITS`], saying what to make larger.
+fn units_within(units: u64, larger: &str) -> Result<u64, ApiError> {
+    if units > MAX_UNITS {
+        return Err(ApiError::bad_request(format!(
+            "the job would have {units} units, over the {MAX_UNITS} a durable job may have: ask for a larger {larger}"
+        )));
+    }
+    Ok(units)
+}
+
 /// Writes a new job's plan, its empty state and its marker, and answers 201.
 async fn create(host: &HttpHost, plan: &Plan) -> Result<Reply, ApiError> {
     let layout = Layout::new(&plan.id);
-    let store = |e: fanout::store::StoreError| ApiError::new(ErrorKind::BadGateway, e.to_string());
     for (key, body) in [
-        (layout.plan(), serde_json::to_value(plan).expect("plans serialise")),
-        (layout.state(), serde_json::to_value(State::default()).expect("states serialise")),
-        (layout.active(), json!({"created_ms": plan.created_ms})),
+        (layout.plan(), serde_json::to_vec(plan).expect("plans serialise")),
+        (layout.state(), serde_json::to_vec(&State::default()).expect("states serialise")),
+        (layout.active(), serde_json::to_vec(&json!({"created_ms": plan.created_ms})).expect("values serialise")),
     ] {
-        if put_json(host, &key, &body, Cond::Create).await.map_err(store)? == Put::Conflict {
-            return Err(ApiError::new(ErrorKind::Conflict, format!("{key} exists already")));
-        }
+        create_object(host, &key, body).await?;
     }
     let body = json!({
         "id": plan.id,
@@ -116,6 +137,20 @@ async fn create(host: &HttpHost, plan: &Plan) -> Result<Reply, ApiError> {
         "manifest_key": layout.manifest(),
     });
     Ok(Reply::json(&body).with_status(201))
+}
+
+/// Creates `key` with `body`. A write whose answer was lost, and whose retry then found the key
+/// there, is recognised by reading it back: the job exists, as made here.
+async fn create_object(host: &HttpHost, key: &str, body: Vec<u8>) -> Result<(), ApiError> {
+    let put = retrying(|d| host.sleep(d), || host.put(key, body.clone(), Cond::Create)).await.map_err(store_error)?;
+    if let Put::Written(_) = put {
+        return Ok(());
+    }
+    let there = retrying(|d| host.sleep(d), || host.get(key, None)).await.map_err(store_error)?;
+    if there.is_some_and(|got| got.body == body) {
+        return Ok(());
+    }
+    Err(ApiError::new(ErrorKind::Conflict, format!("{key} exists already")))
 }
 
 /// `POST /jobs/transform`: the body of `/coordinate/transform`'s source mode.
@@ -159,7 +194,7 @@ async fn submit_transform(req: Request) -> Result<Reply, ApiError> {
     let header = source::header(&config, &url, &spec.dialect).await.map_err(|e| named(e, &url, &given_source))?;
     prepare_spec(&spec, &header.names)?;
     let id = JobId::new(random_u64(), random_u64());
-    let units = size.div_ceil(chunk_bytes as u64);
+    let units = units_within(size.div_ceil(chunk_bytes as u64), "chunk_bytes")?;
     let work = TransformWork { source, size, chunk_bytes: chunk_bytes as u64, spec, columns: header.names };
     create(&host, &Plan { id, created_ms: wall_ms(), units, limits, work: Work::Transform(work) }).await
 }
@@ -190,101 +225,98 @@ async fn submit_scrape(req: Request) -> Result<Reply, ApiError> {
     let limits = limits(&t.options, &config, 0.0)?;
     let id = JobId::new(random_u64(), random_u64());
     let layout = Layout::new(&id);
-    let too_many = || {
-        ApiError::bad_request(format!(
-            "the URL list holds more than {} URLs (FANOUT_MAX_JOB_URLS)",
-            config.max_job_urls
-        ))
-    };
-    let (list, format, (offsets, count)) = match (urls, urls_source) {
+    // A batch's request: its URLs at most half the workers' request limit, as /coordinate cuts them.
+    let cutter =
+        |format| ListCutter::new(format, t.batch_size, config.max_request_bytes / 2, config.max_job_urls as u64);
+    let bad = |e: String| ApiError::bad_request(format!("{e} (FANOUT_MAX_JOB_URLS={})", config.max_job_urls));
+    let (list, format, cut) = match (urls, urls_source) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give urls or urls_source, not both")),
         (None, None) => return Err(ApiError::bad_request("a scrape job needs urls or urls_source")),
         (Some(urls), None) => {
             let urls: Vec<String> = serde_json::from_value(urls)
                 .map_err(|e| ApiError::bad_request(format!("urls must be an array of strings: {e}")))?;
-            if urls.len() > config.max_job_urls {
-                return Err(too_many());
-            }
             // Kept as one JSON string a line, so that any string, a bad URL included, gets its result.
             let mut lines = Vec::new();
             for url in &urls {
                 serde_json::to_writer(&mut lines, url).expect("strings serialise");
                 lines.push(b'\n');
             }
-            let mut cutter = ListCutter::new(ListFormat::JsonLines, t.batch_size);
-            cutter.push(&lines).map_err(ApiError::bad_request)?;
-            let cut = cutter.finish().map_err(ApiError::bad_request)?;
-            let store = |e: fanout::store::StoreError| ApiError::new(ErrorKind::BadGateway, e.to_string());
-            if host.put(&layout.urls(), lines, Cond::Create).await.map_err(store)? == Put::Conflict {
-                return Err(ApiError::new(ErrorKind::Conflict, format!("{} exists already", layout.urls())));
-            }
+            let mut cutter = cutter(ListFormat::JsonLines);
+            cutter.push(&lines).map_err(bad)?;
+            let cut = cutter.finish().map_err(bad)?;
+            create_object(&host, &layout.urls(), lines).await?;
             (Source::Object(layout.urls()), ListFormat::JsonLines, cut)
         }
         (None, Some(Value::String(given))) => {
-            let (list, url, name) = match given.strip_prefix("s3://") {
+            let (list, url) = match given.strip_prefix("s3://") {
                 Some(_) => {
                     let key =
                         host.bucket().key_of(&given).map_err(|e| ApiError::bad_request(format!("urls_source: {e}")))?;
                     let url = host.presign(tick::Presigned::Read, key, Duration::from_secs(300));
-                    (
-                        Source::Object(key.to_owned()),
-                        url::Url::parse(&url).expect("presigned URLs parse"),
-                        given.clone(),
-                    )
+                    (Source::Object(key.to_owned()), url::Url::parse(&url).expect("presigned URLs parse"))
                 }
                 None => {
                     let url = source::check("urls_source", &given, &config)?;
-                    (Source::Url(url.to_string()), url, given.clone())
+                    (Source::Url(url.to_string()), url)
                 }
             };
-            let cut = cut_list(open_list(&config, &url, &name).await?, t.batch_size).await?;
-            (list, ListFormat::Lines, cut)
+            let mut pieces = open_list(&config, &url, &given).await?;
+            let mut cutter = cutter(ListFormat::Lines);
+            while let Some(piece) = pieces.next().await {
+                cutter.push(&piece?).map_err(bad)?;
+            }
+            (list, ListFormat::Lines, cutter.finish().map_err(bad)?)
         }
         (None, Some(v)) => return Err(ApiError::bad_request(format!("urls_source must be a URL, not {v}"))),
     };
-    if count > config.max_job_urls as u64 {
-        return Err(too_many());
-    }
-    let units = offsets.len() as u64 - 1;
-    let work = ScrapeWork { list, format, offsets, urls: count, batch_size: t.batch_size, request: t.request };
+    let units = units_within(cut.firsts.len() as u64, "batch_size")?;
+    let work =
+        ScrapeWork { list, format, offsets: cut.offsets, firsts: cut.firsts, urls: cut.urls, request: t.request };
     create(&host, &Plan { id, created_ms: wall_ms(), units, limits, work: Work::Scrape(work) }).await
 }
 
-/// Reads a URL list to its end, finding where its batches start.
-async fn cut_list(mut pieces: Pieces, batch_size: u64) -> Result<(Vec<u64>, u64), ApiError> {
-    let mut cutter = ListCutter::new(ListFormat::Lines, batch_size);
-    while let Some(piece) = pieces.next().await {
-        cutter.push(&piece?).map_err(ApiError::bad_request)?;
-    }
-    cutter.finish().map_err(ApiError::bad_request)
-}
-
-/// `POST /jobs/tick`: advances every unfinished job (up to [`MAX_JOBS_PER_TICK`]) at once.
+/// `POST /jobs/tick`: advances up to [`MAX_JOBS_PER_TICK`] unfinished jobs,
+/// [`TICKS_AT_ONCE`] at a time, starting at a random one of them, so that
+/// every job is reached however many there are.
 async fn tick_all(config: &Config) -> Result<Reply, ApiError> {
     let host = HttpHost::new(config)?;
-    let store = |e: fanout::store::StoreError| ApiError::new(ErrorKind::BadGateway, e.to_string());
     let mut ids = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = host.list(ACTIVE, after.as_deref()).await.map_err(store)?;
+        let page = retrying(|d| host.sleep(d), || host.list(ACTIVE, after.as_deref())).await.map_err(store_error)?;
         ids.extend(page.keys.iter().filter_map(|k| JobId::try_from(k.trim_start_matches(ACTIVE).to_owned()).ok()));
         after = page.keys.last().cloned();
-        if !page.truncated || ids.len() >= MAX_JOBS_PER_TICK {
+        if !page.truncated || ids.len() >= MAX_ACTIVE_LISTED {
             break;
         }
     }
+    if !ids.is_empty() {
+        let start = (random_u64() % ids.len() as u64) as usize;
+        ids.rotate_left(start);
+    }
     ids.truncate(MAX_JOBS_PER_TICK);
+    // One budget for all: each tick gets what is left of it, and jobs that would get too little wait.
     let settings = host.settings();
+    let end = fanout_spin::now() + settings.budget;
     let ticks = ids.iter().map(|id| {
         let (host, settings) = (&host, &settings);
         async move {
-            match tick::tick(host, id, &owner(), settings).await {
-                Ok(status) => serde_json::to_value(status).expect("statuses serialise"),
-                Err(e) => json!({"id": id, "error": serde_json::from_slice::<Value>(&job_error(id, e).to_json()).expect("errors are JSON")["error"]}),
+            let left = end.saturating_sub(fanout_spin::now());
+            if left < MIN_SHARE {
+                return None;
             }
+            let settings = TickSettings { budget: left, ..settings.clone() };
+            Some(match tick::tick(host, id, &owner(), &settings).await {
+                Ok(status) => serde_json::to_value(status).expect("statuses serialise"),
+                Err(e) => {
+                    let e = job_error(id, e);
+                    json!({"id": id, "error": {"kind": e.kind(), "message": e.message()}})
+                }
+            })
         }
     });
-    let jobs: Vec<Value> = futures::future::join_all(ticks).await;
+    let jobs: Vec<Value> =
+        futures::stream::iter(ticks).buffered(TICKS_AT_ONCE).filter_map(|t| async { t }).collect().await;
     Ok(Reply::json(&json!({ "jobs": jobs })))
 }
 
@@ -294,11 +326,8 @@ async fn cancel(host: &HttpHost, id: &JobId) -> Result<Reply, ApiError> {
     if status.finished {
         return Err(ApiError::new(ErrorKind::Conflict, format!("job {id} is finished ({:?})", status.status)));
     }
-    let marker = Stop {
-        status: JobStatus::Cancelled,
-        reason: "cancelled by DELETE /jobs/{id}".replace("{id}", id.as_str()),
-        at_ms: wall_ms(),
-    };
+    let marker =
+        Stop { status: JobStatus::Cancelled, reason: format!("cancelled by DELETE /jobs/{id}"), at_ms: wall_ms() };
     let (holds, _) = tick::stop(host, id, &marker).await.map_err(|e| job_error(id, e))?;
     if holds.status != JobStatus::Cancelled {
         return Err(ApiError::new(ErrorKind::Conflict, format!("job {id} stopped already: {}", holds.reason)));

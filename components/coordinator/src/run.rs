@@ -230,6 +230,10 @@ pub async fn call_worker<Meta>(
                 413 => {
                     Err(CallError::Permanent(format!("the worker refused the request as too large (413): {message}")))
                 }
+                // The worker refused this coordinator (its token, its egress rules) or has no such route.
+                401 | 403 | 404 | 405 => {
+                    Err(CallError::Misconfigured(format!("worker answered {}: {message}", resp.status)))
+                }
                 status if retryable_status(status) => Err(CallError::Transient {
                     message: format!("worker answered {status}: {message}"),
                     retry_after: resp.header("retry-after").and_then(parse_retry_after),

@@ -12,8 +12,8 @@ mod batch;
 mod page;
 
 use batch::{Results, Streamed};
-use fanout::api::{parse_json, ApiError, ErrorKind};
-use fanout::fanout::jobs::commit::{commit, Adopt, CommitError, Output};
+use fanout::api::{parse_json, ApiError};
+use fanout::fanout::jobs::commit::{Adopt, Output};
 use fanout::fanout::jobs::receipt::{Outcome, Pages, Tally};
 use fanout::framing::{Format, Framer};
 use fanout::html::ExtractOptions;
@@ -81,19 +81,8 @@ async fn conclude(
     let first = sink.first_index().ok_or_else(|| ApiError::bad_request("sink.first_index is missing"))?;
     let mut collected = Collected { first, lines: vec![Vec::new(); urls.len()], pages: Pages::default() };
     batch::run(settings, extract, urls.clone(), &mut collected).await;
-    let part = collected.lines.concat();
-    if part.len() > sink.max_bytes() {
-        return Err(ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "the batch's results take {} bytes, over the part limit of {} (FANOUT_MAX_PART_BYTES)",
-                part.len(),
-                sink.max_bytes()
-            ),
-        ));
-    }
     let output = Output {
-        part: Some(part),
+        part: Some(collected.lines.concat()),
         errors: None,
         tally: Tally::Pages(collected.pages),
         outcome: Outcome::Done,
@@ -101,11 +90,7 @@ async fn conclude(
     };
     // Pages change between runs: an earlier run's part is taken as it is, and counted.
     let derive = |part: &[u8]| Pages::of_part(part, first, &urls).map(Tally::Pages);
-    match commit(&sink, sink.unit(), output, Adopt::Derive(&derive)).await {
-        Ok(committed) => Ok(Reply::bytes("application/json", committed.into_bytes())),
-        Err(CommitError::Store(e)) => Err(ApiError::new(ErrorKind::BadGateway, format!("sink: {e}"))),
-        Err(CommitError::Conflict(m)) => Err(ApiError::new(ErrorKind::Conflict, m)),
-    }
+    sink.conclude(output, Adopt::Derive(&derive)).await
 }
 
 /// A batch's results kept for its part: one line each, in input order, numbered from `first`.

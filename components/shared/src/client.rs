@@ -253,11 +253,35 @@ pub struct RangePiece {
     pub at_eof: bool,
 }
 
+/// Why a ranged read failed, and whether trying again may help (no
+/// connection, a time-out, a 408, 429 or 5xx) or not (the file is not what was
+/// asked for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeError {
+    /// What happened.
+    pub message: String,
+    /// Whether it is worth another try.
+    pub transient: bool,
+}
+
+impl fmt::Display for RangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Fetches bytes `first..=last` of `url`, within `time` and the range's size
 /// (plus `slack` bytes, since a server that ignores `Range` sends the whole
 /// file, which is cut here while it fits).
-pub async fn fetch_range(url: &str, first: u64, last: u64, time: Duration, slack: usize) -> Result<RangePiece, String> {
+pub async fn fetch_range(
+    url: &str,
+    first: u64,
+    last: u64,
+    time: Duration,
+    slack: usize,
+) -> Result<RangePiece, RangeError> {
     let wanted = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(usize::MAX);
+    let permanent = |message: String| RangeError { message, transient: false };
     let response = fetch(Outbound {
         method: Method::Get,
         url,
@@ -268,16 +292,19 @@ pub async fn fetch_range(url: &str, first: u64, last: u64, time: Duration, slack
         truncate: false,
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| RangeError {
+        transient: matches!(e, FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Dns(_)),
+        message: e.to_string(),
+    })?;
     match response.status {
         206 => {
             let (start, end, total) = response
                 .header("content-range")
                 .and_then(fanout::content::parse_content_range)
-                .ok_or("answered 206 without a usable Content-Range")?;
+                .ok_or_else(|| permanent("answered 206 without a usable Content-Range".into()))?;
             let length = end.checked_sub(start).and_then(|d| d.checked_add(1));
             if start != first || end > last || length != Some(response.body.len() as u64) {
-                return Err(format!("answered bytes {start}-{end} when asked for {first}-{last}"));
+                return Err(permanent(format!("answered bytes {start}-{end} when asked for {first}-{last}")));
             }
             Ok(RangePiece { bytes: response.body, at_eof: total.map_or(end < last, |t| end.saturating_add(1) >= t) })
         }
@@ -289,7 +316,10 @@ pub async fn fetch_range(url: &str, first: u64, last: u64, time: Duration, slack
             Ok(RangePiece { bytes: body[from as usize..to.max(from) as usize].to_vec(), at_eof: to == len })
         }
         416 => Ok(RangePiece { bytes: Vec::new(), at_eof: true }),
-        status => Err(format!("answered {status}")),
+        status => Err(RangeError {
+            message: format!("answered {status}"),
+            transient: fanout::fanout::retry::retryable_status(status),
+        }),
     }
 }
 

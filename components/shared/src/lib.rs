@@ -13,7 +13,7 @@ pub mod source;
 mod time;
 
 pub use body::{read_body, BodyStream, Pieces};
-pub use client::{fetch, fetch_range, open, FetchError, Fetched, Opened, Outbound, RangePiece};
+pub use client::{fetch, fetch_range, open, FetchError, Fetched, Opened, Outbound, RangeError, RangePiece};
 pub use time::{now, random_u64, sleep, timeout, wall_ms, Elapsed};
 
 use fanout::api::ApiError;

@@ -4,17 +4,20 @@
 
 use crate::client::{fetch, Outbound};
 use crate::time::sleep;
+use crate::Reply;
 use fanout::api::{ApiError, ErrorKind};
 use fanout::config::Config;
-use fanout::fanout::jobs::commit::{ObjectUrls, Sink, SinkUrls};
+use fanout::fanout::jobs::commit::{commit, Adopt, CommitError, ObjectUrls, Output, Sink, SinkUrls};
 use fanout::fanout::jobs::layout::Slot;
 use fanout::fanout::jobs::receipt::ObjectSum;
-use fanout::store::StoreError;
+use fanout::store::{redact, StoreError};
 use spin_sdk::http::Method;
 use std::future::Future;
 use std::time::Duration;
 
-/// A unit's objects, written through presigned URLs.
+/// A unit's objects, written through presigned URLs: only to the bucket the
+/// worker is configured with, so that a caller without the token cannot make
+/// a worker write anywhere else.
 pub struct HttpSink {
     urls: SinkUrls,
     timeout: Duration,
@@ -27,28 +30,32 @@ impl HttpSink {
     /// write where the operator did not allow).
     pub fn new(urls: SinkUrls, config: &Config) -> Result<HttpSink, ApiError> {
         let egress = config.egress();
+        let forbidden = |m: String| ApiError::new(ErrorKind::Forbidden, redact(&m));
+        let origin = config.sink_origin.as_ref().map(url::Url::origin).ok_or_else(|| {
+            forbidden(
+                "this worker writes durable job units only to the bucket its FANOUT_S3_ENDPOINT (or \
+                 FANOUT_S3_BUCKET) names, and neither is set"
+                    .to_owned(),
+            )
+        })?;
         let all = [Some(&urls.part), urls.errors.as_ref(), Some(&urls.receipt)];
         for object in all.into_iter().flatten() {
             for url in [&object.create, &object.read] {
-                egress.check(url).map_err(|r| ApiError::new(ErrorKind::Forbidden, format!("sink: {r}")))?;
+                let checked = egress.check(url).map_err(|r| forbidden(format!("sink: {r}")))?;
+                if checked.origin() != origin {
+                    return Err(forbidden(format!(
+                        "sink: {url} is not in the bucket at {}",
+                        origin.ascii_serialization()
+                    )));
+                }
             }
         }
         Ok(HttpSink { urls, timeout: config.source_timeout, max_bytes: config.max_part_bytes })
     }
 
-    /// The unit the sink is for.
-    pub fn unit(&self) -> u64 {
-        self.urls.unit
-    }
-
     /// The job index of a scrape batch's first URL.
     pub fn first_index(&self) -> Option<u64> {
         self.urls.first_index
-    }
-
-    /// The largest part this worker writes.
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
     }
 
     fn urls(&self, slot: Slot) -> Result<&ObjectUrls, StoreError> {
@@ -58,6 +65,30 @@ impl HttpSink {
                 self.urls.errors.as_ref().ok_or_else(|| StoreError::Permanent("no URL for error records".into()))
             }
             Slot::Receipt => Ok(&self.urls.receipt),
+        }
+    }
+}
+
+impl HttpSink {
+    /// Commits a unit's `output` (see [`commit`]) and answers with its receipt:
+    /// 413 for a part over the limit, 409 when an earlier run's objects cannot
+    /// be taken as this one's, 502 when the bucket fails.
+    pub async fn conclude(&self, output: Output, adopt: Adopt<'_>) -> Result<Reply, ApiError> {
+        let part = output.part.as_ref().map_or(0, Vec::len);
+        if part > self.max_bytes {
+            return Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "the unit's part takes {part} bytes, over the limit of {} (FANOUT_MAX_PART_BYTES): make the \
+                     job's units smaller",
+                    self.max_bytes
+                ),
+            ));
+        }
+        match commit(self, self.urls.unit, output, adopt).await {
+            Ok(committed) => Ok(Reply::bytes("application/json", committed.into_bytes())),
+            Err(CommitError::Store(e)) => Err(ApiError::new(ErrorKind::BadGateway, format!("sink: {e}"))),
+            Err(CommitError::Conflict(m)) => Err(ApiError::new(ErrorKind::Conflict, m)),
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::client::{fetch_range, open, Outbound};
 use fanout::api::{ApiError, ErrorKind};
 use fanout::config::Config;
 use fanout::egress::Refusal;
+use fanout::store::redact;
 use fanout::transform::engine::{read_header, Header};
 use fanout::transform::spec::Dialect;
 use spin_sdk::http::Method;
@@ -18,13 +19,14 @@ pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// when it is not a URL, 403 when it is not allowed.
 pub fn check(field: &str, source: &str, config: &Config) -> Result<Url, ApiError> {
     config.egress().check(source).map_err(|r| match r {
-        Refusal::Invalid(m) => ApiError::bad_request(format!("{field}: {m}")),
-        Refusal::Blocked(m) => ApiError::new(ErrorKind::Forbidden, format!("{field}: {m}")),
+        Refusal::Invalid(m) => ApiError::bad_request(redact(&format!("{field}: {m}"))),
+        Refusal::Blocked(m) => ApiError::new(ErrorKind::Forbidden, redact(&format!("{field}: {m}"))),
     })
 }
 
+/// A failed read of the source; a presigned source's signature is not repeated in the message.
 fn gateway(url: &Url, message: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorKind::BadGateway, format!("source {url}: {message}"))
+    ApiError::new(ErrorKind::BadGateway, redact(&format!("source {url}: {message}")))
 }
 
 /// Fetches bytes `first..=last` of the source: 502 when it fails.

@@ -9,7 +9,7 @@
 
 use crate::answer;
 use fanout::api::{parse_json, ApiError, ErrorKind};
-use fanout::fanout::jobs::commit::{commit, Adopt, CommitError, Output, SinkUrls};
+use fanout::fanout::jobs::commit::{Adopt, Output, SinkUrls};
 use fanout::fanout::jobs::receipt::{Outcome, Tally};
 use fanout::framing::Format;
 use fanout::transform::engine::{prepare, run_parts, Placement, RunError};
@@ -88,7 +88,9 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
     buf.truncate(cut.end);
     let placement = Placement { line_offset, range_start: Some(from.saturating_add(cut.begin as u64)) };
     match sink {
-        Some(sink) => conclude(spec, program, &buf[cut.begin..], placement, sink).await,
+        Some(sink) => {
+            conclude(spec, program, &buf[cut.begin..], placement, sink, config.max_worker_response_bytes).await
+        }
         None => answer(spec, program, buf, cut.begin, format, placement),
     }
 }
@@ -101,20 +103,21 @@ async fn conclude(
     rows: &[u8],
     placement: Placement,
     sink: HttpSink,
+    max_partial: usize,
 ) -> Result<Reply, ApiError> {
     let started = now();
     let parts = run_parts(&spec, &program, rows, placement).map_err(|e| match e {
         RunError::Spec(m) => ApiError::bad_request(m),
         RunError::Halt(h) => ApiError::new(ErrorKind::BadRow, h.to_string()),
     })?;
-    if parts.part.len() > sink.max_bytes() {
+    // A partial aggregate is read by the coordinator to be merged, as a worker's answer would be.
+    if spec.aggregate.is_some() && parts.part.len() > max_partial {
         return Err(ApiError::new(
             ErrorKind::PayloadTooLarge,
             format!(
-                "the unit's records take {} bytes, over the part limit of {} (FANOUT_MAX_PART_BYTES): \
-                 make the job's chunk_bytes smaller",
-                parts.part.len(),
-                sink.max_bytes()
+                "the unit's partial aggregate takes {} bytes, over the {max_partial} the coordinator reads \
+                 (FANOUT_MAX_WORKER_RESPONSE_BYTES): fewer groups, or a larger limit",
+                parts.part.len()
             ),
         ));
     }
@@ -126,9 +129,5 @@ async fn conclude(
         process_ms: now().saturating_sub(started).as_millis() as u64,
     };
     // A transform unit is deterministic: an earlier run's objects must be these.
-    match commit(&sink, sink.unit(), output, Adopt::Same).await {
-        Ok(committed) => Ok(Reply::bytes("application/json", committed.into_bytes())),
-        Err(CommitError::Store(e)) => Err(ApiError::new(ErrorKind::BadGateway, format!("sink: {e}"))),
-        Err(CommitError::Conflict(m)) => Err(ApiError::new(ErrorKind::Conflict, m)),
-    }
+    sink.conclude(output, Adopt::Same).await
 }

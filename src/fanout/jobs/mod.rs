@@ -112,6 +112,19 @@ pub fn is_tick_route(path: &str) -> bool {
         || path.strip_prefix("/jobs/").and_then(|rest| rest.strip_suffix("/tick")).is_some_and(|id| !id.contains('/'))
 }
 
+/// The longest reason a job keeps (a worker's message, why a unit failed): the
+/// job's objects and answers stay small whatever a worker says.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// `reason` cut to [`MAX_REASON_CHARS`], with its signatures taken out.
+pub fn bounded(reason: &str) -> String {
+    let reason = crate::store::redact(reason);
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((at, _)) => format!("{}…", &reason[..at]),
+        None => reason,
+    }
+}
+
 /// Hex digits of `bytes`, lower case.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -151,5 +164,8 @@ mod tests {
             assert!(!is_tick_route(path), "{path}");
         }
         assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(MAX_REASON_CHARS + 5);
+        assert_eq!(bounded(&long).chars().count(), MAX_REASON_CHARS + 1);
     }
 }

@@ -13,6 +13,10 @@ use crate::transform::spec::Spec;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+/// The most units one job may have: its state, about 250 bytes a unit, is
+/// read whole by every tick and every status request.
+pub const MAX_UNITS: u64 = 20_000;
+
 /// A job, as `plan.json` holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,10 +97,10 @@ pub struct ScrapeWork {
     pub format: ListFormat,
     /// Where each batch starts in the list, and where the last one ends (`units + 1` offsets).
     pub offsets: Vec<u64>,
+    /// The job index of each batch's first URL (`units` of them).
+    pub firsts: Vec<u64>,
     /// URLs in all.
     pub urls: u64,
-    /// URLs per batch (the last one may hold fewer).
-    pub batch_size: u64,
     /// Selections and options, as every batch is sent them.
     pub request: ScrapeRequest,
 }
@@ -142,12 +146,9 @@ impl Plan {
     /// Batch `unit` of a scrape job.
     pub fn batch(work: &ScrapeWork, unit: u64) -> Batch {
         let i = unit as usize;
-        let first = unit.saturating_mul(work.batch_size);
-        Batch {
-            bytes: work.offsets[i]..work.offsets[i + 1],
-            first,
-            count: work.batch_size.min(work.urls.saturating_sub(first)),
-        }
+        let first = work.firsts[i];
+        let next = work.firsts.get(i + 1).copied().unwrap_or(work.urls);
+        Batch { bytes: work.offsets[i]..work.offsets[i + 1], first, count: next - first }
     }
 
     /// Input bytes of unit `unit` (a scrape batch counts no bytes, as in the coordinator's summary).
@@ -189,25 +190,49 @@ pub fn urls_of(bytes: &[u8], format: ListFormat, count: u64) -> Result<Vec<Strin
 pub struct ListCutter {
     format: ListFormat,
     batch_size: u64,
+    /// The most bytes a batch's URLs take in its request (JSON strings).
+    max_bytes: usize,
     /// The unread end of the last piece: part of a line.
     pending: Vec<u8>,
     /// Where `pending` starts in the list.
     at: u64,
     offsets: Vec<u64>,
+    firsts: Vec<u64>,
+    /// URLs and their request bytes in the batch being cut.
+    in_batch: (u64, usize),
     urls: u64,
+    most: u64,
     line: u64,
 }
 
+/// A URL list cut into batches: where each starts in the list (and where the
+/// last ends), each one's first URL, and the URL count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// `batches + 1` offsets.
+    pub offsets: Vec<u64>,
+    /// `batches` job indices.
+    pub firsts: Vec<u64>,
+    /// URLs in all.
+    pub urls: u64,
+}
+
 impl ListCutter {
-    /// A cutter making batches of `batch_size` URLs.
-    pub fn new(format: ListFormat, batch_size: u64) -> ListCutter {
+    /// A cutter making batches of at most `batch_size` URLs taking at most
+    /// `max_bytes` in a request (a batch of one long URL may take more), of a
+    /// list of at most `most` URLs.
+    pub fn new(format: ListFormat, batch_size: u64, max_bytes: usize, most: u64) -> ListCutter {
         ListCutter {
             format,
             batch_size: batch_size.max(1),
+            max_bytes,
             pending: Vec::new(),
             at: 0,
             offsets: Vec::new(),
+            firsts: Vec::new(),
+            in_batch: (0, 0),
             urls: 0,
+            most,
             line: 0,
         }
     }
@@ -240,26 +265,33 @@ impl ListCutter {
         if line.len() > MAX_URL_LINE_BYTES {
             return Err(format!("line {} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes", self.line));
         }
-        let is_url = match self.format {
-            ListFormat::Lines => url_of_line(line).is_some(),
-            ListFormat::JsonLines if line.is_empty() => false,
+        let url = match self.format {
+            ListFormat::Lines => url_of_line(line),
+            ListFormat::JsonLines if line.is_empty() => None,
             ListFormat::JsonLines => {
-                serde_json::from_slice::<String>(line).map_err(|e| format!("line {}: {e}", self.line))?;
-                true
+                Some(serde_json::from_slice::<String>(line).map_err(|e| format!("line {}: {e}", self.line))?)
             }
         };
-        if is_url {
-            if self.urls.is_multiple_of(self.batch_size) {
+        if let Some(url) = url {
+            // Its size in the batch's request, escapes included: a line of control characters grows sixfold.
+            let bytes = serde_json::to_string(&url).expect("strings serialise").len() + 1;
+            let (count, taken) = self.in_batch;
+            if count == 0 || count >= self.batch_size || taken + bytes > self.max_bytes {
                 self.offsets.push(self.at);
+                self.firsts.push(self.urls);
+                self.in_batch = (0, 0);
             }
+            self.in_batch = (self.in_batch.0 + 1, self.in_batch.1 + bytes);
             self.urls += 1;
+            if self.urls > self.most {
+                return Err(format!("the URL list holds more than {} URLs", self.most));
+            }
         }
         Ok(())
     }
 
-    /// Ends the list: the batches' start offsets with the list's end after
-    /// them, and the URL count.
-    pub fn finish(mut self) -> Result<(Vec<u64>, u64), String> {
+    /// Ends the list.
+    pub fn finish(mut self) -> Result<Cut, String> {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             let len = line.len() as u64;
@@ -267,7 +299,7 @@ impl ListCutter {
             self.at += len;
         }
         self.offsets.push(self.at);
-        Ok((self.offsets, self.urls))
+        Ok(Cut { offsets: self.offsets, firsts: self.firsts, urls: self.urls })
     }
 }
 
@@ -275,29 +307,33 @@ impl ListCutter {
 mod tests {
     use super::*;
 
-    fn cut(list: &[u8], format: ListFormat, batch: u64, feed: usize) -> (Vec<u64>, u64) {
-        let mut c = ListCutter::new(format, batch);
+    fn cut(list: &[u8], format: ListFormat, batch: u64, feed: usize) -> Cut {
+        let mut c = ListCutter::new(format, batch, usize::MAX, u64::MAX);
         for piece in list.chunks(feed) {
             c.push(piece).unwrap();
         }
         c.finish().unwrap()
     }
 
+    fn work(cut: Cut, format: ListFormat) -> ScrapeWork {
+        ScrapeWork {
+            list: Source::Object("k".into()),
+            format,
+            offsets: cut.offsets,
+            firsts: cut.firsts,
+            urls: cut.urls,
+            request: ScrapeRequest::default(),
+        }
+    }
+
     #[test]
     fn batches_hold_their_urls_however_the_list_arrives() {
         let list = b"# urls\nhttps://a/1\n\n  https://a/2 \r\nhttps://a/3\n# end\nnot a url\nhttps://a/5";
         for feed in 1..list.len() + 1 {
-            let (offsets, urls) = cut(list, ListFormat::Lines, 2, feed);
-            assert_eq!(urls, 5, "feed {feed}");
-            assert_eq!(offsets.len(), 4, "three batches and the end: {offsets:?}");
-            let work = ScrapeWork {
-                list: Source::Object("k".into()),
-                format: ListFormat::Lines,
-                offsets,
-                urls,
-                batch_size: 2,
-                request: ScrapeRequest::default(),
-            };
+            let c = cut(list, ListFormat::Lines, 2, feed);
+            assert_eq!(c.urls, 5, "feed {feed}");
+            assert_eq!(c.offsets.len(), 4, "three batches and the end: {:?}", c.offsets);
+            let work = work(c, ListFormat::Lines);
             let mut all = Vec::new();
             for unit in 0..3 {
                 let b = Plan::batch(&work, unit);
@@ -312,21 +348,50 @@ mod tests {
     #[test]
     fn json_lines_carry_any_string() {
         let list = b"\"https://a/\\n1\"\n\"x\"\n";
-        let (offsets, urls) = cut(list, ListFormat::JsonLines, 10, 3);
-        assert_eq!((offsets, urls), (vec![0, list.len() as u64], 2));
+        let c = cut(list, ListFormat::JsonLines, 10, 3);
+        assert_eq!((c.offsets, c.firsts, c.urls), (vec![0, list.len() as u64], vec![0], 2));
         assert_eq!(urls_of(list, ListFormat::JsonLines, 2).unwrap(), ["https://a/\n1", "x"]);
         assert!(urls_of(list, ListFormat::JsonLines, 3).unwrap_err().contains("changed"));
-        let mut bad = ListCutter::new(ListFormat::JsonLines, 1);
+        let mut bad = ListCutter::new(ListFormat::JsonLines, 1, usize::MAX, u64::MAX);
         assert!(bad.push(b"not json\n").is_err());
     }
 
     #[test]
     fn long_lines_and_empty_lists() {
-        let mut c = ListCutter::new(ListFormat::Lines, 5);
+        let mut c = ListCutter::new(ListFormat::Lines, 5, usize::MAX, u64::MAX);
         let err = c.push(&vec![b'a'; MAX_URL_LINE_BYTES + 1]).unwrap_err();
         assert!(err.contains("line 1") && err.contains("longer"), "{err}");
-        assert_eq!(cut(b"", ListFormat::Lines, 3, 1), (vec![0], 0));
-        assert_eq!(cut(b"\n# only\n", ListFormat::Lines, 3, 1), (vec![8], 0));
+        assert_eq!(cut(b"", ListFormat::Lines, 3, 1), Cut { offsets: vec![0], firsts: vec![], urls: 0 });
+        assert_eq!(cut(b"\n# only\n", ListFormat::Lines, 3, 1).urls, 0);
+        let mut few = ListCutter::new(ListFormat::Lines, 5, usize::MAX, 2);
+        assert!(few.push(b"a\nb\nc\n").unwrap_err().contains("more than 2 URLs"));
+    }
+
+    /// A batch is cut by its request's size too, escapes counted: lines of
+    /// control characters grow sixfold in JSON, and must not make a batch a
+    /// worker refuses.
+    #[test]
+    fn batches_fit_their_request() {
+        let escaped = "\u{1}".repeat(100);
+        let list = format!("https://a/1\n{escaped}\n{escaped}\nhttps://a/4\n");
+        let c = {
+            let mut c = ListCutter::new(ListFormat::Lines, 100, 700, u64::MAX);
+            c.push(list.as_bytes()).unwrap();
+            c.finish().unwrap()
+        };
+        // 100 control characters are 602 bytes of JSON: two such lines never share a batch.
+        assert_eq!(c.firsts, [0, 2]);
+        let w = work(c, ListFormat::Lines);
+        let counts: Vec<u64> = (0..2).map(|u| Plan::batch(&w, u).count).collect();
+        assert_eq!(counts, [2, 2]);
+        let all: Vec<String> = (0..2)
+            .flat_map(|u| {
+                let b = Plan::batch(&w, u);
+                urls_of(&list.as_bytes()[b.bytes.start as usize..b.bytes.end as usize], ListFormat::Lines, b.count)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(all.len(), 4);
     }
 
     #[test]

@@ -198,6 +198,11 @@ impl Receipt {
         if self.errors.as_ref().is_some_and(|e| e.lines == 0) {
             return Err("it names an errors object without error records".into());
         }
+        if let Outcome::Failed { reason, .. } = &self.outcome {
+            if reason.chars().count() > super::MAX_REASON_CHARS + 1 {
+                return Err(format!("its reason is over {} characters", super::MAX_REASON_CHARS));
+            }
+        }
         let failed = matches!(self.outcome, Outcome::Failed { .. });
         match (&self.tally, expect) {
             (Tally::Rows(s), Expect::Rows { filter, aggregate }) if !failed => {

@@ -378,8 +378,8 @@ impl JobHost for SimHost {
         format!("sim:{}:{until}:{key}", if what == Presigned::Create { "create" } else { "read" })
     }
 
-    async fn read_url(&self, _: &str, _: Range<u64>) -> Result<Vec<u8>, String> {
-        Err("the simulation keeps URL lists in the bucket".into())
+    async fn read_url(&self, _: &str, _: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        Err(StoreError::Permanent("the simulation keeps URL lists in the bucket".into()))
     }
 
     async fn call(&self, worker: WorkerKind, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
@@ -716,17 +716,18 @@ fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, Objects) {
             );
             list.push(b'\n');
         }
-        let mut cutter = ListCutter::new(ListFormat::JsonLines, batch);
+        // Batches of up to `batch` URLs, and of about three URLs' bytes, so both cuts happen.
+        let mut cutter = ListCutter::new(ListFormat::JsonLines, batch, 100, u64::MAX);
         cutter.push(&list).unwrap();
-        let (offsets, urls) = cutter.finish().unwrap();
+        let cut = cutter.finish().unwrap();
         objects.insert(layout.urls(), (list, "\"list\"".into()));
-        let units = offsets.len() as u64 - 1;
+        let units = cut.offsets.len() as u64 - 1;
         let work = ScrapeWork {
             list: Source::Object(layout.urls()),
             format: ListFormat::JsonLines,
-            offsets,
-            urls,
-            batch_size: batch,
+            offsets: cut.offsets,
+            firsts: cut.firsts,
+            urls: cut.urls,
             request: ScrapeRequest::default(),
         };
         (Work::Scrape(work), units)

@@ -22,8 +22,9 @@ use std::collections::BTreeMap;
 pub struct State {
     /// Every concluded unit, by number.
     pub units: BTreeMap<u64, Concluded>,
-    /// The longest worker call seen so far, in milliseconds: what a tick
-    /// expects a call to take when it decides whether one still fits.
+    /// The slowest answered worker call of the last tick that made calls, in
+    /// milliseconds: what a tick expects a call to take when it decides
+    /// whether one still fits.
     #[serde(default)]
     pub slowest_call_ms: u64,
 }
@@ -73,7 +74,6 @@ impl State {
         for (unit, concluded) in &other.units {
             self.units.entry(*unit).or_insert_with(|| concluded.clone());
         }
-        self.slowest_call_ms = self.slowest_call_ms.max(other.slowest_call_ms);
     }
 
     /// Whether every unit of `plan` is concluded.
@@ -399,7 +399,7 @@ mod tests {
         let b = State { units: BTreeMap::from([(0, done("other", 9, 9)), (1, done("p1", 2, 1))]), slowest_call_ms: 9 };
         a.merge(&b);
         assert_eq!(a.units[&0].part.as_ref().unwrap().key, "p0", "an entry, once in, stays");
-        assert_eq!((a.units.len(), a.slowest_call_ms), (2, 9));
+        assert_eq!((a.units.len(), a.slowest_call_ms), (2, 5), "the figure is each tick's own");
         let again = a.clone();
         a.merge(&again);
         assert_eq!(a, again, "merging is idempotent");

@@ -26,7 +26,7 @@ use super::lease::Lease;
 use super::plan::{self, Plan, ScrapeWork, Source, TransformWork, Work};
 use super::receipt::{Expect, ObjectSum, Outcome, Pages, Receipt, Tally};
 use super::state::{Concluded, JobStatus, Manifest, State, Status, Stop, Stored, Totals};
-use super::{retrying, JobId, StoreError};
+use super::{bounded, retrying, JobId, StoreError};
 use crate::fanout::driver::{CallError, FailureKind};
 use crate::fanout::merge::TableMode;
 use crate::fanout::retry::RetryPolicy;
@@ -118,8 +118,9 @@ pub trait JobHost {
     async fn list(&self, prefix: &str, after: Option<&str>) -> Result<Listing, StoreError>;
     /// A URL that lets a worker do `what` to `key` for `valid`.
     fn presign(&self, what: Presigned, key: &str, valid: Duration) -> String;
-    /// Bytes `range` of the http(s) file at `url` (a URL list the job was given by URL).
-    async fn read_url(&self, url: &str, range: Range<u64>) -> Result<Vec<u8>, String>;
+    /// Bytes `range` of the http(s) file at `url` (a URL list the job was given by URL):
+    /// transient when trying again may help, permanent when the file is not what it was.
+    async fn read_url(&self, url: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError>;
     /// Calls a worker with `payload`, within `timeout`: its answer, or why there is none.
     async fn call(&self, worker: WorkerKind, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError>;
 }
@@ -148,6 +149,9 @@ pub enum JobError {
     Store(StoreError),
     /// An object of the job is not what fanout writes.
     Corrupt(String),
+    /// The deployment is misconfigured: a worker refused the coordinator (its
+    /// token, its egress rules), or is not configured at all.
+    Config(String),
 }
 
 impl From<StoreError> for JobError {
@@ -161,7 +165,7 @@ impl std::fmt::Display for JobError {
         match self {
             JobError::NotFound => f.write_str("no such job"),
             JobError::Store(e) => e.fmt(f),
-            JobError::Corrupt(m) => f.write_str(m),
+            JobError::Corrupt(m) | JobError::Config(m) => f.write_str(m),
         }
     }
 }
@@ -246,15 +250,29 @@ pub async fn tick<H: JobHost>(host: &H, id: &JobId, owner: &str, settings: &Tick
         let reason = format!("the job's deadline of {} ms passed", run.plan.limits.deadline_ms);
         run.stop_job(JobStatus::Failed, reason).await?;
     }
-    run.schedule().await?;
-    run.flush().await?;
+    // The budget is held whatever the bucket and the workers do: past it, what is still running is
+    // dropped (as if the tick had died, which loses nothing), and the last writes get the reserve.
+    let end = started + settings.budget;
+    if let Some(scheduled) = within(host, end.saturating_sub(RESERVE / 2), run.schedule()).await {
+        scheduled?;
+    }
+    within(host, end, run.flush()).await.transpose()?;
     let state = run.state.borrow().base.clone();
     let mut manifest = None;
     if state.complete(&run.plan) && run.left() > Duration::ZERO {
-        manifest = Some(run.finalize(&state).await?);
+        manifest = within(host, end, run.finalize(&state)).await.transpose()?.flatten();
     }
     let stop = run.stop.borrow().clone();
     Ok(Status::of(&run.plan, &state, stop.as_ref(), manifest.as_ref(), host.wall_ms()))
+}
+
+/// Runs `work` until `until` on the host's monotonic clock: its output, or `None` when time ran out first.
+async fn within<H: JobHost, T>(host: &H, until: Duration, work: impl Future<Output = T>) -> Option<T> {
+    let timer = pin!(host.sleep(until.saturating_sub(host.now())));
+    match select(pin!(work), timer).await {
+        Either::Left((done, _)) => Some(done),
+        Either::Right(_) => None,
+    }
 }
 
 /// The spec a transform job's workers run: aggregates asked for as partial state.
@@ -336,14 +354,26 @@ impl<H: JobHost> Run<'_, H> {
         self.deadline.saturating_sub(self.host.now()).saturating_sub(RESERVE)
     }
 
-    /// What a call is expected to take: the slowest seen in this job so far.
+    /// What a call is expected to take: the slowest answered call of this tick,
+    /// or of the last tick that wrote the state (a recent figure, not the
+    /// slowest ever: one hung call early on must not slow the job for good).
     fn expected_call(&self) -> Duration {
-        let seen = Duration::from_millis(self.state.borrow().base.slowest_call_ms).max(self.slowest.get());
-        if seen.is_zero() {
-            FIRST_CALL_GUESS
-        } else {
-            seen
+        let this_tick = self.slowest.get();
+        let last_tick = Duration::from_millis(self.state.borrow().base.slowest_call_ms);
+        match (this_tick.is_zero(), last_tick.is_zero()) {
+            (false, _) => this_tick,
+            (true, false) => last_tick,
+            (true, true) => FIRST_CALL_GUESS,
         }
+    }
+
+    /// The time limit of a call made under `lease` now: what is left of the
+    /// tick and of the lease (whose URLs the worker writes through), at most
+    /// a worker call's limit; `None` when that is too little to start one.
+    fn call_time(&self, lease: &Lease) -> Option<Duration> {
+        let lease_left = Duration::from_millis(lease.until_ms.saturating_sub(self.host.wall_ms()));
+        let time = self.settings.call_timeout.min(self.left()).min(lease_left);
+        (time >= MIN_CALL).then_some(time)
     }
 
     fn concluded(&self, unit: u64) -> bool {
@@ -372,18 +402,20 @@ impl<H: JobHost> Run<'_, H> {
         let mut running = FuturesUnordered::new();
         let mut next = 0u64;
         let mut flush_at = self.host.now() + self.settings.flush_every;
+        let mut started_any = false;
         loop {
             while running.len() < concurrency && next < self.plan.units {
-                let stopped = self.stop.borrow().is_some();
-                // A unit starts only if a call is expected to fit in what is left; the first
-                // always may, so that a job of slow units still moves.
-                let fits = stopped || self.left() >= self.expected_call().max(MIN_CALL);
-                if !fits && (!running.is_empty() || self.left() < MIN_CALL) {
+                // A unit starts only if a call (or, once the job stopped, a conclusion) is expected
+                // to fit in what is left. The tick's first unit always may, so that a job whose
+                // calls are slower than a tick's budget still moves.
+                let expected = if self.stop.borrow().is_some() { MIN_CALL } else { self.expected_call() };
+                if self.left() < expected.max(MIN_CALL) && (started_any || self.left() < MIN_CALL) {
                     break;
                 }
                 let unit = next;
                 next += 1;
                 if !self.concluded(unit) {
+                    started_any = true;
                     running.push(self.run_unit(unit));
                 }
             }
@@ -428,7 +460,7 @@ impl<H: JobHost> Run<'_, H> {
     }
 
     async fn stop_job(&self, status: JobStatus, reason: String) -> Result<(), JobError> {
-        let marker = Stop { status, reason, at_ms: self.host.wall_ms() };
+        let marker = Stop { status, reason: bounded(&reason), at_ms: self.host.wall_ms() };
         let (holds, _) = stop(self.host, self.layout.id(), &marker).await?;
         *self.stop.borrow_mut() = Some(holds);
         Ok(())
@@ -454,12 +486,14 @@ impl<H: JobHost> Run<'_, H> {
                 let loaded = self.state.borrow();
                 let fresh = self.fresh.borrow();
                 let slowest = self.slowest.get().as_millis() as u64;
-                if fresh.units.is_empty() && slowest <= loaded.base.slowest_call_ms {
+                if fresh.units.is_empty() && (slowest == 0 || slowest == loaded.base.slowest_call_ms) {
                     return Ok(());
                 }
                 let mut merged = loaded.base.clone();
                 merged.merge(&fresh);
-                merged.slowest_call_ms = merged.slowest_call_ms.max(slowest);
+                if slowest > 0 {
+                    merged.slowest_call_ms = slowest;
+                }
                 (merged, loaded.etag.clone())
             };
             match put_json(self.host, &self.layout.state(), &merged, Cond::Replace(etag)).await? {
@@ -519,10 +553,6 @@ impl<H: JobHost> Run<'_, H> {
                 let reason = format!("the job stopped before this unit ran: {}", self.stop_reason());
                 return self.conclude_failed(unit, FailureKind::NotAttempted, reason, Holding::Mine(&uncalled)).await;
             }
-            let left = self.left();
-            if left < MIN_CALL {
-                return Ok(UnitEnd::Left);
-            }
             let (kind, payload) = match self.payload(unit, Writer::Worker, &held.lease).await {
                 Ok(p) => p,
                 Err(UnitInputError::Store(e)) => return Err(e.into()),
@@ -535,10 +565,12 @@ impl<H: JobHost> Run<'_, H> {
                 // The job stopped while the request was being made ready.
                 continue;
             }
-            let timeout = self.settings.call_timeout.min(left);
+            let Some(timeout) = self.call_time(&held.lease) else { return Ok(UnitEnd::Left) };
             let started = self.host.now();
             let answer = self.host.call(kind, payload, timeout).await;
-            self.slowest.set(self.slowest.get().max(self.host.now().saturating_sub(started)));
+            if answer.is_ok() {
+                self.slowest.set(self.slowest.get().max(self.host.now().saturating_sub(started)));
+            }
             let (error, retry_after) = match answer {
                 Ok(_) => match self.read_receipt(unit, Writer::Worker).await? {
                     Some(bytes) => return self.conclude_with(unit, bytes, Holding::Mine(&held)).await,
@@ -560,8 +592,10 @@ impl<H: JobHost> Run<'_, H> {
                     self.stop_job(JobStatus::Failed, message.clone()).await?;
                     return self.conclude_failed(unit, FailureKind::Worker, message, Holding::Mine(&held)).await;
                 }
+                // The deployment's mistake, not the unit's: nothing is concluded, the tick says why.
+                Err(CallError::Misconfigured(message)) => return Err(JobError::Config(message)),
             };
-            held.lease.last_error = Some(error);
+            held.lease.last_error = Some(bounded(&error));
             let delay = self.settings.retry.next_delay(held.lease.calls, retry_after, self.host.random());
             let room = self.left().saturating_sub(self.expected_call().max(MIN_CALL));
             match delay {
@@ -746,14 +780,19 @@ impl<H: JobHost> Run<'_, H> {
     /// audit fails its unit loudly: its records are not used, and its items
     /// become error records saying why.
     async fn audit(&self, unit: u64, first: Receipt, held: &Held) -> Result<UnitEnd, JobError> {
-        let lease = &held.lease;
-        let audited = Lease { calls: lease.calls + 1, ..lease.clone() };
+        let mut audited = held.lease.clone();
         if self.read_receipt(unit, Writer::Audit).await?.is_none() {
-            if self.left() < MIN_CALL {
+            if held.lease.calls >= self.plan.limits.attempts + 1 {
+                // Its own attempts and one for the audit are used up.
+                let reason = format!("the audit run could not be made: {}", give_up_reason(&held.lease));
+                return self.conclude_without_receipt(unit, reason, &held.lease).await;
+            }
+            if self.left() < self.expected_call().max(MIN_CALL) {
                 return Ok(UnitEnd::Left);
             }
             let renewed = self.renew(unit, held, |l| l.renewed(self.owner, self.host.wall_ms(), self.settings.lease));
             let Some(renewed) = renewed.await? else { return Ok(UnitEnd::Left) };
+            audited = renewed.lease.clone();
             if self.stopped().await? {
                 let reason = format!("the job stopped before this unit's audit ran: {}", self.stop_reason());
                 return self.conclude_without_receipt(unit, reason, &renewed.lease).await;
@@ -765,14 +804,18 @@ impl<H: JobHost> Run<'_, H> {
                     return self.conclude_without_receipt(unit, reason, &renewed.lease).await
                 }
             };
-            if self.stop.borrow().is_some() {
-                let reason = format!("the job stopped before this unit's audit ran: {}", self.stop_reason());
-                return self.conclude_without_receipt(unit, reason, &renewed.lease).await;
-            }
-            let timeout = self.settings.call_timeout.min(self.left().max(MIN_CALL));
-            if let Err(e) = self.host.call(kind, payload, timeout).await {
-                let reason = format!("the audit run failed: {}", call_message(&e));
-                return self.conclude_without_receipt(unit, reason, &renewed.lease).await;
+            let Some(timeout) = self.call_time(&renewed.lease).filter(|_| self.stop.borrow().is_none()) else {
+                return Ok(UnitEnd::Left);
+            };
+            match self.host.call(kind, payload, timeout).await {
+                Ok(_) | Err(CallError::Permanent(_) | CallError::Fatal(_)) => {}
+                Err(CallError::Misconfigured(message)) => return Err(JobError::Config(message)),
+                // Tried again later, within the unit's attempts, by whoever holds it then.
+                Err(e) => {
+                    let failed = Lease { last_error: Some(bounded(&call_message(&e))), ..renewed.lease.clone() };
+                    self.renew(unit, &renewed, |_| failed.clone()).await?;
+                    return Ok(UnitEnd::Left);
+                }
             }
         }
         let Some(bytes) = self.read_receipt(unit, Writer::Audit).await? else {
@@ -785,7 +828,7 @@ impl<H: JobHost> Run<'_, H> {
         match verdict {
             Ok(()) => Ok(self.concluded_by(unit, first, &audited, 0)),
             Err(why) => {
-                let rejected = Lease { rejected: audited.rejected + 1, ..audited };
+                let rejected = Lease { rejected: audited.rejected + 1, ..audited.clone() };
                 self.conclude_without_receipt(unit, format!("audit: two runs of the unit differ: {why}"), &rejected)
                     .await
             }
@@ -801,7 +844,7 @@ impl<H: JobHost> Run<'_, H> {
         reason: String,
         holding: Holding<'_>,
     ) -> Result<UnitEnd, JobError> {
-        let output = self.failure(unit, kind, &reason).await?;
+        let output = self.failure(unit, kind, &bounded(&reason)).await?;
         let sink = TickSink { run: self, unit };
         match commit(&sink, unit, output, Adopt::Existing).await {
             Ok(Committed::Ours(receipt)) => Ok(self.concluded_by(unit, receipt, holding.lease(), 0)),
@@ -816,7 +859,7 @@ impl<H: JobHost> Run<'_, H> {
     /// are written beside it, and the outcome is decided by what is in the
     /// bucket, so every tick that looks decides the same.
     async fn conclude_without_receipt(&self, unit: u64, reason: String, lease: &Lease) -> Result<UnitEnd, JobError> {
-        let output = self.failure(unit, FailureKind::Worker, &reason).await?;
+        let output = self.failure(unit, FailureKind::Worker, &bounded(&reason)).await?;
         let outcome = output.outcome.clone();
         let sink = TickSink { run: self, unit };
         let (part, errors, tally) = match write_objects(&sink, output, Adopt::Existing).await {
@@ -886,11 +929,13 @@ impl<H: JobHost> Run<'_, H> {
                     .map_err(UnitInputError::Store)?;
                 got.ok_or_else(|| UnitInputError::Changed(format!("the URL list {key} is gone")))?.body
             }
-            Source::Url(url) => self
-                .host
-                .read_url(url, batch.bytes.clone())
-                .await
-                .map_err(|e| UnitInputError::Changed(format!("the URL list {url}: {e}")))?,
+            Source::Url(url) => match self.host.read_url(url, batch.bytes.clone()).await {
+                Ok(bytes) => bytes,
+                Err(e @ StoreError::Transient(_)) => return Err(UnitInputError::Store(e)),
+                Err(StoreError::Permanent(m)) => {
+                    return Err(UnitInputError::Changed(format!("the URL list {url}: {m}")))
+                }
+            },
         };
         plan::urls_of(&bytes, work.format, batch.count).map_err(UnitInputError::Changed)
     }
@@ -937,10 +982,14 @@ impl<H: JobHost> Run<'_, H> {
         }
     }
 
-    /// Writes the aggregate's result (if any) and the manifest, and retires the job's marker.
-    async fn finalize(&self, state: &State) -> Result<Manifest, JobError> {
+    /// Writes the aggregate's result (if any) and the manifest, and retires the
+    /// job's marker; `None` when the tick ran out of time first (the next goes on).
+    async fn finalize(&self, state: &State) -> Result<Option<Manifest>, JobError> {
         let result = match &self.plan.work {
-            Work::Transform(w) if w.spec.aggregate.is_some() => Some(self.merge_partials(w, state).await?),
+            Work::Transform(w) if w.spec.aggregate.is_some() => match self.merge_partials(w, state).await? {
+                Some(result) => Some(result),
+                None => return Ok(None),
+            },
             _ => None,
         };
         // A cancel that came while the last units finished still holds: the answer to it said so.
@@ -950,7 +999,7 @@ impl<H: JobHost> Run<'_, H> {
         let key = self.layout.manifest();
         let manifest = match put_json(self.host, &key, &manifest, Cond::Create).await? {
             Put::Written(_) => manifest,
-            // Another tick finished it first: its manifest is the one.
+            // Another tick finished it first (or this one did, its answer lost): the manifest there is the one.
             Put::Conflict => get_json::<_, Manifest>(self.host, &key)
                 .await?
                 .map(|(m, _)| m)
@@ -958,23 +1007,52 @@ impl<H: JobHost> Run<'_, H> {
         };
         let active = self.layout.active();
         retrying(|d| self.host.sleep(d), || self.host.delete(&active)).await?;
-        Ok(manifest)
+        Ok(Some(manifest))
     }
 
-    /// Merges the partial aggregates of every done unit, in unit order, into `result.json`.
-    async fn merge_partials(&self, work: &TransformWork, state: &State) -> Result<Stored, JobError> {
+    /// Merges the partial aggregates of every done unit, in unit order, into
+    /// `result.json`; `None` when the tick ran out of time first. Every
+    /// [`MERGE_STEP`] units the merge so far is kept (`merge/NNNNNN.json`, the
+    /// units before NNNNNN), so a job of many units is merged over several
+    /// ticks without starting over.
+    async fn merge_partials(&self, work: &TransformWork, state: &State) -> Result<Option<Stored>, JobError> {
+        let key = self.layout.result();
+        if let Some(got) = retrying(|d| self.host.sleep(d), || self.host.get(&key, None)).await? {
+            return Ok(Some(stored_result(key, &got.body)));
+        }
         let (mode, _) = TableMode::of_spec(&work.spec, &work.columns).map_err(JobError::Corrupt)?;
         let TableMode::Aggregate { mut groups, spec } = mode else {
             return Err(JobError::Corrupt("an aggregate job's spec has no aggregate".into()));
         };
-        for c in state.units.values() {
+        let prefix = format!("{}merge/", self.layout.prefix());
+        let listed = retrying(|d| self.host.sleep(d), || self.host.list(&prefix, None)).await?;
+        let mut from = 0;
+        if let Some(last) =
+            listed.keys.iter().filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix(".json")?.parse::<u64>().ok()).max()
+        {
+            let kept = format!("{prefix}{last:06}.json");
+            let got = retrying(|d| self.host.sleep(d), || self.host.get(&kept, None)).await?;
+            if let Some(got) = got {
+                groups.merge(&partial_of(&prefix, &got.body)?).map_err(JobError::Corrupt)?;
+                from = last;
+            }
+        }
+        for (&unit, c) in state.units.range(from..) {
+            if self.left() < MIN_CALL {
+                return Ok(None);
+            }
+            if unit > from && unit % MERGE_STEP == 0 {
+                let body = serde_json::to_vec(&groups.to_partial()).expect("partials serialise");
+                let keep = format!("{prefix}{unit:06}.json");
+                retrying(|d| self.host.sleep(d), || self.host.put(&keep, body.clone(), Cond::Create)).await?;
+            }
             let Some(part) = c.part.as_ref().filter(|_| c.outcome == Outcome::Done) else { continue };
             let got = retrying(|d| self.host.sleep(d), || self.host.get(&part.key, None))
                 .await?
                 .ok_or_else(|| JobError::Corrupt(format!("{} is gone", part.key)))?;
-            let partial = serde_json::from_slice(&got.body)
-                .map_err(|e| JobError::Corrupt(format!("{}: not a partial aggregate: {e}", part.key)))?;
-            groups.merge(&partial).map_err(|e| JobError::Corrupt(format!("{}: {e}", part.key)))?;
+            groups
+                .merge(&partial_of(&part.key, &got.body)?)
+                .map_err(|e| JobError::Corrupt(format!("{}: {e}", part.key)))?;
         }
         let body = if spec.partial {
             serde_json::json!({ "partial": groups.to_partial() })
@@ -984,7 +1062,6 @@ impl<H: JobHost> Run<'_, H> {
         };
         let mut body = serde_json::to_vec(&body).expect("groups serialise");
         body.push(b'\n');
-        let key = self.layout.result();
         if retrying(|d| self.host.sleep(d), || self.host.put(&key, body.clone(), Cond::Create)).await? == Put::Conflict
         {
             body = retrying(|d| self.host.sleep(d), || self.host.get(&key, None))
@@ -992,9 +1069,20 @@ impl<H: JobHost> Run<'_, H> {
                 .ok_or_else(|| JobError::Corrupt("result.json exists but cannot be read".into()))?
                 .body;
         }
-        let sum = ObjectSum::of(&body);
-        Ok(Stored { key, bytes: sum.bytes, records: 1, sha256: sum.sha256 })
+        Ok(Some(stored_result(key, &body)))
     }
+}
+
+/// Units merged between two kept merges of an aggregate's partial states.
+const MERGE_STEP: u64 = 1000;
+
+fn partial_of(key: &str, body: &[u8]) -> Result<crate::transform::aggregate::Partial, JobError> {
+    serde_json::from_slice(body).map_err(|e| JobError::Corrupt(format!("{key}: not a partial aggregate: {e}")))
+}
+
+fn stored_result(key: String, body: &[u8]) -> Stored {
+    let sum = ObjectSum::of(body);
+    Stored { key, bytes: sum.bytes, records: 1, sha256: sum.sha256 }
 }
 
 /// Why a unit's input could not be given to its worker.
@@ -1035,9 +1123,10 @@ fn give_up_reason(lease: &Lease) -> String {
 
 fn call_message(e: &CallError) -> String {
     match e {
-        CallError::Transient { message, .. } | CallError::Permanent(message) | CallError::Fatal(message) => {
-            message.clone()
-        }
+        CallError::Transient { message, .. }
+        | CallError::Permanent(message)
+        | CallError::Fatal(message)
+        | CallError::Misconfigured(message) => message.clone(),
         CallError::Timeout(limit) => format!("timed out after {} ms", limit.as_millis()),
     }
 }
