@@ -11,6 +11,8 @@ use url::Url;
 
 /// Bytes per part of a multipart upload: S3 takes 5 MiB at the least, 10,000 parts at the most.
 const PART_BYTES: usize = 16 * 1024 * 1024;
+/// The most parts S3 takes in one upload: files up to 156 GiB at `PART_BYTES`.
+const MAX_PARTS: usize = 10_000;
 /// How long a signed request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
 
@@ -165,7 +167,10 @@ impl Store {
                     return Ok(());
                 }
                 let n = part.len() as u64;
-                let number = u16::try_from(etags.len() + 1).context("the file has more than 65,535 parts")?;
+                if etags.len() == MAX_PARTS {
+                    bail!("the file is larger than S3 uploads in {MAX_PARTS} parts of {PART_BYTES} bytes");
+                }
+                let number = u16::try_from(etags.len() + 1).expect("at most MAX_PARTS parts");
                 let op = Op::UploadPart { key, upload_id: &upload_id, part: number };
                 let (status, headers, body) = self.send(&op, Some(part)).context("uploading a part")?;
                 if status != 200 {

@@ -226,9 +226,23 @@ fn drive(coordinator: &Coordinator, id: &str) -> Result<Value> {
     let unit = if first["kind"] == "scrape" { Unit::Urls } else { Unit::Bytes };
     let mut progress = Progress::new(None, unit);
     let mut last = first;
+    let mut failed_in_a_row = 0;
     while last["finished"] != true {
         let before = last["units"]["done"].clone();
-        last = coordinator.call("POST", &format!("jobs/{id}/tick"), None)?;
+        last = match coordinator.call("POST", &format!("jobs/{id}/tick"), None) {
+            Ok(status) => {
+                failed_in_a_row = 0;
+                status
+            }
+            // A tick is idempotent: one the bucket or the network failed is sent again, a few times.
+            Err(e) if failed_in_a_row < TICK_RETRIES && worth_another_tick(&e) => {
+                failed_in_a_row += 1;
+                eprintln!("fanout: a tick failed ({e:#}); again in {failed_in_a_row} s");
+                std::thread::sleep(Duration::from_secs(failed_in_a_row.into()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         progress.update(&update_of(&last));
         if last["units"]["done"] == before && last["finished"] != true {
             // Nothing moved: the units left are another tick's, or wait for a lease to run out.
@@ -237,6 +251,19 @@ fn drive(coordinator: &Coordinator, id: &str) -> Result<Value> {
     }
     progress.finish();
     Ok(last)
+}
+
+/// How many ticks in a row may fail transiently before `drive` gives up (the job stays resumable).
+const TICK_RETRIES: u8 = 5;
+
+/// Whether a failed tick is worth sending again: the coordinator could not be
+/// reached, or it answered that the bucket or a gateway failed. Refusals and
+/// misconfigurations (4xx, 500) are not.
+fn worth_another_tick(error: &anyhow::Error) -> bool {
+    match error.downcast_ref::<crate::job::Refused>() {
+        Some(refused) => matches!(refused.status, 502..=504),
+        None => true,
+    }
 }
 
 /// The progress a job's status shows.
@@ -327,15 +354,32 @@ fn fetch(args: &FetchArgs) -> Result<i32> {
         |body: &[u8]| body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>();
     match args.format {
         Format::Ndjson => {
-            let wrap = if scrape { None } else { Some("record") };
-            for part in manifest.result.iter().chain(&manifest.parts) {
-                for line in lines(&read(part)?) {
-                    write_line(&mut out, wrap, &line)?;
+            // An aggregate's parts are partial states: its groups come from the result, after the errors, as
+            // /coordinate writes them.
+            if manifest.result.is_none() {
+                let wrap = if scrape { None } else { Some("record") };
+                for part in &manifest.parts {
+                    for line in lines(&read(part)?) {
+                        write_line(&mut out, wrap, &line)?;
+                    }
                 }
             }
             for errors in &manifest.errors {
                 for line in lines(&read(errors)?) {
                     write_line(&mut out, Some("error"), &line)?;
+                }
+            }
+            if let Some(stored) = &manifest.result {
+                let result: Value =
+                    serde_json::from_slice(&read(stored)?).with_context(|| format!("{} is not JSON", stored.key))?;
+                match (&result["groups"], &result["partial"]) {
+                    (Value::Array(groups), _) => {
+                        for group in groups {
+                            writeln!(out, "{}", json!({ "group": group }))?;
+                        }
+                    }
+                    (_, partial @ Value::Object(_)) => writeln!(out, "{}", json!({ "partial": partial }))?,
+                    _ => bail!("{} has neither groups nor a partial state", stored.key),
                 }
             }
             writeln!(out, "{}", json!({ "summary": manifest.summary }))?;

@@ -4,6 +4,7 @@
 
 use fanout_testkit::client::{request, stream_lines};
 use fanout_testkit::component::Component;
+use fanout_testkit::proxy::{Fault, Proxy};
 use fanout_testkit::site::Site;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -724,6 +725,46 @@ fn a_durable_transform_job_from_a_terminal() {
     let status = fanout(&["job", "status", &id, "--endpoint", &endpoint]).output().unwrap();
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!((status["status"].as_str(), status["finished"].as_bool()), (Some("succeeded"), Some(true)), "{status}");
+
+    // An aggregate fetched as NDJSON: the groups, as /coordinate streams them, not the parts' partial states.
+    let spec = r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"], "metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"op": "rows"}]}}"#;
+    let spec_file = dir.file("summary.json", spec.as_bytes());
+    let args = [
+        "transform",
+        file.to_str().unwrap(),
+        "--spec",
+        spec_file.to_str().unwrap(),
+        "--chunk-bytes",
+        "8192",
+        "--job",
+        "--endpoint",
+        &endpoint,
+    ];
+    let cli = with_bucket(fanout(&args), &s3).output().unwrap();
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    let key = String::from_utf8(cli.stdout).unwrap();
+    let id = key.trim().strip_prefix("jobs/").and_then(|k| k.strip_suffix("/manifest.json")).unwrap();
+    let out = dir.path("groups.ndjson");
+    let fetched = with_bucket(fanout(&["job", "fetch", id, "--format", "ndjson", "-o", out.to_str().unwrap()]), &s3)
+        .output()
+        .unwrap();
+    assert_eq!(fetched.status.code(), Some(0), "{}", stderr(&fetched));
+    let job = json!({"source": site.url("/files/sales.csv"), "spec": serde_json::from_str::<Value>(spec).unwrap(), "chunk_bytes": 8192});
+    let api = request(
+        "POST",
+        &b.coordinator.url("/coordinate/transform"),
+        &[("content-type", "application/json"), ("accept", "application/x-ndjson")],
+        job.to_string().as_bytes(),
+    )
+    .unwrap();
+    let kinds = |text: &str, kind: &str| -> Vec<Value> {
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l.get(kind).is_some()).collect()
+    };
+    let (api, fetched) = (String::from_utf8(api.body).unwrap(), std::fs::read_to_string(&out).unwrap());
+    assert!(!kinds(&fetched, "group").is_empty(), "{fetched}");
+    assert_eq!(kinds(&fetched, "group"), kinds(&api, "group"));
+    assert_eq!(kinds(&fetched, "error"), kinds(&api, "error"));
+    assert!(kinds(&fetched, "record").is_empty() && kinds(&fetched, "partial").is_empty(), "{fetched}");
 }
 
 /// Ctrl-C stops the ticking, not the job: `fanout job resume` finishes it.
@@ -753,8 +794,12 @@ fn an_interrupted_durable_job_is_resumed() {
     std::io::Read::read_to_string(&mut stderr_lines, &mut rest).unwrap();
     assert!(rest.contains(&format!("fanout job resume {id}")), "{rest}");
 
-    let resumed = fanout(&["job", "resume", &id, "--endpoint", &endpoint]).output().unwrap();
+    // Resumed through a gateway that fails the first two ticks (requests 1 and 2; 0 reads the status): sent again.
+    let gateway = Proxy::start(&b.coordinator.url(""));
+    gateway.set_rule(|n| if n == 1 || n == 2 { Fault::Status(502) } else { Fault::Pass });
+    let resumed = fanout(&["job", "resume", &id, "--endpoint", &gateway.url("/")]).output().unwrap();
     assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    assert_eq!(stderr(&resumed).matches("a tick failed").count(), 2, "{}", stderr(&resumed));
     let out = dir.path("pages.ndjson");
     let fetched = with_bucket(fanout(&["job", "fetch", &id, "--format", "ndjson", "-o", out.to_str().unwrap()]), &s3)
         .output()
