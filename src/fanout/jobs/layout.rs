@@ -7,7 +7,7 @@
 
 use super::JobId;
 
-/// Which of a unit's objects: the records, or the error records.
+/// Which of a unit's objects: the records, the error records, or the receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
     /// Records (or results, or a partial aggregate), one per line.

@@ -1,11 +1,14 @@
 //! A job's receipts folded together (`state.json`), and what is read from
 //! them: the status document, the totals and the manifest.
 //!
-//! The state is a cache: every entry comes from a unit's receipt (or, for a
-//! receipt that was refused, from the deterministic judgement of it), so two
-//! ticks that conclude the same unit write the same entry, and merging two
-//! states is their union. Ticks update it by compare-and-swap, merging again
-//! when another tick wrote first.
+//! The state is a cache of the receipts: an entry's outcome, objects and
+//! accounting come from the unit's receipt, which is written once (by its
+//! worker, or by a tick that concluded the unit without one), so two ticks
+//! that conclude the same unit agree on them. Its counts of calls, timeouts
+//! and rejected answers come from the unit's lease as the concluding tick read
+//! it, and may differ between two such ticks; merging two states is their
+//! union, keeping the entry written first. Ticks update it by
+//! compare-and-swap, merging again when another tick wrote first.
 
 use super::plan::{Plan, Work};
 use super::receipt::{Outcome, Pages, Tally};
@@ -310,7 +313,7 @@ impl Manifest {
         };
         let elapsed_ms = now_ms.saturating_sub(plan.created_ms).max(1);
         let per_s = |n: u64| (n as f64 * 1000.0 / elapsed_ms as f64).round() as u64;
-        let summary = match &plan.work {
+        let mut summary = match &plan.work {
             Work::Transform(w) => json!({
                 "status": status,
                 "rows_in": t.rows.rows_in, "rows_out": t.rows.rows_out, "rows_filtered": t.rows.rows_filtered,
@@ -329,6 +332,9 @@ impl Manifest {
                 "elapsed_ms": elapsed_ms, "pages_per_s": per_s(t.pages.pages),
             }),
         };
+        if let Some(reason) = &reason {
+            summary["reason"] = json!(reason);
+        }
         Manifest {
             id: plan.id.clone(),
             status,
@@ -438,5 +444,11 @@ mod tests {
         let stop = Stop { status: JobStatus::Cancelled, reason: "asked".into(), at_ms: 2_500 };
         let s = Status::of(&plan, &state, Some(&stop), None, 9_000);
         assert_eq!((s.status, s.finished, s.reason.as_deref()), (JobStatus::Cancelled, false, Some("asked")));
+        let m = Manifest::of(&plan, &state, Some(&stop), None, 3_000);
+        assert_eq!(
+            (m.status, m.summary["status"].as_str(), m.summary["reason"].as_str()),
+            (JobStatus::Cancelled, Some("cancelled"), Some("asked"))
+        );
+        assert!(Manifest::of(&plan, &state, None, None, 3_000).summary.get("reason").is_none());
     }
 }

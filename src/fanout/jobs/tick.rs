@@ -380,19 +380,13 @@ impl<H: JobHost> Run<'_, H> {
         self.state.borrow().base.units.contains_key(&unit) || self.fresh.borrow().units.contains_key(&unit)
     }
 
-    fn expect(&self) -> Expect {
+    /// What `unit`'s receipt must account for.
+    fn expect_for(&self, unit: u64) -> Expect {
         match &self.plan.work {
             Work::Transform(w) => {
                 Expect::Rows { filter: w.spec.filter.is_some(), aggregate: w.spec.aggregate.is_some() }
             }
-            Work::Scrape(_) => Expect::Pages { urls: 0 },
-        }
-    }
-
-    fn expect_for(&self, unit: u64) -> Expect {
-        match &self.plan.work {
             Work::Scrape(w) => Expect::Pages { urls: Plan::batch(w, unit).count },
-            Work::Transform(_) => self.expect(),
         }
     }
 
@@ -691,7 +685,7 @@ impl<H: JobHost> Run<'_, H> {
                         Holding::Theirs(_) => Ok(UnitEnd::Left),
                     };
                 }
-                Ok(self.concluded_by(unit, receipt, lease, 0))
+                Ok(self.concluded_by(unit, receipt, lease))
             }
             Judged::Refused(why) => {
                 let reason = format!("the unit's receipt was refused: {why}");
@@ -701,7 +695,7 @@ impl<H: JobHost> Run<'_, H> {
         }
     }
 
-    fn concluded_by(&self, unit: u64, receipt: Receipt, lease: &Lease, extra_rejected: u32) -> UnitEnd {
+    fn concluded_by(&self, unit: u64, receipt: Receipt, lease: &Lease) -> UnitEnd {
         let writer = match receipt.outcome {
             Outcome::Done => Writer::Worker,
             Outcome::Failed { .. } => Writer::Tick,
@@ -723,7 +717,7 @@ impl<H: JobHost> Run<'_, H> {
                 tally: receipt.tally,
                 calls: lease.calls,
                 timeouts: lease.timeouts,
-                rejected: lease.rejected + extra_rejected,
+                rejected: lease.rejected,
             }),
         )
     }
@@ -826,7 +820,7 @@ impl<H: JobHost> Run<'_, H> {
             Judged::Refused(why) => Err(format!("the audit run's receipt was refused: {why}")),
         };
         match verdict {
-            Ok(()) => Ok(self.concluded_by(unit, first, &audited, 0)),
+            Ok(()) => Ok(self.concluded_by(unit, first, &audited)),
             Err(why) => {
                 let rejected = Lease { rejected: audited.rejected + 1, ..audited.clone() };
                 self.conclude_without_receipt(unit, format!("audit: two runs of the unit differ: {why}"), &rejected)
@@ -847,7 +841,7 @@ impl<H: JobHost> Run<'_, H> {
         let output = self.failure(unit, kind, &bounded(&reason)).await?;
         let sink = TickSink { run: self, unit };
         match commit(&sink, unit, output, Adopt::Existing).await {
-            Ok(Committed::Ours(receipt)) => Ok(self.concluded_by(unit, receipt, holding.lease(), 0)),
+            Ok(Committed::Ours(receipt)) => Ok(self.concluded_by(unit, receipt, holding.lease())),
             Ok(Committed::Theirs(bytes)) => self.conclude_with(unit, bytes, holding).await,
             Err(super::commit::CommitError::Store(e)) => Err(e.into()),
             Err(super::commit::CommitError::Conflict(m)) => Err(JobError::Corrupt(m)),
@@ -868,7 +862,7 @@ impl<H: JobHost> Run<'_, H> {
             Err(super::commit::CommitError::Conflict(m)) => return Err(JobError::Corrupt(m)),
         };
         let receipt = Receipt { unit, outcome, part, errors, tally, process_ms: 0 };
-        Ok(self.concluded_by(unit, receipt, lease, 0))
+        Ok(self.concluded_by(unit, receipt, lease))
     }
 
     /// A failed unit's records: one error record for a byte range, one error
