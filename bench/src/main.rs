@@ -124,7 +124,7 @@ fn main() -> Result<()> {
         .map(|&rows| jobs::measure(rows, &plan.concurrency, &site, &scratch.0))
         .collect::<Result<Vec<_>>>()?;
     let scrapes = scrape::measure(&plan, &site);
-    let durable = durable::measure(&plan.durable_rows, plan.durable_pages, &site)?;
+    let durable = durable::measure(&plan.durable_rows, plan.durable_repeats, plan.durable_pages, &site)?;
     let suite = Suite { plan, args, machine, extraction, jobs, scrapes, durable };
     let report = write(&suite, &out)?;
     println!("\nwrote {} and its charts in {:.0} s", report.display(), started.elapsed().as_secs_f64());

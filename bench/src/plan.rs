@@ -21,6 +21,8 @@ pub struct Plan {
     pub split_calls: Vec<usize>,
     /// Rows of each durable transform job, and pages of the durable scrape.
     pub durable_rows: Vec<usize>,
+    /// Runs of each durable transform size (the report gives the median).
+    pub durable_repeats: usize,
     pub durable_pages: usize,
 }
 
@@ -35,6 +37,7 @@ impl Plan {
             split_pages: 10_000,
             split_calls: vec![1, 2, 4, 8],
             durable_rows: vec![1_000_000, 5_000_000],
+            durable_repeats: crate::durable::REPEATS,
             durable_pages: 10_000,
         }
     }
@@ -49,6 +52,7 @@ impl Plan {
             split_pages: 1_000,
             split_calls: vec![1, 2, 4, 8],
             durable_rows: vec![200_000, 1_000_000],
+            durable_repeats: 1,
             durable_pages: 2_000,
         }
     }
