@@ -119,6 +119,21 @@ mod tests {
         assert!(matches!(chain().follow("http://[::1"), Err(RedirectError::BadLocation(_))));
     }
 
+    /// The messages reach users as page errors: each names what went wrong.
+    #[test]
+    fn errors_say_what_went_wrong() {
+        let mut r = chain();
+        let bad = r.follow("http://[::1").unwrap_err().to_string();
+        assert!(bad.starts_with("redirect Location is not a URL: ") && bad.len() > 33, "{bad}");
+        assert_eq!(RedirectError::TooMany(3).to_string(), "more than 3 redirects");
+        assert_eq!(
+            RedirectError::Loop("https://a/".into()).to_string(),
+            "redirect loop: https://a/ was already visited"
+        );
+        let refused = r.follow("http://10.0.0.1/").unwrap_err().to_string();
+        assert!(refused.starts_with("redirect to ") && refused.contains("private"), "{refused}");
+    }
+
     #[test]
     fn every_hop_is_checked_like_a_callers_url() {
         for target in [
