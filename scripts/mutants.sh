@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Mutation testing of the core's guards (not part of the tests: a full run takes
-# hours on two cores). cargo-mutants plants one small bug at a time in the files
-# below and runs the core's unit and simulation tests (`cargo test --lib`,
-# natively, in the `mutants` profile) against each; a mutant that no test fails
-# is "missed". cargo-mutants is installed, pinned, on first use. Results go to
-# out/mutants/mutants.out/ ({caught,missed,timeout,unviable}.txt, outcomes.json);
-# docs/testing.md has the last run's scores and why each survivor cannot matter.
+# hours on two cores). cargo-mutants plants one small bug at a time in each file
+# below and runs the core's tests that cover it (natively, in the `mutants`
+# profile: optimised a little, so the simulations take seconds); a mutant that
+# no test fails is "missed". docs/testing.md has the last run's scores and why
+# each survivor cannot matter.
 #
-#   scripts/mutants.sh                            every guarded file
-#   scripts/mutants.sh src/egress.rs src/robots.rs   only these
-#   FANOUT_MUTANTS_JOBS=2 scripts/mutants.sh      two mutants at once (more memory)
+#   scripts/mutants.sh                    every guarded file
+#   scripts/mutants.sh src/egress.rs      one or more of them
+#
+# The working tree is copied to out/mutants/tree and mutated there, one mutant
+# at a time, so this tree is never touched and builds stay incremental from one
+# run to the next. Results: out/mutants/<file>/mutants.out/{caught,missed,
+# timeout,unviable}.txt, and a table of scores at the end. cargo-mutants is
+# installed, pinned, on first use.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -21,43 +25,69 @@ if [ "$(cargo mutants --version 2>/dev/null)" != "cargo-mutants $CARGO_MUTANTS_V
   cargo install --locked cargo-mutants --version "$CARGO_MUTANTS_VERSION" >&2
 fi
 
-# The guards: what decides whether a URL is fetched, a page or answer is
-# accepted, a job is split, retried, merged and concluded exactly once.
+# A guard (what decides whether a URL is fetched, an answer accepted, a job
+# split, retried, merged and concluded exactly once), and the tests that cover
+# it, as cargo test name filters.
 guards=(
-  src/egress.rs
-  src/robots.rs
-  src/redirect.rs
-  src/store.rs
-  src/fanout/merge.rs
-  src/fanout/split.rs
-  src/fanout/driver.rs
-  src/fanout/retry.rs
-  src/transform/aggregate.rs
-  src/transform/filter.rs
-  src/html/mod.rs
-  src/fanout/jobs/plan.rs
-  src/fanout/jobs/lease.rs
-  src/fanout/jobs/receipt.rs
-  src/fanout/jobs/commit.rs
-  src/fanout/jobs/state.rs
-  src/fanout/jobs/tick.rs
+  "src/egress.rs|egress redirect config"
+  "src/robots.rs|robots"
+  "src/redirect.rs|redirect"
+  "src/store.rs|store"
+  "src/html/mod.rs|html::"
+  "src/transform/filter.rs|transform::"
+  "src/transform/aggregate.rs|transform:: fanout::merge fanout::sim"
+  "src/fanout/split.rs|fanout::split fanout::sim fanout::local"
+  "src/fanout/merge.rs|fanout::merge fanout::sim fanout::local"
+  "src/fanout/retry.rs|fanout::retry fanout::sim fanout::options"
+  "src/fanout/driver.rs|fanout::driver fanout::sim fanout::local fanout::options"
+  "src/fanout/jobs/plan.rs|fanout::jobs"
+  "src/fanout/jobs/lease.rs|fanout::jobs"
+  "src/fanout/jobs/receipt.rs|fanout::jobs"
+  "src/fanout/jobs/commit.rs|fanout::jobs"
+  "src/fanout/jobs/state.rs|fanout::jobs"
+  "src/fanout/jobs/tick.rs|fanout::jobs"
 )
-if [ $# -gt 0 ]; then
-  guards=("$@")
-fi
-files=()
-for file in "${guards[@]}"; do
-  files+=(--file "$file")
+
+tree=out/mutants/tree
+mkdir -p "$tree"
+# The files git knows of, committed or not, as they are now.
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$tree"
+
+ran=()
+for guard in "${guards[@]}"; do
+  file=${guard%%|*}
+  filters=${guard#*|}
+  if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qxF "$file"; then
+    continue
+  fi
+  out="$root/out/mutants/$(echo "$file" | tr '/' '_')"
+  rm -rf "$out"
+  mkdir -p "$out"
+  echo "mutants: $file, against: $filters" >&2
+  started=$(date +%s)
+  code=0
+  # shellcheck disable=SC2086
+  (cd "$tree" && cargo mutants --in-place --package fanout --file "$file" --profile mutants \
+    --timeout-multiplier 3 --output "$out" -- --lib -- $filters) || code=$?
+  # 2: mutants were missed; 3: some timed out. Those are results, in the table below.
+  if [ "$code" -ne 0 ] && [ "$code" -ne 2 ] && [ "$code" -ne 3 ]; then
+    exit "$code"
+  fi
+  echo "$(( $(date +%s) - started ))" > "$out/seconds"
+  ran+=("$file")
 done
 
-mkdir -p out/mutants
-echo "mutants: ${#guards[@]} files; the core's tests against each mutant" >&2
-started=$(date +%s)
-# Exit codes 2 (mutants missed) and 3 (mutants timed out) are results, which the report gives.
-code=0
-cargo mutants --package fanout "${files[@]}" --profile mutants --jobs "${FANOUT_MUTANTS_JOBS:-1}" \
-  --timeout-multiplier 3 --output out/mutants -- --lib || code=$?
-if [ "$code" -ne 0 ] && [ "$code" -ne 2 ] && [ "$code" -ne 3 ]; then
-  exit "$code"
-fi
-echo "mutants: done in $(( ($(date +%s) - started) / 60 )) min; see out/mutants/mutants.out/" >&2
+count() { if [ -f "$1" ]; then grep -c . "$1" || true; else echo 0; fi; }
+echo
+echo "| file | mutants | caught | timeout | missed | unviable | score | minutes |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for file in "${ran[@]}"; do
+  m="$root/out/mutants/$(echo "$file" | tr '/' '_')"
+  caught=$(count "$m/mutants.out/caught.txt")
+  timeout=$(count "$m/mutants.out/timeout.txt")
+  missed=$(count "$m/mutants.out/missed.txt")
+  unviable=$(count "$m/mutants.out/unviable.txt")
+  viable=$((caught + timeout + missed))
+  score=$(awk -v k=$((caught + timeout)) -v v=$viable 'BEGIN { printf v ? "%.0f%%" : "-", 100 * k / (v ? v : 1) }')
+  echo "| \`$file\` | $((viable + unviable)) | $caught | $timeout | $missed | $unviable | $score | $(( $(cat "$m/seconds") / 60 )) |"
+done

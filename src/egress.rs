@@ -182,6 +182,23 @@ mod tests {
         for u in ["http://example.com/a?b=c", "https://93.184.216.34/", "https://[2606:2800:220:1::]/x"] {
             assert!(PUBLIC_ONLY.check(u).is_ok(), "{u}");
         }
+        // Next to the blocked ranges, and public addresses carried in IPv6: each decides one comparison.
+        for u in [
+            "http://1.0.0.1/",
+            "http://8.64.0.1/",
+            "http://100.63.255.255/",
+            "http://100.128.0.1/",
+            "http://192.0.1.1/",
+            "http://192.1.0.1/",
+            "http://8.18.0.1/",
+            "http://198.20.0.1/",
+            "http://[::ffff:8.8.8.8]/",
+            "http://[::808:808]/",
+            "http://[64:ff9b::808:808]/",
+            "http://[2002:808:808::]/",
+        ] {
+            assert!(PUBLIC_ONLY.check(u).is_ok(), "{u}");
+        }
     }
 
     #[test]
@@ -219,6 +236,12 @@ mod tests {
             "http://127.255.255.254:8080/",
             "http://[::ffff:127.0.0.2]/",
             "http://2130706434/",
+            "http://0.1.2.3/",
+            "http://224.0.0.1/",
+            "http://100.127.255.255/",
+            "http://198.19.0.1/",
+            "http://[::2]/",
+            "http://[ff02::1]/",
         ] {
             assert!(matches!(PUBLIC_ONLY.check(u), Err(Refusal::Blocked(_))), "{u}");
             assert!(ANY.check(u).is_ok(), "{u} with private hosts allowed");
@@ -259,6 +282,7 @@ mod tests {
         assert_eq!(HostPort::parse(" 127.0.0.1:80 ").unwrap().to_string(), "127.0.0.1:80");
         assert_eq!(HostPort::parse("0x7f.1").unwrap().to_string(), "127.0.0.1");
         assert_eq!(HostPort::parse("[::1]:9000").unwrap().to_string(), "[::1]:9000");
+        assert_eq!(HostPort::parse("[fd00::1]").unwrap().to_string(), "[fd00::1]");
         for bad in ["", "a:b", "127.0.0.1:99999", "http://a/", "a/b", "user@host"] {
             assert!(HostPort::parse(bad).is_err(), "{bad}");
         }
