@@ -493,6 +493,47 @@ mod tests {
         );
     }
 
+    /// The limits count what they say: a value's raw text, and a page's values as JSON strings, escapes
+    /// included, each at its exact edge.
+    #[test]
+    fn limits_are_exact() {
+        let long = |n: usize| format!("<h1>{}</h1>", "w".repeat(n));
+        let got = extract(&long(60 * 1024), &url(), &ExtractOptions::default());
+        assert_eq!(got.h1[0].len(), 60 * 1024, "a value under MAX_TEXT_BYTES, under the default page limit");
+        let got = extract(&long(70 * 1024), &url(), &ExtractOptions::default());
+        assert!(got.h1[0].len() <= MAX_TEXT_BYTES && got.h1[0].len() > 60 * 1024, "{}", got.h1[0].len());
+
+        let limited = |bytes: usize| ExtractOptions { max_output_bytes: bytes, ..Default::default() };
+        // "og:title" and "abc" as JSON strings: 10 + 5 bytes.
+        let og = r#"<meta property="og:title" content="abc">"#;
+        assert_eq!(extract(og, &url(), &limited(15)).og.len(), 1);
+        let cut = extract(og, &url(), &limited(14));
+        assert!(cut.og.is_empty() && cut.warnings.iter().any(|w| w.contains("og")), "{:?}", cut.warnings);
+        // A quote and a backslash take two bytes each, a control character six: 2 + 2 + 2 + 6.
+        let escaped = "<h1>\"\\\u{1}</h1>";
+        assert_eq!(extract(escaped, &url(), &limited(12)).h1, vec!["\"\\\u{1}"]);
+        assert!(extract(escaped, &url(), &limited(11)).h1.is_empty());
+
+        // An `all` selection warns past MAX_MATCHES, and only then.
+        let all = ExtractOptions {
+            select: vec![("i".into(), Selection { selector: Selector::parse("i").unwrap(), attr: None, all: true })],
+            ..Default::default()
+        };
+        for (n, warned) in [(3, false), (MAX_MATCHES, false), (MAX_MATCHES + 1, true)] {
+            let got = extract(&"<i>x</i>".repeat(n), &url(), &all);
+            assert_eq!(got.select["i"].as_array().unwrap().len(), n.min(MAX_MATCHES));
+            assert_eq!(got.warnings.iter().any(|w| w.contains("matches, only the first")), warned, "{n}");
+        }
+    }
+
+    /// The first `description` meta wins; other metas with a `content` are not descriptions.
+    #[test]
+    fn the_first_description_wins() {
+        let page = r#"<meta property="og:title" content="not it"><meta name="keywords" content="nor this">
+            <meta name="Description" content="first"><meta name="description" content="second">"#;
+        assert_eq!(extract(page, &url(), &ExtractOptions::default()).description.as_deref(), Some("first"));
+    }
+
     /// Arbitrary bytes, and tag soup built from HTML's sharp edges, never panic.
     #[test]
     fn arbitrary_input_never_panics() {

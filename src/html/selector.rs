@@ -173,7 +173,7 @@ impl<'a> Document<'a> {
     }
 
     /// The raw text inside tag `i` (markup dropped, entities not yet decoded),
-    /// at most about `cap` bytes.
+    /// at most `cap` bytes.
     pub fn text(&self, i: usize, cap: usize) -> String {
         let mut out = String::new();
         for node in &self.dom.nodes()[i + 1..=self.last[i] as usize] {
@@ -181,7 +181,13 @@ impl<'a> Document<'a> {
                 break;
             }
             if let tl::Node::Raw(text) = node {
-                out.push_str(&text.as_utf8_str());
+                let text = text.as_utf8_str();
+                // One text node can be the whole page: take only what fits, cut on a character.
+                let mut room = (cap - out.len()).min(text.len());
+                while !text.is_char_boundary(room) {
+                    room -= 1;
+                }
+                out.push_str(&text[..room]);
             }
         }
         out
