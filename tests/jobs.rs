@@ -3,15 +3,17 @@
 //! answers equal the streaming coordinator's, ticks are idempotent, and
 //! nothing is lost to bucket faults, lost answers or ticks sent at once.
 
+mod common;
+
+use common::TestBucket;
 use fanout::fanout::jobs::state::Manifest;
-use fanout::store::{Bucket, Op, S3Config};
 use fanout_testkit::client::{get, post_json, request, Response};
 use fanout_testkit::component::Component;
 use fanout_testkit::proxy::{Fault, Proxy};
-use fanout_testkit::s3::{S3Server, ACCESS_KEY_ID, BUCKET, SECRET_ACCESS_KEY};
+use fanout_testkit::s3::{S3Server, BUCKET};
 use fanout_testkit::site::Site;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A bucket, a fixture site, both workers and a coordinator, wired together.
 struct Bundle {
@@ -53,32 +55,12 @@ impl Bundle {
         Bundle { s3, site, _transform: transform, _scrape: scrape, coordinator }
     }
 
-    fn bucket(&self) -> Bucket {
-        Bucket::new(&S3Config {
-            endpoint: Some(self.s3.endpoint().parse().unwrap()),
-            bucket: BUCKET.into(),
-            region: "us-east-1".into(),
-            access_key_id: ACCESS_KEY_ID.into(),
-            secret_access_key: SECRET_ACCESS_KEY.into(),
-        })
-        .unwrap()
-    }
-
     fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let signed = self.bucket().sign(&Op::Get { key, range: None }, Duration::from_secs(60), now_ms());
-        let resp = get(&signed.url);
-        match resp.status {
-            200 => Some(resp.body),
-            404 => None,
-            s => panic!("GET {key}: {s} {}", resp.text()),
-        }
+        TestBucket::of(&self.s3).get(key)
     }
 
     fn upload(&self, key: &str, body: &[u8]) {
-        let signed =
-            self.bucket().sign(&Op::Put { key, cond: fanout::store::Cond::None }, Duration::from_secs(60), now_ms());
-        let resp = request("PUT", &signed.url, &[], body).unwrap();
-        assert_eq!(resp.status, 200, "PUT {key}: {}", resp.text());
+        TestBucket::of(&self.s3).put(key, body)
     }
 
     fn submit(&self, kind: &str, job: &Value) -> String {
@@ -131,10 +113,6 @@ impl Bundle {
             })
             .collect()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 fn sales(rows: usize) -> String {

@@ -6,15 +6,17 @@
 //! durable jobs; and a job whose coordinator is killed with SIGKILL mid-tick
 //! and started again still completes with every row exactly once.
 
-use fanout::store::{Bucket, Cond, Op, S3Config};
-use fanout_testkit::client::{get, request};
+mod common;
+
+use common::TestBucket;
+use fanout_testkit::client::request;
 use fanout_testkit::component::Component;
 use fanout_testkit::data;
 use fanout_testkit::proxy::{HostLimits, Proxy};
-use fanout_testkit::s3::{S3Server, ACCESS_KEY_ID, BUCKET, SECRET_ACCESS_KEY};
+use fanout_testkit::s3::{S3Server, BUCKET};
 use fanout_testkit::site::Site;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const HOST: HostLimits = HostLimits { max_body: 10 << 20, max_time: Duration::from_secs(30) };
 const MEMORY: &str = "-Wmax-memory-size=134217728";
@@ -55,26 +57,8 @@ impl Hosted {
         Hosted { s3, site, _workers: [transform, scrape], _worker_fronts: [t, sc], coordinator, front }
     }
 
-    fn bucket(&self) -> Bucket {
-        Bucket::new(&S3Config {
-            endpoint: Some(self.s3.endpoint().parse().unwrap()),
-            bucket: BUCKET.into(),
-            region: "us-east-1".into(),
-            access_key_id: ACCESS_KEY_ID.into(),
-            secret_access_key: SECRET_ACCESS_KEY.into(),
-        })
-        .unwrap()
-    }
-
-    fn sign(&self, op: &Op<'_>) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-        self.bucket().sign(op, Duration::from_secs(600), now).url
-    }
-
     fn object(&self, key: &str) -> Vec<u8> {
-        let resp = get(&self.sign(&Op::Get { key, range: None }));
-        assert_eq!(resp.status, 200, "GET {key}");
-        resp.body
+        TestBucket::of(&self.s3).get(key).unwrap_or_else(|| panic!("{key} is not in the bucket"))
     }
 
     /// Sends `method path` through the front, as a caller of the managed host does.
@@ -157,8 +141,7 @@ fn five_million_rows_within_the_managed_hosts_limits_and_after_a_crash() {
     let mut h = Hosted::start();
     let csv = data::sales(ROWS as usize);
     let kept = kept_ids(&csv);
-    let put = request("PUT", &h.sign(&Op::Put { key: "in/sales.csv", cond: Cond::None }), &[], &csv).unwrap();
-    assert_eq!(put.status, 200, "{}", put.text());
+    TestBucket::of(&h.s3).put("in/sales.csv", &csv);
     drop(csv);
     let job = json!({"source": format!("s3://{BUCKET}/in/sales.csv"), "spec": {"preset": "vat"}});
 
