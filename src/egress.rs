@@ -196,6 +196,9 @@ mod tests {
             "http://[::808:808]/",
             "http://[64:ff9b::808:808]/",
             "http://[2002:808:808::]/",
+            // 192.0.1.1 read from its IPv6 forms: the third octet decides it is not 192.0.0/24.
+            "http://[::ffff:192.0.1.1]/",
+            "http://[2002:c000:101::]/",
         ] {
             assert!(PUBLIC_ONLY.check(u).is_ok(), "{u}");
         }

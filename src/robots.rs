@@ -229,6 +229,9 @@ Disallow:
         assert!(!r.allows("x", "/caf%C3%A9/menu"));
         assert!(!r.allows("x", "/caf%c3%a9"));
         assert!(r.allows("x", "/cafe"));
+        // An escape after a character that is not a hex digit.
+        let escaped = Robots::parse("User-agent: *\nDisallow: /p%c3%a9\n");
+        assert!(!escaped.allows("x", "/p%C3%A9"));
         assert!(r.allows("fanout-scrape/0.1", "/other"), "'f' is not fanout-scrape's product token");
         assert!(!r.allows("F/1.0", "/other"));
     }

@@ -350,15 +350,25 @@ pub fn etag_md5(etag: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn bucket() -> Bucket {
-        Bucket::new(&S3Config {
+    fn config() -> S3Config {
+        S3Config {
             endpoint: Some(Url::parse("http://127.0.0.1:8333").unwrap()),
             bucket: "jobs".into(),
             region: "us-east-1".into(),
             access_key_id: "AKID".into(),
             secret_access_key: "SECRET".into(),
-        })
-        .unwrap()
+        }
+    }
+
+    fn bucket() -> Bucket {
+        Bucket::new(&config()).unwrap()
+    }
+
+    #[test]
+    fn the_secret_is_never_printed() {
+        let printed = format!("{:?}", config());
+        assert!(printed.contains("\"jobs\"") && printed.contains("http://127.0.0.1:8333/"), "{printed}");
+        assert!(!printed.contains("SECRET"), "{printed}");
     }
 
     #[test]
@@ -418,6 +428,11 @@ mod tests {
             "source http://127.0.0.1:8333/jobs/in/a.csv?(signed): answered 403, and \"http://127.0.0.1:8333/jobs/in/a.csv?(signed)\" again"
         );
         assert_eq!(redact("https://x/?q=1 plain"), "https://x/?q=1 plain");
+        assert_eq!(
+            redact("header X-Amz-Date: 1, then http://h/k?X-Amz-Signature=abc."),
+            "header X-Amz-Date: 1, then http://h/k?(signed)",
+            "a header's name is not a query"
+        );
     }
 
     #[test]
@@ -437,6 +452,14 @@ mod tests {
         assert_eq!(e, StoreError::Permanent("403 SignatureDoesNotMatch: no".into()));
         assert!(matches!(StoreError::of_answer(503, b""), StoreError::Transient(m) if m == "answered 503"));
         assert!(matches!(StoreError::of_answer(409, b""), StoreError::Transient(_)));
+        let e = StoreError::of_answer(404, b"<Error><Code>NoSuchKey</Code></Error>");
+        assert_eq!(e.to_string(), "the bucket: 404 NoSuchKey");
+        for etag in ["\"22af645d1859cb5ca6da0c484f1f37e\"", "\"22af645d1859cb5ca6da0c484f1f37eg\""] {
+            assert_eq!(etag_md5(etag), None, "{etag}: not 32 hex digits");
+        }
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>jobs</Bucket><Key>in/a.csv</Key><UploadId>u-1</UploadId></InitiateMultipartUploadResult>"#;
+        assert_eq!(parse_upload_id(xml).unwrap(), "u-1");
+        assert!(parse_upload_id(b"<Error/>").is_err());
         let body = String::from_utf8(complete_upload_body(&["\"a\"".into(), "\"b\"".into()])).unwrap();
         assert!(body.contains("<ETag>&quot;b&quot;</ETag><PartNumber>2</PartNumber>"), "{body}");
     }

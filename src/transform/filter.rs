@@ -173,6 +173,32 @@ mod tests {
     }
 
     #[test]
+    fn each_comparison_below_at_and_above_its_value() {
+        for (op, below, at, above) in [
+            ("==", false, true, false),
+            ("!=", true, false, true),
+            ("<", true, false, false),
+            ("<=", true, true, false),
+            (">", false, false, true),
+            (">=", false, true, true),
+        ] {
+            let c = cond(&format!(r#"{{"column": "n", "op": "{op}", "value": 5}}"#)).unwrap();
+            let got = [4, 5, 6].map(|n| c.holds(&row("a", n, None)));
+            assert_eq!(got, [below, at, above], "n {op} 5");
+        }
+    }
+
+    #[test]
+    fn integer_columns_compare_exactly_and_with_fractions() {
+        let half = cond(r#"{"column": "n", "op": ">", "value": 2.5}"#).unwrap();
+        assert!(half.holds(&row("a", 3, None)) && !half.holds(&row("a", 2, None)));
+        // 2^53 + 1 has no f64: compared as a float it would equal 2^53.
+        let big = cond(r#"{"column": "n", "op": "==", "value": 9007199254740993}"#).unwrap();
+        assert!(!big.holds(&row("a", 9_007_199_254_740_992, None)));
+        assert!(big.holds(&row("a", 9_007_199_254_740_993, None)));
+    }
+
+    #[test]
     fn empty_values_never_compare() {
         let lt = cond(r#"{"column": "x", "op": "<", "value": 10}"#).unwrap();
         let ne = cond(r#"{"column": "x", "op": "!=", "value": 10}"#).unwrap();
@@ -190,7 +216,8 @@ mod tests {
         for (json, needle) in [
             (r#"{"column": "nope", "op": ">", "value": 1}"#, "filter.column: no column \"nope\""),
             (r#"{"column": "n", "op": ">", "value": "1"}"#, "filter.value: \"1\" is not an integer"),
-            (r#"{"column": "d", "op": ">", "value": "01/05/2026"}"#, "is not a date"),
+            (r#"{"column": "d", "op": ">", "value": "01/05/2026"}"#, "\"01/05/2026\" is not a date (YYYY-MM-DD)"),
+            (r#"{"column": "n", "op": "in", "value": [1, null]}"#, "filter.value[1]: null is not an integer; use the empty operator"),
             (r#"{"column": "n", "op": "contains", "value": "1"}"#, "contains needs a string column"),
             (r#"{"column": "n", "op": "in", "value": 1}"#, "a list is needed"),
             (r#"{"all": [{"column": "n"}]}"#, "filter.all[0].op: missing"),
@@ -200,5 +227,9 @@ mod tests {
             let err = cond(json).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");
         }
+        let at = [("t".to_owned(), Type::Datetime)];
+        let spec = serde_json::from_str(r#"{"column": "t", "op": ">", "value": "2026-05-01"}"#).unwrap();
+        let err = Cond::compile(&spec, &at, "filter").unwrap_err();
+        assert!(err.ends_with("\"2026-05-01\" is not a date-time (YYYY-MM-DDTHH:MM:SS)"), "{err}");
     }
 }

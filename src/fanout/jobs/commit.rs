@@ -246,7 +246,8 @@ mod tests {
         // A second run (a retry, a lease taken over) finds everything in place and returns the first receipt.
         let second = run(commit(&sink, 7, output(b"{}\n", None, 1), Adopt::Same)).unwrap();
         assert_eq!(second, Committed::Theirs(serde_json::to_vec(&receipt).unwrap()));
-        assert_eq!(second.into_bytes(), first.into_bytes());
+        assert_eq!(first.into_bytes(), serde_json::to_vec(&receipt).unwrap(), "the receipt, as stored");
+        assert_eq!(second.into_bytes(), serde_json::to_vec(&receipt).unwrap());
     }
 
     #[test]
@@ -261,6 +262,7 @@ mod tests {
         sink.objects.borrow_mut().insert("Part".into(), b"{\"other\":1}\n".to_vec());
         let err = run(commit(&sink, 1, output(b"{}\n", None, 1), Adopt::Same)).unwrap_err();
         assert!(matches!(&err, CommitError::Conflict(m) if m.contains("different Part")), "{err:?}");
+        assert!(err.to_string().starts_with("an earlier run of the unit wrote a different Part"), "{err}");
         assert!(!sink.objects.borrow().contains_key("Receipt"), "no receipt for a part it cannot vouch for");
 
         // Scrape results differ between runs: the earlier part is taken, and counted.
@@ -274,6 +276,16 @@ mod tests {
         };
         assert_eq!(r.part.unwrap().sha256, ObjectSum::of(b"{\"other\":1}\n").sha256);
         assert_eq!(r.tally, Tally::Pages(Pages { results: 1, pages: 1, errors: 0 }));
+
+        // Only a part is derived from; an earlier errors object is taken as it is.
+        let sink = Memory::default();
+        sink.objects.borrow_mut().insert("Errors".into(), b"{\"line\":2}\n".to_vec());
+        let Committed::Ours(r) =
+            run(commit(&sink, 1, output(b"{}\n", Some(b"{\"line\":2}\n"), 1), Adopt::Derive(&derive))).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.tally, output(b"", None, 1).tally, "the tally of this run's part");
     }
 
     #[test]

@@ -354,6 +354,9 @@ mod tests {
         assert!(urls_of(list, ListFormat::JsonLines, 3).unwrap_err().contains("changed"));
         let mut bad = ListCutter::new(ListFormat::JsonLines, 1, usize::MAX, u64::MAX);
         assert!(bad.push(b"not json\n").is_err());
+        let mut blank = ListCutter::new(ListFormat::JsonLines, 1, usize::MAX, u64::MAX);
+        blank.push(b"\"https://a/1\"\n\n\"https://a/2\"\n").unwrap();
+        assert_eq!(blank.finish().unwrap().urls, 2, "blank lines are skipped");
     }
 
     #[test]
@@ -361,10 +364,24 @@ mod tests {
         let mut c = ListCutter::new(ListFormat::Lines, 5, usize::MAX, u64::MAX);
         let err = c.push(&vec![b'a'; MAX_URL_LINE_BYTES + 1]).unwrap_err();
         assert!(err.contains("line 1") && err.contains("longer"), "{err}");
+        // A line of exactly the limit is read, whole or in pieces.
+        let url = format!("https://a/{}", "p".repeat(MAX_URL_LINE_BYTES - 10));
+        let mut c = ListCutter::new(ListFormat::Lines, 5, usize::MAX, u64::MAX);
+        c.push(&url.as_bytes()[..100]).unwrap();
+        c.push(&url.as_bytes()[100..]).unwrap();
+        c.push(format!("\n{url}\n").as_bytes()).unwrap();
+        assert_eq!(c.finish().unwrap().urls, 2);
+        // A line over the limit is refused whether it ends in this piece or a later one, and named.
+        let mut c = ListCutter::new(ListFormat::Lines, 5, usize::MAX, u64::MAX);
+        let err = c.push(&[b"a\nb\n".to_vec(), vec![b'a'; MAX_URL_LINE_BYTES + 1], b"\n".to_vec()].concat());
+        assert!(err.unwrap_err().starts_with("line 3 of the URL list is longer"));
         assert_eq!(cut(b"", ListFormat::Lines, 3, 1), Cut { offsets: vec![0], firsts: vec![], urls: 0 });
         assert_eq!(cut(b"\n# only\n", ListFormat::Lines, 3, 1).urls, 0);
         let mut few = ListCutter::new(ListFormat::Lines, 5, usize::MAX, 2);
         assert!(few.push(b"a\nb\nc\n").unwrap_err().contains("more than 2 URLs"));
+        let mut enough = ListCutter::new(ListFormat::Lines, 5, usize::MAX, 2);
+        enough.push(b"a\nb\n").unwrap();
+        assert_eq!(enough.finish().unwrap().urls, 2, "as many URLs as allowed");
     }
 
     /// A batch is cut by its request's size too, escapes counted: lines of
@@ -392,6 +409,12 @@ mod tests {
             })
             .collect();
         assert_eq!(all.len(), 4);
+        // Each URL counts as its JSON string and a comma: "https://a/1" is 14 bytes.
+        for (max_bytes, firsts) in [(27, vec![0, 1, 2]), (28, vec![0, 2])] {
+            let mut c = ListCutter::new(ListFormat::Lines, 100, max_bytes, u64::MAX);
+            c.push(b"https://a/1\nhttps://a/2\nhttps://a/3\n").unwrap();
+            assert_eq!(c.finish().unwrap().firsts, firsts, "{max_bytes} bytes a batch");
+        }
     }
 
     #[test]

@@ -352,7 +352,8 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::jobs::plan::{Limits, Source, TransformWork};
+    use crate::fanout::jobs::plan::{Limits, ListFormat, ScrapeWork, Source, TransformWork};
+    use crate::scrape::ScrapeRequest;
     use crate::transform::spec::Spec;
 
     pub(crate) fn plan(units: u64) -> Plan {
@@ -450,5 +451,49 @@ mod tests {
             (JobStatus::Cancelled, Some("cancelled"), Some("asked"))
         );
         assert!(Manifest::of(&plan, &state, None, None, 3_000).summary.get("reason").is_none());
+        assert_eq!(m.summary["rows_per_s"], 2, "4 rows in 2 s");
+    }
+
+    fn failed(kind: FailureKind, tally: Tally) -> Concluded {
+        Concluded {
+            outcome: Outcome::Failed { kind, reason: "why".into() },
+            part: None,
+            errors: None,
+            tally,
+            calls: 0,
+            timeouts: 0,
+            rejected: 0,
+        }
+    }
+
+    /// What the failure threshold counts: rows or URLs, those not attempted as neither.
+    #[test]
+    fn items_of_transform_and_scrape_jobs() {
+        let mut state = State::default();
+        state.units.insert(0, done("p0", 4, 1));
+        state.units.insert(1, failed(FailureKind::Worker, Tally::Rows(Stats::default())));
+        state.units.insert(2, failed(FailureKind::NotAttempted, Tally::Rows(Stats::default())));
+        let t = Totals::of(&plan(3), &state);
+        assert_eq!((t.units_failed, t.units_not_attempted), (2, 1));
+        assert_eq!(t.items(), (5, 2), "the worker's failed range is one item");
+
+        let mut scrape = plan(3);
+        scrape.work = Work::Scrape(ScrapeWork {
+            list: Source::Object("k".into()),
+            format: ListFormat::Lines,
+            offsets: vec![0, 10, 20, 30],
+            firsts: vec![0, 3, 5],
+            urls: 7,
+            request: ScrapeRequest::default(),
+        });
+        let mut state = State::default();
+        state.units.insert(0, done("p0", 3, 0));
+        state.units.get_mut(&0).unwrap().tally = Tally::Pages(Pages { results: 3, pages: 2, errors: 1 });
+        state.units.insert(1, failed(FailureKind::Worker, Tally::Pages(Pages { results: 2, pages: 0, errors: 2 })));
+        state.units.insert(2, failed(FailureKind::NotAttempted, Tally::Pages(Pages { results: 2, pages: 0, errors: 2 })));
+        let t = Totals::of(&scrape, &state);
+        let p = &t.pages;
+        assert_eq!((p.results, p.pages, p.errors, t.urls_not_attempted, t.units_not_attempted), (7, 2, 5, 2, 1));
+        assert_eq!(t.items(), (5, 3), "URLs, less the two not attempted");
     }
 }
