@@ -22,10 +22,10 @@ use super::layout::{Layout, Slot};
 use super::lease::CLOCK_SKEW;
 use super::plan::{Limits, ListCutter, ListFormat, Plan, ScrapeWork, Source, TransformWork, Work};
 use super::receipt::{ObjectSum, Outcome, Pages, Tally};
-use super::state::{JobStatus, Manifest, State, Stop};
+use super::state::{Concluded, JobStatus, Manifest, State, Stop, Totals};
 use super::tick::{self, Got, Head, JobHost, Presigned, Put, TickSettings, WorkerKind};
 use super::{JobId, StoreError};
-use crate::fanout::driver::{CallError, FailureKind};
+use crate::fanout::driver::{CallError, FailureKind, Tolerance};
 use crate::fanout::retry::RetryPolicy;
 use crate::scrape::ScrapeRequest;
 use crate::store::{Cond, Listing};
@@ -670,12 +670,13 @@ fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, Objects) {
     let layout = Layout::new(&id);
     let mut objects = BTreeMap::new();
     let mut file = Vec::new();
+    let tolerance = rng.below(6);
     let limits = Limits {
         concurrency: 1 + rng.below(4) as usize,
         attempts: 1 + rng.below(4) as u32,
         deadline_ms: if rng.below(8) == 0 { 2_000 + rng.below(20_000) } else { 3_600_000 },
-        tolerated_failures: (rng.below(6) == 0).then(|| rng.below(10)),
-        tolerated_failure_percent: None,
+        tolerated_failures: (tolerance == 0).then(|| rng.below(10)),
+        tolerated_failure_percent: (tolerance == 1).then(|| rng.below(30) as f64),
         audit_percent: 0.0,
     };
     let (work, units) = if rng.below(10) < 7 {
@@ -894,7 +895,28 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
     let state: State = serde_json::from_slice(&objects[&layout.state()].0).unwrap();
     assert_eq!(state.units.len() as u64, s.plan.units, "seed {seed}: every unit is concluded once");
     let stop: Option<Stop> = objects.get(&layout.stop()).map(|(b, _)| serde_json::from_slice(b).unwrap());
-    assert_eq!(manifest.status, stop.as_ref().map_or(JobStatus::Succeeded, |s| s.status), "seed {seed}");
+    // A cancel that lands after every look at the stop marker before the manifest was written
+    // (every unit concluded by then) comes too late to stop anything: the job succeeded.
+    let stop_at = writes.iter().find(|w| w.key == layout.stop()).map(|w| w.at);
+    let last_look = world.stop_reads.borrow().values().flatten().map(|&(t, _)| t).filter(|&t| t <= at).max();
+    let too_late = stop.as_ref().is_some_and(|s| s.status == JobStatus::Cancelled) && stop_at > last_look;
+    if too_late && manifest.status == JobStatus::Succeeded {
+        let stopped = state.units.values().any(|c| matches!(&c.outcome, Outcome::Failed { kind, .. } if *kind == FailureKind::NotAttempted));
+        assert!(!stopped, "seed {seed}: a unit was not attempted, yet the job succeeded");
+    } else {
+        assert_eq!(manifest.status, stop.as_ref().map_or(JobStatus::Succeeded, |s| s.status), "seed {seed}");
+    }
+    if manifest.status == JobStatus::Succeeded {
+        let (done, failed) = Totals::of(&s.plan, &state).items();
+        let limits = &s.plan.limits;
+        let tolerance = Tolerance { count: limits.tolerated_failures, percent: limits.tolerated_failure_percent };
+        let total = match &s.plan.work {
+            Work::Scrape(w) => Some(w.urls),
+            Work::Transform(_) => None,
+        };
+        let over = tolerance.exceeded(failed, done, total);
+        assert!(over.is_none(), "seed {seed}: succeeded, yet {}", over.unwrap_or_default());
+    }
     match &s.plan.work {
         Work::Transform(w) => check_transform(seed, w, &s.plan, &state, &manifest, &objects, world, audit),
         Work::Scrape(w) => check_scrape(seed, w, &state, &manifest, &objects),
@@ -1024,6 +1046,76 @@ fn jobs_finish_with_every_unit_once_under_faults() {
         };
         run_job(seed, faults, false);
     }
+}
+
+/// Ticks that conclude units at the same time each count only the failures
+/// they know of: two failed units, concluded by two ticks that each saw one,
+/// must still fail a job that tolerates one.
+#[test]
+fn the_threshold_counts_every_ticks_failures() {
+    let id = JobId::new(1, 2);
+    let layout = Layout::new(&id);
+    let file = csv_file(&mut Rng::new(1), 20);
+    let spec = Spec::default();
+    let columns = read_header(&spec.dialect, &file).unwrap().names;
+    let limits = Limits {
+        concurrency: 1,
+        attempts: 1,
+        deadline_ms: 3_600_000,
+        tolerated_failures: Some(1),
+        tolerated_failure_percent: None,
+        audit_percent: 0.0,
+    };
+    let size = file.len() as u64;
+    let work = TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes: size.div_ceil(2), spec, columns };
+    let plan = Plan { id: id.clone(), created_ms: EPOCH_MS, units: 2, limits, work: Work::Transform(work) };
+    let failed = Concluded {
+        outcome: Outcome::Failed { kind: FailureKind::Worker, reason: "503".into() },
+        part: None,
+        errors: None,
+        tally: Tally::Rows(Default::default()),
+        calls: 1,
+        timeouts: 0,
+        rejected: 0,
+    };
+    let state = State { units: BTreeMap::from([(0, failed.clone()), (1, failed)]), ..State::default() };
+    let objects = BTreeMap::from([
+        (layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".to_owned())),
+        (layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".to_owned())),
+        (layout.active(), (Vec::new(), "\"a\"".to_owned())),
+    ]);
+    let world = Rc::new(World {
+        exec: Exec::new(),
+        rng: RefCell::new(Rng::new(2)),
+        faults: Faults { store: 0, worker: 0, subtle_lies: false },
+        lease: MS * 5_000,
+        objects: RefCell::new(objects),
+        writes: RefCell::new(Vec::new()),
+        calls: RefCell::new(Vec::new()),
+        stop_reads: RefCell::new(HashMap::new()),
+        lease_writes: RefCell::new(HashMap::new()),
+        file,
+        layout: layout.clone(),
+    });
+    let settings = TickSettings {
+        budget: MS * 20_000,
+        lease: MS * 5_000,
+        call_timeout: MS * 1_000,
+        retry: RetryPolicy { max_attempts: 1, base_delay: MS * 20, max_delay: MS * 500 },
+        flush_every: MS * 500,
+    };
+    let host = sim_host(&world, "tick1".into(), 0, None);
+    world.exec.spawn(
+        async move {
+            tick::tick(&host, &id, "tick1", &settings).await.unwrap();
+        },
+        Rc::new(Cell::new(false)),
+    );
+    let finished = || world.objects.borrow().contains_key(&layout.manifest());
+    assert!(world.exec.run(Duration::from_secs(60), finished), "no manifest");
+    let manifest: Manifest = serde_json::from_slice(&world.objects.borrow()[&layout.manifest()].0).unwrap();
+    assert_eq!(manifest.status, JobStatus::Failed);
+    assert_eq!(manifest.reason.as_deref(), Some("2 items failed, more than the 1 tolerated"));
 }
 
 /// Workers that lie consistently (a record changed, counts intact) pass every

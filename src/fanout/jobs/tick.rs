@@ -443,14 +443,18 @@ impl<H: JobHost> Run<'_, H> {
             return Ok(());
         }
         let (done, failed) = self.totals.borrow().items();
-        let total = match &self.plan.work {
-            Work::Scrape(w) => Some(w.urls),
-            Work::Transform(_) => None,
-        };
-        if let Some(why) = self.plan.limits.tolerance().exceeded(failed, done, total) {
+        if let Some(why) = self.plan.limits.tolerance().exceeded(failed, done, self.items_total()) {
             self.stop_job(JobStatus::Failed, why).await?;
         }
         Ok(())
+    }
+
+    /// The job's items, as the failure threshold counts them, when known before the end: its URLs.
+    fn items_total(&self) -> Option<u64> {
+        match &self.plan.work {
+            Work::Scrape(w) => Some(w.urls),
+            Work::Transform(_) => None,
+        }
     }
 
     async fn stop_job(&self, status: JobStatus, reason: String) -> Result<(), JobError> {
@@ -776,7 +780,7 @@ impl<H: JobHost> Run<'_, H> {
     async fn audit(&self, unit: u64, first: Receipt, held: &Held) -> Result<UnitEnd, JobError> {
         let mut audited = held.lease.clone();
         if self.read_receipt(unit, Writer::Audit).await?.is_none() {
-            if held.lease.calls >= self.plan.limits.attempts + 1 {
+            if held.lease.calls > self.plan.limits.attempts {
                 // Its own attempts and one for the audit are used up.
                 let reason = format!("the audit run could not be made: {}", give_up_reason(&held.lease));
                 return self.conclude_without_receipt(unit, reason, &held.lease).await;
@@ -987,7 +991,13 @@ impl<H: JobHost> Run<'_, H> {
             _ => None,
         };
         // A cancel that came while the last units finished still holds: the answer to it said so.
-        self.stopped().await?;
+        if !self.stopped().await? {
+            // Ticks that concluded units at the same time each counted only the failures they knew of.
+            let (done, failed) = Totals::of(&self.plan, state).items();
+            if let Some(why) = self.plan.limits.tolerance().exceeded(failed, done, self.items_total()) {
+                self.stop_job(JobStatus::Failed, why).await?;
+            }
+        }
         let stop = self.stop.borrow().clone();
         let manifest = Manifest::of(&self.plan, state, stop.as_ref(), result, self.host.wall_ms());
         let key = self.layout.manifest();
