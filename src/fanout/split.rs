@@ -543,6 +543,28 @@ mod tests {
     }
 
     #[test]
+    fn a_last_record_without_a_line_break() {
+        for target in [1, 4, 8, 64] {
+            for piece in [1, 3, 100] {
+                check(b"id,v\n1,a\n2,b", true, target, 64, piece);
+                check(b"1,a\n2,b", false, target, 64, piece);
+                check(b"1,a\r\n\"2\",\"b\"", false, target, 64, piece);
+            }
+        }
+    }
+
+    #[test]
+    fn a_header_row_must_end_within_the_chunk_limit() {
+        let mut s = Splitter::new(b',', b'"', true, 8, 16);
+        s.push(&[b'a'; 16]);
+        assert_eq!(s.held_bytes(), 16);
+        assert!(matches!(s.find_header(), Ok(false)), "16 bytes: the row may still end");
+        s.push(b"a");
+        let err = s.find_header().unwrap_err();
+        assert_eq!(err, SplitError("the header row does not end within 16 bytes".into()));
+    }
+
+    #[test]
     fn headerless_and_header_only_files() {
         check(b"1\n2\n3\n", false, 2, 100, 2);
         assert_eq!(split(b"a,b", true, 10, 100, 1).unwrap(), vec![]);

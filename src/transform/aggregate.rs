@@ -670,6 +670,22 @@ mod tests {
     }
 
     #[test]
+    fn a_tie_on_the_first_sort_key_is_broken_by_the_next() {
+        let s = spec(
+            r#"{"group_by": ["region"], "metrics": [{"name": "n", "op": "count"}],
+                "sort": [{"by": "n", "desc": true}, {"by": "region", "desc": true}]}"#,
+        );
+        let mut agg = Aggregator::new(&s, &schema()).unwrap();
+        let east = vec![Value::Str("east".into()), Value::Float(1.0), Value::Int(7), Value::Str("g".into())];
+        for r in rows().into_iter().chain([east]) {
+            agg.push(&r).unwrap();
+        }
+        let out = agg.into_groups().finish(&s).unwrap();
+        let order: Vec<_> = out.iter().map(|g| (g["region"].clone(), g["n"].clone())).collect();
+        assert_eq!(order, [(json!("north"), json!(3)), (json!("south"), json!(2)), (json!("east"), json!(2))]);
+    }
+
+    #[test]
     fn huge_integer_sums_and_failed_merges() {
         let s = spec(r#"{"metrics": [{"name": "t", "op": "sum", "column": "qty"}]}"#);
         let mut agg = Aggregator::new(&s, &schema()).unwrap();
