@@ -800,6 +800,19 @@ mod tests {
 
     const STATS: &str = r#""stats":{"rows_in":2,"rows_out":2,"rows_filtered":0,"rows_errored":0}"#;
 
+    /// An answer waiting for its turn counts against the window with its body and,
+    /// in NDJSON, each record's place: with nothing counted, the window would not bound memory.
+    #[test]
+    fn a_waiting_answer_counts_its_body_and_records() {
+        let answer = format!(r#"{{"records":[{{"a":1}},{{"a":2}}],"errors":[],{STATS},"timing":{{"process_us":3}}}}"#);
+        for (format, framed) in [(Format::Json, 0), (Format::Ndjson, 2)] {
+            let mut merge = TableMerge::new(format, TableMode::Records, false);
+            let checked = merge.accept(&lines(2), answer.as_bytes().to_vec()).unwrap();
+            assert!(checked.body.capacity() >= answer.len());
+            assert_eq!(merge.held_bytes(&checked), checked.body.capacity() + framed * 16, "{format:?}");
+        }
+    }
+
     #[test]
     fn records_pass_through_as_written_in_both_formats() {
         let answer = format!(
