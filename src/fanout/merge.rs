@@ -814,6 +814,16 @@ mod tests {
     }
 
     #[test]
+    fn error_records_a_worker_left_out_are_counted_once() {
+        let stats = r#""stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2,"errors_omitted":2}"#;
+        let answer = format!(r#"{{"records":[],"errors":[],{stats}}}"#);
+        let mut merge = TableMerge::new(Format::Json, TableMode::Records, false);
+        let checked = merge.accept(&lines(2), answer.into_bytes()).unwrap();
+        merge.emit(&lines(2), checked, &mut Vec::new());
+        assert_eq!((merge.stats.rows_errored, merge.stats.errors_omitted), (2, 2));
+    }
+
+    #[test]
     fn records_pass_through_as_written_in_both_formats() {
         let answer = format!(
             r#"{{"records":[{{"a":"],\"errors\":"}},{{"a":[1]}}],"errors":[],{STATS},"timing":{{"process_us":3}}}}"#
