@@ -806,3 +806,23 @@ impl<M: Merge> Driver<M> {
 fn is_concluded<A>(phase: &Phase<A>) -> bool {
     matches!(phase, Phase::Accepted(_) | Phase::Failed(_) | Phase::Fatal(_) | Phase::Emitted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_threshold_is_passed_only_beyond_its_bounds() {
+        let count = Tolerance { count: Some(2), percent: None };
+        assert_eq!(count.exceeded(2, 10, None), None);
+        assert_eq!(count.exceeded(3, 10, None).as_deref(), Some("3 items failed, more than the 2 tolerated"));
+        let percent = Tolerance { count: None, percent: Some(10.0) };
+        assert_eq!(percent.exceeded(1, 10, None), None, "10% of 10 items");
+        assert_eq!(
+            percent.exceeded(2, 10, None).as_deref(),
+            Some("2 of 10 items failed (20.0%), more than the 10% tolerated")
+        );
+        assert_eq!(percent.exceeded(2, 10, Some(40)), None, "of every item, when their number is known");
+        assert_eq!(Tolerance::default().exceeded(100, 100, None), None, "no threshold: nothing stops the job");
+    }
+}
