@@ -8,6 +8,9 @@
 #
 #   scripts/mutants.sh                    every guarded file
 #   scripts/mutants.sh src/egress.rs      one or more of them
+#   scripts/mutants.sh --shard=0/4 --sharding=round-robin src/fanout/driver.rs
+#                                         options (--name=value) before the files go to
+#                                         cargo-mutants; these test every 4th mutant, a sample
 #
 # The working tree is copied to out/mutants/tree and mutated there, one mutant
 # at a time, so this tree is never touched and builds stay incremental from one
@@ -48,6 +51,12 @@ guards=(
   "src/fanout/jobs/tick.rs|fanout::jobs"
 )
 
+options=()
+while [ $# -gt 0 ] && [ "${1#--}" != "$1" ]; do
+  options+=("$1")
+  shift
+done
+
 tree=out/mutants/tree
 mkdir -p "$tree"
 # The files git knows of, committed or not, as they are now.
@@ -68,7 +77,7 @@ for guard in "${guards[@]}"; do
   code=0
   # shellcheck disable=SC2086
   (cd "$tree" && cargo mutants --in-place --package fanout --file "$file" --profile mutants \
-    --timeout-multiplier 3 --output "$out" -- --lib -- $filters) || code=$?
+    --timeout-multiplier 3 --output "$out" ${options[@]+"${options[@]}"} -- --lib -- $filters) || code=$?
   # 2: mutants were missed; 3: some timed out. Those are results, in the table below.
   if [ "$code" -ne 0 ] && [ "$code" -ne 2 ] && [ "$code" -ne 3 ]; then
     exit "$code"
