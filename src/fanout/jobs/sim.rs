@@ -206,6 +206,23 @@ struct World {
 }
 
 impl World {
+    /// A bucket holding `objects`, and a source file of `file`, for the job laid out by `layout`.
+    fn new(seed: u64, faults: Faults, lease: Duration, objects: Objects, file: Vec<u8>, layout: Layout) -> Rc<World> {
+        Rc::new(World {
+            exec: Exec::new(),
+            rng: RefCell::new(Rng::new(seed)),
+            faults,
+            lease,
+            objects: RefCell::new(objects),
+            writes: RefCell::new(Vec::new()),
+            calls: RefCell::new(Vec::new()),
+            stop_reads: RefCell::new(HashMap::new()),
+            lease_writes: RefCell::new(HashMap::new()),
+            file,
+            layout,
+        })
+    }
+
     fn below(&self, n: u64) -> u64 {
         self.rng.borrow_mut().below(n.max(1))
     }
@@ -766,21 +783,8 @@ fn run_job(seed: u64, faults: Faults, audit: bool) {
     let layout = Layout::new(&s.plan.id);
     let mut objects = objects;
     objects.insert(layout.plan(), (serde_json::to_vec(&s.plan).unwrap(), "\"p\"".into()));
-    let exec = Exec::new();
-    let world = Rc::new(World {
-        exec: exec.clone(),
-        rng: RefCell::new(Rng::new(rng.next_u64())),
-
-        faults,
-        lease: s.settings.lease,
-        objects: RefCell::new(objects),
-        writes: RefCell::new(Vec::new()),
-        calls: RefCell::new(Vec::new()),
-        stop_reads: RefCell::new(HashMap::new()),
-        lease_writes: RefCell::new(HashMap::new()),
-        file,
-        layout: layout.clone(),
-    });
+    let world = World::new(rng.next_u64(), faults, s.settings.lease, objects, file, layout.clone());
+    let exec = world.exec.clone();
     let cancelled_at: Rc<Cell<Option<Duration>>> = Rc::new(Cell::new(None));
     if let Some(at) = s.cancel_at {
         let (world, cancelled_at, id) = (world.clone(), cancelled_at.clone(), s.plan.id.clone());
@@ -1084,19 +1088,7 @@ fn the_threshold_counts_every_ticks_failures() {
         (layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".to_owned())),
         (layout.active(), (Vec::new(), "\"a\"".to_owned())),
     ]);
-    let world = Rc::new(World {
-        exec: Exec::new(),
-        rng: RefCell::new(Rng::new(2)),
-        faults: Faults { store: 0, worker: 0, subtle_lies: false },
-        lease: MS * 5_000,
-        objects: RefCell::new(objects),
-        writes: RefCell::new(Vec::new()),
-        calls: RefCell::new(Vec::new()),
-        stop_reads: RefCell::new(HashMap::new()),
-        lease_writes: RefCell::new(HashMap::new()),
-        file,
-        layout: layout.clone(),
-    });
+    let world = World::new(2, Faults { store: 0, worker: 0, subtle_lies: false }, MS * 5_000, objects, file, layout.clone());
     let settings = TickSettings {
         budget: MS * 20_000,
         lease: MS * 5_000,
