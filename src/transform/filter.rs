@@ -217,7 +217,10 @@ mod tests {
             (r#"{"column": "nope", "op": ">", "value": 1}"#, "filter.column: no column \"nope\""),
             (r#"{"column": "n", "op": ">", "value": "1"}"#, "filter.value: \"1\" is not an integer"),
             (r#"{"column": "d", "op": ">", "value": "01/05/2026"}"#, "\"01/05/2026\" is not a date (YYYY-MM-DD)"),
-            (r#"{"column": "n", "op": "in", "value": [1, null]}"#, "filter.value[1]: null is not an integer; use the empty operator"),
+            (
+                r#"{"column": "n", "op": "in", "value": [1, null]}"#,
+                "filter.value[1]: null is not an integer; use the empty operator",
+            ),
             (r#"{"column": "n", "op": "contains", "value": "1"}"#, "contains needs a string column"),
             (r#"{"column": "n", "op": "in", "value": 1}"#, "a list is needed"),
             (r#"{"all": [{"column": "n"}]}"#, "filter.all[0].op: missing"),

@@ -905,7 +905,10 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
     let last_look = world.stop_reads.borrow().values().flatten().map(|&(t, _)| t).filter(|&t| t <= at).max();
     let too_late = stop.as_ref().is_some_and(|s| s.status == JobStatus::Cancelled) && stop_at > last_look;
     if too_late && manifest.status == JobStatus::Succeeded {
-        let stopped = state.units.values().any(|c| matches!(&c.outcome, Outcome::Failed { kind, .. } if *kind == FailureKind::NotAttempted));
+        let stopped = state
+            .units
+            .values()
+            .any(|c| matches!(&c.outcome, Outcome::Failed { kind, .. } if *kind == FailureKind::NotAttempted));
         assert!(!stopped, "seed {seed}: a unit was not attempted, yet the job succeeded");
     } else {
         assert_eq!(manifest.status, stop.as_ref().map_or(JobStatus::Succeeded, |s| s.status), "seed {seed}");
@@ -1071,7 +1074,8 @@ fn the_threshold_counts_every_ticks_failures() {
         audit_percent: 0.0,
     };
     let size = file.len() as u64;
-    let work = TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes: size.div_ceil(2), spec, columns };
+    let work =
+        TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes: size.div_ceil(2), spec, columns };
     let plan = Plan { id: id.clone(), created_ms: EPOCH_MS, units: 2, limits, work: Work::Transform(work) };
     let failed = Concluded {
         outcome: Outcome::Failed { kind: FailureKind::Worker, reason: "503".into() },
@@ -1088,7 +1092,8 @@ fn the_threshold_counts_every_ticks_failures() {
         (layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".to_owned())),
         (layout.active(), (Vec::new(), "\"a\"".to_owned())),
     ]);
-    let world = World::new(2, Faults { store: 0, worker: 0, subtle_lies: false }, MS * 5_000, objects, file, layout.clone());
+    let world =
+        World::new(2, Faults { store: 0, worker: 0, subtle_lies: false }, MS * 5_000, objects, file, layout.clone());
     let settings = TickSettings {
         budget: MS * 20_000,
         lease: MS * 5_000,

@@ -490,7 +490,9 @@ mod tests {
         state.units.insert(0, done("p0", 3, 0));
         state.units.get_mut(&0).unwrap().tally = Tally::Pages(Pages { results: 3, pages: 2, errors: 1 });
         state.units.insert(1, failed(FailureKind::Worker, Tally::Pages(Pages { results: 2, pages: 0, errors: 2 })));
-        state.units.insert(2, failed(FailureKind::NotAttempted, Tally::Pages(Pages { results: 2, pages: 0, errors: 2 })));
+        state
+            .units
+            .insert(2, failed(FailureKind::NotAttempted, Tally::Pages(Pages { results: 2, pages: 0, errors: 2 })));
         let t = Totals::of(&scrape, &state);
         let p = &t.pages;
         assert_eq!((p.results, p.pages, p.errors, t.urls_not_attempted, t.units_not_attempted), (7, 2, 5, 2, 1));
