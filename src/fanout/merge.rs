@@ -935,6 +935,147 @@ mod tests {
         }
     }
 
+    /// A report whose figures all differ, so that one read from the wrong counter shows.
+    fn report() -> Report {
+        Report {
+            status: Status::Stopped,
+            reason: Some("the deadline passed".into()),
+            total: Some(1_000),
+            units_total: Some(20),
+            bytes_total: Some(5_000_000),
+            elapsed_ms: 2_000,
+            counters: crate::fanout::driver::Counters {
+                units: 11,
+                units_done: 10,
+                units_failed: 3,
+                invocations: 14,
+                retries: 4,
+                timeouts: 2,
+                rejected_answers: 1,
+                items_done: 500,
+                items_failed: 70,
+                items_not_attempted: 30,
+                bytes: 4_000_000,
+                bytes_done: 3_000_000,
+                bytes_not_attempted: 600_000,
+                bytes_failed: 900_000,
+            },
+            peak_held_bytes: 12_345,
+        }
+    }
+
+    fn ndjson_lines(out: &[u8]) -> Vec<Value> {
+        out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    }
+
+    /// The progress lines and the summary a caller reads carry the driver's figures, each from its own counter.
+    #[test]
+    fn progress_and_summary_report_each_figure() {
+        let stats = Stats { rows_in: 600, rows_out: 500, rows_filtered: 40, rows_errored: 60, errors_omitted: 0 };
+        let mut ndjson = TableMerge::new(Format::Ndjson, TableMode::Records, true);
+        ndjson.stats = stats.clone();
+        let mut out = Vec::new();
+        ndjson.progress(&report(), &mut out);
+        ndjson.finish(&report(), &mut out);
+        let lines = ndjson_lines(&out);
+        assert_eq!(
+            lines[0],
+            json!({"progress": {"done": 10, "total": 20, "failed": 70, "rows": 500, "bytes_done": 3_000_000,
+                "bytes_total": 5_000_000, "elapsed_ms": 2_000, "rows_per_s": 250}})
+        );
+        let summary = json!({"status": "stopped", "reason": "the deadline passed", "rows_in": 600, "rows_out": 500,
+            "rows_filtered": 40, "rows_errored": 60, "rows_not_attempted": 30, "bytes": 4_000_000,
+            "bytes_not_processed": 900_000, "chunks": 11, "chunks_failed": 3, "invocations": 14, "retries": 4,
+            "timeouts": 2, "rejected_answers": 1, "elapsed_ms": 2_000, "rows_per_s": 300, "mb_per_s": 1.5,
+            "peak_held_bytes": 12_345});
+        assert_eq!(lines[1], json!({"stats": stats, "summary": summary}));
+        assert_eq!(lines.len(), 2);
+
+        let mut json = TableMerge::new(Format::Json, TableMode::Records, true);
+        json.stats = stats.clone();
+        let mut out = Vec::new();
+        json.progress(&report(), &mut out);
+        assert!(out.is_empty(), "a JSON answer has no progress lines");
+        json.finish(&report(), &mut out);
+        let answer: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(answer, json!({"records": [], "errors": [], "stats": stats, "summary": summary}));
+    }
+
+    #[test]
+    fn a_scrape_reports_each_figure_and_streams_ndjson_as_batches_finish() {
+        assert!(PageMerge::new(Format::Json).ordered(), "JSON results are in input order");
+        assert!(!PageMerge::new(Format::Ndjson).ordered(), "NDJSON results go out as their batch finishes");
+        let mut merge = PageMerge::new(Format::Ndjson);
+        let meta = BatchMeta { start: 0, urls: vec!["https://a.example/".into()] };
+        let failure = Failure { kind: FailureKind::Worker, reason: "no answer".into() };
+        let mut out = Vec::new();
+        merge.fail(&meta, &failure, &mut out);
+        merge.progress(&report(), &mut out);
+        merge.finish(&report(), &mut out);
+        let lines = ndjson_lines(&out);
+        assert_eq!(lines[0]["index"], 0);
+        assert_eq!(
+            lines[1],
+            json!({"progress": {"done": 530, "total": 1_000, "failed": 70, "pages": 0, "elapsed_ms": 2_000,
+                "pages_per_s": 0}})
+        );
+        assert_eq!(
+            lines[2],
+            json!({"summary": {"status": "stopped", "reason": "the deadline passed", "urls": 530, "results": 1,
+                "pages": 0, "errors": 1, "not_attempted": 30, "batches": 11, "batches_failed": 3, "invocations": 14,
+                "retries": 4, "timeouts": 2, "rejected_answers": 1, "elapsed_ms": 2_000, "pages_per_s": 0,
+                "peak_held_bytes": 12_345}})
+        );
+    }
+
+    /// A coordinator asked for a partial (by a coordinator above it) answers the merged partial, not final groups.
+    #[test]
+    fn a_partial_job_answers_the_merged_partial() {
+        let spec = |partial: bool| {
+            let text = format!(
+                r#"{{"columns": ["region"], "aggregate": {{"group_by": ["region"], "metrics": [{{"op": "count"}}], "partial": {partial}}}}}"#
+            );
+            crate::transform::spec::parse(text.as_bytes()).unwrap()
+        };
+        let stats = r#""stats":{"rows_in":2,"rows_out":2,"rows_filtered":0,"rows_errored":0}"#;
+        for partial in [true, false] {
+            for format in [Format::Json, Format::Ndjson] {
+                let (mode, _) = TableMode::of_spec(&spec(partial), &["region".to_owned()]).unwrap();
+                let TableMode::Aggregate { groups: empty, .. } = &mode else { panic!("the spec aggregates") };
+                let mut answered = json!(empty.to_partial());
+                answered["groups"] = json!([{"key": ["north"], "state": [{"count": 2}]}]);
+                let answer = format!(r#"{{"partial":{answered},"errors":[],{stats}}}"#);
+                let mut merge = TableMerge::new(format, mode, false);
+                let mut out = Vec::new();
+                let checked = merge.accept(&lines(2), answer.as_bytes().to_vec()).unwrap();
+                merge.emit(&lines(2), checked, &mut out);
+                merge.finish(&report(), &mut out);
+                let first = match format {
+                    Format::Json => serde_json::from_slice::<Value>(&out).unwrap(),
+                    Format::Ndjson => ndjson_lines(&out).remove(0),
+                };
+                let (key, want) = match (partial, format) {
+                    (true, _) => ("partial", answered),
+                    (false, Format::Json) => ("groups", json!([{"region": "north", "count": 2}])),
+                    (false, Format::Ndjson) => ("group", json!({"region": "north", "count": 2})),
+                };
+                assert_eq!(first[key], want, "partial {partial}, {format:?}: {first}");
+            }
+        }
+    }
+
+    /// A record too large to send fails at once as `too_large`, its rows and bytes accounted for.
+    #[test]
+    fn an_oversized_record_fails_with_its_rows_and_bytes() {
+        let span = Span { first_line: 7, last_line: 9, rows: 1, bytes: 100..350 };
+        let Input::Failed(unit, failure) = ChunkMeta::input(Piece::Oversized(span.clone()), 200) else {
+            panic!("an oversized record is not sent")
+        };
+        assert_eq!((unit.items, unit.bytes, unit.meta), (Some(1), 250, ChunkMeta::lines(&span, 0)));
+        assert_eq!(failure.kind, FailureKind::TooLarge);
+        assert!(failure.reason.contains("larger than the 200 bytes"), "{}", failure.reason);
+    }
+
     /// A scrape answer is placed by URL as well as by index: a result for another URL is refused, named.
     #[test]
     fn scrape_results_must_be_for_the_batch_urls() {
