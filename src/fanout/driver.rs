@@ -244,8 +244,6 @@ pub struct Counters {
     pub bytes: u64,
     /// Bytes of units with an outcome.
     pub bytes_done: u64,
-    /// Bytes of units not attempted.
-    pub bytes_not_attempted: u64,
     /// Bytes of units that got no answer (failed or not attempted).
     pub bytes_failed: u64,
 }
@@ -370,16 +368,12 @@ impl<M: Merge> Driver<M> {
         }
     }
 
-    /// Whether the next unit of input is wanted now. Once the job has stopped,
-    /// input is still wanted, so that what follows is accounted for.
+    /// Whether the next unit of input is wanted now: while the window has room
+    /// and fewer units wait for a call than may run at once. Once the job has
+    /// stopped, nothing waits (units are concluded as they come), so input is
+    /// still wanted and what follows is accounted for.
     pub fn wants_input(&self) -> bool {
-        let room = self.held < self.limits.window_bytes;
-        !self.input_done
-            && (if self.status == Status::Complete {
-                room && self.queued.len() < self.limits.concurrency.max(1)
-            } else {
-                room
-            })
+        !self.input_done && self.held < self.limits.window_bytes && self.queued.len() < self.limits.concurrency.max(1)
     }
 
     /// The most memory held at once so far.
@@ -673,7 +667,6 @@ impl<M: Merge> Driver<M> {
                 self.counters.bytes_failed += bytes;
                 if failure.kind == FailureKind::NotAttempted {
                     self.counters.items_not_attempted += items.unwrap_or(0);
-                    self.counters.bytes_not_attempted += bytes;
                 } else {
                     // A unit of unknown size (a source range) counts as one item.
                     self.counters.items_done += items.unwrap_or(1);
@@ -810,6 +803,104 @@ fn is_concluded<A>(phase: &Phase<A>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::merge::{BatchMeta, PageMerge};
+    use crate::framing::Format;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn driver(concurrency: usize, window_bytes: usize) -> Driver<PageMerge> {
+        let limits = Limits {
+            concurrency,
+            retry: RetryPolicy { max_attempts: 3, base_delay: 1000 * MS, max_delay: 10_000 * MS },
+            call_timeout: 5_000 * MS,
+            deadline: 60_000 * MS,
+            window_bytes,
+            tolerance: Tolerance::default(),
+            progress_every: None,
+        };
+        Driver::new(PageMerge::new(Format::Json), limits, 7)
+    }
+
+    /// A batch of one URL whose request body is `payload` bytes.
+    fn unit(start: u64, payload: usize) -> Unit<BatchMeta> {
+        let meta = BatchMeta { start, urls: vec![format!("https://example.com/{start}")] };
+        Unit { meta, payload: Rc::new(vec![b' '; payload]), items: Some(1), bytes: payload as u64 }
+    }
+
+    /// Adds units while the driver wants them (at most `most`); how many it took.
+    fn feed(driver: &mut Driver<PageMerge>, next: &mut u64, most: u64, payload: usize) -> u64 {
+        let first = *next;
+        while driver.wants_input() && *next - first < most {
+            driver.add(unit(*next, payload));
+            *next += 1;
+        }
+        *next - first
+    }
+
+    /// The units of the calls the driver starts at `now`, until it starts no more.
+    fn calls(driver: &mut Driver<PageMerge>, now: Duration) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Action::Call(call) = driver.poll(now) {
+            seqs.push(call.seq);
+        }
+        seqs
+    }
+
+    #[test]
+    fn input_is_read_and_calls_start_up_to_the_concurrency() {
+        let mut d = driver(3, 1 << 20);
+        let mut next = 0;
+        assert_eq!(feed(&mut d, &mut next, 10, 100), 3, "as many units wait as may run");
+        assert_eq!(calls(&mut d, Duration::ZERO), [0, 1, 2]);
+        assert_eq!(feed(&mut d, &mut next, 10, 100), 3, "the next ones wait for a free call");
+        assert_eq!(calls(&mut d, Duration::ZERO), Vec::<u64>::new());
+        assert_eq!(d.report().total, None, "the total is not known while input is read");
+        assert_eq!(d.report().units_total, None);
+        d.end_input();
+        assert_eq!((d.report().total, d.report().units_total), (Some(6), Some(6)));
+        assert!(!d.wants_input(), "nothing is read after the end");
+    }
+
+    #[test]
+    fn past_the_window_only_the_earliest_unit_starts() {
+        // Each unit holds 256 + 200 bytes: the second fills a window of 700.
+        let mut d = driver(3, 700);
+        let mut next = 0;
+        assert_eq!(feed(&mut d, &mut next, 10, 200), 2);
+        assert_eq!(calls(&mut d, Duration::ZERO), [0], "the earliest unit runs: the others wait for it");
+        d.answered(0, Err(CallError::Permanent("400".into())), Duration::ZERO);
+        assert!(matches!(d.poll(Duration::ZERO), Action::Emit(_)), "its error record goes out");
+        assert!(matches!(d.poll(Duration::ZERO), Action::Call(Call { seq: 1, .. })), "then the next unit's turn came");
+        assert!(d.peak_held_bytes() >= 2 * 456, "peak {}", d.peak_held_bytes());
+    }
+
+    /// Calls that fail at once are tried again at different times: the jitter spreads them.
+    #[test]
+    fn retries_at_the_same_moment_are_spread() {
+        let mut d = driver(8, 1 << 20);
+        let mut next = 0;
+        feed(&mut d, &mut next, 8, 10);
+        d.end_input();
+        for seq in calls(&mut d, Duration::ZERO) {
+            let error = CallError::Transient { message: "503".into(), retry_after: None };
+            d.answered(seq, Err(error), Duration::ZERO);
+        }
+        let (mut retries, mut retried_at) = (0, BTreeSet::new());
+        let mut now = Duration::ZERO;
+        while retries < 8 {
+            match d.poll(now) {
+                Action::Call(call) => {
+                    assert_eq!(call.attempt, 2);
+                    assert!((500 * MS..=1000 * MS).contains(&now), "retried at {now:?}");
+                    retries += 1;
+                    retried_at.insert(now);
+                }
+                Action::Wait(Some(at)) => now = at,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(retried_at.len() >= 6, "8 retries at {retried_at:?}");
+    }
 
     #[test]
     fn a_threshold_is_passed_only_beyond_its_bounds() {

@@ -957,7 +957,6 @@ mod tests {
                 items_not_attempted: 30,
                 bytes: 4_000_000,
                 bytes_done: 3_000_000,
-                bytes_not_attempted: 600_000,
                 bytes_failed: 900_000,
             },
             peak_held_bytes: 12_345,
@@ -973,7 +972,7 @@ mod tests {
     fn progress_and_summary_report_each_figure() {
         let stats = Stats { rows_in: 600, rows_out: 500, rows_filtered: 40, rows_errored: 60, errors_omitted: 0 };
         let mut ndjson = TableMerge::new(Format::Ndjson, TableMode::Records, true);
-        ndjson.stats = stats.clone();
+        ndjson.stats = stats;
         let mut out = Vec::new();
         ndjson.progress(&report(), &mut out);
         ndjson.finish(&report(), &mut out);
@@ -992,7 +991,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
 
         let mut json = TableMerge::new(Format::Json, TableMode::Records, true);
-        json.stats = stats.clone();
+        json.stats = stats;
         let mut out = Vec::new();
         json.progress(&report(), &mut out);
         assert!(out.is_empty(), "a JSON answer has no progress lines");

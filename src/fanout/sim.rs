@@ -236,6 +236,14 @@ where
             }
         }
     }
+    let report = driver.report();
+    let c = &report.counters;
+    assert_eq!(c.units_done, c.units, "seed {seed}: every unit has an outcome, {report:?}");
+    assert_eq!(c.bytes_done, c.bytes, "seed {seed}: {report:?}");
+    assert!(c.bytes_failed <= c.bytes && c.items_failed <= c.items_done, "seed {seed}: {report:?}");
+    if let Some(total) = report.total {
+        assert_eq!(c.items_done + c.items_not_attempted, total, "seed {seed}: every item once, {report:?}");
+    }
     Run { out, ended: now, calls }
 }
 
@@ -276,24 +284,29 @@ fn chunks_of(csv: &[u8], feed: usize, chunk: usize, max: usize) -> impl FnMut() 
     }
 }
 
+/// How a simulated call ends (`None`: it hangs), and whether its answer is one the merge must refuse.
+type Answer = (Option<(Duration, Result<Vec<u8>, CallError>)>, bool);
+
 /// How the simulated worker answers a call, with `honest` its true answer.
-fn answer(
-    rng: &mut Rng,
-    rate: u64,
-    limits: &Limits,
-    honest: impl FnOnce() -> Vec<u8>,
-) -> Option<(Duration, Result<Vec<u8>, CallError>)> {
+fn answer(rng: &mut Rng, rate: u64, limits: &Limits, honest: impl FnOnce() -> Vec<u8>) -> Answer {
     let latency = MS * (1 + rng.below(40) as u32);
     match fault(rng, rate) {
-        Fault::Answer => Some((latency, Ok(honest()))),
+        Fault::Answer => (Some((latency, Ok(honest()))), false),
         Fault::Transient => {
-            Some((latency, Err(CallError::Transient { message: "worker answered 503".into(), retry_after: None })))
+            let error = CallError::Transient { message: "worker answered 503".into(), retry_after: None };
+            (Some((latency, Err(error))), false)
         }
-        Fault::Permanent => Some((latency, Err(CallError::Permanent("worker answered 400".into())))),
-        Fault::Hang => None,
-        Fault::Fatal => Some((latency, Err(CallError::Fatal("line 1: a bad row".into())))),
-        Fault::Late => Some((limits.call_timeout + latency, Ok(honest()))),
-        other => Some((latency, Ok(corrupt(honest(), other)))),
+        Fault::Permanent => (Some((latency, Err(CallError::Permanent("worker answered 400".into())))), false),
+        Fault::Hang => (None, false),
+        Fault::Fatal => (Some((latency, Err(CallError::Fatal("line 1: a bad row".into())))), false),
+        Fault::Late => (Some((limits.call_timeout + latency, Ok(honest()))), false),
+        other => {
+            let honest = honest();
+            let sent = corrupt(honest.clone(), other);
+            // A corruption that leaves nothing to change (no record to drop) is an honest answer.
+            let refused = serde_json::from_slice::<Value>(&sent).ok() != serde_json::from_slice::<Value>(&honest).ok();
+            (Some((latency, Ok(sent))), refused)
+        }
     }
 }
 
@@ -313,19 +326,32 @@ fn run_table(seed: u64, job: &Job) {
     let mut largest_payload = 0;
     let limits = job.limits.clone();
     let spec = Spec::default();
-    let mut late = 0;
+    let (mut late, mut refused) = (0, 0);
     let run = simulate(seed, &mut driver, chunks_of(&csv, feed, job.chunk, job.max_chunk), |call, meta| {
         largest_payload = largest_payload.max(call.payload.len());
-        let outcome = answer(&mut rng, job.fault_rate, &limits, || transform(&spec, &call.payload, line_offset(meta)));
-        late += u64::from(times_out(call, &outcome));
+        let (outcome, bad) =
+            answer(&mut rng, job.fault_rate, &limits, || transform(&spec, &call.payload, line_offset(meta)));
+        let timed_out = times_out(call, &outcome);
+        late += u64::from(timed_out);
+        refused += u64::from(bad && !timed_out);
         outcome
     });
+    let peak = driver.peak_held_bytes();
+    assert!(peak >= largest_payload, "seed {seed}: held {peak} bytes at most, one unit's payload is {largest_payload}");
     let bound =
         job.limits.window_bytes + job.limits.concurrency * (3 * largest_payload + 4096) + largest_payload + 4096;
-    check_table(seed, job, &run, late, &row_lines, driver.peak_held_bytes(), bound);
+    check_table(seed, job, &run, Calls { late, refused }, &row_lines, peak, bound);
 }
 
-fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, late: u64, row_lines: &[u64], peak: usize, bound: usize) {
+/// What the simulated workers did that the summary counts: calls that hung or answered past their
+/// time limit, and answers on time that the merge must refuse.
+#[derive(Clone, Copy)]
+struct Calls {
+    late: u64,
+    refused: u64,
+}
+
+fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, seen: Calls, row_lines: &[u64], peak: usize, bound: usize) {
     let (out, ended) = (&run.out, run.ended);
     let (records, errors, summary) = match job.format {
         Format::Json => {
@@ -353,6 +379,7 @@ fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, late: u64, row_lines:
             (records, errors, summary)
         }
     };
+    let calls_seen = seen;
     let mut seen = vec![0u32; row_lines.len()];
     let mut last_id = None;
     for r in &records {
@@ -409,7 +436,18 @@ fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, late: u64, row_lines:
     if summary["status"] != "complete" {
         assert!(summary["reason"].is_string(), "seed {seed}: {summary}");
     }
-    check_calls(seed, &job.limits, &run.calls, &chunks_given_up(seed, &errors, &run.calls), late, &summary);
+    let not_attempted: u64 = errors
+        .iter()
+        .filter(|e| e["kind"] == "not_attempted")
+        .map(|e| e["message"].as_str().unwrap()[4..].split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(summary["rows_not_attempted"], not_attempted, "seed {seed}: {summary}");
+    let chunks_failed = errors.iter().any(|e| e["message"].as_str().unwrap().contains(" were not processed: "));
+    let bytes_failed = summary["bytes_not_processed"].as_u64().unwrap();
+    assert!(bytes_failed <= summary["bytes"].as_u64().unwrap(), "seed {seed}: {summary}");
+    assert_eq!(bytes_failed > 0, chunks_failed, "seed {seed}: bytes of chunks not processed, {summary}");
+    let given_up = chunks_given_up(seed, &errors, &run.calls);
+    check_calls(seed, &job.limits, &run.calls, &given_up, calls_seen, &summary);
 }
 
 /// The attempts an error message says the driver gave up after, if it says so.
@@ -439,15 +477,17 @@ fn chunks_given_up(seed: u64, errors: &[Value], calls: &BTreeMap<u64, (ChunkMeta
 /// summary: no unit got more than `max_attempts` calls; every unit given up on (`gave_up`:
 /// each with the attempts its error record names) got exactly that many, `max_attempts`;
 /// invocations and retries are the calls counted; timeouts are the calls the worker hung or
-/// answered past their time limit (`late`), fewer only when a job that stopped cancelled some.
+/// answered past their time limit, and rejected answers the bad answers on time (`seen`), fewer
+/// only when a job that stopped cancelled some.
 fn check_calls<Meta>(
     seed: u64,
     limits: &Limits,
     calls: &BTreeMap<u64, (Meta, u32)>,
     gave_up: &[(u64, u32)],
-    late: u64,
+    seen: Calls,
     summary: &Value,
 ) {
+    let Calls { late, refused } = seen;
     let max = limits.retry.max_attempts;
     for (seq, (_, n)) in calls {
         assert!(*n <= max, "seed {seed}: unit {seq} got {n} calls, more than the {max} attempts allowed");
@@ -465,8 +505,10 @@ fn check_calls<Meta>(
     assert_eq!(count("retries"), total - calls.len() as u64, "seed {seed}: calls after each unit's first, {summary}");
     if summary["status"] == "complete" {
         assert_eq!(count("timeouts"), late, "seed {seed}: calls hung or answered late, {summary}");
+        assert_eq!(count("rejected_answers"), refused, "seed {seed}: bad answers on time, {summary}");
     } else {
         assert!(count("timeouts") <= late, "seed {seed}: {late} calls hung or answered late, {summary}");
+        assert!(count("rejected_answers") <= refused, "seed {seed}: {refused} bad answers on time, {summary}");
     }
 }
 
@@ -559,10 +601,13 @@ fn aggregate_jobs_merge_exactly_under_faults() {
         let mut driver = Driver::new(TableMerge::new(format, mode, false), limits.clone(), seed);
         let chunk = 1 + rng.below(300) as usize;
         let feed = 1 + rng.below(64) as usize;
-        let mut late = 0;
+        let (mut late, mut refused) = (0, 0);
         let run = simulate(seed, &mut driver, chunks_of(&csv, feed, chunk, 100_000), |call, meta| {
-            let outcome = answer(&mut rng, rate, &limits, || transform(&partial, &call.payload, line_offset(meta)));
-            late += u64::from(times_out(call, &outcome));
+            let (outcome, bad) =
+                answer(&mut rng, rate, &limits, || transform(&partial, &call.payload, line_offset(meta)));
+            let timed_out = times_out(call, &outcome);
+            late += u64::from(timed_out);
+            refused += u64::from(bad && !timed_out);
             outcome
         });
         let (groups, errors, summary) = match format {
@@ -582,7 +627,8 @@ fn aggregate_jobs_merge_exactly_under_faults() {
                 (Value::Array(groups), errors, lines.last().unwrap()["summary"].clone())
             }
         };
-        check_calls(seed, &limits, &run.calls, &chunks_given_up(seed, &errors, &run.calls), late, &summary);
+        let given_up = chunks_given_up(seed, &errors, &run.calls);
+        check_calls(seed, &limits, &run.calls, &given_up, Calls { late, refused }, &summary);
         let sum = |k: &str| summary[k].as_u64().unwrap();
         assert_eq!(
             sum("rows_out") + sum("rows_filtered") + sum("rows_errored"),
@@ -619,7 +665,7 @@ fn scrape_jobs_keep_every_url_under_faults() {
             }),
             None => Next::End,
         };
-        let mut late = 0;
+        let (mut late, mut refused) = (0, 0);
         let run = simulate(seed, &mut driver, input, |call, meta| {
             let mut results: Vec<PageResult> = meta
                 .urls
@@ -631,6 +677,7 @@ fn scrape_jobs_keep_every_url_under_faults() {
                     outcome: Outcome::Error(ItemError::new(crate::scrape::FailureKind::HttpStatus, "404")),
                 })
                 .collect();
+            let honest = serde_json::to_vec(&ScrapeResponse { results: results.clone() }).unwrap();
             let f = fault(&mut rng, fault_rate);
             match f {
                 Fault::DropRecord { .. } => drop(results.pop()),
@@ -650,7 +697,10 @@ fn scrape_jobs_keep_every_url_under_faults() {
                 Fault::Truncate => Some((latency, Ok(answer[..answer.len() / 2].to_vec()))),
                 _ => Some((latency, Ok(answer))),
             };
-            late += u64::from(times_out(call, &outcome));
+            let timed_out = times_out(call, &outcome);
+            late += u64::from(timed_out);
+            let bad = matches!(&outcome, Some((_, Ok(sent))) if *sent != honest);
+            refused += u64::from(bad && !timed_out);
             outcome
         });
         let (results, summary): (Vec<Value>, Value) = match format {
@@ -687,7 +737,7 @@ fn scrape_jobs_keep_every_url_under_faults() {
                 gave_up.push((seq, after));
             }
         }
-        check_calls(seed, &limits, &run.calls, &gave_up, late, &summary);
+        check_calls(seed, &limits, &run.calls, &gave_up, Calls { late, refused }, &summary);
         let ended = run.ended;
         assert!(ended <= limits.deadline + limits.call_timeout, "seed {seed}: ended at {ended:?}");
     }
