@@ -813,6 +813,29 @@ mod tests {
         }
     }
 
+    /// Error records and partial groups waiting for their turn count too.
+    #[test]
+    fn a_waiting_answer_counts_its_errors_and_groups() {
+        let answer = r#"{"records":[],"errors":[{"line":2,"kind":"field_count","message":"m"},{"line":3,"kind":"field_count","message":"m"}],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2}}"#;
+        let mut merge = TableMerge::new(Format::Json, TableMode::Records, false);
+        let checked = merge.accept(&lines(2), answer.as_bytes().to_vec()).unwrap();
+        assert_eq!(merge.held_bytes(&checked), checked.body.capacity() + 2 * 128);
+        assert_eq!(merge.items(&checked), (2, 2), "rows read, rows failed");
+    }
+
+    /// A JSON answer keeps the first MAX_ERROR_RECORDS error records and counts the rest.
+    #[test]
+    fn a_json_answer_keeps_the_first_error_records_and_counts_the_rest() {
+        let mut merge = TableMerge::new(Format::Json, TableMode::Records, false);
+        let failure = Failure { kind: FailureKind::Worker, reason: "no answer".into() };
+        for first_line in 0..=MAX_ERROR_RECORDS as u64 {
+            let meta = ChunkMeta::Lines { first_line, last_line: first_line, rows: 1, line_offset: 0 };
+            merge.fail(&meta, &failure, &mut Vec::new());
+        }
+        assert_eq!((merge.errors.len(), merge.stats.errors_omitted), (MAX_ERROR_RECORDS, 1));
+        assert_eq!(merge.errors.last().unwrap().line, MAX_ERROR_RECORDS as u64 - 1);
+    }
+
     #[test]
     fn error_records_a_worker_left_out_are_counted_once() {
         let stats = r#""stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2,"errors_omitted":2}"#;
@@ -1009,20 +1032,40 @@ mod tests {
         let failure = Failure { kind: FailureKind::Worker, reason: "no answer".into() };
         let mut out = Vec::new();
         merge.fail(&meta, &failure, &mut out);
+        let page = |index: usize| PageResult {
+            index,
+            url: format!("https://a.example/{index}"),
+            outcome: Outcome::Page(Box::new(crate::scrape::Page {
+                status: 200,
+                final_url: format!("https://a.example/{index}"),
+                redirects: 0,
+                attempts: 1,
+                content_type: "text/html".into(),
+                charset: "utf-8".into(),
+                bytes: 10,
+                fetch_ms: 1,
+                parse_us: 1,
+                data: crate::html::Extracted::default(),
+            })),
+        };
+        for index in 1..=3 {
+            merge.write(&page(index), &mut out);
+        }
         merge.progress(&report(), &mut out);
         merge.finish(&report(), &mut out);
         let lines = ndjson_lines(&out);
-        assert_eq!(lines[0]["index"], 0);
+        let indexes: Vec<&Value> = lines[..4].iter().map(|l| &l["index"]).collect();
+        assert_eq!(indexes, [0, 1, 2, 3]);
         assert_eq!(
-            lines[1],
-            json!({"progress": {"done": 530, "total": 1_000, "failed": 70, "pages": 0, "elapsed_ms": 2_000,
-                "pages_per_s": 0}})
+            lines[4],
+            json!({"progress": {"done": 530, "total": 1_000, "failed": 70, "pages": 3, "elapsed_ms": 2_000,
+                "pages_per_s": 2}})
         );
         assert_eq!(
-            lines[2],
-            json!({"summary": {"status": "stopped", "reason": "the deadline passed", "urls": 530, "results": 1,
-                "pages": 0, "errors": 1, "not_attempted": 30, "batches": 11, "batches_failed": 3, "invocations": 14,
-                "retries": 4, "timeouts": 2, "rejected_answers": 1, "elapsed_ms": 2_000, "pages_per_s": 0,
+            lines[5],
+            json!({"summary": {"status": "stopped", "reason": "the deadline passed", "urls": 530, "results": 4,
+                "pages": 3, "errors": 1, "not_attempted": 30, "batches": 11, "batches_failed": 3, "invocations": 14,
+                "retries": 4, "timeouts": 2, "rejected_answers": 1, "elapsed_ms": 2_000, "pages_per_s": 2,
                 "peak_held_bytes": 12_345}})
         );
     }
@@ -1061,6 +1104,16 @@ mod tests {
                 assert_eq!(first[key], want, "partial {partial}, {format:?}: {first}");
             }
         }
+    }
+
+    /// A chunk is sent with its lines and the bytes of the file it covers.
+    #[test]
+    fn a_chunk_is_sent_with_its_lines_and_bytes() {
+        let span = Span { first_line: 7, last_line: 9, rows: 2, bytes: 100..350 };
+        let chunk = crate::fanout::split::Chunk { body: b"a\n1\n2\n".to_vec(), span: span.clone(), line_offset: 5 };
+        let Input::Unit(unit) = ChunkMeta::input(Piece::Chunk(chunk), 1000) else { panic!("a chunk is sent") };
+        assert_eq!((unit.items, unit.bytes, unit.meta), (Some(2), 250, ChunkMeta::lines(&span, 5)));
+        assert_eq!(*unit.payload, b"a\n1\n2\n");
     }
 
     /// A record too large to send fails at once as `too_large`, its rows and bytes accounted for.
