@@ -59,8 +59,10 @@ done
 
 tree=out/mutants/tree
 mkdir -p "$tree"
-# The files git knows of, committed or not, as they are now.
-git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$tree"
+# The files git knows of, committed or not, as they are now. Extracted with
+# the time of the copy (-m): with their own, older times, cargo would take the
+# last mutant's build in the copy for an up-to-date one and test it as the baseline.
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xmf - -C "$tree"
 
 ran=()
 for guard in "${guards[@]}"; do
