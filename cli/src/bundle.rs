@@ -39,6 +39,9 @@ pub enum Runtime {
     Wasmtime,
 }
 
+/// Configuration for components, as `(FANOUT_..., value)` pairs.
+pub type Env = Vec<(String, String)>;
+
 /// What to serve, and how.
 pub struct Options {
     /// The coordinator's address (with Spin, every route's); port 0 for any free port.
@@ -52,10 +55,10 @@ pub struct Options {
     /// `FANOUT_TOKEN` for every component: only callers holding it are served.
     pub token: Option<String>,
     /// More configuration for every component (`FANOUT_...=value`).
-    pub env: Vec<(String, String)>,
+    pub env: Env,
     /// Configuration for the coordinator alone, such as the bucket's keys (with Spin, whose `-e`
     /// reaches every component, for all of them).
-    pub coordinator_env: Vec<(String, String)>,
+    pub coordinator_env: Env,
     /// Copies the components' logs to stderr, instead of keeping the last lines.
     pub echo_logs: bool,
 }

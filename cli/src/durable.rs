@@ -10,6 +10,7 @@
 
 use crate::answer::Format;
 use crate::bucket::Store;
+use crate::bundle::Env;
 use crate::job::{Coordinator, Outcome};
 use crate::output::Output;
 use crate::progress::{Progress, Unit, Update};
@@ -199,7 +200,7 @@ fn submit_and_drive(
 
 /// A bundle the CLI serves keeps its state in the CLI's bucket: where it is, for every component
 /// (workers write there, and only there), and its keys, for the coordinator alone.
-fn bundle_env(store: &Store) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn bundle_env(store: &Store) -> (Env, Env) {
     let c = store.config();
     let mut all =
         vec![("FANOUT_S3_BUCKET".to_owned(), c.bucket.clone()), ("FANOUT_S3_REGION".to_owned(), c.region.clone())];

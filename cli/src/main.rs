@@ -160,7 +160,7 @@ impl JobArgs {
         &self,
         private_sources: bool,
         private_pages: bool,
-        (env, coordinator_env): (Vec<(String, String)>, Vec<(String, String)>),
+        (env, coordinator_env): (bundle::Env, bundle::Env),
     ) -> Result<job::Coordinator> {
         job::Coordinator::find(job::Target {
             endpoint: self.endpoint.as_ref(),
