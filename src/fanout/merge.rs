@@ -858,6 +858,24 @@ mod tests {
         );
     }
 
+    /// An answer as a worker writes it is kept as the one span of its records (one copy out); one laid
+    /// out otherwise, record by record.
+    #[test]
+    fn a_workers_layout_takes_the_fast_way() {
+        let written = format!(r#"{{"records":[{{"a":1}},{{"a":2}}],"errors":[],{STATS}}}"#);
+        let spaced = format!(r#"{{"records":[{{"a":1}},{{"a":2}} ],"errors":[],{STATS}}}"#);
+        for (answer, fast) in [(written, true), (spaced, false)] {
+            let mut merge = TableMerge::new(Format::Json, TableMode::Records, false);
+            let checked = merge.accept(&lines(2), answer.clone().into_bytes()).unwrap();
+            assert_eq!(matches!(checked.records, Records::Span(_)), fast, "{answer}");
+            let mut out = Vec::new();
+            merge.emit(&lines(2), checked, &mut out);
+            merge.finish(&report(), &mut out);
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["records"], json!([{"a": 1}, {"a": 2}]), "{answer}");
+        }
+    }
+
     #[test]
     fn records_are_found_however_the_answer_is_laid_out() {
         // A record holding `],"errors":`, keys in another order, spaces: all read right.
@@ -1144,9 +1162,12 @@ mod tests {
                 .collect();
             serde_json::to_vec(&ScrapeResponse { results }).unwrap()
         };
-        let checked = PageMerge::new(Format::Json).accept(&meta, answer(["https://a.example/", "https://b.example/"]));
-        let indexes: Vec<usize> = checked.unwrap().results.iter().map(|r| r.index).collect();
+        let body = answer(["https://a.example/", "https://b.example/"]);
+        let mut merge = PageMerge::new(Format::Json);
+        let checked = merge.accept(&meta, body.clone()).unwrap();
+        let indexes: Vec<usize> = checked.results.iter().map(|r| r.index).collect();
         assert_eq!(indexes, [10, 11], "results placed in the job");
+        assert_eq!(merge.held_bytes(&checked), body.len(), "waiting results count as the answer's bytes");
         for (urls, needle) in [
             (
                 ["https://a.example/", "https://c.example/"],
