@@ -872,6 +872,70 @@ mod tests {
         assert!(matches!(d.poll(Duration::ZERO), Action::Emit(_)), "its error record goes out");
         assert!(matches!(d.poll(Duration::ZERO), Action::Call(Call { seq: 1, .. })), "then the next unit's turn came");
         assert!(d.peak_held_bytes() >= 2 * 456, "peak {}", d.peak_held_bytes());
+        let mut exactly_full = driver(3, 2 * 456);
+        assert_eq!(feed(&mut exactly_full, &mut 0, 10, 200), 2, "a window exactly full takes no more");
+    }
+
+    /// Polls at `now` until the driver waits or is done, answering nothing; what it wrote.
+    fn drain(driver: &mut Driver<PageMerge>, now: Duration) -> (Vec<u8>, Action) {
+        let mut out = Vec::new();
+        loop {
+            match driver.poll(now) {
+                Action::Emit(bytes) => out.extend(bytes),
+                action => return (out, action),
+            }
+        }
+    }
+
+    #[test]
+    fn the_total_is_unknown_while_a_unit_of_unknown_size_is_in_the_job() {
+        let mut d = driver(3, 1 << 20);
+        d.add(unit(0, 10));
+        d.add(Unit { items: None, ..unit(1, 10) });
+        d.end_input();
+        assert_eq!((d.report().total, d.report().units_total), (None, Some(2)));
+    }
+
+    #[test]
+    fn input_that_breaks_off_fails_the_job_and_what_was_read_still_runs() {
+        let mut d = driver(3, 1 << 20);
+        d.add(unit(0, 10));
+        d.input_failed("connection reset".into());
+        assert!(!d.wants_input());
+        assert_eq!(calls(&mut d, Duration::ZERO), [0], "the unit read still runs");
+        d.answered(0, Err(CallError::Permanent("400".into())), MS);
+        let (out, action) = drain(&mut d, MS);
+        assert!(matches!(action, Action::Done), "{action:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(answer["results"].as_array().unwrap().len(), 1);
+        assert_eq!(answer["summary"]["status"], "failed");
+        assert_eq!(answer["summary"]["reason"], "the input could not be read to its end: connection reset");
+    }
+
+    /// A job waiting for input wakes at its deadline and stops; one whose last answer lands at the
+    /// deadline is complete.
+    #[test]
+    fn the_deadline_stops_a_job_waiting_for_input_but_not_a_finished_one() {
+        let mut waiting = driver(3, 1 << 20);
+        assert!(matches!(waiting.poll(Duration::ZERO), Action::Wait(Some(at)) if at == 60_000 * MS));
+        assert!(matches!(waiting.poll(60_000 * MS), Action::Wait(None)), "stopped: only input wakes it");
+        assert_eq!(waiting.status(), Status::Stopped);
+        waiting.end_input();
+        let (out, _) = drain(&mut waiting, 60_000 * MS);
+        let answer: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(answer["summary"]["reason"], "the job's deadline of 60000 ms passed");
+
+        let mut done = driver(3, 1 << 20);
+        done.add(unit(0, 10));
+        done.end_input();
+        assert_eq!(calls(&mut done, 55_000 * MS), [0]);
+        let page =
+            r#"{"results":[{"index":0,"url":"https://example.com/0","error":{"kind":"http_status","message":"404"}}]}"#;
+        done.answered(0, Ok(page.as_bytes().to_vec()), 60_000 * MS);
+        let (out, action) = drain(&mut done, 60_000 * MS);
+        assert!(matches!(action, Action::Done), "{action:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(answer["summary"]["status"], "complete", "{answer}");
     }
 
     /// Calls that fail at once are tried again at different times: the jitter spreads them.
