@@ -310,6 +310,8 @@ mod tests {
         assert_eq!(r.check(4, ROWS), Ok(()));
         let filtered = done(b"{}\n", b"", Tally::Rows(stats(3, 1, 2, 0)));
         assert_eq!(filtered.check(4, Expect::Rows { filter: true, aggregate: false }), Ok(()));
+        let all_filtered = done(b"", b"", Tally::Rows(stats(3, 0, 3, 0)));
+        assert_eq!(all_filtered.check(4, Expect::Rows { filter: true, aggregate: false }), Ok(()), "an empty part");
         let partial = done(b"{\"groups\":[]}\n", b"", Tally::Rows(stats(5, 5, 0, 0)));
         assert_eq!(partial.check(4, Expect::Rows { filter: false, aggregate: true }), Ok(()));
         let pages = done(b"{}\n{}\n{}\n", b"", Tally::Pages(Pages { results: 3, pages: 2, errors: 1 }));
@@ -348,9 +350,39 @@ mod tests {
         }
         let r = done(b"{}\n", b"", Tally::Rows(stats(1, 1, 0, 0)));
         assert!(r.check(5, ROWS).unwrap_err().contains("unit 4, not 5"));
-        let mut bad_sum = r.clone();
-        bad_sum.part.as_mut().unwrap().md5 = "XYZ".into();
-        assert!(bad_sum.check(4, ROWS).unwrap_err().contains("checksums"));
+        let sha256 = r.part.as_ref().unwrap().sha256.clone();
+        for (md5, sha256) in [
+            ("XYZ".to_owned(), sha256.clone()),
+            ("a".repeat(31), sha256.clone()),
+            ("A".repeat(32), sha256.clone()),
+            ("g".repeat(32), sha256.clone()),
+            ("a".repeat(32), sha256[1..].to_owned()),
+            ("a".repeat(32), sha256.to_uppercase()),
+        ] {
+            let mut bad_sum = r.clone();
+            let part = bad_sum.part.as_mut().unwrap();
+            (part.md5, part.sha256) = (md5, sha256);
+            assert!(bad_sum.check(4, ROWS).unwrap_err().contains("checksums"), "{bad_sum:?}");
+        }
+        let mut dense = r.clone();
+        dense.part.as_mut().unwrap().lines = 4;
+        assert!(dense.check(4, ROWS).unwrap_err().contains("has 4 lines in 3 bytes"));
+    }
+
+    /// A failed unit's reason, cut to MAX_REASON_CHARS and an ellipsis by the worker, is refused only longer.
+    #[test]
+    fn a_failed_units_reason_is_bounded() {
+        let failed = |chars: usize| Receipt {
+            unit: 0,
+            outcome: Outcome::Failed { kind: FailureKind::Worker, reason: "é".repeat(chars) },
+            part: None,
+            errors: Some(ObjectSum::of(b"{}\n")),
+            tally: Tally::Rows(Stats::default()),
+            process_ms: 1,
+        };
+        let max = super::super::MAX_REASON_CHARS;
+        assert_eq!(failed(max + 1).check(0, ROWS), Ok(()));
+        assert!(failed(max + 2).check(0, ROWS).unwrap_err().contains("reason is over 1000 characters"));
     }
 
     #[test]
