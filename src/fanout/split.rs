@@ -196,7 +196,8 @@ impl Splitter {
                 }
                 (false, _, _) if self.ended && len > 0 && !over => Mark { at: self.buf.len(), rows: self.rows },
                 (false, Some(m), _) if over || self.ended => m,
-                (false, None, _) if over || (self.ended && len > 0) => {
+                // (At the end of the file, the arm above took what is left unless it is over the limit.)
+                (false, None, _) if over => {
                     self.oversized = Some(Span {
                         first_line: self.line,
                         last_line: self.line,
@@ -443,21 +444,33 @@ mod tests {
         check_pushes(data, &data.chunks(piece.max(1)).collect::<Vec<_>>(), header, target, max);
     }
 
+    fn blank(bytes: &[u8]) -> bool {
+        bytes.iter().all(|b| b"\r\n".contains(b))
+    }
+
     /// [`check`] with `data` fed as `pushes`.
     fn check_pushes(data: &[u8], pushes: &[&[u8]], header: bool, target: usize, max: usize) {
         let want = csv_records(data, header);
         let pieces = split_pushes(pushes, header, target, max).unwrap();
         let lens: Vec<usize> = pushes.iter().map(|p| p.len()).collect();
         let mut got = Vec::new();
-        let mut covered = 0u64;
+        let mut covered = None;
         for p in &pieces {
+            // The pieces follow each other with nothing but blank lines between them.
+            let span = match p {
+                Piece::Chunk(c) => &c.span,
+                Piece::Oversized(span) => span,
+            };
+            if let Some(end) = covered {
+                let gap = data.get(end as usize..span.bytes.start as usize);
+                assert!(gap.is_some_and(blank), "{:?} after {end}: {pieces:?}", span.bytes);
+            }
+            covered = Some(span.bytes.end);
             match p {
                 Piece::Chunk(c) => {
                     assert!(c.body.len() <= max, "a chunk of {} bytes, over the limit of {max}", c.body.len());
                     let recs = csv_records(&c.body, header);
                     assert_eq!(recs.len() as u64, c.span.rows, "rows of {:?}", String::from_utf8_lossy(&c.body));
-                    assert!(c.span.bytes.start >= covered, "chunks are in order");
-                    covered = c.span.bytes.end;
                     for (line, rec) in recs {
                         let line = line + c.line_offset;
                         assert!(line >= c.span.first_line && line <= c.span.last_line, "line {line} in {:?}", c.span);
@@ -465,14 +478,18 @@ mod tests {
                     }
                 }
                 Piece::Oversized(span) => {
-                    covered = span.bytes.end;
                     for _ in 0..span.rows {
                         got.push((0, csv::ByteRecord::new()));
                     }
                 }
             }
         }
+        if let Some(end) = covered {
+            assert!(blank(&data[end as usize..]), "the last piece, to {end}, ends with the file's last record");
+        }
         let oversized = pieces.iter().any(|p| matches!(p, Piece::Oversized(_)));
+        // A file that fits in one chunk has no record too large for one.
+        assert!(!oversized || data.len() > max, "{pieces:?}");
         assert_eq!(got.len(), want.len(), "records of {:?} pushes {lens:?}", String::from_utf8_lossy(data));
         if !oversized {
             for ((gl, g), (wl, w)) in got.iter().zip(&want) {
