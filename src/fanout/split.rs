@@ -455,7 +455,7 @@ mod tests {
         let lens: Vec<usize> = pushes.iter().map(|p| p.len()).collect();
         let mut got = Vec::new();
         let mut covered = None;
-        for p in &pieces {
+        for (i, p) in pieces.iter().enumerate() {
             // The pieces follow each other with nothing but blank lines between them.
             let span = match p {
                 Piece::Chunk(c) => &c.span,
@@ -466,6 +466,12 @@ mod tests {
                 assert!(gap.is_some_and(blank), "{:?} after {end}: {pieces:?}", span.bytes);
             }
             covered = Some(span.bytes.end);
+            let end = span.bytes.end as usize;
+            assert!(!data[..end].ends_with(b"\r") || data.get(end) != Some(&b'\n'), "a piece ends inside a CRLF");
+            if let (Piece::Chunk(c), true) = (p, i + 1 < pieces.len() && data.len() <= max) {
+                let bytes = c.span.bytes.end - c.span.bytes.start;
+                assert!(bytes >= target as u64, "a chunk of {bytes} bytes before the last, under the target {target}");
+            }
             match p {
                 Piece::Chunk(c) => {
                     assert!(c.body.len() <= max, "a chunk of {} bytes, over the limit of {max}", c.body.len());
@@ -568,6 +574,21 @@ mod tests {
                 check(b"1,a\r\n\"2\",\"b\"", false, target, 64, piece);
             }
         }
+    }
+
+    #[test]
+    fn the_header_row_is_known_once_read() {
+        let mut s = Splitter::new(b',', b'"', true, 8, 64);
+        s.push(b"id,v");
+        assert!(matches!(s.find_header(), Ok(false)));
+        assert_eq!(s.header(), None, "not yet read");
+        s.push(b"\n1,a\n");
+        assert!(matches!(s.find_header(), Ok(true)));
+        assert_eq!(s.header(), Some(&b"id,v\n"[..]));
+        let mut headerless = Splitter::new(b',', b'"', false, 8, 64);
+        headerless.push(b"1,a\n");
+        assert!(matches!(headerless.find_header(), Ok(true)));
+        assert_eq!(headerless.header(), None, "a file without a header row");
     }
 
     #[test]
