@@ -1055,38 +1055,18 @@ fn jobs_finish_with_every_unit_once_under_faults() {
     }
 }
 
-/// Ticks that conclude units at the same time each count only the failures
-/// they know of: two failed units, concluded by two ticks that each saw one,
-/// must still fail a job that tolerates one.
-#[test]
-fn the_threshold_counts_every_ticks_failures() {
+/// A job of two units over a small file, planned at `created_ms` with `limits`, its state `state`;
+/// one tick runs it to its manifest.
+fn one_tick_to_the_manifest(limits: Limits, created_ms: u64, state: State) -> Manifest {
     let id = JobId::new(1, 2);
     let layout = Layout::new(&id);
     let file = csv_file(&mut Rng::new(1), 20);
     let spec = Spec::default();
     let columns = read_header(&spec.dialect, &file).unwrap().names;
-    let limits = Limits {
-        concurrency: 1,
-        attempts: 1,
-        deadline_ms: 3_600_000,
-        tolerated_failures: Some(1),
-        tolerated_failure_percent: None,
-        audit_percent: 0.0,
-    };
     let size = file.len() as u64;
     let work =
         TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes: size.div_ceil(2), spec, columns };
-    let plan = Plan { id: id.clone(), created_ms: EPOCH_MS, units: 2, limits, work: Work::Transform(work) };
-    let failed = Concluded {
-        outcome: Outcome::Failed { kind: FailureKind::Worker, reason: "503".into() },
-        part: None,
-        errors: None,
-        tally: Tally::Rows(Default::default()),
-        calls: 1,
-        timeouts: 0,
-        rejected: 0,
-    };
-    let state = State { units: BTreeMap::from([(0, failed.clone()), (1, failed)]), ..State::default() };
+    let plan = Plan { id: id.clone(), created_ms, units: 2, limits, work: Work::Transform(work) };
     let objects = BTreeMap::from([
         (layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".to_owned())),
         (layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".to_owned())),
@@ -1110,9 +1090,50 @@ fn the_threshold_counts_every_ticks_failures() {
     );
     let finished = || world.objects.borrow().contains_key(&layout.manifest());
     assert!(world.exec.run(Duration::from_secs(60), finished), "no manifest");
-    let manifest: Manifest = serde_json::from_slice(&world.objects.borrow()[&layout.manifest()].0).unwrap();
+    let manifest = serde_json::from_slice(&world.objects.borrow()[&layout.manifest()].0).unwrap();
+    manifest
+}
+
+fn limits(tolerated_failures: Option<u64>, deadline_ms: u64) -> Limits {
+    Limits {
+        concurrency: 1,
+        attempts: 1,
+        deadline_ms,
+        tolerated_failures,
+        tolerated_failure_percent: None,
+        audit_percent: 0.0,
+    }
+}
+
+/// Ticks that conclude units at the same time each count only the failures
+/// they know of: two failed units, concluded by two ticks that each saw one,
+/// must still fail a job that tolerates one.
+#[test]
+fn the_threshold_counts_every_ticks_failures() {
+    let failed = Concluded {
+        outcome: Outcome::Failed { kind: FailureKind::Worker, reason: "503".into() },
+        part: None,
+        errors: None,
+        tally: Tally::Rows(Default::default()),
+        calls: 1,
+        timeouts: 0,
+        rejected: 0,
+    };
+    let state = State { units: BTreeMap::from([(0, failed.clone()), (1, failed)]), ..State::default() };
+    let manifest = one_tick_to_the_manifest(limits(Some(1), 3_600_000), EPOCH_MS, state);
     assert_eq!(manifest.status, JobStatus::Failed);
     assert_eq!(manifest.reason.as_deref(), Some("2 items failed, more than the 1 tolerated"));
+}
+
+/// A tick after the job's deadline fails it and starts nothing; one before it runs the job.
+#[test]
+fn a_tick_past_the_deadline_fails_the_job() {
+    let past = one_tick_to_the_manifest(limits(None, 1_000), EPOCH_MS - 1_001, State::default());
+    assert_eq!(past.status, JobStatus::Failed);
+    assert_eq!(past.reason.as_deref(), Some("the job's deadline of 1000 ms passed"));
+    assert_eq!(past.summary["invocations"], 0, "{past:?}");
+    let before = one_tick_to_the_manifest(limits(None, 60_000), EPOCH_MS - 1_000, State::default());
+    assert_eq!(before.status, JobStatus::Succeeded, "{before:?}");
 }
 
 /// Workers that lie consistently (a record changed, counts intact) pass every

@@ -1156,3 +1156,15 @@ impl<H: JobHost> Sink for TickSink<'_, '_, H> {
         self.run.host.sleep(duration)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_errors_say_what_went_wrong() {
+        assert_eq!(JobError::NotFound.to_string(), "no such job");
+        assert_eq!(JobError::Corrupt("the plan is not JSON".into()).to_string(), "the plan is not JSON");
+        assert_eq!(JobError::Config("no FANOUT_S3_BUCKET".into()).to_string(), "no FANOUT_S3_BUCKET");
+    }
+}
