@@ -201,6 +201,8 @@ struct World {
     stop_reads: RefCell<HashMap<String, Vec<(Duration, bool)>>>,
     /// Per tick and unit: when its lease writes took effect.
     lease_writes: RefCell<HashMap<(String, u64), Vec<Duration>>>,
+    /// Per tick: its calls in flight now, and the most at once.
+    in_flight: RefCell<HashMap<String, (u32, u32)>>,
     file: Vec<u8>,
     layout: Layout,
 }
@@ -218,6 +220,7 @@ impl World {
             calls: RefCell::new(Vec::new()),
             stop_reads: RefCell::new(HashMap::new()),
             lease_writes: RefCell::new(HashMap::new()),
+            in_flight: RefCell::new(HashMap::new()),
             file,
             layout,
         })
@@ -406,6 +409,7 @@ impl JobHost for SimHost {
             eprintln!("{:?} {} CALL {unit}", self.world.exec.now(), self.name);
         }
         self.world.calls.borrow_mut().push(CallLog { tick: self.name.clone(), unit, at: self.world.exec.now() });
+        let _in_flight = InFlight::new(&self.world, &self.name);
         let (tx, rx) = futures::channel::oneshot::channel();
         let world = self.world.clone();
         self.world.exec.spawn(
@@ -420,6 +424,28 @@ impl JobHost for SimHost {
             Either::Left((Err(_), _)) => Err(CallError::Transient { message: "reset".into(), retry_after: None }),
             Either::Right(_) => Err(CallError::Timeout(timeout)),
         }
+    }
+}
+
+/// A call a tick is waiting for, counted while it waits (a killed tick's calls end with it).
+struct InFlight<'a> {
+    world: &'a World,
+    tick: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(world: &'a World, tick: &str) -> InFlight<'a> {
+        let mut counts = world.in_flight.borrow_mut();
+        let (now, most) = counts.entry(tick.to_owned()).or_default();
+        *now += 1;
+        *most = (*most).max(*now);
+        InFlight { world, tick: tick.to_owned() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.world.in_flight.borrow_mut().get_mut(&self.tick).expect("counted when made").0 -= 1;
     }
 }
 
@@ -898,6 +924,10 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
     }
     let state: State = serde_json::from_slice(&objects[&layout.state()].0).unwrap();
     assert_eq!(state.units.len() as u64, s.plan.units, "seed {seed}: every unit is concluded once");
+    for (tick, &(_, most)) in world.in_flight.borrow().iter() {
+        let limit = s.plan.limits.concurrency;
+        assert!(most as usize <= limit, "seed {seed}: {tick} had {most} calls at once, over the job's {limit}");
+    }
     let stop: Option<Stop> = objects.get(&layout.stop()).map(|(b, _)| serde_json::from_slice(b).unwrap());
     // A cancel that lands after every look at the stop marker before the manifest was written
     // (every unit concluded by then) comes too late to stop anything: the job succeeded.
