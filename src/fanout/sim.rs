@@ -340,7 +340,15 @@ struct Calls {
     refused: u64,
 }
 
-fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, seen: Calls, row_lines: &[u64], peak: usize, bound: usize) {
+fn check_table(
+    seed: u64,
+    job: &Job,
+    run: &Run<ChunkMeta>,
+    workers: Calls,
+    row_lines: &[u64],
+    peak: usize,
+    bound: usize,
+) {
     let (out, ended) = (&run.out, run.ended);
     let (records, errors, summary) = match job.format {
         Format::Json => {
@@ -368,7 +376,6 @@ fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, seen: Calls, row_line
             (records, errors, summary)
         }
     };
-    let calls_seen = seen;
     let mut seen = vec![0u32; row_lines.len()];
     let mut last_id = None;
     for r in &records {
@@ -437,7 +444,7 @@ fn check_table(seed: u64, job: &Job, run: &Run<ChunkMeta>, seen: Calls, row_line
     assert!(bytes_failed <= summary["bytes"].as_u64().unwrap(), "seed {seed}: {summary}");
     assert_eq!(bytes_failed > 0, sum("chunks_failed") > 0, "seed {seed}: bytes of chunks not processed, {summary}");
     let given_up = chunks_given_up(seed, &errors, &run.calls);
-    check_calls(seed, &job.limits, &run.calls, &given_up, calls_seen, &summary);
+    check_calls(seed, &job.limits, &run.calls, &given_up, workers, &summary);
 }
 
 /// The attempts an error message says the driver gave up after, if it says so.
