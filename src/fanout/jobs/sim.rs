@@ -15,7 +15,12 @@
 //!   the honest one (a lie is refused, or caught by the audit), a failed unit
 //!   has its error records, and the totals are the sums;
 //! * no worker call starts without a check of the stop marker since its unit's
-//!   lease was last written, nor after its tick saw the marker.
+//!   lease was last written, nor after its tick saw the marker;
+//! * a job fails for its failure threshold only if its failures passed it.
+//!
+//! Hand-written cases on the same world check how a tick spends its budget:
+//! the units it starts, the time limits it gives calls, what it keeps for the
+//! next tick's estimate.
 
 use super::commit::{commit, Adopt, Output, Sink, SinkUrls};
 use super::layout::{Layout, Slot};
@@ -174,6 +179,8 @@ struct Faults {
     worker: u64,
     /// Workers that lie undetectably (a record changed, the counts intact): only with a full audit.
     subtle_lies: bool,
+    /// Workers that refuse every unit (400): each unit fails at its first call.
+    refuse: bool,
 }
 
 #[derive(Debug)]
@@ -182,11 +189,15 @@ struct Write {
     at: Duration,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct CallLog {
     tick: String,
     unit: u64,
     at: Duration,
+    /// The call's time limit.
+    limit: Duration,
+    /// How long it took, when the worker answered it.
+    answered: Option<Duration>,
 }
 
 struct World {
@@ -203,6 +214,10 @@ struct World {
     lease_writes: RefCell<HashMap<(String, u64), Vec<Duration>>>,
     /// Per tick: its calls in flight now, and the most at once.
     in_flight: RefCell<HashMap<String, (u32, u32)>>,
+    /// What a worker's call takes beyond its bucket requests and a few milliseconds, in ms.
+    work_ms: Cell<u32>,
+    /// Writes of `state.json` that left it as it was.
+    idle_state_writes: Cell<u32>,
     file: Vec<u8>,
     layout: Layout,
 }
@@ -221,6 +236,8 @@ impl World {
             stop_reads: RefCell::new(HashMap::new()),
             lease_writes: RefCell::new(HashMap::new()),
             in_flight: RefCell::new(HashMap::new()),
+            work_ms: Cell::new(0),
+            idle_state_writes: Cell::new(0),
             file,
             layout,
         })
@@ -272,6 +289,9 @@ impl World {
         };
         if !allowed {
             return Put::Conflict;
+        }
+        if key == self.layout.state() && objects.get(key).is_some_and(|(b, _)| *b == body) {
+            self.idle_state_writes.set(self.idle_state_writes.get() + 1);
         }
         // S3's ETag of a one-part object is its MD5; a version number keeps rewrites of equal bytes apart.
         let etag = format!("\"{}-{}\"", ObjectSum::of(&body).md5, self.writes.borrow().len());
@@ -408,7 +428,13 @@ impl JobHost for SimHost {
         if std::env::var("SIMDEBUG").is_ok() {
             eprintln!("{:?} {} CALL {unit}", self.world.exec.now(), self.name);
         }
-        self.world.calls.borrow_mut().push(CallLog { tick: self.name.clone(), unit, at: self.world.exec.now() });
+        let at = self.world.exec.now();
+        let log = CallLog { tick: self.name.clone(), unit, at, limit: timeout, answered: None };
+        let call = {
+            let mut calls = self.world.calls.borrow_mut();
+            calls.push(log);
+            calls.len() - 1
+        };
         let _in_flight = InFlight::new(&self.world, &self.name);
         let (tx, rx) = futures::channel::oneshot::channel();
         let world = self.world.clone();
@@ -420,7 +446,12 @@ impl JobHost for SimHost {
             Rc::new(Cell::new(false)),
         );
         match select(rx, pin!(self.world.exec.sleep(timeout))).await {
-            Either::Left((Ok(answer), _)) => answer,
+            Either::Left((Ok(answer), _)) => {
+                if answer.is_ok() {
+                    self.world.calls.borrow_mut()[call].answered = Some(self.world.exec.now() - at);
+                }
+                answer
+            }
             Either::Left((Err(_), _)) => Err(CallError::Transient { message: "reset".into(), retry_after: None }),
             Either::Right(_) => Err(CallError::Timeout(timeout)),
         }
@@ -551,7 +582,10 @@ impl Sink for SimSink<'_> {
 
 async fn run_worker(world: &World, kind: WorkerKind, payload: Vec<u8>) -> Result<Vec<u8>, CallError> {
     let fault = pick_fault(world);
-    world.exec.sleep(MS * (1 + world.below(30) as u32)).await;
+    world.exec.sleep(MS * (1 + world.below(30) as u32 + world.work_ms.get())).await;
+    if world.faults.refuse {
+        return Err(CallError::Permanent("worker answered 400: refused".into()));
+    }
     let request: Value = serde_json::from_slice(&payload).unwrap();
     let urls: SinkUrls = serde_json::from_value(request["sink"].clone()).unwrap();
     match fault {
@@ -753,27 +787,8 @@ fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, Objects) {
     } else {
         let n = rng.below(60);
         let batch = 1 + rng.below(7);
-        let mut list = Vec::new();
-        for i in 0..n {
-            list.extend_from_slice(
-                serde_json::to_string(&format!("https://site{}.example/{i}", i % 3)).unwrap().as_bytes(),
-            );
-            list.push(b'\n');
-        }
         // Batches of up to `batch` URLs, and of about three URLs' bytes, so both cuts happen.
-        let mut cutter = ListCutter::new(ListFormat::JsonLines, batch, 100, u64::MAX);
-        cutter.push(&list).unwrap();
-        let cut = cutter.finish().unwrap();
-        objects.insert(layout.urls(), (list, "\"list\"".into()));
-        let units = cut.offsets.len() as u64 - 1;
-        let work = ScrapeWork {
-            list: Source::Object(layout.urls()),
-            format: ListFormat::JsonLines,
-            offsets: cut.offsets,
-            firsts: cut.firsts,
-            urls: cut.urls,
-            request: ScrapeRequest::default(),
-        };
+        let (work, units) = scrape_work(&layout, n, batch, 100, &mut objects);
         (Work::Scrape(work), units)
     };
     let plan = Plan { id, created_ms: EPOCH_MS, units, limits, work };
@@ -797,6 +812,32 @@ fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, Objects) {
         cancel_at: (rng.below(6) == 0).then(|| MS * rng.below(20_000) as u32),
     };
     (s, file, objects)
+}
+
+/// A scrape of `n` URLs in batches of up to `batch` URLs and about `batch_bytes` bytes, its list in
+/// `objects`: the work, and its units.
+fn scrape_work(layout: &Layout, n: u64, batch: u64, batch_bytes: usize, objects: &mut Objects) -> (ScrapeWork, u64) {
+    let mut list = Vec::new();
+    for i in 0..n {
+        list.extend_from_slice(
+            serde_json::to_string(&format!("https://site{}.example/{i}", i % 3)).unwrap().as_bytes(),
+        );
+        list.push(b'\n');
+    }
+    let mut cutter = ListCutter::new(ListFormat::JsonLines, batch, batch_bytes, u64::MAX);
+    cutter.push(&list).unwrap();
+    let cut = cutter.finish().unwrap();
+    objects.insert(layout.urls(), (list, "\"list\"".into()));
+    let units = cut.offsets.len() as u64 - 1;
+    let work = ScrapeWork {
+        list: Source::Object(layout.urls()),
+        format: ListFormat::JsonLines,
+        offsets: cut.offsets,
+        firsts: cut.firsts,
+        urls: cut.urls,
+        request: ScrapeRequest::default(),
+    };
+    (work, units)
 }
 
 /// Runs one job to its manifest; panics with the seed when an invariant breaks.
@@ -943,16 +984,22 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
     } else {
         assert_eq!(manifest.status, stop.as_ref().map_or(JobStatus::Succeeded, |s| s.status), "seed {seed}");
     }
+    let (done, failed) = Totals::of(&s.plan, &state).items();
+    let limits = &s.plan.limits;
+    let tolerance = Tolerance { count: limits.tolerated_failures, percent: limits.tolerated_failure_percent };
+    let total = match &s.plan.work {
+        Work::Scrape(w) => Some(w.urls),
+        Work::Transform(_) => None,
+    };
+    let over = tolerance.exceeded(failed, done, total);
     if manifest.status == JobStatus::Succeeded {
-        let (done, failed) = Totals::of(&s.plan, &state).items();
-        let limits = &s.plan.limits;
-        let tolerance = Tolerance { count: limits.tolerated_failures, percent: limits.tolerated_failure_percent };
-        let total = match &s.plan.work {
-            Work::Scrape(w) => Some(w.urls),
-            Work::Transform(_) => None,
-        };
-        let over = tolerance.exceeded(failed, done, total);
         assert!(over.is_none(), "seed {seed}: succeeded, yet {}", over.unwrap_or_default());
+    }
+    // Failures only add up, so a job failed for passing its threshold passed it in the end too (but for a
+    // transform's percentage, of the rows read so far, which more rows can bring back under it).
+    let threshold = stop.as_ref().is_some_and(|s| s.status == JobStatus::Failed && s.reason.contains("items failed"));
+    if threshold && (limits.tolerated_failures.is_some() || total.is_some()) {
+        assert!(over.is_some(), "seed {seed}: failed for {:?}, yet {failed} of {done} failed", manifest.reason);
     }
     match &s.plan.work {
         Work::Transform(w) => check_transform(seed, w, &s.plan, &state, &manifest, &objects, world, audit),
@@ -1080,47 +1127,95 @@ fn jobs_finish_with_every_unit_once_under_faults() {
             store: [0, 5, 15][rng.below(3) as usize],
             worker: [0, 10, 30][rng.below(3) as usize],
             subtle_lies: false,
+            refuse: false,
         };
         run_job(seed, faults, false);
     }
 }
 
-/// A job of two units over a small file, planned at `created_ms` with `limits`, its state `state`;
-/// one tick runs it to its manifest.
-fn one_tick_to_the_manifest(limits: Limits, created_ms: u64, state: State) -> Manifest {
+/// A transform job of `units` units over a small file, planned at `created_ms` with `limits`, its state
+/// `state`, in a world without faults: the world, and the job's id.
+fn small_job(units: u64, limits: Limits, created_ms: u64, state: State) -> (Rc<World>, JobId) {
     let id = JobId::new(1, 2);
     let layout = Layout::new(&id);
-    let file = csv_file(&mut Rng::new(1), 20);
+    let file = csv_file(&mut Rng::new(1), 10 * units);
     let spec = Spec::default();
     let columns = read_header(&spec.dialect, &file).unwrap().names;
     let size = file.len() as u64;
-    let work =
-        TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes: size.div_ceil(2), spec, columns };
-    let plan = Plan { id: id.clone(), created_ms, units: 2, limits, work: Work::Transform(work) };
+    let chunk_bytes = size.div_ceil(units);
+    assert_eq!(size.div_ceil(chunk_bytes), units);
+    let work = TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes, spec, columns };
+    let plan = Plan { id: id.clone(), created_ms, units, limits, work: Work::Transform(work) };
     let objects = BTreeMap::from([
         (layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".to_owned())),
         (layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".to_owned())),
         (layout.active(), (Vec::new(), "\"a\"".to_owned())),
     ]);
-    let world =
-        World::new(2, Faults { store: 0, worker: 0, subtle_lies: false }, MS * 5_000, objects, file, layout.clone());
-    let settings = TickSettings {
-        budget: MS * 20_000,
+    let faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: false };
+    (World::new(2, faults, MS * 5_000, objects, file, layout), id)
+}
+
+/// Settings for ticks of `budget_ms`, with one attempt per unit.
+fn settings(budget_ms: u32, call_timeout_ms: u32) -> TickSettings {
+    TickSettings {
+        budget: MS * budget_ms,
         lease: MS * 5_000,
-        call_timeout: MS * 1_000,
+        call_timeout: MS * call_timeout_ms,
         retry: RetryPolicy { max_attempts: 1, base_delay: MS * 20, max_delay: MS * 500 },
         flush_every: MS * 500,
-    };
-    let host = sim_host(&world, "tick1".into(), 0, None);
+    }
+}
+
+/// One tick, as the job's driver saw it.
+struct Ticked {
+    name: String,
+    started: Duration,
+    ended: Duration,
+    /// The state it left.
+    state: State,
+}
+
+/// Sends the job's ticks one after another, the next one `gap` after the last ended, each with its
+/// settings from `settings` (by the tick's number, from 0), until the manifest is written.
+fn tick_until_done(
+    world: &Rc<World>,
+    id: &JobId,
+    gap: Duration,
+    settings: impl Fn(usize) -> TickSettings + 'static,
+) -> (Manifest, Vec<Ticked>) {
+    let ticks = Rc::new(RefCell::new(Vec::new()));
+    let done = Rc::new(Cell::new(false));
+    let (w, id2, log, finished) = (world.clone(), id.clone(), ticks.clone(), done.clone());
     world.exec.spawn(
         async move {
-            tick::tick(&host, &id, "tick1", &settings).await.unwrap();
+            for n in 0.. {
+                let name = format!("tick{n}");
+                let host = sim_host(&w, name.clone(), 0, None);
+                let started = w.exec.now();
+                tick::tick(&host, &id2, &name, &settings(n)).await.unwrap();
+                let state = serde_json::from_slice(&w.objects.borrow()[&w.layout.state()].0).unwrap();
+                log.borrow_mut().push(Ticked { name, started, ended: w.exec.now(), state });
+                if w.objects.borrow().contains_key(&w.layout.manifest()) {
+                    finished.set(true);
+                    return;
+                }
+                w.exec.sleep(gap).await;
+            }
         },
         Rc::new(Cell::new(false)),
     );
-    let finished = || world.objects.borrow().contains_key(&layout.manifest());
-    assert!(world.exec.run(Duration::from_secs(60), finished), "no manifest");
-    let manifest = serde_json::from_slice(&world.objects.borrow()[&layout.manifest()].0).unwrap();
+    assert!(world.exec.run(Duration::from_secs(3_600), || done.get()), "no manifest");
+    let manifest = serde_json::from_slice(&world.objects.borrow()[&world.layout.manifest()].0).unwrap();
+    let ticks = ticks.take();
+    (manifest, ticks)
+}
+
+/// A job of two units, planned at `created_ms` with `limits`, its state `state`; one tick runs it to its
+/// manifest.
+fn one_tick_to_the_manifest(limits: Limits, created_ms: u64, state: State) -> Manifest {
+    let (world, id) = small_job(2, limits, created_ms, state);
+    let (manifest, ticks) = tick_until_done(&world, &id, MS, |_| settings(20_000, 1_000));
+    assert_eq!(ticks.len(), 1);
     manifest
 }
 
@@ -1172,6 +1267,98 @@ fn a_tick_past_the_deadline_fails_the_job() {
 fn a_full_audit_catches_consistent_liars() {
     let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=150u64);
     for seed in seeds {
-        run_job(seed, Faults { store: 0, worker: 40, subtle_lies: true }, true);
+        run_job(seed, Faults { store: 0, worker: 40, subtle_lies: true, refuse: false }, true);
     }
+}
+
+/// The calls `tick` made.
+fn calls_of(world: &World, tick: &str) -> Vec<CallLog> {
+    world.calls.borrow().iter().filter(|c| c.tick == tick).cloned().collect()
+}
+
+/// A tick spends its budget on calls that fit in it: it never runs past it, gives each call a time limit
+/// that ends before its reserve, starts units while one more call is expected to fit, and no more. What
+/// it expects a call to take is the slowest call it saw, or the last tick's (kept in the state).
+#[test]
+fn ticks_start_every_unit_that_fits_in_their_budget_and_no_more() {
+    // 7 units, one at a time, each about 1 s (the worker's 1,000 ms and a few ms of bucket), in ticks
+    // of 5 s less the 1 s reserve: a fourth unit would start near 3.1 s with 0.9 s left, so 3 a tick.
+    let (world, id) = small_job(7, limits(None, 3_600_000), EPOCH_MS, State::default());
+    world.work_ms.set(1_000);
+    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(5_000, 3_000));
+    assert_eq!(manifest.status, JobStatus::Succeeded, "{manifest:?}");
+    let concluded: Vec<usize> = ticks.iter().map(|t| t.state.units.len()).collect();
+    assert_eq!(concluded, [3, 6, 7], "units concluded after each tick");
+    assert_eq!(world.idle_state_writes.get(), 0, "state.json is written only with something new");
+    let mut slowest_before = 0;
+    for t in &ticks {
+        assert!(t.ended - t.started <= MS * 5_000, "{} ran {:?}", t.name, t.ended - t.started);
+        let calls = calls_of(&world, &t.name);
+        for c in &calls {
+            assert!(c.limit >= MS * 100 && c.limit <= MS * 3_000, "{} gave a call {:?}", t.name, c.limit);
+            assert!(c.at + c.limit <= t.started + MS * 4_000, "{}'s call at {:?} may end in its reserve", t.name, c.at);
+            assert!(c.answered.is_some(), "{}'s call at {:?} was not answered", t.name, c.at);
+        }
+        let slowest = calls.iter().filter_map(|c| c.answered).max().map_or(slowest_before, |d| d.as_millis() as u64);
+        assert!(slowest >= 1_000);
+        assert_eq!(t.state.slowest_call_ms, slowest, "{} keeps its slowest call for the next tick", t.name);
+        slowest_before = slowest;
+    }
+}
+
+/// A tick's first unit starts even when the last tick's calls were slower than what is left of the budget
+/// (so that a job whose calls are slower than a tick still moves), unless less than a call's minimum is left.
+#[test]
+fn a_ticks_first_unit_starts_whatever_the_estimate_unless_no_time_is_left() {
+    let slow = State { slowest_call_ms: 60_000, ..State::default() };
+    // 1.5 s less the reserve leaves 0.5 s: the first unit starts (its call takes about 0.3 s), the
+    // second waits for the next tick, as the tick's own call then says.
+    let (world, id) = small_job(2, limits(None, 3_600_000), EPOCH_MS, slow.clone());
+    world.work_ms.set(300);
+    let (_, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(1_500, 3_000));
+    let concluded: Vec<usize> = ticks.iter().map(|t| t.state.units.len()).collect();
+    assert_eq!(concluded, [1, 2]);
+    // 1.05 s leaves 50 ms, under the 100 ms a call needs at least: nothing starts, nothing is counted.
+    let (world, id) = small_job(2, limits(None, 3_600_000), EPOCH_MS, slow);
+    let (manifest, ticks) =
+        tick_until_done(&world, &id, MS * 10, |n| settings(if n == 0 { 1_050 } else { 20_000 }, 3_000));
+    assert!(calls_of(&world, "tick0").is_empty());
+    assert!(!world.lease_writes.borrow().keys().any(|(tick, _)| tick == "tick0"), "tick0 claimed a unit");
+    assert_eq!(ticks[0].state.units.len(), 0);
+    assert_eq!(manifest.status, JobStatus::Succeeded, "{manifest:?}");
+    assert!(all_done(&ticks[ticks.len() - 1].state), "{manifest:?}");
+}
+
+fn all_done(state: &State) -> bool {
+    state.units.values().all(|c| c.outcome == Outcome::Done)
+}
+
+/// A scrape job's percentage threshold counts failures out of all its URLs, known from the start (a
+/// transform's, out of the rows read so far): with every worker refusing, a job of 10 URLs in units of 2
+/// that tolerates 50% stops at its third failed unit, not its first. A tick whose calls all failed keeps
+/// the last tick's estimate of a call's time.
+#[test]
+fn a_scrape_jobs_percentage_counts_all_its_urls() {
+    let id = JobId::new(3, 4);
+    let layout = Layout::new(&id);
+    let mut objects = Objects::new();
+    let (work, units) = scrape_work(&layout, 10, 2, 1_000, &mut objects);
+    assert_eq!(units, 5);
+    let limits = Limits { tolerated_failure_percent: Some(50.0), ..limits(None, 3_600_000) };
+    let plan = Plan { id: id.clone(), created_ms: EPOCH_MS, units, limits, work: Work::Scrape(work) };
+    let state = State { slowest_call_ms: 700, ..State::default() };
+    objects.insert(layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".into()));
+    objects.insert(layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".into()));
+    objects.insert(layout.active(), (Vec::new(), "\"a\"".into()));
+    let faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: true };
+    let world = World::new(2, faults, MS * 5_000, objects, Vec::new(), layout);
+    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(20_000, 3_000));
+    assert_eq!(manifest.status, JobStatus::Failed);
+    assert_eq!(
+        manifest.reason.as_deref(),
+        Some("6 of 10 items failed (60.0%), more than the 50% tolerated"),
+        "{manifest:?}"
+    );
+    assert_eq!(world.calls.borrow().len(), 3, "no unit is called after the threshold");
+    assert_eq!(ticks[ticks.len() - 1].state.slowest_call_ms, 700);
 }
