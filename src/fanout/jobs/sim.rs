@@ -1333,6 +1333,20 @@ fn all_done(state: &State) -> bool {
     state.units.values().all(|c| c.outcome == Outcome::Done)
 }
 
+/// A tick that runs out of time between claiming a unit and calling its worker gives the call back:
+/// a unit of one attempt is still tried, whatever moment its tick's budget ends.
+#[test]
+fn a_unit_is_never_failed_for_a_call_not_made() {
+    // Budgets ending at every millisecond around the tick's first call, then ticks with time to spare.
+    for extra_ms in 0..60 {
+        let (world, id) = small_job(1, limits(None, 3_600_000), EPOCH_MS, State::default());
+        let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, move |n| {
+            settings(if n == 0 { 1_100 + extra_ms } else { 20_000 }, 3_000)
+        });
+        assert!(all_done(&ticks[ticks.len() - 1].state), "budget 1,{:03} ms: {manifest:?}", 100 + extra_ms);
+    }
+}
+
 /// A scrape job's percentage threshold counts failures out of all its URLs, known from the start (a
 /// transform's, out of the rows read so far): with every worker refusing, a job of 10 URLs in units of 2
 /// that tolerates 50% stops at its third failed unit, not its first. A tick whose calls all failed keeps

@@ -563,7 +563,12 @@ impl<H: JobHost> Run<'_, H> {
                 // The job stopped while the request was being made ready.
                 continue;
             }
-            let Some(timeout) = self.call_time(&held.lease) else { return Ok(UnitEnd::Left) };
+            let Some(timeout) = self.call_time(&held.lease) else {
+                // Out of time before the call: the lease gives back the call it counted, so that a unit
+                // is never concluded as failed for attempts that were not made.
+                self.renew(unit, &held, |_| uncalled.lease.clone()).await?;
+                return Ok(UnitEnd::Left);
+            };
             let started = self.host.now();
             let answer = self.host.call(kind, payload, timeout).await;
             if answer.is_ok() {
