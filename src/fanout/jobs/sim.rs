@@ -172,6 +172,9 @@ impl Drop for Sleep {
 // ---------------------------------------------------------------------------
 // The world: a bucket, a source file, workers, and what happened.
 
+/// No faults at all.
+const CALM: Faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: false, lose_first_answers: false };
+
 /// Fault rates, in percent.
 #[derive(Clone, Copy, Debug)]
 struct Faults {
@@ -181,6 +184,8 @@ struct Faults {
     subtle_lies: bool,
     /// Workers that refuse every unit (400): each unit fails at its first call.
     refuse: bool,
+    /// Every unit's first answer is lost, after its worker concluded it.
+    lose_first_answers: bool,
 }
 
 #[derive(Debug)]
@@ -198,6 +203,10 @@ struct CallLog {
     limit: Duration,
     /// How long it took, when the worker answered it.
     answered: Option<Duration>,
+    /// When the tick stopped waiting for it (its answer, an error, its time limit); `None` when the tick died.
+    ended: Option<Duration>,
+    /// Whether it ran out of time.
+    timed_out: bool,
 }
 
 struct World {
@@ -218,6 +227,8 @@ struct World {
     work_ms: Cell<u32>,
     /// Writes of `state.json` that left it as it was.
     idle_state_writes: Cell<u32>,
+    /// Units whose worker answered a call.
+    answered_units: RefCell<std::collections::HashSet<u64>>,
     file: Vec<u8>,
     layout: Layout,
 }
@@ -238,6 +249,7 @@ impl World {
             in_flight: RefCell::new(HashMap::new()),
             work_ms: Cell::new(0),
             idle_state_writes: Cell::new(0),
+            answered_units: RefCell::new(std::collections::HashSet::new()),
             file,
             layout,
         })
@@ -429,7 +441,15 @@ impl JobHost for SimHost {
             eprintln!("{:?} {} CALL {unit}", self.world.exec.now(), self.name);
         }
         let at = self.world.exec.now();
-        let log = CallLog { tick: self.name.clone(), unit, at, limit: timeout, answered: None };
+        let log = CallLog {
+            tick: self.name.clone(),
+            unit,
+            at,
+            limit: timeout,
+            answered: None,
+            ended: None,
+            timed_out: false,
+        };
         let call = {
             let mut calls = self.world.calls.borrow_mut();
             calls.push(log);
@@ -445,16 +465,17 @@ impl JobHost for SimHost {
             },
             Rc::new(Cell::new(false)),
         );
-        match select(rx, pin!(self.world.exec.sleep(timeout))).await {
-            Either::Left((Ok(answer), _)) => {
-                if answer.is_ok() {
-                    self.world.calls.borrow_mut()[call].answered = Some(self.world.exec.now() - at);
-                }
-                answer
-            }
+        let answer = match select(rx, pin!(self.world.exec.sleep(timeout))).await {
+            Either::Left((Ok(answer), _)) => answer,
             Either::Left((Err(_), _)) => Err(CallError::Transient { message: "reset".into(), retry_after: None }),
             Either::Right(_) => Err(CallError::Timeout(timeout)),
-        }
+        };
+        let now = self.world.exec.now();
+        let mut calls = self.world.calls.borrow_mut();
+        calls[call].ended = Some(now);
+        calls[call].answered = answer.is_ok().then(|| now - at);
+        calls[call].timed_out = matches!(answer, Err(CallError::Timeout(_)));
+        answer
     }
 }
 
@@ -656,8 +677,9 @@ async fn run_worker(world: &World, kind: WorkerKind, payload: Vec<u8>) -> Result
         let _ = sink.create(Slot::Receipt, &body, &ObjectSum::of(&body)).await;
         return Ok(body);
     }
+    let first_answer = world.answered_units.borrow_mut().insert(urls.unit);
     match commit(&sink, urls.unit, output, adopt).await {
-        Ok(_) if fault == WorkerFault::LostAnswer => {
+        Ok(_) if fault == WorkerFault::LostAnswer || (world.faults.lose_first_answers && first_answer) => {
             Err(CallError::Transient { message: "the answer was lost".into(), retry_after: None })
         }
         Ok(committed) => Ok(committed.into_bytes()),
@@ -840,12 +862,27 @@ fn scrape_work(layout: &Layout, n: u64, batch: u64, batch_bytes: usize, objects:
     (work, units)
 }
 
+/// How a job is run besides its faults.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As its seed says.
+    Seeded,
+    /// Every unit audited.
+    Audited,
+    /// No tick killed, no cancel, no deadline: with no faults either, nothing may fail.
+    Calm,
+}
+
 /// Runs one job to its manifest; panics with the seed when an invariant breaks.
-fn run_job(seed: u64, faults: Faults, audit: bool) {
+fn run_job(seed: u64, faults: Faults, mode: Mode) {
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1));
     let (mut s, file, objects) = scenario(seed, &mut rng);
+    let audit = mode == Mode::Audited;
     if audit {
         s.plan.limits.audit_percent = 100.0;
+    }
+    if mode == Mode::Calm {
+        (s.kill_rate, s.cancel_at, s.plan.limits.deadline_ms) = (0, None, 3_600_000);
     }
     let layout = Layout::new(&s.plan.id);
     let mut objects = objects;
@@ -965,6 +1002,46 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
     }
     let state: State = serde_json::from_slice(&objects[&layout.state()].0).unwrap();
     assert_eq!(state.units.len() as u64, s.plan.units, "seed {seed}: every unit is concluded once");
+    // A unit's calls, whichever tick made them: no more than its attempts (the lease counts each before it
+    // is made), and never two at once (a lease is taken over only after the last call's time is up).
+    let calls = world.calls.borrow();
+    let mut per_unit: BTreeMap<u64, Vec<&CallLog>> = BTreeMap::new();
+    for call in calls.iter() {
+        per_unit.entry(call.unit).or_default().push(call);
+    }
+    for (unit, calls) in &per_unit {
+        let attempts = s.plan.limits.attempts as usize + usize::from(audit);
+        assert!(calls.len() <= attempts, "seed {seed}: unit {unit} was called {} times", calls.len());
+        // With no tick killed, the state counts every call (before it is made) and every time-out; a slow
+        // bucket can hold a tick past its budget between counting a call and making it, or between a
+        // time-out and writing it down.
+        let c = &state.units[unit];
+        if s.kill_rate == 0 && s.ticks_at_once == 1 && !audit {
+            let n = calls.len() as u32;
+            let timeouts = calls.iter().filter(|c| c.timed_out).count() as u32;
+            let counted = match world.faults.store {
+                0 => c.calls == n && c.timeouts == timeouts,
+                _ => c.calls >= n && c.timeouts <= timeouts,
+            };
+            assert!(counted, "seed {seed}: unit {unit} counts {c:?} of {calls:?}");
+        }
+        if s.kill_rate == 0
+            && world.faults.worker == 0
+            && world.faults.store == 0
+            && !objects.contains_key(&layout.stop())
+        {
+            assert_eq!((calls.len(), &c.outcome), (1, &Outcome::Done), "seed {seed}: unit {unit}");
+        }
+        for pair in calls.windows(2) {
+            let end = pair[0].ended.unwrap_or(pair[0].at + pair[0].limit);
+            assert!(
+                pair[1].at >= end,
+                "seed {seed}: unit {unit} was called by {} while {}'s call ran",
+                pair[1].tick,
+                pair[0].tick
+            );
+        }
+    }
     for (tick, &(_, most)) in world.in_flight.borrow().iter() {
         let limit = s.plan.limits.concurrency;
         assert!(most as usize <= limit, "seed {seed}: {tick} had {most} calls at once, over the job's {limit}");
@@ -1128,14 +1205,15 @@ fn jobs_finish_with_every_unit_once_under_faults() {
             worker: [0, 10, 30][rng.below(3) as usize],
             subtle_lies: false,
             refuse: false,
+            lose_first_answers: false,
         };
-        run_job(seed, faults, false);
+        run_job(seed, faults, Mode::Seeded);
     }
 }
 
 /// A transform job of `units` units over a small file, planned at `created_ms` with `limits`, its state
 /// `state`, in a world without faults: the world, and the job's id.
-fn small_job(units: u64, limits: Limits, created_ms: u64, state: State) -> (Rc<World>, JobId) {
+fn small_job(units: u64, limits: Limits, created_ms: u64, state: State, faults: Faults) -> (Rc<World>, JobId) {
     let id = JobId::new(1, 2);
     let layout = Layout::new(&id);
     let file = csv_file(&mut Rng::new(1), 10 * units);
@@ -1151,7 +1229,6 @@ fn small_job(units: u64, limits: Limits, created_ms: u64, state: State) -> (Rc<W
         (layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".to_owned())),
         (layout.active(), (Vec::new(), "\"a\"".to_owned())),
     ]);
-    let faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: false };
     (World::new(2, faults, MS * 5_000, objects, file, layout), id)
 }
 
@@ -1213,7 +1290,7 @@ fn tick_until_done(
 /// A job of two units, planned at `created_ms` with `limits`, its state `state`; one tick runs it to its
 /// manifest.
 fn one_tick_to_the_manifest(limits: Limits, created_ms: u64, state: State) -> Manifest {
-    let (world, id) = small_job(2, limits, created_ms, state);
+    let (world, id) = small_job(2, limits, created_ms, state, CALM);
     let (manifest, ticks) = tick_until_done(&world, &id, MS, |_| settings(20_000, 1_000));
     assert_eq!(ticks.len(), 1);
     manifest
@@ -1267,7 +1344,11 @@ fn a_tick_past_the_deadline_fails_the_job() {
 fn a_full_audit_catches_consistent_liars() {
     let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=150u64);
     for seed in seeds {
-        run_job(seed, Faults { store: 0, worker: 40, subtle_lies: true, refuse: false }, true);
+        run_job(
+            seed,
+            Faults { store: 0, worker: 40, subtle_lies: true, refuse: false, lose_first_answers: false },
+            Mode::Audited,
+        );
     }
 }
 
@@ -1283,7 +1364,7 @@ fn calls_of(world: &World, tick: &str) -> Vec<CallLog> {
 fn ticks_start_every_unit_that_fits_in_their_budget_and_no_more() {
     // 7 units, one at a time, each about 1 s (the worker's 1,000 ms and a few ms of bucket), in ticks
     // of 5 s less the 1 s reserve: a fourth unit would start near 3.1 s with 0.9 s left, so 3 a tick.
-    let (world, id) = small_job(7, limits(None, 3_600_000), EPOCH_MS, State::default());
+    let (world, id) = small_job(7, limits(None, 3_600_000), EPOCH_MS, State::default(), CALM);
     world.work_ms.set(1_000);
     let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(5_000, 3_000));
     assert_eq!(manifest.status, JobStatus::Succeeded, "{manifest:?}");
@@ -1313,13 +1394,13 @@ fn a_ticks_first_unit_starts_whatever_the_estimate_unless_no_time_is_left() {
     let slow = State { slowest_call_ms: 60_000, ..State::default() };
     // 1.5 s less the reserve leaves 0.5 s: the first unit starts (its call takes about 0.3 s), the
     // second waits for the next tick, as the tick's own call then says.
-    let (world, id) = small_job(2, limits(None, 3_600_000), EPOCH_MS, slow.clone());
+    let (world, id) = small_job(2, limits(None, 3_600_000), EPOCH_MS, slow.clone(), CALM);
     world.work_ms.set(300);
     let (_, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(1_500, 3_000));
     let concluded: Vec<usize> = ticks.iter().map(|t| t.state.units.len()).collect();
     assert_eq!(concluded, [1, 2]);
     // 1.05 s leaves 50 ms, under the 100 ms a call needs at least: nothing starts, nothing is counted.
-    let (world, id) = small_job(2, limits(None, 3_600_000), EPOCH_MS, slow);
+    let (world, id) = small_job(2, limits(None, 3_600_000), EPOCH_MS, slow, CALM);
     let (manifest, ticks) =
         tick_until_done(&world, &id, MS * 10, |n| settings(if n == 0 { 1_050 } else { 20_000 }, 3_000));
     assert!(calls_of(&world, "tick0").is_empty());
@@ -1339,7 +1420,7 @@ fn all_done(state: &State) -> bool {
 fn a_unit_is_never_failed_for_a_call_not_made() {
     // Budgets ending at every millisecond around the tick's first call, then ticks with time to spare.
     for extra_ms in 0..60 {
-        let (world, id) = small_job(1, limits(None, 3_600_000), EPOCH_MS, State::default());
+        let (world, id) = small_job(1, limits(None, 3_600_000), EPOCH_MS, State::default(), CALM);
         let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, move |n| {
             settings(if n == 0 { 1_100 + extra_ms } else { 20_000 }, 3_000)
         });
@@ -1364,7 +1445,7 @@ fn a_scrape_jobs_percentage_counts_all_its_urls() {
     objects.insert(layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".into()));
     objects.insert(layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".into()));
     objects.insert(layout.active(), (Vec::new(), "\"a\"".into()));
-    let faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: true };
+    let faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: true, lose_first_answers: false };
     let world = World::new(2, faults, MS * 5_000, objects, Vec::new(), layout);
     let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(20_000, 3_000));
     assert_eq!(manifest.status, JobStatus::Failed);
@@ -1375,4 +1456,14 @@ fn a_scrape_jobs_percentage_counts_all_its_urls() {
     );
     assert_eq!(world.calls.borrow().len(), 3, "no unit is called after the threshold");
     assert_eq!(ticks[ticks.len() - 1].state.slowest_call_ms, 700);
+}
+
+/// Without faults, kills, cancels or deadlines, every unit is called once and done, however many ticks run
+/// at once and however their clocks are skewed.
+#[test]
+fn calm_jobs_call_every_unit_once() {
+    let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=150u64);
+    for seed in seeds {
+        run_job(seed, CALM, Mode::Calm);
+    }
 }
