@@ -1467,3 +1467,18 @@ fn calm_jobs_call_every_unit_once() {
         run_job(seed, CALM, Mode::Calm);
     }
 }
+
+/// A worker whose answer was lost may have concluded its unit: before calling again, a tick reads the
+/// unit's receipt, and concludes the unit from it rather than run it a second time.
+#[test]
+fn a_lost_answer_is_found_in_the_bucket_not_run_again() {
+    let faults = Faults { lose_first_answers: true, ..CALM };
+    let (world, id) =
+        small_job(5, Limits { attempts: 3, ..limits(None, 3_600_000) }, EPOCH_MS, State::default(), faults);
+    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(20_000, 3_000));
+    assert!(all_done(&ticks[ticks.len() - 1].state), "{manifest:?}");
+    for unit in 0..5 {
+        let calls = world.calls.borrow().iter().filter(|c| c.unit == unit).count();
+        assert_eq!(calls, 1, "unit {unit}");
+    }
+}

@@ -604,6 +604,11 @@ impl<H: JobHost> Run<'_, H> {
             match delay {
                 Some(delay) if held.lease.calls < self.plan.limits.attempts && delay <= room => {
                     self.host.sleep(delay).await;
+                    // A worker whose answer was lost, or came late, may have concluded the unit: then
+                    // its receipt is the answer, and another call would only run the unit again.
+                    if let Some(bytes) = self.read_receipt(unit, Writer::Worker).await? {
+                        return self.conclude_with(unit, bytes, Holding::Mine(&held)).await;
+                    }
                     match self
                         .renew(unit, &held, |l| l.renewed(self.owner, self.host.wall_ms(), self.settings.lease))
                         .await?
