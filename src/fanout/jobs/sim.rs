@@ -1475,8 +1475,13 @@ fn a_lost_answer_is_found_in_the_bucket_not_run_again() {
     let faults = Faults { lose_first_answers: true, ..CALM };
     let (world, id) =
         small_job(5, Limits { attempts: 3, ..limits(None, 3_600_000) }, EPOCH_MS, State::default(), faults);
-    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(20_000, 3_000));
-    assert!(all_done(&ticks[ticks.len() - 1].state), "{manifest:?}");
+    let retrying = || TickSettings {
+        retry: RetryPolicy { max_attempts: 3, ..settings(20_000, 3_000).retry },
+        ..settings(20_000, 3_000)
+    };
+    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, move |_| retrying());
+    assert_eq!(ticks.len(), 1, "the tick retries, rather than leave the unit to the next");
+    assert!(all_done(&ticks[0].state), "{manifest:?}");
     for unit in 0..5 {
         let calls = world.calls.borrow().iter().filter(|c| c.unit == unit).count();
         assert_eq!(calls, 1, "unit {unit}");
