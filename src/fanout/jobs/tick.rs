@@ -266,6 +266,19 @@ pub async fn tick<H: JobHost>(host: &H, id: &JobId, owner: &str, settings: &Tick
     Ok(Status::of(&run.plan, &state, stop.as_ref(), manifest.as_ref(), host.wall_ms()))
 }
 
+/// Whether unit `unit` of job `id` is one of the `percent` audited: decided by
+/// the job's id and the unit (an FNV-1a hash), so that every tick agrees.
+fn sampled(id: &JobId, unit: u64, percent: f64) -> bool {
+    if percent <= 0.0 {
+        return false;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_str().bytes().chain(unit.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 10_000) as f64 / 100.0 < percent
+}
+
 /// Runs `work` until `until` on the host's monotonic clock: its output, or `None` when time ran out first.
 async fn within<H: JobHost, T>(host: &H, until: Duration, work: impl Future<Output = T>) -> Option<T> {
     let timer = pin!(host.sleep(until.saturating_sub(host.now())));
@@ -769,18 +782,8 @@ impl<H: JobHost> Run<'_, H> {
         Ok(Judged::Valid(receipt))
     }
 
-    /// Whether unit `unit` is one of the audited sample: decided by the job's
-    /// id and the unit, so that every tick agrees.
     fn sampled(&self, unit: u64) -> bool {
-        let percent = self.plan.limits.audit_percent;
-        if percent <= 0.0 {
-            return false;
-        }
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.layout.id().as_str().bytes().chain(unit.to_le_bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % 10_000) as f64 / 100.0 < percent
+        sampled(self.layout.id(), unit, self.plan.limits.audit_percent)
     }
 
     /// Runs a sampled unit a second time, by another call, into the audit
@@ -1170,6 +1173,19 @@ impl<H: JobHost> Sink for TickSink<'_, '_, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// About the percentage asked for is audited, a different sample for each job.
+    #[test]
+    fn the_audit_samples_its_percentage_of_units() {
+        let (a, b) = (JobId::new(1, 2), JobId::new(3, 4));
+        for percent in [0.0, 5.0, 30.0, 70.0, 100.0] {
+            let n = (0..2_000).filter(|&u| sampled(&a, u, percent)).count() as f64;
+            assert!((n / 20.0 - percent).abs() <= 3.0, "{n} of 2,000 units audited at {percent}%");
+        }
+        let of = |id: &JobId| (0..200).map(|u| sampled(id, u, 50.0)).collect::<Vec<_>>();
+        let same = of(&a).iter().zip(of(&b)).filter(|(x, y)| **x == *y).count();
+        assert!((60..=140).contains(&same), "two jobs' samples agree on {same} of 200 units");
+    }
 
     #[test]
     fn job_errors_say_what_went_wrong() {
