@@ -173,7 +173,15 @@ impl Drop for Sleep {
 // The world: a bucket, a source file, workers, and what happened.
 
 /// No faults at all.
-const CALM: Faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: false, lose_first_answers: false };
+const CALM: Faults = Faults {
+    store: 0,
+    worker: 0,
+    subtle_lies: false,
+    refuse: false,
+    lose_first_answers: false,
+    unavailable: false,
+    unavailable_first: false,
+};
 
 /// Fault rates, in percent.
 #[derive(Clone, Copy, Debug)]
@@ -186,6 +194,10 @@ struct Faults {
     refuse: bool,
     /// Every unit's first answer is lost, after its worker concluded it.
     lose_first_answers: bool,
+    /// Workers that answer every call 503.
+    unavailable: bool,
+    /// Workers that answer each unit's first call 503.
+    unavailable_first: bool,
 }
 
 #[derive(Debug)]
@@ -229,6 +241,8 @@ struct World {
     idle_state_writes: Cell<u32>,
     /// Units whose worker answered a call.
     answered_units: RefCell<std::collections::HashSet<u64>>,
+    /// Units whose worker was called.
+    called_units: RefCell<std::collections::HashSet<u64>>,
     file: Vec<u8>,
     layout: Layout,
 }
@@ -250,6 +264,7 @@ impl World {
             work_ms: Cell::new(0),
             idle_state_writes: Cell::new(0),
             answered_units: RefCell::new(std::collections::HashSet::new()),
+            called_units: RefCell::new(std::collections::HashSet::new()),
             file,
             layout,
         })
@@ -614,6 +629,10 @@ async fn run_worker(world: &World, kind: WorkerKind, payload: Vec<u8>) -> Result
     }
     let request: Value = serde_json::from_slice(&payload).unwrap();
     let urls: SinkUrls = serde_json::from_value(request["sink"].clone()).unwrap();
+    let first_call = world.called_units.borrow_mut().insert(urls.unit);
+    if world.faults.unavailable || (world.faults.unavailable_first && first_call) {
+        return Err(CallError::Transient { message: "worker answered 503".into(), retry_after: None });
+    }
     match fault {
         WorkerFault::Unavailable => {
             return Err(CallError::Transient { message: "worker answered 503".into(), retry_after: None })
@@ -1067,6 +1086,14 @@ fn check(seed: u64, s: &Scenario, world: &World, cancelled_at: Option<Duration>,
         assert!(most as usize <= limit, "seed {seed}: {tick} had {most} calls at once, over the job's {limit}");
     }
     let stop: Option<Stop> = objects.get(&layout.stop()).map(|(b, _)| serde_json::from_slice(b).unwrap());
+    // A unit not attempted says why: the stop marker's reason.
+    for (unit, c) in &state.units {
+        if let Outcome::Failed { kind: FailureKind::NotAttempted, reason } = &c.outcome {
+            let why =
+                &stop.as_ref().unwrap_or_else(|| panic!("seed {seed}: unit {unit} not attempted, no stop")).reason;
+            assert!(reason.ends_with(why.as_str()), "seed {seed}: unit {unit}: {reason:?}, not {why:?}");
+        }
+    }
     // A cancel that lands after every look at the stop marker before the manifest was written
     // (every unit concluded by then) comes too late to stop anything: the job succeeded.
     let stop_at = writes.iter().find(|w| w.key == layout.stop()).map(|w| w.at);
@@ -1231,6 +1258,8 @@ fn jobs_finish_with_every_unit_once_under_faults() {
             subtle_lies: false,
             refuse: false,
             lose_first_answers: false,
+            unavailable: false,
+            unavailable_first: false,
         };
         run_job(seed, faults, Mode::Seeded);
     }
@@ -1371,7 +1400,15 @@ fn a_full_audit_catches_consistent_liars() {
     for seed in seeds {
         run_job(
             seed,
-            Faults { store: 0, worker: 40, subtle_lies: true, refuse: false, lose_first_answers: false },
+            Faults {
+                store: 0,
+                worker: 40,
+                subtle_lies: true,
+                refuse: false,
+                lose_first_answers: false,
+                unavailable: false,
+                unavailable_first: false,
+            },
             Mode::Audited,
         );
     }
@@ -1470,7 +1507,15 @@ fn a_scrape_jobs_percentage_counts_all_its_urls() {
     objects.insert(layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".into()));
     objects.insert(layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".into()));
     objects.insert(layout.active(), (Vec::new(), "\"a\"".into()));
-    let faults = Faults { store: 0, worker: 0, subtle_lies: false, refuse: true, lose_first_answers: false };
+    let faults = Faults {
+        store: 0,
+        worker: 0,
+        subtle_lies: false,
+        refuse: true,
+        lose_first_answers: false,
+        unavailable: false,
+        unavailable_first: false,
+    };
     let world = World::new(2, faults, MS * 5_000, objects, Vec::new(), layout);
     let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(20_000, 3_000));
     assert_eq!(manifest.status, JobStatus::Failed);
@@ -1511,4 +1556,42 @@ fn a_lost_answer_is_found_in_the_bucket_not_run_again() {
         let calls = world.calls.borrow().iter().filter(|c| c.unit == unit).count();
         assert_eq!(calls, 1, "unit {unit}");
     }
+}
+
+/// A unit whose calls all failed is concluded as failed once its lease runs out, saying how many calls
+/// were made and what the last one answered.
+#[test]
+fn a_unit_that_always_fails_says_why() {
+    let faults = Faults { unavailable: true, ..CALM };
+    let (world, id) =
+        small_job(1, Limits { attempts: 2, ..limits(None, 3_600_000) }, EPOCH_MS, State::default(), faults);
+    let retrying = || TickSettings {
+        retry: RetryPolicy { max_attempts: 2, ..settings(20_000, 3_000).retry },
+        ..settings(20_000, 3_000)
+    };
+    let (_, ticks) = tick_until_done(&world, &id, MS * 100, move |_| retrying());
+    let c = &ticks[ticks.len() - 1].state.units[&0];
+    let reason = "gave up after 2 calls: worker answered 503";
+    assert_eq!(c.outcome, Outcome::Failed { kind: FailureKind::Worker, reason: reason.into() });
+    assert_eq!(world.calls.borrow().len(), 2);
+}
+
+/// A unit whose call failed too late in a tick to be tried again there keeps its attempts: the next tick
+/// to take its lease over calls it again.
+#[test]
+fn a_retry_left_to_the_next_tick_is_still_made() {
+    let faults = Faults { unavailable_first: true, ..CALM };
+    let (world, id) =
+        small_job(1, Limits { attempts: 2, ..limits(None, 3_600_000) }, EPOCH_MS, State::default(), faults);
+    // The first call takes 0.4 s of the 0.6 s a tick of 1.6 s leaves: no time for another.
+    world.work_ms.set(400);
+    let retrying = || TickSettings {
+        retry: RetryPolicy { max_attempts: 2, ..settings(1_600, 3_000).retry },
+        ..settings(1_600, 3_000)
+    };
+    let (_, ticks) = tick_until_done(&world, &id, MS * 100, move |_| retrying());
+    assert!(all_done(&ticks[ticks.len() - 1].state));
+    let calls = world.calls.borrow();
+    assert_eq!(calls.len(), 2);
+    assert_ne!(calls[0].tick, calls[1].tick, "the retry is the next tick's");
 }
