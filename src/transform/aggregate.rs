@@ -719,6 +719,28 @@ mod tests {
         assert!(groups.is_empty(), "a refused partial changes nothing");
     }
 
+    /// A partial group must have a value for each key column and a state for each metric: one count off
+    /// either way is refused.
+    #[test]
+    fn a_partial_group_of_the_wrong_shape_is_refused() {
+        let s = spec(r#"{"group_by": ["region"], "metrics": [{"op": "count"}]}"#);
+        let mut agg = Aggregator::new(&s, &schema()).unwrap();
+        agg.push(&rows()[0]).unwrap();
+        let good = agg.into_groups().to_partial();
+        let mut more_keys = good.clone();
+        more_keys.groups[0].key.push(json!("east"));
+        let mut more_states = good.clone();
+        let state = more_states.groups[0].state[0].clone();
+        more_states.groups[0].state.push(state);
+        for bad in [more_keys, more_states] {
+            let err = Groups::new(bad.shape.clone()).merge(&bad).unwrap_err();
+            assert!(err.contains("partial group 0: wrong number of key values or states"), "{err}");
+        }
+        let mut groups = Groups::new(good.shape.clone());
+        groups.merge(&good).unwrap();
+        assert_eq!(groups.len(), 1);
+    }
+
     #[test]
     fn decimals_round_trip() {
         for n in [0i128, 1, -1, 123_456_789_000_000_001, -5_000_000_000, i128::from(i64::MAX) * NANOS] {
