@@ -1297,6 +1297,12 @@ fn settings(budget_ms: u32, call_timeout_ms: u32) -> TickSettings {
     }
 }
 
+/// Settings for ticks of `budget_ms` that try a unit up to `attempts` times.
+fn retrying(budget_ms: u32, attempts: u32) -> TickSettings {
+    let plain = settings(budget_ms, 3_000);
+    TickSettings { retry: RetryPolicy { max_attempts: attempts, ..plain.retry }, ..plain }
+}
+
 /// One tick, as the job's driver saw it.
 struct Ticked {
     name: String,
@@ -1359,6 +1365,11 @@ fn limits(tolerated_failures: Option<u64>, deadline_ms: u64) -> Limits {
         tolerated_failure_percent: None,
         audit_percent: 0.0,
     }
+}
+
+/// Limits of `n` attempts a unit, and no threshold or deadline to speak of.
+fn attempts(n: u32) -> Limits {
+    Limits { attempts: n, ..limits(None, 3_600_000) }
 }
 
 /// Ticks that conclude units at the same time each count only the failures
@@ -1543,13 +1554,8 @@ fn calm_jobs_call_every_unit_once() {
 #[test]
 fn a_lost_answer_is_found_in_the_bucket_not_run_again() {
     let faults = Faults { lose_first_answers: true, ..CALM };
-    let (world, id) =
-        small_job(5, Limits { attempts: 3, ..limits(None, 3_600_000) }, EPOCH_MS, State::default(), faults);
-    let retrying = || TickSettings {
-        retry: RetryPolicy { max_attempts: 3, ..settings(20_000, 3_000).retry },
-        ..settings(20_000, 3_000)
-    };
-    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, move |_| retrying());
+    let (world, id) = small_job(5, attempts(3), EPOCH_MS, State::default(), faults);
+    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| retrying(20_000, 3));
     assert_eq!(ticks.len(), 1, "the tick retries, rather than leave the unit to the next");
     assert!(all_done(&ticks[0].state), "{manifest:?}");
     for unit in 0..5 {
@@ -1563,13 +1569,8 @@ fn a_lost_answer_is_found_in_the_bucket_not_run_again() {
 #[test]
 fn a_unit_that_always_fails_says_why() {
     let faults = Faults { unavailable: true, ..CALM };
-    let (world, id) =
-        small_job(1, Limits { attempts: 2, ..limits(None, 3_600_000) }, EPOCH_MS, State::default(), faults);
-    let retrying = || TickSettings {
-        retry: RetryPolicy { max_attempts: 2, ..settings(20_000, 3_000).retry },
-        ..settings(20_000, 3_000)
-    };
-    let (_, ticks) = tick_until_done(&world, &id, MS * 100, move |_| retrying());
+    let (world, id) = small_job(1, attempts(2), EPOCH_MS, State::default(), faults);
+    let (_, ticks) = tick_until_done(&world, &id, MS * 100, |_| retrying(20_000, 2));
     let c = &ticks[ticks.len() - 1].state.units[&0];
     let reason = "gave up after 2 calls: worker answered 503";
     assert_eq!(c.outcome, Outcome::Failed { kind: FailureKind::Worker, reason: reason.into() });
@@ -1581,15 +1582,10 @@ fn a_unit_that_always_fails_says_why() {
 #[test]
 fn a_retry_left_to_the_next_tick_is_still_made() {
     let faults = Faults { unavailable_first: true, ..CALM };
-    let (world, id) =
-        small_job(1, Limits { attempts: 2, ..limits(None, 3_600_000) }, EPOCH_MS, State::default(), faults);
+    let (world, id) = small_job(1, attempts(2), EPOCH_MS, State::default(), faults);
     // The first call takes 0.4 s of the 0.6 s a tick of 1.6 s leaves: no time for another.
     world.work_ms.set(400);
-    let retrying = || TickSettings {
-        retry: RetryPolicy { max_attempts: 2, ..settings(1_600, 3_000).retry },
-        ..settings(1_600, 3_000)
-    };
-    let (_, ticks) = tick_until_done(&world, &id, MS * 100, move |_| retrying());
+    let (_, ticks) = tick_until_done(&world, &id, MS * 100, |_| retrying(1_600, 2));
     assert!(all_done(&ticks[ticks.len() - 1].state));
     let calls = world.calls.borrow();
     assert_eq!(calls.len(), 2);
