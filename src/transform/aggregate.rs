@@ -738,7 +738,10 @@ mod tests {
         }
         let mut groups = Groups::new(good.shape.clone());
         groups.merge(&good).unwrap();
-        assert_eq!(groups.len(), 1);
+        let mut other = good.clone();
+        other.groups[0].key = vec![json!("south")];
+        groups.merge(&other).unwrap();
+        assert_eq!(groups.len(), 2);
     }
 
     #[test]
