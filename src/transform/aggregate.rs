@@ -750,8 +750,9 @@ mod tests {
             assert_eq!(parse_decimal(&decimal(n)), Some(n), "{n}");
         }
         assert_eq!(decimal(12_500_000_000), "12.5");
-        // A sum of nothing is "0", not "-0".
+        // A sum of nothing is "0", not "-0"; nor is its average -0.0.
         assert_eq!((decimal(0), decimal(-12_500_000_000)), ("0".to_owned(), "-12.5".to_owned()));
+        assert!(quotient(0, 3).is_sign_positive() && quotient(-3 * NANOS, 2) == -1.5);
         for bad in ["", "-", "1.0000000001", "1e5", "x", "1..2"] {
             assert_eq!(parse_decimal(bad), None, "{bad}");
         }
