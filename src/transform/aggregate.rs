@@ -686,6 +686,24 @@ mod tests {
     }
 
     #[test]
+    fn empty_keys_sort_first_and_last_when_descending() {
+        let row = |q: Value<'static>| vec![Value::Str("north".into()), Value::Float(1.0), q, Value::Str("a".into())];
+        for (sort, want) in [
+            ("", [json!(null), json!(1), json!(3)]),
+            (r#", "sort": [{"by": "qty", "desc": true}]"#, [json!(3), json!(1), json!(null)]),
+        ] {
+            let s = spec(&format!(r#"{{"group_by": ["qty"], "metrics": [{{"op": "count"}}]{sort}}}"#));
+            let mut agg = Aggregator::new(&s, &schema()).unwrap();
+            // The empty key between two numbers: it is compared with each, not only with its neighbour.
+            for q in [Value::Int(3), Value::Null, Value::Int(1)] {
+                agg.push(&row(q)).unwrap();
+            }
+            let keys: Vec<_> = agg.into_groups().finish(&s).unwrap().iter().map(|g| g["qty"].clone()).collect();
+            assert_eq!(keys, want, "sort {sort:?}");
+        }
+    }
+
+    #[test]
     fn huge_integer_sums_and_failed_merges() {
         let s = spec(r#"{"metrics": [{"name": "t", "op": "sum", "column": "qty"}]}"#);
         let mut agg = Aggregator::new(&s, &schema()).unwrap();
@@ -777,6 +795,11 @@ mod tests {
         let too_big = vec![Value::Str("x".into()), Value::Float(1e21), Value::Int(1), Value::Str("".into())];
         let mut agg = Aggregator::new(&spec(SPEC), &schema()).unwrap();
         assert!(agg.push(&too_big).unwrap_err().contains("too large to sum exactly"));
-        assert!(agg.into_groups().is_empty(), "a failed row makes no group");
+        let mut again = Aggregator::new(&spec(SPEC), &schema()).unwrap();
+        again.push(&too_big).unwrap_err();
+        assert!(again.into_groups().is_empty(), "a failed row makes no group");
+        agg.push(&rows()[0]).unwrap();
+        let groups = agg.into_groups();
+        assert!(!groups.is_empty() && groups.len() == 1, "a good row after it makes one");
     }
 }
