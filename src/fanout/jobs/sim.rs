@@ -228,6 +228,8 @@ struct World {
     lease: Duration,
     objects: RefCell<Objects>,
     writes: RefCell<Vec<Write>>,
+    /// Reads that took effect, by key.
+    reads: RefCell<HashMap<String, u32>>,
     calls: RefCell<Vec<CallLog>>,
     /// Per tick: when its stop-marker reads took effect, and whether they found one.
     stop_reads: RefCell<HashMap<String, Vec<(Duration, bool)>>>,
@@ -257,6 +259,7 @@ impl World {
             lease,
             objects: RefCell::new(objects),
             writes: RefCell::new(Vec::new()),
+            reads: RefCell::new(HashMap::new()),
             calls: RefCell::new(Vec::new()),
             stop_reads: RefCell::new(HashMap::new()),
             lease_writes: RefCell::new(HashMap::new()),
@@ -297,6 +300,7 @@ impl World {
     }
 
     fn get(&self, key: &str, range: Option<Range<u64>>) -> Option<Got> {
+        *self.reads.borrow_mut().entry(key.to_owned()).or_default() += 1;
         let objects = self.objects.borrow();
         let (body, etag) = objects.get(key)?;
         let body = match range {
@@ -1268,10 +1272,21 @@ fn jobs_finish_with_every_unit_once_under_faults() {
 /// A transform job of `units` units over a small file, planned at `created_ms` with `limits`, its state
 /// `state`, in a world without faults: the world, and the job's id.
 fn small_job(units: u64, limits: Limits, created_ms: u64, state: State, faults: Faults) -> (Rc<World>, JobId) {
+    job_of_spec(units, Spec::default(), limits, created_ms, state, faults)
+}
+
+/// A job like [`small_job`]'s with the spec `spec`.
+fn job_of_spec(
+    units: u64,
+    spec: Spec,
+    limits: Limits,
+    created_ms: u64,
+    state: State,
+    faults: Faults,
+) -> (Rc<World>, JobId) {
     let id = JobId::new(1, 2);
     let layout = Layout::new(&id);
     let file = csv_file(&mut Rng::new(1), 10 * units);
-    let spec = Spec::default();
     let columns = read_header(&spec.dialect, &file).unwrap().names;
     let size = file.len() as u64;
     let chunk_bytes = size.div_ceil(units);
@@ -1428,6 +1443,79 @@ fn a_full_audit_catches_consistent_liars() {
 /// The calls `tick` made.
 fn calls_of(world: &World, tick: &str) -> Vec<CallLog> {
     world.calls.borrow().iter().filter(|c| c.tick == tick).cloned().collect()
+}
+
+/// An aggregate of many units is merged over several ticks: each keeps the merge so far every 1,000
+/// units, and the next goes on from the last one kept instead of reading every part again.
+#[test]
+fn a_long_merge_goes_on_from_its_last_checkpoint() {
+    const UNITS: u64 = 2_500;
+    let text = r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"],
+        "metrics": [{"op": "count"}, {"name": "total", "op": "sum", "column": "amount"}]}}"#;
+    let spec = spec::parse(text.as_bytes()).unwrap();
+    let (world, id) = job_of_spec(UNITS, spec.clone(), attempts(1), EPOCH_MS, State::default(), CALM);
+    // Every unit done already, its partial aggregate in the bucket: the ticks only merge.
+    let plan: Plan = serde_json::from_slice(&world.objects.borrow()[&world.layout.plan()].0).unwrap();
+    let Work::Transform(work) = &plan.work else { unreachable!() };
+    let mut state = State::default();
+    let mut parts = Vec::new();
+    for unit in 0..UNITS {
+        let range = Plan::range(work, unit);
+        let honest = honest_parts(&world.file, &spec, range.start, range.end);
+        let key = format!("{}sim-parts/{unit:06}.json", world.layout.prefix());
+        let sum = ObjectSum::of(&honest.part);
+        let stored =
+            super::state::Stored { key: key.clone(), bytes: sum.bytes, records: sum.lines, sha256: sum.sha256 };
+        world.objects.borrow_mut().insert(key.clone(), (honest.part.clone(), format!("\"{}\"", sum.md5)));
+        let concluded = Concluded {
+            outcome: Outcome::Done,
+            part: Some(stored),
+            errors: None,
+            tally: Tally::Rows(honest.stats),
+            calls: 1,
+            timeouts: 0,
+            rejected: 0,
+        };
+        state.units.insert(unit, concluded);
+        parts.push((key, honest.part));
+    }
+    world.objects.borrow_mut().get_mut(&world.layout.state()).unwrap().0 = serde_json::to_vec(&state).unwrap();
+
+    let budget_ms = 4_000;
+    let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, move |n| {
+        assert!(n < 10, "ten ticks and no manifest: the merge makes no progress");
+        settings(budget_ms, 1_000)
+    });
+    assert_eq!(manifest.status, JobStatus::Succeeded, "{manifest:?}");
+    assert!(ticks.len() >= 2, "the merge fits in one tick: the test needs a slower one ({} ticks)", ticks.len());
+    for t in &ticks {
+        assert!(t.ended - t.started <= MS * budget_ms, "{} ran {:?}", t.name, t.ended - t.started);
+    }
+    let objects = world.objects.borrow();
+    let whole: Value =
+        serde_json::from_slice(&run_to_end(&spec, &world.file, crate::framing::Format::Json).unwrap()).unwrap();
+    let merged: Value = serde_json::from_slice(&objects[&manifest.result.unwrap().key].0).unwrap();
+    assert_eq!(merged["groups"], whole["groups"]);
+
+    // The merge so far, kept at units 1,000 and 2,000 and nowhere else, once each.
+    let prefix = format!("{}merge/", world.layout.prefix());
+    let kept: Vec<_> =
+        world.writes.borrow().iter().filter(|w| w.key.starts_with(&prefix)).map(|w| w.key.clone()).collect();
+    assert_eq!(kept, [format!("{prefix}001000.json"), format!("{prefix}002000.json")]);
+    let (mode, _) = crate::fanout::merge::TableMode::of_spec(&spec, &work.columns).unwrap();
+    let crate::fanout::merge::TableMode::Aggregate { mut groups, .. } = mode else { unreachable!() };
+    for (unit, (_, part)) in parts.iter().enumerate() {
+        if unit % 1_000 == 0 && unit > 0 {
+            let at: Value = serde_json::from_slice(&objects[&format!("{prefix}{unit:06}.json")].0).unwrap();
+            assert_eq!(at, serde_json::to_value(groups.to_partial()).unwrap(), "the merge of the units before {unit}");
+        }
+        groups.merge(&serde_json::from_slice(part).unwrap()).unwrap();
+    }
+    // The tick that went on did not read the parts before the merge it found.
+    let reads = world.reads.borrow();
+    for (unit, (key, _)) in parts.iter().enumerate().take(1_000) {
+        assert_eq!(reads.get(key), Some(&1), "unit {unit}'s part");
+    }
 }
 
 /// A tick spends its budget on calls that fit in it: it never runs past it, gives each call a time limit
