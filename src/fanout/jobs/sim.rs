@@ -181,6 +181,8 @@ const CALM: Faults = Faults {
     lose_first_answers: false,
     unavailable: false,
     unavailable_first: false,
+    unavailable_later: false,
+    forge: false,
 };
 
 /// Fault rates, in percent.
@@ -198,6 +200,10 @@ struct Faults {
     unavailable: bool,
     /// Workers that answer each unit's first call 503.
     unavailable_first: bool,
+    /// Workers that answer every call 503 after each unit's first.
+    unavailable_later: bool,
+    /// Workers that forge every receipt (sums their objects do not have).
+    forge: bool,
 }
 
 #[derive(Debug)]
@@ -550,6 +556,9 @@ enum WorkerFault {
 }
 
 fn pick_fault(world: &World) -> WorkerFault {
+    if world.faults.forge {
+        return WorkerFault::Forge;
+    }
     if world.below(100) >= world.faults.worker {
         return WorkerFault::Honest;
     }
@@ -634,7 +643,11 @@ async fn run_worker(world: &World, kind: WorkerKind, payload: Vec<u8>) -> Result
     let request: Value = serde_json::from_slice(&payload).unwrap();
     let urls: SinkUrls = serde_json::from_value(request["sink"].clone()).unwrap();
     let first_call = world.called_units.borrow_mut().insert(urls.unit);
-    if world.faults.unavailable || (world.faults.unavailable_first && first_call) {
+    let unavailable = match first_call {
+        true => world.faults.unavailable_first,
+        false => world.faults.unavailable_later,
+    };
+    if world.faults.unavailable || unavailable {
         return Err(CallError::Transient { message: "worker answered 503".into(), retry_after: None });
     }
     match fault {
@@ -1264,6 +1277,8 @@ fn jobs_finish_with_every_unit_once_under_faults() {
             lose_first_answers: false,
             unavailable: false,
             unavailable_first: false,
+            unavailable_later: false,
+            forge: false,
         };
         run_job(seed, faults, Mode::Seeded);
     }
@@ -1434,6 +1449,8 @@ fn a_full_audit_catches_consistent_liars() {
                 lose_first_answers: false,
                 unavailable: false,
                 unavailable_first: false,
+                unavailable_later: false,
+                forge: false,
             },
             Mode::Audited,
         );
@@ -1614,6 +1631,8 @@ fn a_scrape_jobs_percentage_counts_all_its_urls() {
         lose_first_answers: false,
         unavailable: false,
         unavailable_first: false,
+        unavailable_later: false,
+        forge: false,
     };
     let world = World::new(2, faults, MS * 5_000, objects, Vec::new(), layout);
     let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(20_000, 3_000));
@@ -1662,6 +1681,32 @@ fn a_unit_that_always_fails_says_why() {
     let c = &ticks[ticks.len() - 1].state.units[&0];
     let reason = "gave up after 2 calls: worker answered 503";
     assert_eq!(c.outcome, Outcome::Failed { kind: FailureKind::Worker, reason: reason.into() });
+    assert_eq!(world.calls.borrow().len(), 2);
+}
+
+/// A receipt that does not hold fails its unit at once, counted as rejected, and says why.
+#[test]
+fn a_forged_receipt_fails_its_unit_and_is_counted() {
+    let faults = Faults { forge: true, ..CALM };
+    let (world, id) = small_job(2, attempts(3), EPOCH_MS, State::default(), faults);
+    let (_, ticks) = tick_until_done(&world, &id, MS * 100, |_| retrying(20_000, 3));
+    for (unit, c) in &ticks[ticks.len() - 1].state.units {
+        let Outcome::Failed { reason, .. } = &c.outcome else { panic!("unit {unit}: {c:?}") };
+        let why = reason.strip_prefix("the unit's receipt was refused: ");
+        assert!(why.is_some_and(|why| why.len() > 10), "unit {unit}: {reason}");
+        assert_eq!((c.calls, c.rejected), (1, 1), "unit {unit}: {c:?}");
+    }
+}
+
+/// An audit run that cannot be made fails its unit with the audit call's last error.
+#[test]
+fn an_audit_that_cannot_run_names_its_last_error() {
+    let faults = Faults { unavailable_later: true, ..CALM };
+    let (world, id) = small_job(1, Limits { audit_percent: 100.0, ..attempts(1) }, EPOCH_MS, State::default(), faults);
+    let (_, ticks) = tick_until_done(&world, &id, MS * 100, |_| retrying(20_000, 1));
+    let c = &ticks[ticks.len() - 1].state.units[&0];
+    let reason = "the audit run could not be made: gave up after 2 calls: worker answered 503";
+    assert_eq!(c.outcome, Outcome::Failed { kind: FailureKind::Worker, reason: reason.into() }, "{c:?}");
     assert_eq!(world.calls.borrow().len(), 2);
 }
 
