@@ -1,7 +1,8 @@
 //! Serves a built fanout component under `wasmtime serve` on a free loopback port.
 //!
 //! The `.wasm` files come from `FANOUT_WASM_DIR` (default: the workspace's
-//! `target/wasm32-wasip2/release`, where `scripts/build.sh` puts them) and the
+//! `target/wasm32-wasip2/release`, where `scripts/build.sh` puts them; wasmtime
+//! serves those in its `wasi/`, which take their settings from the environment) and the
 //! runtime from `FANOUT_WASMTIME` (default: `wasmtime` on `PATH`). The process
 //! is killed when the [`Component`] is dropped, also when a test panics.
 
@@ -37,9 +38,18 @@ pub fn wasm_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"))
 }
 
-/// The path of component `name` (`scrape`, `transform` or `coordinator`).
+/// The path of component `name` (`scrape`, `transform` or `coordinator`) as
+/// wasmtime serves it: composed with `config-from-environment`.
 pub fn wasm_path(name: &str) -> PathBuf {
-    let path = wasm_dir().join(format!("fanout_{name}.wasm"));
+    built(wasm_dir().join("wasi").join(format!("fanout_{name}.wasm")))
+}
+
+/// The path of component `name` as Spin runs it: its settings from Spin's variables.
+pub fn spin_wasm_path(name: &str) -> PathBuf {
+    built(wasm_dir().join(format!("fanout_{name}.wasm")))
+}
+
+fn built(path: PathBuf) -> PathBuf {
     assert!(path.exists(), "{} is missing: build the components with scripts/build.sh", path.display());
     path
 }
