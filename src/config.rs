@@ -1,10 +1,13 @@
-//! Configuration from environment variables.
+//! The components' settings.
 //!
-//! Environment variables work the same under Spin (`environment = {...}` in
-//! `spin.toml`) and under `wasmtime serve --env`, unlike Spin variables, so they
-//! are the one source of configuration. [`Config::from_lookup`] takes the lookup
-//! as a function so the parsing is tested without touching the process
-//! environment.
+//! Each setting has one name in two spellings: `FANOUT_TOKEN` as an
+//! environment variable, `fanout_token` as a Spin application variable (Spin
+//! allows only lower case there). The components read them through
+//! `wasi:config/store`: Spin answers it from its variables (`spin up
+//! --variable`, `SPIN_VARIABLE_*`, a SpinKube Secret, the managed host's
+//! variables), and for other hosts the components are composed with one that
+//! answers it from the environment. [`Config::from_lookup`] takes the lookup as
+//! a function, so the parsing is tested without touching either.
 
 use crate::api::{ApiError, ErrorKind};
 use crate::egress::{Egress, HostPort};
@@ -144,7 +147,41 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads the configuration through `lookup` (normally `std::env::var(..).ok()`).
+    /// Reads the configuration from a configuration store that names each
+    /// setting in lower case (`fanout_token`), as Spin's variables and
+    /// `wasi:config/store` do. A store that fails to answer fails the whole
+    /// configuration: a token or a limit that could not be read must not fall
+    /// back to its default.
+    pub fn from_store(get: impl Fn(&str) -> Result<Option<String>, String>) -> Result<Config, ApiError> {
+        let failed = std::cell::RefCell::new(None);
+        let config = Config::from_lookup(|name| {
+            let key = name.to_ascii_lowercase();
+            get(&key).unwrap_or_else(|e| {
+                failed.borrow_mut().get_or_insert(format!("the configuration store failed to read {key}: {e}"));
+                None
+            })
+        });
+        match failed.into_inner() {
+            Some(why) => Err(ApiError::new(ErrorKind::Config, why)),
+            None => config,
+        }
+    }
+
+    /// The name of every setting, as an environment variable (`FANOUT_TOKEN`).
+    pub fn settings() -> Vec<String> {
+        let names = std::cell::RefCell::new(Vec::<String>::new());
+        let _ = Config::from_lookup(|name| {
+            let mut names = names.borrow_mut();
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+            None
+        });
+        names.into_inner()
+    }
+
+    /// Reads the configuration through `lookup`, which takes a setting's name as
+    /// an environment variable (`FANOUT_TOKEN`).
     ///
     /// Unset and empty variables take their defaults; a value that does not
     /// parse is an error naming the variable and the value.
@@ -305,7 +342,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn invalid(name: &str, value: &str, expected: &str) -> ApiError {
-    ApiError::new(ErrorKind::Config, format!("environment variable {name}={value:?} is not {expected}"))
+    ApiError::new(ErrorKind::Config, format!("the setting {name}={value:?} is not {expected}"))
 }
 
 fn positive<T>(get: &impl Fn(&str) -> Option<String>, name: &str, default: T) -> Result<T, ApiError>
@@ -353,6 +390,33 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<Config, ApiError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn a_store_names_settings_in_lower_case_and_its_failures_fail_closed() {
+        let store = |key: &str| match key {
+            "fanout_token" => Ok(Some("s3cret".to_owned())),
+            "fanout_batch_size" => Ok(Some("7".to_owned())),
+            _ => Ok(None),
+        };
+        let c = Config::from_store(store).unwrap();
+        assert_eq!((c.batch_size, c.token.is_some()), (7, true));
+        let failing = |key: &str| match key {
+            "fanout_token" => Err("upstream: vault sealed".to_owned()),
+            _ => Ok(None),
+        };
+        let e = Config::from_store(failing).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert_eq!(e.message(), "the configuration store failed to read fanout_token: upstream: vault sealed");
+    }
+
+    #[test]
+    fn every_setting_is_listed_once() {
+        let settings = Config::settings();
+        for name in ["FANOUT_TOKEN", "FANOUT_TICK_TOKEN", "FANOUT_S3_SECRET_ACCESS_KEY", "FANOUT_WORKER_ATTEMPTS"] {
+            assert_eq!(settings.iter().filter(|s| *s == name).count(), 1, "{name} in {settings:?}");
+        }
+        assert_eq!(settings.len(), 39, "{settings:?}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! responses. Each concern has one module:
 //!
 //! * [`api`]: the JSON error body every route answers with when it fails.
-//! * [`config`]: the environment variables that configure the components.
+//! * [`config`]: the settings that configure the components (Spin variables or environment variables).
 //! * [`content`]: response bodies decoded to text (content-encoding, charset).
 //! * [`framing`]: results streamed as NDJSON or as JSON in input order.
 //! * [`html`]: extraction of structured data from HTML pages.

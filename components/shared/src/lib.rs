@@ -176,8 +176,17 @@ where
     reply.send(out).await;
 }
 
+/// A setting from `wasi:config/store`: Spin's variables, or the environment
+/// where the component is composed with `config-from-environment`.
+fn setting(key: &str) -> Result<Option<String>, String> {
+    use spin_sdk::wit::wasi::config::store::{get, Error};
+    get(key).map_err(|e| match e {
+        Error::Upstream(m) | Error::Io(m) => m,
+    })
+}
+
 fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
-    let config = Config::from_lookup(|k| std::env::var(k).ok())?;
+    let config = Config::from_store(setting)?;
     let path_with_query = inner.path_with_query().unwrap_or_default();
     let (path, query) = match path_with_query.split_once('?') {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
