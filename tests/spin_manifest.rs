@@ -14,18 +14,46 @@ fn component<'a>(m: &'a Value, name: &str) -> &'a Value {
     &m["component"][name]
 }
 
-fn environment(m: &Value, name: &str) -> BTreeMap<String, String> {
-    component(m, name)
-        .get("environment")
-        .and_then(Value::as_table)
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect())
-        .unwrap_or_default()
+/// The settings component `name` reads, as spin.toml gives them by default: each component variable is
+/// `{{ the application variable of the same name }}`, whose default this is.
+fn settings(m: &Value, name: &str) -> BTreeMap<String, String> {
+    let component_vars = component(m, name)["variables"].as_table().expect("the component has variables");
+    component_vars
+        .iter()
+        .map(|(k, v)| {
+            assert_eq!(v.as_str(), Some(format!("{{{{ {k} }}}}").as_str()), "{name}: {k} is the application's {k}");
+            (k.clone(), m["variables"][k.as_str()]["default"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// Every setting is an application variable, handed to every component, so that `spin up --variable`,
+/// `SPIN_VARIABLE_*`, a SpinKube Secret or the managed host's variables reach it; credentials are secrets.
+#[test]
+fn every_setting_is_a_variable_of_every_component() {
+    let m = manifest();
+    let want: Vec<String> = fanout::config::Config::settings().iter().map(|s| s.to_ascii_lowercase()).collect();
+    let mut declared: Vec<String> = m["variables"].as_table().unwrap().keys().cloned().collect();
+    let mut sorted = want.clone();
+    sorted.sort();
+    declared.sort();
+    assert_eq!(declared, sorted, "spin.toml's [variables] against the settings the components read");
+    for name in ["scrape", "transform", "coordinator"] {
+        let got: Vec<String> = settings(&m, name).into_keys().collect();
+        assert_eq!(got, sorted, "component {name}'s variables");
+    }
+    for (k, v) in m["variables"].as_table().unwrap() {
+        let secret = v.get("secret").and_then(Value::as_bool).unwrap_or(false);
+        let credential =
+            k.ends_with("token") || k.starts_with("fanout_s3_") && k.ends_with("_key") || k.ends_with("_key_id");
+        assert_eq!(secret, credential, "{k}: secret = {secret}");
+    }
 }
 
 #[test]
 fn the_coordinator_reaches_the_workers_by_name_whatever_the_listen_address() {
     let m = manifest();
-    let env = environment(&m, "coordinator");
+    let env = settings(&m, "coordinator");
     let allowed: Vec<&str> = component(&m, "coordinator")["allowed_outbound_hosts"]
         .as_array()
         .unwrap()
@@ -39,7 +67,7 @@ fn the_coordinator_reaches_the_workers_by_name_whatever_the_listen_address() {
         .map(|t| (t["route"].as_str().unwrap(), t["component"].as_str().unwrap()))
         .collect();
     for (variable, worker, path) in
-        [("FANOUT_SCRAPE_URL", "scrape", "/scrape"), ("FANOUT_TRANSFORM_URL", "transform", "/transform")]
+        [("fanout_scrape_url", "scrape", "/scrape"), ("fanout_transform_url", "transform", "/transform")]
     {
         let url = url::Url::parse(&env[variable]).unwrap();
         // Local service chaining: a component by name, no address to get wrong.
@@ -52,13 +80,10 @@ fn the_coordinator_reaches_the_workers_by_name_whatever_the_listen_address() {
     }
 }
 
+/// The README's `POST /scrape` example runs under spin.toml's limits.
 #[test]
-fn scrape_jobs_are_checked_against_the_scrape_workers_own_limits() {
-    let m = manifest();
-    let (coordinator, scrape) = (environment(&m, "coordinator"), environment(&m, "scrape"));
-    for (variable, value) in &scrape {
-        assert_eq!(coordinator.get(variable), Some(value), "the coordinator checks scrape jobs with {variable}");
-    }
+fn the_readme_asks_for_no_more_than_spin_tomls_limits() {
+    let scrape = settings(&manifest(), "scrape");
     // The README's POST /scrape example asks for this concurrency.
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let asked: u64 = readme
@@ -70,6 +95,6 @@ fn scrape_jobs_are_checked_against_the_scrape_workers_own_limits() {
         .unwrap()
         .parse()
         .unwrap();
-    let limit: u64 = scrape["FANOUT_SCRAPE_CONCURRENCY"].parse().unwrap();
+    let limit: u64 = scrape["fanout_scrape_concurrency"].parse().unwrap();
     assert!(asked <= limit, "the README asks for concurrency {asked}, over spin.toml's {limit}");
 }
