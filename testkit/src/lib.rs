@@ -21,3 +21,4 @@ pub mod proxy;
 pub mod rng;
 pub mod s3;
 pub mod site;
+pub mod spin;
