@@ -31,7 +31,7 @@ const KEPT_LOG_LINES: usize = 20;
 /// Which runtime serves the bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
-    /// `spin up` when the Spin CLI is on PATH, `wasmtime serve` otherwise.
+    /// `spin up` when there is a Spin CLI (`FANOUT_SPIN`, or `spin` on PATH), `wasmtime serve` otherwise.
     Auto,
     /// `spin up` with the repository's spin.toml.
     Spin,
@@ -56,8 +56,8 @@ pub struct Options {
     pub token: Option<String>,
     /// More configuration for every component (`FANOUT_...=value`).
     pub env: Env,
-    /// Configuration for the coordinator alone, such as the bucket's keys (with Spin, whose `-e`
-    /// reaches every component, for all of them).
+    /// Configuration for the coordinator alone, such as the bucket's keys (with Spin, whose variables
+    /// reach every component, for all of them).
     pub coordinator_env: Env,
     /// Copies the components' logs to stderr, instead of keeping the last lines.
     pub echo_logs: bool,
@@ -91,7 +91,7 @@ impl Bundle {
         let spin = match options.runtime {
             Runtime::Spin => true,
             Runtime::Wasmtime => false,
-            Runtime::Auto => on_path("spin"),
+            Runtime::Auto => spin_cli().is_some(),
         };
         let processes = Arc::new(Mutex::new(Vec::<Process>::new()));
         let to_stop = processes.clone();
@@ -114,13 +114,16 @@ impl Bundle {
         // spin.toml names the components where scripts/build.sh puts them by default.
         ensure_built(&root().join("target/wasm32-wasip2/release"))?;
         let addr = free_if_zero(options.listen)?;
-        let mut cmd = Command::new("spin");
+        let cli =
+            spin_cli().context("Spin is not installed: install it, set FANOUT_SPIN, or use --runtime wasmtime")?;
+        let mut cmd = Command::new(cli);
         cmd.arg("up").arg("--from").arg(root().join("spin.toml")).arg("--listen").arg(addr.to_string());
-        // Spin's `-e` reaches every component. A bundle served for one job has a token of its
-        // own, so only this CLI can ask any of them for a private host.
+        // Under Spin the settings are application variables (`fanout_token` for FANOUT_TOKEN), and each
+        // reaches every component. A bundle served for one job has a token of its own, so only this CLI
+        // can ask any of them for a private host.
         let private = options.private_pages || (options.private_sources && options.token.is_some());
         for (k, v) in environment(options, private, &options.coordinator_env) {
-            cmd.arg("-e").arg(format!("{k}={v}"));
+            cmd.arg("--variable").arg(format!("{}={v}", k.to_ascii_lowercase()));
         }
         self.spawn("spin", cmd, options.echo_logs, None)?;
         self.wait_listening(addr)?;
@@ -168,7 +171,7 @@ impl Bundle {
         for (k, v) in &env {
             cmd.arg("--env").arg(format!("{k}={v}"));
         }
-        cmd.arg(wasm.join(format!("fanout_{name}.wasm")));
+        cmd.arg(wasm.join("wasi").join(format!("fanout_{name}.wasm")));
         let (ready_tx, ready_rx) = mpsc::channel();
         self.spawn(name, cmd, echo, Some(ready_tx))?;
         let deadline = Instant::now() + START_TIMEOUT;
@@ -324,8 +327,13 @@ fn wasm_dir() -> PathBuf {
 
 /// `dir`, once it holds the three components: built first when one is missing.
 fn ensure_built(dir: &Path) -> Result<PathBuf> {
-    let missing =
-        || ["scrape", "transform", "coordinator"].iter().any(|c| !dir.join(format!("fanout_{c}.wasm")).exists());
+    // Spin runs the components in `dir`, wasmtime those in its `wasi/`; scripts/build.sh makes both.
+    let missing = || {
+        ["scrape", "transform", "coordinator"].iter().any(|c| {
+            let file = format!("fanout_{c}.wasm");
+            !dir.join(&file).exists() || !dir.join("wasi").join(&file).exists()
+        })
+    };
     if missing() {
         let build = root().join("scripts/build.sh");
         if !build.exists() {
@@ -361,6 +369,14 @@ fn wasmtime() -> Result<PathBuf> {
         Some(path) => Ok(path),
         None if on_path("wasmtime") => Ok(PathBuf::from("wasmtime")),
         None => bail!("wasmtime is not installed: run scripts/setup.sh, or set FANOUT_WASMTIME"),
+    }
+}
+
+/// The Spin CLI: `FANOUT_SPIN`, else `spin` on PATH.
+fn spin_cli() -> Option<PathBuf> {
+    match std::env::var_os("FANOUT_SPIN") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => on_path("spin").then(|| PathBuf::from("spin")),
     }
 }
 

@@ -641,6 +641,49 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
     assert!(TcpStream::connect(&local).is_err(), "the coordinator stopped with it");
 }
 
+/// `fanout up --runtime spin` serves the bundle under `spin up`, its token (`--env FANOUT_TOKEN`) set as a
+/// Spin variable, and a
+/// job runs through it (the coordinator reaching its workers by service chaining).
+#[test]
+fn up_serves_the_bundle_under_spin() {
+    let Some(spin) = fanout_testkit::spin::spin_cli() else {
+        eprintln!(
+            "skipped up_serves_the_bundle_under_spin: no Spin CLI (FANOUT_SPIN, spin on PATH, ../shared/tools/spin)"
+        );
+        return;
+    };
+    let dir = Dir::new("spin");
+    let file = dir.file("sales.csv", &fanout_testkit::data::sales(1000));
+    let out = dir.path("out.json");
+    let local = format!("127.0.0.1:{}", free_port());
+    let mut up = fanout(&["up", "--listen", &local, "--runtime", "spin", "--env", "FANOUT_TOKEN=up-token"])
+        .env("FANOUT_SPIN", &spin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut routes = String::new();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    while !routes.contains("transform ") {
+        assert!(stdout.read_line(&mut routes).unwrap() > 0, "fanout up ended: {routes}");
+    }
+    assert!(routes.contains("spin up"), "{routes}");
+    let endpoint = format!("http://{local}/");
+    let refused = run_job(&["transform", file.to_str().unwrap(), "--preset", "vat", "--stream"], &endpoint, &out);
+    assert_ne!(refused.status.code(), Some(0), "served without the token: {}", stderr(&refused));
+    let args = ["transform", file.to_str().unwrap(), "--preset", "vat", "--stream", "--token", "up-token"];
+    let cli = run_job(&args, &endpoint, &out);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert_eq!(json_file(&out)["summary"]["rows_in"], 1000);
+    interrupt(&up);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "fanout up did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(TcpStream::connect(&local).is_err(), "spin stopped with it");
+}
+
 /// A bundle whose coordinator keeps durable jobs in `s3`, its workers allowed to reach it and `site`.
 fn durable_bundle(s3: &fanout_testkit::s3::S3Server, site: &Site) -> Bundle {
     let private = format!("{},{}", site.url("").trim_start_matches("http://").trim_end_matches('/'), s3.host_port());
