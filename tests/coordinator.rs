@@ -245,7 +245,12 @@ fn bad_jobs_are_refused_before_fan_out() {
     let site = Site::start();
     let c = Component::serve(
         "coordinator",
-        &[("FANOUT_SCRAPE_URL", &site.url("/status/500")), ("FANOUT_SCRAPE_CONCURRENCY", "16")],
+        // No transform worker: empty is unset, whatever default the host gives.
+        &[
+            ("FANOUT_SCRAPE_URL", &site.url("/status/500")),
+            ("FANOUT_SCRAPE_CONCURRENCY", "16"),
+            ("FANOUT_TRANSFORM_URL", ""),
+        ],
     );
     for (job, needle) in [
         (json!({"urls": [], "batch_size": 0}), "batch_size"),

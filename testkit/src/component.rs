@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -87,8 +88,7 @@ impl Component {
     /// Kills the runtime process with SIGKILL, as a crash or an evicted pod
     /// would, and starts it again on the same port.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match launch(&self.start, self.port) {
@@ -129,15 +129,41 @@ impl Component {
     }
 }
 
-impl Drop for Component {
-    fn drop(&mut self) {
+impl Component {
+    /// Kills the runtime with SIGKILL: its process group under Spin, whose HTTP trigger is a process of its own.
+    fn kill(&mut self) {
+        if under_spin() {
+            let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", self.child.id())).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.kill();
+        if under_spin() {
+            let _ = std::fs::remove_dir_all(spin_state(self.port));
+        }
+    }
+}
+
+/// Where `spin up` on `port` keeps its logs and key-value store (out of the repository).
+fn spin_state(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("fanout-spin-{}-{port}", std::process::id()))
+}
+
+/// Whether the components are served by `spin up` (`FANOUT_TEST_RUNTIME=spin`) instead of `wasmtime serve`.
+pub fn under_spin() -> bool {
+    std::env::var("FANOUT_TEST_RUNTIME").is_ok_and(|r| r == "spin")
+}
+
 /// Starts `start` on `port`; what it logged when it did not start.
 fn launch(start: &Start, port: u16) -> Result<Component, String> {
+    if under_spin() {
+        return launch_spin(start, port);
+    }
     let wasm = wasm_path(&start.name);
     let mut cmd = Command::new(wasmtime());
     cmd.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
@@ -171,6 +197,46 @@ fn launch(start: &Start, port: u16) -> Result<Component, String> {
             let _ = component.child.kill();
             return Err(component.log());
         }
+    }
+}
+
+/// Starts the whole bundle under `spin up` on `port`, the settings as Spin variables; `start`'s
+/// component answers there on its routes (as do the others, unused). Runtime flags are wasmtime's: a
+/// test that needs them does not run under Spin.
+fn launch_spin(start: &Start, port: u16) -> Result<Component, String> {
+    assert!(start.flags.is_empty(), "{:?} are wasmtime flags: this test runs under wasmtime only", start.flags);
+    let cli = crate::spin::spin_cli().expect("FANOUT_TEST_RUNTIME=spin needs a Spin CLI (FANOUT_SPIN)");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let state = spin_state(port);
+    let mut cmd = Command::new(&cli);
+    cmd.arg("up").arg("-f").arg(root.join("spin.toml")).arg("--listen").arg(format!("127.0.0.1:{port}"));
+    cmd.arg("--state-dir").arg(&state);
+    for (k, v) in &start.env {
+        cmd.arg("--variable").arg(format!("{}={v}", k.to_ascii_lowercase()));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", cli.display()));
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut component = Component { child, port, log, start: start.clone() };
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(component);
+        }
+        if component.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+            component.kill();
+            return Err(component.log());
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 
