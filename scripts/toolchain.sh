@@ -50,6 +50,18 @@ fanout_find_tools() {
   export FANOUT_WASMTIME FANOUT_WASM_TOOLS FANOUT_WEED
 }
 
+# The Spin CLI, if there is one: FANOUT_SPIN, else spin on PATH, else the Spin 4 build kept
+# beside the repository (../shared/tools/spin) for testing.
+fanout_find_spin() {
+  if [ -n "${FANOUT_SPIN:-}" ]; then
+    echo "$FANOUT_SPIN"
+  elif command -v spin >/dev/null; then
+    command -v spin
+  elif [ -x "$1/../shared/tools/spin" ]; then
+    (cd "$1/../shared/tools" && echo "$PWD/spin")
+  fi
+}
+
 # The directory the built components are in.
 fanout_wasm_dir() {
   echo "${CARGO_TARGET_DIR:-$1/target}/wasm32-wasip2/release"
