@@ -136,8 +136,36 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Whether `GET path` is the health check every component answers without a
+/// token: `/healthz`, or `/healthz/NAME` where a host routes by component
+/// (spin.toml gives the workers `/healthz/scrape` and `/healthz/transform`, so
+/// that each still has one when deployed alone).
+pub fn is_health_check(method: &str, path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    method == "GET"
+        && (path == "/healthz"
+            || path.strip_prefix("/healthz/").is_some_and(|name| !name.is_empty() && !name.contains('/')))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn health_checks_are_get_healthz_with_or_without_a_component_name() {
+        for path in ["/healthz", "/healthz?probe=1", "/healthz/scrape"] {
+            assert!(is_health_check("GET", path), "{path}");
+        }
+        for (method, path) in [
+            ("POST", "/healthz"),
+            ("GET", "/healthz/"),
+            ("GET", "/healthz/a/b"),
+            ("GET", "/healthzx"),
+            ("GET", "/scrape"),
+        ] {
+            assert!(!is_health_check(method, path), "{method} {path}");
+        }
+    }
+
     use super::*;
 
     #[test]

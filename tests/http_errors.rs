@@ -121,6 +121,30 @@ fn misconfiguration_is_a_500_naming_the_variable() {
     assert!(msg.contains("FANOUT_TRANSFORM_URL"), "{msg}");
 }
 
+/// `GET /healthz` (and `/healthz/NAME`, as spin.toml routes the workers' own) needs no token and says
+/// whether the component's configuration reads, for a platform's readiness probe.
+#[test]
+fn health_checks_need_no_token_and_fail_on_a_bad_configuration() {
+    for name in ["scrape", "transform", "coordinator"] {
+        let c = Component::serve(name, &[("FANOUT_TOKEN", "s3cret")]);
+        let own = if name == "coordinator" { "/healthz".to_owned() } else { format!("/healthz/{name}") };
+        let mut paths = vec![own.clone()];
+        if !under_spin() {
+            // Under wasmtime each component has its own address, and /healthz is its own.
+            paths.push("/healthz".to_owned());
+        }
+        for path in &paths {
+            let resp = get(&c.url(path));
+            assert_eq!((resp.status, resp.json()), (200, serde_json::json!({"status": "ok"})), "{name} {path}");
+        }
+        // Only GET: anything else is an ordinary request, and wants the token.
+        assert_error(&post(&c.url(&own), "text/csv", b"a\n1\n"), 401, "unauthorized");
+        let bad = Component::serve(name, &[("FANOUT_MAX_REQUEST_BYTES", "ten")]);
+        let msg = assert_error(&get(&bad.url(&own)), 500, "config");
+        assert!(msg.contains("FANOUT_MAX_REQUEST_BYTES"), "{name}: {msg}");
+    }
+}
+
 #[test]
 fn the_shared_token_is_required_when_set() {
     let c = Component::serve("transform", &[("FANOUT_TOKEN", "s3cret")]);

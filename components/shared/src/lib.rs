@@ -163,12 +163,21 @@ impl Reply {
 }
 
 /// Serves one request: loads the configuration, checks the shared token, runs
-/// `handler` and sends its reply, or the JSON error it failed with.
+/// `handler` and sends its reply, or the JSON error it failed with. A health
+/// check ([`fanout::api::is_health_check`]) needs no token and does no I/O: it
+/// is ready when the configuration reads.
 pub async fn serve<F, Fut>(req: IncomingRequest, out: ResponseOutparam, handler: F)
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
 {
+    if fanout::api::is_health_check(&method_name(&req.method()), &req.path_with_query().unwrap_or_default()) {
+        let reply = match Config::from_store(setting) {
+            Ok(_) => Reply::json(&serde_json::json!({"status": "ok"})),
+            Err(e) => Reply::error(&e),
+        };
+        return reply.send(out).await;
+    }
     let reply = match prepare(req) {
         Ok(request) => handler(request).await.unwrap_or_else(|e| Reply::error(&e)),
         Err(e) => Reply::error(&e),
@@ -200,7 +209,12 @@ fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
             return Err(e);
         }
     }
-    let method = match inner.method() {
+    let method = method_name(&inner.method());
+    Ok(Request { config, method, path, query, inner })
+}
+
+fn method_name(method: &Method) -> String {
+    match method {
         Method::Get => "GET".to_owned(),
         Method::Head => "HEAD".to_owned(),
         Method::Post => "POST".to_owned(),
@@ -211,6 +225,5 @@ fn prepare(inner: IncomingRequest) -> Result<Request, ApiError> {
         Method::Trace => "TRACE".to_owned(),
         Method::Patch => "PATCH".to_owned(),
         Method::Other(m) => m.to_ascii_uppercase(),
-    };
-    Ok(Request { config, method, path, query, inner })
+    }
 }
