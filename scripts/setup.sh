@@ -60,6 +60,15 @@ fi
 wasmtime_dir=$(python3 -c 'import wasmtime_cli, os; print(os.path.dirname(wasmtime_cli.__file__))')
 chmod +x "$wasmtime_dir"/wasmtime* 2>/dev/null || true
 
+# --- HAProxy (Debian's package): the load balancer of the test kit's worker replicas ---------
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  log "installing haproxy (Debian)"
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >&2 || log "haproxy could not be installed: the replica tests will be skipped"
+fi
+
 fanout_find_tools
 log "wasmtime: $("$FANOUT_WASMTIME" --version)"
 log "wasm-tools: $("$FANOUT_WASM_TOOLS" --version)"

@@ -14,6 +14,7 @@
 //! Everything binds to 127.0.0.1 only and picks free ports, so tests run in
 //! parallel without clashing and never reach another host.
 
+pub mod balancer;
 pub mod client;
 pub mod component;
 pub mod data;
