@@ -4,7 +4,7 @@
 use crate::durable::{Durable, CONCURRENCY, MEMORY_FLAG};
 use crate::jobs::{Job, Mode};
 use crate::measure::{total_rss, Proc, MB, MIB};
-use crate::plan::{IN_FLIGHT, SLOW_MS};
+use crate::plan::{IN_FLIGHT, PER_REPLICA, SLOW_MS};
 use crate::scrape::{Route, ScrapeRun};
 use crate::Suite;
 use std::fmt::Write;
@@ -77,7 +77,7 @@ pub fn markdown(suite: &Suite, charts_dir: &str) -> String {
     core(&mut out, &suite.jobs);
     jobs(&mut out, &suite.jobs);
     memory(&mut out, &suite.jobs);
-    scrape(&mut out, &suite.scrapes.by_latency, &suite.scrapes.split);
+    scrape(&mut out, &suite.scrapes.by_latency, &suite.scrapes.split, &suite.scrapes.replicas);
     durable(&mut out, &suite.durable);
     method(&mut out);
     out
@@ -138,6 +138,17 @@ fn headlines(out: &mut String, suite: &Suite) {
             thousands(r.pages_per_sec() as usize),
             r.pages_per_sec() / bound,
             thousands(bound as usize)
+        );
+    }
+    if let (Some(one), Some(most)) = (suite.scrapes.replicas.first(), suite.scrapes.replicas.last()) {
+        let _ = writeln!(
+            out,
+            "* Scrape at {SLOW_MS} ms through worker replicas behind HAProxy, {PER_REPLICA} pages in flight each: \
+             {} pages/s with 1, {} with {} ({:.2} times as many).",
+            thousands(one.pages_per_sec() as usize),
+            thousands(most.pages_per_sec() as usize),
+            most.in_flight() / PER_REPLICA,
+            most.pages_per_sec() / one.pages_per_sec()
         );
     }
     if let Some(t) = suite.durable.transforms.last() {
@@ -326,7 +337,7 @@ fn scrape_row(out: &mut String, r: &ScrapeRun) {
     );
 }
 
-fn scrape(out: &mut String, by_latency: &[ScrapeRun], split: &[ScrapeRun]) {
+fn scrape(out: &mut String, by_latency: &[ScrapeRun], split: &[ScrapeRun], replicas: &[ScrapeRun]) {
     let columns = ["pages", "latency", "run", "wall", "pages/s", "of the bound", "peak RSS each", "CPU each"];
     let _ = writeln!(out, "## Scrape\n");
     let _ = writeln!(
@@ -346,6 +357,22 @@ fn scrape(out: &mut String, by_latency: &[ScrapeRun], split: &[ScrapeRun]) {
         head(out, &columns);
         split.iter().for_each(|r| scrape_row(out, r));
         let _ = writeln!(out);
+    }
+    if let Some(first) = replicas.first() {
+        let _ = writeln!(
+            out,
+            "### {} pages at {SLOW_MS} ms through 1, 2 and 4 worker replicas behind HAProxy
+
+             Each replica allowed {PER_REPLICA} pages in flight (`FANOUT_SCRAPE_CONCURRENCY`), the coordinator              making one call a replica at once to the balanced address: the bound grows with the replicas.              `vs 1 replica` is the pages/s against the one-replica run's, in the same run.\n",
+            thousands(first.pages)
+        );
+        head(out, &columns);
+        replicas.iter().for_each(|r| scrape_row(out, r));
+        let _ = writeln!(out);
+        let one = first.pages_per_sec();
+        let ratios: Vec<String> =
+            replicas.iter().map(|r| format!("{}: {:.2}", r.label(), r.pages_per_sec() / one)).collect();
+        let _ = writeln!(out, "vs 1 replica: {}\n", ratios.join("; "));
     }
 }
 

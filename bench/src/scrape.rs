@@ -1,10 +1,13 @@
 //! Scrape throughput: fixture pages of 40 KB served at once or after a fixed
 //! latency, standard fields only, with [`IN_FLIGHT`] pages in flight in total.
 //! At a latency the bound is in-flight / latency; at 0 ms the job is bound by
-//! CPU instead. Each run has fresh runtime processes.
+//! CPU instead. Each run has fresh runtime processes. The replica runs put
+//! 1, 2 or 4 scrape workers behind HAProxy, each limited to [`PER_REPLICA`]
+//! pages in flight: the bound grows with the replicas.
 
 use crate::measure::{describe, summary, Measured, Proc};
-use crate::plan::{Plan, IN_FLIGHT, PAGE_BYTES, SLOW_MS};
+use crate::plan::{Plan, IN_FLIGHT, PAGE_BYTES, PER_REPLICA, SLOW_MS};
+use fanout_testkit::balancer::Balancer;
 use fanout_testkit::client::{post_json, request_counted};
 use fanout_testkit::component::Component;
 use fanout_testkit::site::Site;
@@ -21,6 +24,9 @@ pub enum Route {
     Direct,
     /// `POST /coordinate/scrape`, the pages in flight spread over this many worker calls at once.
     Coordinated { calls: usize },
+    /// `POST /coordinate/scrape` to this many worker replicas behind HAProxy, a call each at once,
+    /// [`PER_REPLICA`] pages in flight in each.
+    Replicas { replicas: usize },
 }
 
 pub struct ScrapeRun {
@@ -41,6 +47,7 @@ impl ScrapeRun {
         match self.route {
             Route::Direct => IN_FLIGHT,
             Route::Coordinated { calls } => IN_FLIGHT / calls * calls,
+            Route::Replicas { replicas } => replicas * PER_REPLICA,
         }
     }
 
@@ -54,6 +61,8 @@ impl ScrapeRun {
             Route::Direct => format!("one /scrape call, {} at once", self.in_flight()),
             Route::Coordinated { calls: 1 } => format!("coordinator, 1 call × {IN_FLIGHT}"),
             Route::Coordinated { calls } => format!("coordinator, {calls} calls × {}", IN_FLIGHT / calls),
+            Route::Replicas { replicas: 1 } => format!("1 replica × {PER_REPLICA}, via HAProxy"),
+            Route::Replicas { replicas } => format!("{replicas} replicas × {PER_REPLICA}, via HAProxy"),
         }
     }
 }
@@ -63,6 +72,8 @@ pub struct Scrapes {
     pub by_latency: Vec<ScrapeRun>,
     /// The pages in flight spread over more or fewer worker calls, at [`SLOW_MS`].
     pub split: Vec<ScrapeRun>,
+    /// 1, 2, 4 worker replicas behind HAProxy at [`SLOW_MS`] (empty without HAProxy).
+    pub replicas: Vec<ScrapeRun>,
 }
 
 pub fn measure(plan: &Plan, site: &Site) -> Scrapes {
@@ -84,7 +95,20 @@ pub fn measure(plan: &Plan, site: &Site) -> Scrapes {
         .iter()
         .map(|&calls| report(run(site, plan.split_pages, SLOW_MS, Route::Coordinated { calls })))
         .collect();
-    Scrapes { by_latency, split }
+    let replicas = if fanout_testkit::balancer::haproxy().is_some() {
+        println!(
+            "scrape: {} pages, {SLOW_MS} ms latency, through worker replicas behind HAProxy, {PER_REPLICA} in flight each",
+            plan.replica_pages
+        );
+        plan.replicas
+            .iter()
+            .map(|&replicas| report(run(site, plan.replica_pages, SLOW_MS, Route::Replicas { replicas })))
+            .collect()
+    } else {
+        println!("scrape: the replica runs skipped: no HAProxy (scripts/setup.sh installs it)");
+        Vec::new()
+    };
+    Scrapes { by_latency, split, replicas }
 }
 
 fn report(run: ScrapeRun) -> ScrapeRun {
@@ -103,6 +127,9 @@ fn report(run: ScrapeRun) -> ScrapeRun {
 fn run(site: &Site, pages: usize, latency_ms: u64, route: Route) -> ScrapeRun {
     let urls: Vec<String> =
         (0..pages).map(|i| site.url(&format!("/page/{i}?pad={PAGE_BYTES}&delay_ms={latency_ms}"))).collect();
+    if let Route::Replicas { replicas } = route {
+        return run_replicas(&urls, latency_ms, replicas);
+    }
     let scraper = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
     let (secs, procs) = match route {
         Route::Direct => {
@@ -138,6 +165,39 @@ fn run(site: &Site, pages: usize, latency_ms: u64, route: Route) -> ScrapeRun {
             assert_eq!(s["pages"].as_u64(), Some(pages as u64), "{s}");
             (secs, measured.iter().map(Measured::end).collect())
         }
+        Route::Replicas { .. } => unreachable!("run_replicas"),
     };
     ScrapeRun { pages, latency_ms, route, secs, procs }
+}
+
+/// The pages through `replicas` scrape workers behind HAProxy, each allowed [`PER_REPLICA`] pages in flight,
+/// the coordinator making one call a replica at once.
+fn run_replicas(urls: &[String], latency_ms: u64, replicas: usize) -> ScrapeRun {
+    let limit = PER_REPLICA.to_string();
+    let env = [("FANOUT_ALLOW_PRIVATE_HOSTS", "true"), ("FANOUT_SCRAPE_CONCURRENCY", limit.as_str())];
+    let workers: Vec<Component> = (0..replicas).map(|_| Component::serve("scrape", &env)).collect();
+    let backends: Vec<String> = workers.iter().map(|w| w.url("").trim_start_matches("http://").to_owned()).collect();
+    let balancer = Balancer::start("the replica runs", &backends).expect("HAProxy was found");
+    let coordinator = Component::serve(
+        "coordinator",
+        &[("FANOUT_SCRAPE_URL", &balancer.url("/scrape")), ("FANOUT_SCRAPE_CONCURRENCY", limit.as_str())],
+    );
+    // Four batches a call: a batch's last pages leave slots idle until the next batch starts.
+    let job = json!({"urls": urls, "batch_size": urls.len() / (4 * replicas), "concurrency": replicas,
+        "options": {"concurrency": PER_REPLICA, "per_host": PER_REPLICA}});
+    let mut measured = vec![Measured::start("coordinator", &coordinator)];
+    measured.extend(workers.iter().map(|w| Measured::start("worker", w)));
+    let started = Instant::now();
+    let answer = request_counted(
+        "POST",
+        &coordinator.url("/coordinate/scrape"),
+        &[("content-type", "application/json")],
+        job.to_string().as_bytes(),
+    )
+    .expect("the coordinator answers");
+    let secs = started.elapsed().as_secs_f64();
+    let s = summary(&answer);
+    assert_eq!(s["pages"].as_u64(), Some(urls.len() as u64), "{s}");
+    let procs = measured.iter().map(Measured::end).collect();
+    ScrapeRun { pages: urls.len(), latency_ms, route: Route::Replicas { replicas }, secs, procs }
 }
