@@ -361,9 +361,10 @@ fn scrape(out: &mut String, by_latency: &[ScrapeRun], split: &[ScrapeRun], repli
     if let Some(first) = replicas.first() {
         let _ = writeln!(
             out,
-            "### {} pages at {SLOW_MS} ms through 1, 2 and 4 worker replicas behind HAProxy
-
-             Each replica allowed {PER_REPLICA} pages in flight (`FANOUT_SCRAPE_CONCURRENCY`), the coordinator              making one call a replica at once to the balanced address: the bound grows with the replicas.              `vs 1 replica` is the pages/s against the one-replica run's, in the same run.\n",
+            "### {} pages at {SLOW_MS} ms through 1, 2 and 4 worker replicas behind HAProxy\n\n\
+             Each replica allowed {PER_REPLICA} pages in flight (`FANOUT_SCRAPE_CONCURRENCY`), the coordinator \
+             making one call a replica at once to the balanced address: the bound grows with the replicas. \
+             `vs 1 replica` is the pages/s against the one-replica run's, in the same run.\n",
             thousands(first.pages)
         );
         head(out, &columns);
