@@ -152,17 +152,7 @@ fn run(site: &Site, pages: usize, latency_ms: u64, route: Route) -> ScrapeRun {
             let job = json!({"urls": urls, "batch_size": pages / (2 * calls), "concurrency": calls,
                 "options": {"concurrency": per_call, "per_host": per_call}});
             let measured = [Measured::start("coordinator", &coordinator), Measured::start("worker", &scraper)];
-            let started = Instant::now();
-            let answer = request_counted(
-                "POST",
-                &coordinator.url("/coordinate/scrape"),
-                &[("content-type", "application/json")],
-                job.to_string().as_bytes(),
-            )
-            .expect("the coordinator answers");
-            let secs = started.elapsed().as_secs_f64();
-            let s = summary(&answer);
-            assert_eq!(s["pages"].as_u64(), Some(pages as u64), "{s}");
+            let secs = coordinated(&coordinator, &job, pages);
             (secs, measured.iter().map(Measured::end).collect())
         }
         Route::Replicas { .. } => unreachable!("run_replicas"),
@@ -187,6 +177,13 @@ fn run_replicas(urls: &[String], latency_ms: u64, replicas: usize) -> ScrapeRun 
         "options": {"concurrency": PER_REPLICA, "per_host": PER_REPLICA}});
     let mut measured = vec![Measured::start("coordinator", &coordinator)];
     measured.extend(workers.iter().map(|w| Measured::start("worker", w)));
+    let secs = coordinated(&coordinator, &job, urls.len());
+    let procs = measured.iter().map(Measured::end).collect();
+    ScrapeRun { pages: urls.len(), latency_ms, route: Route::Replicas { replicas }, secs, procs }
+}
+
+/// Seconds `coordinator` takes to answer scrape job `job`, which must scrape all its `pages`.
+fn coordinated(coordinator: &Component, job: &serde_json::Value, pages: usize) -> f64 {
     let started = Instant::now();
     let answer = request_counted(
         "POST",
@@ -197,7 +194,6 @@ fn run_replicas(urls: &[String], latency_ms: u64, replicas: usize) -> ScrapeRun 
     .expect("the coordinator answers");
     let secs = started.elapsed().as_secs_f64();
     let s = summary(&answer);
-    assert_eq!(s["pages"].as_u64(), Some(urls.len() as u64), "{s}");
-    let procs = measured.iter().map(Measured::end).collect();
-    ScrapeRun { pages: urls.len(), latency_ms, route: Route::Replicas { replicas }, secs, procs }
+    assert_eq!(s["pages"].as_u64(), Some(pages as u64), "{s}");
+    secs
 }

@@ -609,16 +609,7 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
     );
     assert_eq!(json_file(&out)["summary"]["rows_in"], 1000);
 
-    let mut up = fanout(&["up", "--listen", &local, "--runtime", "wasmtime"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut routes = String::new();
-    let mut stdout = BufReader::new(up.stdout.take().unwrap());
-    while !routes.contains("transform ") {
-        assert!(stdout.read_line(&mut routes).unwrap() > 0, "fanout up ended: {routes}");
-    }
+    let (up, routes) = serve_up(fanout(&["up", "--listen", &local, "--runtime", "wasmtime"]));
     assert!(routes.contains(&format!("coordinator  http://{local}")), "{routes}");
     let cli = run_job(
         &["transform", file.to_str().unwrap(), "--preset", "vat", "--stream"],
@@ -628,17 +619,33 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert!(!stderr(&cli).contains("serving the local bundle"));
 
+    let status = stop_up(up);
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(&local).is_err(), "the coordinator stopped with it");
+}
+
+/// Starts `fanout up` (`up`): the process, and the routes it printed once it serves them.
+fn serve_up(mut up: Command) -> (std::process::Child, String) {
+    let mut up = up.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut routes = String::new();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    while !routes.contains("transform ") {
+        assert!(stdout.read_line(&mut routes).unwrap() > 0, "fanout up ended: {routes}");
+    }
+    (up, routes)
+}
+
+/// Interrupts `fanout up` as Ctrl-C does: how it exited.
+fn stop_up(mut up: std::process::Child) -> std::process::ExitStatus {
     interrupt(&up);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
+    loop {
         if let Some(status) = up.try_wait().unwrap() {
-            break status;
+            return status;
         }
         assert!(Instant::now() < deadline, "fanout up did not stop on Ctrl-C");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
-    assert!(TcpStream::connect(&local).is_err(), "the coordinator stopped with it");
+    }
 }
 
 /// `fanout up --runtime spin` serves the bundle under `spin up`, its token (`--env FANOUT_TOKEN`) set as a
@@ -656,17 +663,9 @@ fn up_serves_the_bundle_under_spin() {
     let file = dir.file("sales.csv", &fanout_testkit::data::sales(1000));
     let out = dir.path("out.json");
     let local = format!("127.0.0.1:{}", free_port());
-    let mut up = fanout(&["up", "--listen", &local, "--runtime", "spin", "--env", "FANOUT_TOKEN=up-token"])
-        .env("FANOUT_SPIN", &spin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut routes = String::new();
-    let mut stdout = BufReader::new(up.stdout.take().unwrap());
-    while !routes.contains("transform ") {
-        assert!(stdout.read_line(&mut routes).unwrap() > 0, "fanout up ended: {routes}");
-    }
+    let mut up = fanout(&["up", "--listen", &local, "--runtime", "spin", "--env", "FANOUT_TOKEN=up-token"]);
+    up.env("FANOUT_SPIN", &spin);
+    let (up, routes) = serve_up(up);
     assert!(routes.contains("spin up"), "{routes}");
     let endpoint = format!("http://{local}/");
     let refused = run_job(&["transform", file.to_str().unwrap(), "--preset", "vat", "--stream"], &endpoint, &out);
@@ -675,12 +674,7 @@ fn up_serves_the_bundle_under_spin() {
     let cli = run_job(&args, &endpoint, &out);
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert_eq!(json_file(&out)["summary"]["rows_in"], 1000);
-    interrupt(&up);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while up.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "fanout up did not stop on Ctrl-C");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(stop_up(up).code(), Some(0));
     assert!(TcpStream::connect(&local).is_err(), "spin stopped with it");
 }
 

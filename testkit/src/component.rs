@@ -173,20 +173,8 @@ fn launch(start: &Start, port: u16) -> Result<Component, String> {
     }
     cmd.arg(&wasm).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", wasmtime().display()));
-    let log = Arc::new(Mutex::new(String::new()));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("Serving HTTP") {
-                let _ = ready_tx.send(());
-            }
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
+    let log = keep_log(child.stderr.take().unwrap(), Some(ready_tx));
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut component = Component { child, port, log, start: start.clone() };
     loop {
@@ -198,6 +186,23 @@ fn launch(start: &Start, port: u16) -> Result<Component, String> {
             return Err(component.log());
         }
     }
+}
+
+/// Collects what `stderr` says, line by line; `ready` hears when wasmtime says it serves.
+fn keep_log(stderr: std::process::ChildStderr, ready: Option<mpsc::Sender<()>>) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(ready) = ready.as_ref().filter(|_| line.contains("Serving HTTP")) {
+                let _ = ready.send(());
+            }
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
 }
 
 /// Starts the whole bundle under `spin up` on `port`, the settings as Spin variables; `start`'s
@@ -216,16 +221,7 @@ fn launch_spin(start: &Start, port: u16) -> Result<Component, String> {
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", cli.display()));
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
+    let log = keep_log(child.stderr.take().unwrap(), None);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut component = Component { child, port, log, start: start.clone() };
     loop {
