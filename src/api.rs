@@ -136,8 +136,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// Whether `GET path` is the health check every component answers without a
-/// token: `/healthz`, or `/healthz/NAME` where a host routes by component
+/// Whether a `method` request to `path` is the health check every component
+/// answers without a token: `GET` `/healthz`, or `/healthz/NAME` where a host routes by component
 /// (spin.toml gives the workers `/healthz/scrape` and `/healthz/transform`, so
 /// that each still has one when deployed alone).
 pub fn is_health_check(method: &str, path: &str) -> bool {
@@ -149,6 +149,7 @@ pub fn is_health_check(method: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn health_checks_are_get_healthz_with_or_without_a_component_name() {
@@ -165,8 +166,6 @@ mod tests {
             assert!(!is_health_check(method, path), "{method} {path}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn error_body_names_kind_and_message() {
