@@ -136,6 +136,25 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// The most bytes of a host's error message that fanout passes on.
+pub const HOST_MESSAGE_BYTES: usize = 200;
+
+/// A message from the runtime (a failed read, a refused request): its first
+/// line, at most [`HOST_MESSAGE_BYTES`] long. The host's text can be anything:
+/// with `RUST_BACKTRACE=1` in its environment it carries a backtrace of 11 KB,
+/// which repeated over a batch's error records would overflow its answer.
+pub fn host_message(raw: &str) -> String {
+    let line = raw.trim_start().lines().next().unwrap_or("").trim_end();
+    if line.len() <= HOST_MESSAGE_BYTES {
+        return line.to_owned();
+    }
+    let mut end = HOST_MESSAGE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
 /// Whether a `method` request to `path` is the health check every component
 /// answers without a token: `GET` `/healthz`, or `/healthz/NAME` where a host routes by component
 /// (spin.toml gives the workers `/healthz/scrape` and `/healthz/transform`, so
@@ -150,6 +169,17 @@ pub fn is_health_check(method: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_messages_are_one_bounded_line() {
+        let backtrace = format!("hyper error: error reading a body\nStack backtrace:\n{}", "   0: frame\n".repeat(900));
+        assert_eq!(host_message(&backtrace), "hyper error: error reading a body");
+        assert_eq!(host_message("  short  "), "short");
+        let long = "é".repeat(300);
+        let cut = host_message(&long);
+        assert!(cut.len() <= HOST_MESSAGE_BYTES + '…'.len_utf8() && cut.ends_with('…'), "{cut}");
+        assert_eq!(host_message(""), "");
+    }
 
     #[test]
     fn health_checks_are_get_healthz_with_or_without_a_component_name() {

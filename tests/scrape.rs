@@ -476,3 +476,20 @@ fn hostile_pages_cannot_make_an_answer_larger_than_its_limits() {
     assert_eq!(v["summary"]["pages"], 50, "{}", v["summary"]);
     assert_eq!(v["summary"]["batches_failed"], 0, "{}", v["summary"]);
 }
+
+/// A page whose body breaks off is one error result with a short message, whatever the host's error says
+/// (with `RUST_BACKTRACE=1`, as the test kit runs wasmtime, it carries the host's backtrace), and the
+/// batch's other pages are unharmed.
+#[test]
+fn a_body_that_breaks_off_is_a_short_error() {
+    let site = Site::start();
+    let c = scraper();
+    let job = json!({"urls": [site.url("/cut/200000"), site.url("/page/1")]});
+    let resp = post_json(&c.url("/scrape"), &job);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    let error = &v["results"][0]["error"];
+    let message = error["message"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(message.len() <= 300 && !message.contains('\n'), "{} bytes: {message}", message.len());
+    assert_eq!(v["results"][1]["page"]["title"], "Page 1");
+}

@@ -166,6 +166,8 @@ fn launch(start: &Start, port: u16) -> Result<Component, String> {
     }
     let wasm = wasm_path(&start.name);
     let mut cmd = Command::new(wasmtime());
+    // As many run it (and these machines do): the host's errors then carry its backtrace.
+    cmd.env("RUST_BACKTRACE", "1");
     cmd.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
     cmd.args(&start.flags);
     for (k, v) in &start.env {

@@ -8,6 +8,7 @@
 //! | `/status/<code>` | that status with a small HTML body |
 //! | `/flaky/<key>/<n>?retry_after=S` | 503 with `Retry-After: S` (default 0) for the first n requests for key, then a page |
 //! | `/big/<bytes>` | an HTML page of that many bytes, sent in 16 KiB pieces |
+//! | `/cut/<bytes>` | promises `bytes` of HTML, sends half of them and closes: a body that breaks off |
 //! | `/hang` | never answers (holds the connection for 60 s) |
 //! | `/text` | a `text/plain` body |
 //! | `/nested/<depth>` | a hostile page: `depth` nested `<div>`s around 64 KiB of text |
@@ -260,6 +261,16 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 stream.write_all(&piece[..n])?;
                 sent += n;
             }
+            stream.flush()
+        }
+        ["cut", bytes] => {
+            // Promises `bytes` and sends half, then closes: a body that breaks off.
+            let total: usize = bytes.parse().unwrap_or(0);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {HTML}\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(&vec![b' '; total / 2])?;
             stream.flush()
         }
         ["hang"] => {

@@ -1,6 +1,6 @@
 //! Request bodies: read whole within a limit, or streamed piece by piece.
 
-use fanout::api::ApiError;
+use fanout::api::{host_message, ApiError};
 use spin_sdk::http::IncomingRequest;
 use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
 use std::task::Poll;
@@ -29,7 +29,10 @@ pub async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, Ap
             }
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(ApiError::bad_request(format!("request body could not be read: {}", e.to_debug_string())))
+                return Err(ApiError::bad_request(format!(
+                    "request body could not be read: {}",
+                    host_message(&e.to_debug_string())
+                )))
             }
         }
     }
@@ -89,7 +92,7 @@ impl Pieces {
                 }
                 Err(StreamError::LastOperationFailed(e)) => {
                     self.close();
-                    Poll::Ready(Some(Err(e.to_debug_string())))
+                    Poll::Ready(Some(Err(host_message(&e.to_debug_string()))))
                 }
             }
         })

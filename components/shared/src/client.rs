@@ -7,6 +7,7 @@
 
 use crate::body::Pieces;
 use crate::time::timeout;
+use fanout::api::host_message;
 use spin_sdk::http::Method;
 use std::fmt;
 use std::future::poll_fn;
@@ -145,7 +146,8 @@ async fn send(req: Outbound<'_>) -> Result<Opened, FetchError> {
     if let Some(body) = req.body {
         headers.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
     }
-    let fields = Fields::from_list(&headers).map_err(|e| FetchError::Invalid(format!("bad request header: {e:?}")))?;
+    let fields = Fields::from_list(&headers)
+        .map_err(|e| FetchError::Invalid(format!("bad request header: {}", host_message(&format!("{e:?}")))))?;
     let request = OutgoingRequest::new(fields);
     let invalid = |what: &str| FetchError::Invalid(format!("{what} of {url} is not accepted"));
     request.set_method(&method(&req.method)).map_err(|()| invalid("the method"))?;
@@ -325,9 +327,11 @@ pub async fn fetch_range(
 
 fn classify(code: ErrorCode) -> FetchError {
     match code {
-        ErrorCode::DnsTimeout | ErrorCode::DnsError(_) => FetchError::Dns(format!("{code:?}")),
-        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => FetchError::Denied(format!("{code:?}")),
-        ErrorCode::HttpRequestUriInvalid => FetchError::Invalid(format!("{code:?}")),
-        other => FetchError::Connect(format!("{other:?}")),
+        ErrorCode::DnsTimeout | ErrorCode::DnsError(_) => FetchError::Dns(host_message(&format!("{code:?}"))),
+        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => {
+            FetchError::Denied(host_message(&format!("{code:?}")))
+        }
+        ErrorCode::HttpRequestUriInvalid => FetchError::Invalid(host_message(&format!("{code:?}"))),
+        other => FetchError::Connect(host_message(&format!("{other:?}"))),
     }
 }
