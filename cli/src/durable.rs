@@ -11,7 +11,7 @@
 use crate::answer::Format;
 use crate::bucket::Store;
 use crate::bundle::Env;
-use crate::job::{Coordinator, Outcome};
+use crate::job::{count, Coordinator, Outcome};
 use crate::output::Output;
 use crate::progress::{Progress, Unit, Update};
 use crate::{signals, JobArgs};
@@ -303,21 +303,26 @@ fn finished(status: &Value) -> i32 {
     let items = &status["items"];
     let (done, failures) = match status["kind"].as_str() {
         Some("scrape") => (
-            format!("{} URLs, {} pages, {} errors", n(&items["urls"]), n(&items["pages"]), n(&items["errors"])),
-            (n(&items["errors"]) > 0).then(|| format!("{} URLs failed", n(&items["errors"]))),
+            format!(
+                "{}, {}, {}",
+                count(n(&items["urls"]), "URL"),
+                count(n(&items["pages"]), "page"),
+                count(n(&items["errors"]), "error")
+            ),
+            (n(&items["errors"]) > 0).then(|| format!("{} failed", count(n(&items["errors"]), "URL"))),
         ),
         _ => (
             format!(
-                "{} rows in, {} out, {} filtered, {} with errors",
-                n(&items["rows_in"]),
+                "{} in, {} out, {} filtered, {} with errors",
+                count(n(&items["rows_in"]), "row"),
                 n(&items["rows_out"]),
                 n(&items["rows_filtered"]),
                 n(&items["rows_errored"])
             ),
             match (n(&items["rows_errored"]), n(&status["units"]["failed"])) {
                 (0, 0) => None,
-                (rows, 0) => Some(format!("{rows} rows failed")),
-                (rows, units) => Some(format!("{rows} rows and {units} whole units failed")),
+                (rows, 0) => Some(format!("{} failed", count(rows, "row"))),
+                (rows, units) => Some(format!("{} and {} failed", count(rows, "row"), count(units, "whole unit"))),
             },
         ),
     };

@@ -313,6 +313,14 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// `n` and `noun`, plural unless `n` is 1: "1 row", "2 rows", "0 URLs".
+pub fn count(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// How a job ended, for the exit code and the last line on stderr.
 pub struct Outcome {
     /// 0: every item succeeded; 2: some items failed; 1: the job failed as a whole.
@@ -338,8 +346,8 @@ impl Outcome {
     pub fn of_table(summary: &Value) -> Outcome {
         let n = |k: &str| summary[k].as_u64().unwrap_or(0);
         let done = format!(
-            "{} rows in, {} out, {} filtered, {} with errors in {:.1} s",
-            n("rows_in"),
+            "{} in, {} out, {} filtered, {} with errors in {:.1} s",
+            count(n("rows_in"), "row"),
             n("rows_out"),
             n("rows_filtered"),
             n("rows_errored"),
@@ -348,9 +356,11 @@ impl Outcome {
         // Source ranges that got no answer are bytes, their rows unknown.
         let failures = match (n("rows_errored"), n("bytes_not_processed")) {
             (0, 0) => None,
-            (rows, 0) => Some(format!("{rows} rows failed")),
-            (0, bytes) => Some(format!("{bytes} bytes of the source not processed")),
-            (rows, bytes) => Some(format!("{rows} rows failed and {bytes} bytes of the source not processed")),
+            (rows, 0) => Some(format!("{} failed", count(rows, "row"))),
+            (0, bytes) => Some(format!("{} of the source not processed", count(bytes, "byte"))),
+            (rows, bytes) => {
+                Some(format!("{} failed and {} of the source not processed", count(rows, "row"), count(bytes, "byte")))
+            }
         };
         Outcome::of(summary["status"].as_str().unwrap_or("?"), summary["reason"].as_str(), failures, done)
     }
@@ -359,13 +369,29 @@ impl Outcome {
     pub fn of_pages(summary: &Value) -> Outcome {
         let n = |k: &str| summary[k].as_u64().unwrap_or(0);
         let done = format!(
-            "{} URLs, {} pages, {} errors in {:.1} s",
-            n("urls"),
-            n("pages"),
-            n("errors"),
+            "{}, {}, {} in {:.1} s",
+            count(n("urls"), "URL"),
+            count(n("pages"), "page"),
+            count(n("errors"), "error"),
             n("elapsed_ms") as f64 / 1000.0
         );
-        let failures = (n("errors") > 0).then(|| format!("{} URLs failed", n("errors")));
+        let failures = (n("errors") > 0).then(|| format!("{} failed", count(n("errors"), "URL")));
         Outcome::of(summary["status"].as_str().unwrap_or("?"), summary["reason"].as_str(), failures, done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(1, "row"), "1 row");
+        assert_eq!(count(0, "URL"), "0 URLs");
+        assert_eq!(count(2, "whole unit"), "2 whole units");
+        let one = Outcome::of_table(&serde_json::json!({"status": "complete", "rows_in": 1, "rows_errored": 1}));
+        assert!(one.message.contains("1 row failed: 1 row in, 0 out"), "{}", one.message);
+        let pages = Outcome::of_pages(&serde_json::json!({"status": "complete", "urls": 1, "pages": 1}));
+        assert!(pages.message.contains("1 URL, 1 page, 0 errors"), "{}", pages.message);
     }
 }

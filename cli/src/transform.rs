@@ -185,12 +185,12 @@ fn run_local(args: &TransformArgs, spec: &Spec, file: std::fs::File, size: u64) 
     let c = &report.counters;
     let status = serde_json::to_value(&report.status).expect("statuses serialise");
     let done = format!(
-        "{} rows, {} failed, in {:.1} s (local)",
-        c.items_done,
+        "{}, {} failed, in {:.1} s (local)",
+        crate::job::count(c.items_done, "row"),
         c.items_failed,
         report.elapsed_ms as f64 / 1000.0
     );
-    let failures = (c.items_failed > 0).then(|| format!("{} rows failed", c.items_failed));
+    let failures = (c.items_failed > 0).then(|| format!("{} failed", crate::job::count(c.items_failed, "row")));
     let outcome = Outcome::of(status.as_str().unwrap_or("?"), report.reason.as_deref(), failures, done);
     eprintln!("fanout: {}", outcome.message);
     Ok(outcome.code)

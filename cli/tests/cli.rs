@@ -132,7 +132,7 @@ fn transform_output_is_what_the_http_api_answers_in_every_mode() {
     let cli =
         run_job(&["transform", file, "--preset", "vat", "--chunk-bytes", "8192"], &endpoint, out.to_str().unwrap());
     assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
-    assert!(stderr(&cli).contains("complete with 1 rows failed"), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("complete with 1 row failed"), "{}", stderr(&cli));
     site.put("sales.csv", "text/csv", csv.clone());
     let job = json!({"source": site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 8192});
     let api = request(
@@ -731,7 +731,7 @@ fn a_durable_transform_job_from_a_terminal() {
     let cli = with_bucket(fanout(&args), &s3).output().unwrap();
     assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
     let err = stderr(&cli);
-    assert!(err.contains("uploading") && err.contains("complete with 1 rows failed"), "{err}");
+    assert!(err.contains("uploading") && err.contains("complete with 1 row failed"), "{err}");
     let key = String::from_utf8(cli.stdout).unwrap().trim().to_owned();
     let id = key
         .strip_prefix("jobs/")
