@@ -1269,17 +1269,8 @@ fn jobs_finish_with_every_unit_once_under_faults() {
     let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=400u64);
     for seed in seeds {
         let mut rng = Rng::new(seed);
-        let faults = Faults {
-            store: [0, 5, 15][rng.below(3) as usize],
-            worker: [0, 10, 30][rng.below(3) as usize],
-            subtle_lies: false,
-            refuse: false,
-            lose_first_answers: false,
-            unavailable: false,
-            unavailable_first: false,
-            unavailable_later: false,
-            forge: false,
-        };
+        let faults =
+            Faults { store: [0, 5, 15][rng.below(3) as usize], worker: [0, 10, 30][rng.below(3) as usize], ..CALM };
         run_job(seed, faults, Mode::Seeded);
     }
 }
@@ -1439,21 +1430,7 @@ fn a_tick_past_the_deadline_fails_the_job() {
 fn a_full_audit_catches_consistent_liars() {
     let seeds = std::env::var("SIMSEED").map(|s| s.parse().unwrap()..=s.parse().unwrap()).unwrap_or(1..=150u64);
     for seed in seeds {
-        run_job(
-            seed,
-            Faults {
-                store: 0,
-                worker: 40,
-                subtle_lies: true,
-                refuse: false,
-                lose_first_answers: false,
-                unavailable: false,
-                unavailable_first: false,
-                unavailable_later: false,
-                forge: false,
-            },
-            Mode::Audited,
-        );
+        run_job(seed, Faults { worker: 40, subtle_lies: true, ..CALM }, Mode::Audited);
     }
 }
 
@@ -1623,17 +1600,7 @@ fn a_scrape_jobs_percentage_counts_all_its_urls() {
     objects.insert(layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".into()));
     objects.insert(layout.state(), (serde_json::to_vec(&state).unwrap(), "\"s\"".into()));
     objects.insert(layout.active(), (Vec::new(), "\"a\"".into()));
-    let faults = Faults {
-        store: 0,
-        worker: 0,
-        subtle_lies: false,
-        refuse: true,
-        lose_first_answers: false,
-        unavailable: false,
-        unavailable_first: false,
-        unavailable_later: false,
-        forge: false,
-    };
+    let faults = Faults { refuse: true, ..CALM };
     let world = World::new(2, faults, MS * 5_000, objects, Vec::new(), layout);
     let (manifest, ticks) = tick_until_done(&world, &id, MS * 10, |_| settings(20_000, 3_000));
     assert_eq!(manifest.status, JobStatus::Failed);
