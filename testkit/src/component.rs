@@ -8,7 +8,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -130,28 +129,21 @@ impl Component {
 }
 
 impl Component {
-    /// Kills the runtime with SIGKILL: its process group under Spin, whose HTTP trigger is a process of its own.
+    /// Kills the runtime with SIGKILL (under Spin, its process group) and waits for it.
     fn kill(&mut self) {
         if under_spin() {
-            let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", self.child.id())).status();
+            crate::spin::stop(&mut self.child, self.port);
+        } else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 impl Drop for Component {
     fn drop(&mut self) {
         self.kill();
-        if under_spin() {
-            let _ = std::fs::remove_dir_all(spin_state(self.port));
-        }
     }
-}
-
-/// Where `spin up` on `port` keeps its logs and key-value store (out of the repository).
-fn spin_state(port: u16) -> PathBuf {
-    std::env::temp_dir().join(format!("fanout-spin-{}-{port}", std::process::id()))
 }
 
 /// Whether the components are served by `spin up` (`FANOUT_TEST_RUNTIME=spin`) instead of `wasmtime serve`.
@@ -191,7 +183,7 @@ fn launch(start: &Start, port: u16) -> Result<Component, String> {
 }
 
 /// Collects what `stderr` says, line by line; `ready` hears when wasmtime says it serves.
-fn keep_log(stderr: std::process::ChildStderr, ready: Option<mpsc::Sender<()>>) -> Arc<Mutex<String>> {
+pub(crate) fn keep_log(stderr: std::process::ChildStderr, ready: Option<mpsc::Sender<()>>) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));
     let sink = log.clone();
     thread::spawn(move || {
@@ -213,16 +205,10 @@ fn keep_log(stderr: std::process::ChildStderr, ready: Option<mpsc::Sender<()>>) 
 fn launch_spin(start: &Start, port: u16) -> Result<Component, String> {
     assert!(start.flags.is_empty(), "{:?} are wasmtime flags: this test runs under wasmtime only", start.flags);
     let cli = crate::spin::spin_cli().expect("FANOUT_TEST_RUNTIME=spin needs a Spin CLI (FANOUT_SPIN)");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let state = spin_state(port);
-    let mut cmd = Command::new(&cli);
-    cmd.arg("up").arg("-f").arg(root.join("spin.toml")).arg("--listen").arg(format!("127.0.0.1:{port}"));
-    cmd.arg("--state-dir").arg(&state);
-    for (k, v) in &start.env {
-        cmd.arg("--variable").arg(format!("{}={v}", k.to_ascii_lowercase()));
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", cli.display()));
+    let variables: Vec<(String, String)> = start.env.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let mut child = crate::spin::command(&cli, port, &variables)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", cli.display()));
     let log = keep_log(child.stderr.take().unwrap(), None);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut component = Component { child, port, log, start: start.clone() };

@@ -11,7 +11,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +21,6 @@ pub struct Spin {
     child: Child,
     port: u16,
     log: Arc<Mutex<String>>,
-    state: PathBuf,
 }
 
 /// The Spin CLI to run, if there is one.
@@ -47,43 +46,18 @@ impl Spin {
             eprintln!("skipped {test}: no Spin CLI (set FANOUT_SPIN, put spin on PATH, or keep ../shared/tools/spin)");
             return None;
         };
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut cmd = Command::new(&cli);
-        cmd.arg("up").arg("-f").arg(root.join("spin.toml")).arg("--listen").arg(format!("127.0.0.1:{port}"));
-        for (k, v) in variables {
-            cmd.arg("--variable").arg(format!("{k}={v}"));
-        }
+        let variables: Vec<(String, String)> =
+            variables.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut cmd = command(&cli, port, &variables);
         cmd.envs(env.iter().copied());
-        // Spin keeps its logs and key-value store in the app's folder unless told otherwise.
-        let state = std::env::temp_dir().join(format!("fanout-spin-{}-{port}", std::process::id()));
-        cmd.arg("--state-dir").arg(&state);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", cli.display()));
-        let log = Arc::new(Mutex::new(String::new()));
-        for out in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = log.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let spin = Spin { child, port, log, state };
+        let log = crate::component::keep_log(child.stderr.take().unwrap(), None);
+        let mut spin = Spin { child, port, log };
         // The first run unpacks the kept build (100 MB) before it listens.
         let deadline = Instant::now() + Duration::from_secs(120);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited =
-                Command::new("kill").arg("-0").arg(spin.child.id().to_string()).status().map_or(true, |s| !s.success());
+            let exited = spin.child.try_wait().ok().flatten().is_some();
             assert!(!exited && Instant::now() < deadline, "spin up did not start:\n{}", spin.log());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -103,9 +77,33 @@ impl Spin {
 
 impl Drop for Spin {
     fn drop(&mut self) {
-        // Its group: `spin up` runs the HTTP trigger as a process of its own.
-        let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", self.child.id())).status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state);
+        stop(&mut self.child, self.port);
     }
+}
+
+/// `spin up` of the repository's spin.toml on `port`, with application
+/// variables `variables`, in a process group of its own, stderr piped.
+pub(crate) fn command(cli: &Path, port: u16, variables: &[(String, String)]) -> Command {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new(cli);
+    cmd.arg("up").arg("-f").arg(root.join("spin.toml")).arg("--listen").arg(format!("127.0.0.1:{port}"));
+    // Spin keeps its logs and key-value store in the app's folder unless told otherwise.
+    cmd.arg("--state-dir").arg(state_dir(port));
+    for (k, v) in variables {
+        cmd.arg("--variable").arg(format!("{k}={v}"));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+    cmd
+}
+
+/// Kills `spin up` on `port` and its HTTP trigger (a process of its own: the group), and removes its state.
+pub(crate) fn stop(child: &mut Child, port: u16) {
+    let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", child.id())).status();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(state_dir(port));
+}
+
+fn state_dir(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("fanout-spin-{}-{port}", std::process::id()))
 }
