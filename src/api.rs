@@ -26,8 +26,13 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// The request conflicts with what is there: a finished job cancelled, a unit written otherwise before.
     Conflict,
-    /// A row broke a rule the request asked to be strict about (`on_error: fail`, range mode).
+    /// A row broke a rule the request asked to be strict about (`on_error: fail`);
+    /// from the coordinator, also a job that failed before its first output
+    /// for a reason of that weight (its source changed while it was read).
     BadRow,
+    /// A source file read in ranges is not the file the job was planned on:
+    /// rewritten, or of another size than it was said to have.
+    SourceChanged,
     /// The component is misconfigured (an environment variable is invalid).
     Config,
     /// A worker that the coordinator depends on is not configured or not reachable.
@@ -47,6 +52,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::Conflict => 409,
             ErrorKind::BadRow => 422,
+            ErrorKind::SourceChanged => 412,
             ErrorKind::Config => 500,
             ErrorKind::BadGateway => 502,
         }

@@ -197,3 +197,66 @@ mod tests {
         assert_eq!(parse_content_range("items 0-1/2"), None);
     }
 }
+
+/// A source file as it was when a job was planned: every ranged read of it
+/// must find it the same, or the job's ranges would not add up to one file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// Its size in bytes: every `Content-Range` total must be this.
+    pub size: u64,
+    /// Its strong `ETag`, sent as `If-Match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Its `Last-Modified`, sent as `If-Unmodified-Since` when it has no strong `ETag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+impl Pin {
+    /// A pin from a response's size and validators (a weak `ETag` is no use: `If-Match` compares strongly).
+    pub fn new(size: u64, etag: Option<&str>, last_modified: Option<&str>) -> Pin {
+        let etag = etag.map(str::trim).filter(|e| e.starts_with('"') && e.len() >= 2 && e.len() <= 256);
+        let last_modified = last_modified.map(str::trim).filter(|m| !m.is_empty() && m.len() <= 64);
+        Pin { size, etag: etag.map(str::to_owned), last_modified: last_modified.map(str::to_owned) }
+    }
+
+    /// The conditional header a ranged read sends.
+    pub fn condition(&self) -> Option<(&'static str, String)> {
+        match (&self.etag, &self.last_modified) {
+            (Some(etag), _) => Some(("if-match", etag.clone())),
+            (None, Some(date)) => Some(("if-unmodified-since", date.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Checks the total a `Content-Range` (or a whole answer) gave for the file.
+    pub fn check_size(&self, total: Option<u64>) -> Result<(), String> {
+        match total {
+            Some(t) if t == self.size => Ok(()),
+            Some(t) => Err(format!(
+                "the source is {t} bytes now but was {} when the job was planned: it changed, or its size was \
+                 misreported; nothing of it is read as it stands",
+                self.size
+            )),
+            None => Err("answered without the file's size in Content-Range, so the range cannot be checked".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::Pin;
+
+    #[test]
+    fn a_pin_prefers_a_strong_etag_and_checks_the_size() {
+        let pin = Pin::new(10, Some("\"abc\""), Some("Mon, 07 Dec 2026 10:00:00 GMT"));
+        assert_eq!(pin.condition(), Some(("if-match", "\"abc\"".to_owned())));
+        let weak = Pin::new(10, Some("W/\"abc\""), Some("Mon, 07 Dec 2026 10:00:00 GMT"));
+        assert_eq!(weak.condition().unwrap().0, "if-unmodified-since");
+        assert_eq!(Pin::new(10, None, None).condition(), None);
+        assert!(pin.check_size(Some(10)).is_ok());
+        assert!(pin.check_size(Some(13)).unwrap_err().contains("13 bytes now but was 10"));
+        assert!(pin.check_size(None).is_err());
+    }
+}

@@ -416,6 +416,37 @@ fn source_url_jobs_read_ranges_and_equal_one_invocation() {
 }
 
 #[test]
+fn a_source_that_is_not_the_file_planned_fails_the_job_instead_of_losing_rows() {
+    let site = Site::start();
+    let csv = sales(3000);
+    site.put("sales.csv", "text/csv", csv.clone());
+    let (worker, c) = transform_bundle(&[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let n = csv.len();
+    // HEAD says 30% less (or more) than the file holds, or the file is rewritten while it is read.
+    let routes = [format!("/headsays/{}/sales.csv", n * 7 / 10), format!("/headsays/{}/sales.csv", n + 500)];
+    for route in routes.iter().map(String::as_str).chain(["/changing/sales.csv"]) {
+        let job = json!({ "source": site.url(route), "spec": {"preset": "vat"}, "chunk_bytes": 4000 });
+        let resp = post_json(&c.url("/coordinate/transform"), &job);
+        // The first range's worker finds out: the job fails before any output, saying why.
+        assert_eq!(resp.status, 422, "{route}: {}", resp.text());
+        let says =
+            if route.starts_with("/changing") { "changed since the job was planned" } else { "bytes now but was" };
+        assert!(resp.text().contains(says), "{route}: {}", resp.text());
+        // The worker itself answers 412 for a range of a file that is not the one pinned.
+        let range_job =
+            json!({"source": site.url(route), "start": 0, "end": 4000, "pin": {"size": n, "etag": "\"v1\""}});
+        let resp = post_json(&worker.url("/transform"), &range_job);
+        assert_eq!(resp.status, 412, "{route}: {}", resp.text());
+        assert!(resp.text().contains("source_changed"), "{route}: {}", resp.text());
+    }
+    // The file as it is, pinned, reads whole.
+    let job = json!({ "source": site.url("/files/sales.csv"), "spec": {"preset": "vat"}, "chunk_bytes": 4000 });
+    let v = post_json(&c.url("/coordinate/transform"), &job).json();
+    assert_eq!(v["summary"]["status"], "complete", "{}", v["summary"]);
+    assert_eq!(v["stats"]["rows_in"], 3000);
+}
+
+#[test]
 fn missing_values_are_left_out_of_every_metric_through_one_call_and_many_chunks() {
     let (worker, c) = transform_bundle(&[]);
     let csv = "id,region,qty,price,day,note\n\

@@ -170,14 +170,24 @@ fn range_mode_errors_carry_file_offsets() {
 }
 
 #[test]
-fn range_mode_refuses_what_it_cannot_split() {
+fn range_mode_reads_quoted_line_breaks_and_refuses_what_it_cannot_read() {
     let site = Site::start();
     site.put("quoted.csv", "text/csv", "id,v\n1,\"two\nlines\"\n3,c\n");
     site.put("plain.csv", "text/csv", "id,v\n1,a\n2,b\n");
     let c = Component::serve("transform", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
-    let resp = range(&c, &site.url("/files/quoted.csv"), 0, 10);
-    assert_eq!(resp.status, 422, "{}", resp.text());
-    assert!(resp.text().contains("line break inside a quoted field"), "{}", resp.text());
+    let url = site.url("/files/quoted.csv");
+    let v = range(&c, &url, 0, 10).json();
+    assert_eq!(v["records"], json!([{"id": "1", "v": "two\nlines"}]));
+    assert_eq!(v["range"], json!({"begin": 5, "end": 19, "newlines": 2, "certain": true}));
+    // Byte 10 is inside the quoted field: the worker's guess ("lines\"") is wrong, and says it is not certain;
+    // given where the range before ended, it reads the rest.
+    let guessed = range(&c, &url, 10, 23).json();
+    assert_eq!(guessed["range"]["certain"], false, "{guessed}");
+    let told = post_json(&c.url("/transform"), &json!({"source": url, "start": 10, "end": 23, "begin": 19})).json();
+    assert_eq!(told["records"], json!([{"id": "3", "v": "c"}]));
+    assert_eq!(told["range"], json!({"begin": 19, "end": 23, "newlines": 1, "certain": true}));
+    let resp = post_json(&c.url("/transform"), &json!({"source": url, "start": 10, "end": 23, "begin": 9}));
+    assert_eq!(resp.status, 400, "{}", resp.text());
     // A server that ignores Range still works: the worker cuts the whole file itself.
     assert_eq!(ids(&range(&c, &site.url("/whole/plain.csv"), 6, 100)), ["2"]);
     let resp = range(&c, &site.url("/files/missing.csv"), 0, 10);

@@ -77,7 +77,7 @@ fn vat() -> Spec {
 fn transform(vat: &Spec, data: &[u8]) -> (f64, u64) {
     let header = read_header(&vat.dialect, data).expect("the generated rows have a header");
     let program = Program::compile(vat, &header.names).expect("the vat preset fits the generated columns");
-    let placement = Placement { line_offset: header.lines, range_start: None };
+    let placement = Placement { line_offset: header.lines, ..Placement::default() };
     let started = Instant::now();
     let mut t = Transformer::new(vat, &program, &data[header.data_start..], Format::Json, placement)
         .expect("the transformer starts");

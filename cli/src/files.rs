@@ -4,7 +4,10 @@
 //!
 //! Only `HEAD` and `GET` of the one file are answered, at a path holding a
 //! random token, so that other local processes cannot guess it; at most
-//! [`MAX_CONNECTIONS`] at once, each bounded in time.
+//! [`MAX_CONNECTIONS`] at once, each bounded in time. Each answer has the
+//! file's `ETag` (its size and modification time) and honours `If-Match`, so
+//! that a file changed while a job reads it fails the job instead of mixing
+//! two versions.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -36,14 +39,14 @@ pub struct FileServer {
 impl FileServer {
     /// Serves `file` on a free port of 127.0.0.1.
     pub fn start(file: &Path) -> io::Result<FileServer> {
-        let len = File::open(file)?.metadata()?.len();
+        File::open(file)?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
         let path = format!("/{}/{name}", crate::random_token()?);
         let stop = Arc::new(AtomicBool::new(false));
-        let served = Served { file: file.to_path_buf(), path: path.clone(), len };
+        let served = Served { file: file.to_path_buf(), path: path.clone() };
         let halt = stop.clone();
         let open = Arc::new(AtomicUsize::new(0));
         let thread = thread::spawn(move || {
@@ -88,7 +91,12 @@ impl Drop for FileServer {
 struct Served {
     file: PathBuf,
     path: String,
-    len: u64,
+}
+
+/// A file's validator: its size and modification time.
+fn etag(meta: &std::fs::Metadata) -> String {
+    let modified = meta.modified().ok().and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok());
+    format!("\"{:x}-{:x}\"", meta.len(), modified.map_or(0, |m| m.as_nanos()))
 }
 
 impl Served {
@@ -98,7 +106,7 @@ impl Served {
         let mut reader = BufReader::new((&conn).take(MAX_HEAD_BYTES));
         let mut request_line = String::new();
         reader.read_line(&mut request_line)?;
-        let mut range = None;
+        let (mut range, mut if_match) = (None, None);
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 {
@@ -111,6 +119,8 @@ impl Served {
             if let Some((name, value)) = line.split_once(':') {
                 if name.trim().eq_ignore_ascii_case("range") {
                     range = Some(value.trim().to_owned());
+                } else if name.trim().eq_ignore_ascii_case("if-match") {
+                    if_match = Some(value.trim().to_owned());
                 }
             }
         }
@@ -122,23 +132,29 @@ impl Served {
         if method != "GET" && method != "HEAD" {
             return respond(&mut conn, "405 Method Not Allowed", &[("allow", "GET, HEAD".into())], None);
         }
-        let (status, start, end) = match range.as_deref().map(|r| parse_range(r, self.len)) {
-            None => ("200 OK", 0, self.len),
+        let mut file = File::open(&self.file)?;
+        let meta = file.metadata()?;
+        let (len, etag) = (meta.len(), etag(&meta));
+        if if_match.is_some_and(|tags| tags != "*" && !tags.split(',').any(|t| t.trim() == etag)) {
+            return respond(&mut conn, "412 Precondition Failed", &[("etag", etag)], None);
+        }
+        let (status, start, end) = match range.as_deref().map(|r| parse_range(r, len)) {
+            None => ("200 OK", 0, len),
             Some(Some((start, end))) => ("206 Partial Content", start, end),
             Some(None) => {
-                let unsatisfiable = [("content-range", format!("bytes */{}", self.len))];
+                let unsatisfiable = [("content-range", format!("bytes */{len}"))];
                 return respond(&mut conn, "416 Range Not Satisfiable", &unsatisfiable, None);
             }
         };
-        let mut headers = vec![("accept-ranges", "bytes".to_owned()), ("content-type", "text/csv".to_owned())];
+        let mut headers =
+            vec![("accept-ranges", "bytes".to_owned()), ("content-type", "text/csv".to_owned()), ("etag", etag)];
         if status.starts_with("206") {
-            headers.push(("content-range", format!("bytes {start}-{}/{}", end - 1, self.len)));
+            headers.push(("content-range", format!("bytes {start}-{}/{len}", end - 1)));
         }
         headers.push(("content-length", (end - start).to_string()));
         if method == "HEAD" {
             return respond(&mut conn, status, &headers, None);
         }
-        let mut file = File::open(&self.file)?;
         file.seek(SeekFrom::Start(start))?;
         respond(&mut conn, status, &headers, Some(&mut file.take(end - start)))
     }

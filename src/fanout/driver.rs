@@ -48,6 +48,13 @@ pub trait Merge {
     fn items(&self, accepted: &Self::Accepted) -> (u64, u64);
     /// Writes an accepted answer's output.
     fn emit(&mut self, meta: &Self::Meta, accepted: Self::Accepted, out: &mut Vec<u8>);
+    /// When an accepted answer's turn comes, before it is written: whether
+    /// it stands in that place. A source range whose first record (a guess)
+    /// is not where the range before it ended is sent again; one that cannot
+    /// be placed at all fails. May update `meta` to say what was asked.
+    fn turn(&mut self, _meta: &mut Self::Meta, _accepted: &Self::Accepted) -> Turn {
+        Turn::Stands
+    }
     /// Writes the error records of a unit that produced no answer.
     fn fail(&mut self, meta: &Self::Meta, failure: &Failure, out: &mut Vec<u8>);
     /// Whether output must follow input order; when not, each unit is
@@ -59,6 +66,17 @@ pub trait Merge {
     fn progress(&mut self, report: &Report, out: &mut Vec<u8>);
     /// Writes the end of the output, with the final report.
     fn finish(&mut self, report: &Report, out: &mut Vec<u8>);
+}
+
+/// Whether an accepted answer stands when its turn comes ([`Merge::turn`]).
+#[derive(Debug)]
+pub enum Turn {
+    /// It is written out.
+    Stands,
+    /// Its unit is sent again with this payload.
+    Redo(Vec<u8>),
+    /// Its unit fails.
+    Fails(Failure),
 }
 
 /// Why a unit has no answer.
@@ -234,6 +252,9 @@ pub struct Counters {
     pub timeouts: u64,
     /// 200 answers refused because they failed their checks.
     pub rejected_answers: u64,
+    /// Units sent again because their answer could not stand where it fell
+    /// in order (a source range that guessed its first record wrong).
+    pub redone: u64,
     /// Items whose unit has an outcome.
     pub items_done: u64,
     /// Of those, items that failed (error records).
@@ -500,7 +521,12 @@ impl<M: Merge> Driver<M> {
         if let Some(call) = self.dispatch(now) {
             return Action::Call(call);
         }
-        self.emit_ready();
+        if self.emit_ready() {
+            // A unit sent again: it is the earliest, so it goes now.
+            if let Some(call) = self.dispatch(now) {
+                return Action::Call(call);
+            }
+        }
         if let Some(at) = self.next_progress.filter(|&at| now >= at && !self.finished) {
             let report = self.report();
             self.merge.progress(&report, &mut self.out);
@@ -766,8 +792,12 @@ impl<M: Merge> Driver<M> {
 
     /// Writes out, in order, the units at the front that have their outcome,
     /// up to the first that writes something: each `Emit` is one unit's output.
-    fn emit_ready(&mut self) {
+    /// Writes out the concluded units at the front; true when one of them is to be sent again instead.
+    fn emit_ready(&mut self) -> bool {
         while self.out.is_empty() && self.slots.front().is_some_and(|s| is_concluded(&s.phase)) {
+            if self.redo_front() {
+                return true;
+            }
             let slot = self.slots.pop_front().expect("checked above");
             self.emitted += 1;
             self.release(slot.held);
@@ -786,6 +816,48 @@ impl<M: Merge> Driver<M> {
                 _ => unreachable!("only concluded units are emitted"),
             }
         }
+        false
+    }
+
+    /// Asks the merge whether the front unit's accepted answer stands; when
+    /// not, takes the answer back and either queues the unit again with the
+    /// payload the merge gives (true) or concludes it as failed (as not
+    /// attempted, once the job has stopped).
+    fn redo_front(&mut self) -> bool {
+        let slot = self.slots.front_mut().expect("a unit is at the front");
+        let Phase::Accepted(accepted) = &slot.phase else { return false };
+        let turn = self.merge.turn(&mut slot.meta, accepted);
+        if matches!(turn, Turn::Stands) {
+            return false;
+        }
+        let (done, failed) = self.merge.items(accepted);
+        let (held, bytes) = (slot.held, slot.bytes);
+        self.counters.units_done -= 1;
+        self.counters.bytes_done -= bytes;
+        self.counters.items_done -= done;
+        self.counters.items_failed -= failed;
+        self.release(held);
+        let slot = self.slots.front_mut().expect("a unit is at the front");
+        slot.held = 0;
+        slot.phase = Phase::Queued;
+        let failure = match turn {
+            Turn::Redo(payload) if self.status == Status::Complete => {
+                self.counters.redone += 1;
+                let held = UNIT_OVERHEAD + payload.len();
+                // A new request, not a retry: it has the retry policy's attempts again.
+                slot.attempts = 0;
+                slot.held = held;
+                slot.payload = Some(Rc::new(payload));
+                self.hold(held);
+                self.queued.insert(self.emitted);
+                return true;
+            }
+            Turn::Fails(failure) if self.status == Status::Complete => failure,
+            _ => self.not_attempted(),
+        };
+        self.conclude(0, Phase::Failed(failure));
+        self.check_tolerance();
+        false
     }
 
     fn random(&mut self) -> u64 {

@@ -66,7 +66,7 @@ pub fn transform(
     engine::reader(&spec.dialect, &[]).map_err(LocalError::Spec)?;
     let chunk_bytes =
         options::chunk_bytes(chunk_bytes, config).map_err(|e| LocalError::Spec(e.message().to_owned()))?;
-    let (delimiter, quote) = (spec.dialect.delimiter.as_bytes()[0], spec.dialect.quote.as_bytes()[0]);
+    let (delimiter, quote) = spec.dialect.bytes();
     let mut splitter = Splitter::new(delimiter, quote, spec.dialect.header, chunk_bytes, config.max_request_bytes);
     let mut piece = vec![0; READ_BYTES];
     let mut ended = false;
@@ -130,7 +130,7 @@ pub fn transform(
 /// whose lines start after `line_offset` lines of the file.
 fn answer(spec: &Spec, program: &Program, chunk: &[u8], line_offset: u64) -> Result<Vec<u8>, CallError> {
     let header = read_header(&spec.dialect, chunk).map_err(CallError::Permanent)?;
-    let placement = Placement { line_offset: header.lines + line_offset, range_start: None };
+    let placement = Placement { line_offset: header.lines + line_offset, ..Placement::default() };
     match run_compiled(spec, program, &chunk[header.data_start..], Format::Json, placement) {
         Ok(answer) => Ok(answer),
         Err(RunError::Spec(m)) => Err(CallError::Permanent(m)),

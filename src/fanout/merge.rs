@@ -9,13 +9,14 @@
 //! * [`TableMerge`]: transform chunks, as records in order or as partial aggregates.
 //! * [`PageMerge`]: scrape batches, as results in order or as they finish.
 
-use super::driver::{Failure, FailureKind, Input, Merge, Report, Status, Unit};
+use super::driver::{Failure, FailureKind, Input, Merge, Report, Status, Turn, Unit};
 use super::split::{Piece, Span};
 use crate::framing::Format;
 use crate::scrape::{FailureKind as PageFailure, ItemError, Outcome, PageResult, ScrapeResponse};
 use crate::transform::aggregate::{Groups, Partial, Shape};
 use crate::transform::engine::prepare;
 use crate::transform::output::{RowError, RowErrorKind, Stats, MAX_ERROR_RECORDS};
+use crate::transform::range::Span as RangeSpan;
 use crate::transform::spec::{AggregateSpec, Spec};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -38,7 +39,46 @@ pub enum ChunkMeta {
         line_offset: u64,
     },
     /// A byte range of a source file, which the worker fetches and cuts itself.
-    Range(Range<u64>),
+    Range {
+        /// The range.
+        bytes: Range<u64>,
+        /// Where its first record starts, when the request said (a range read again).
+        begin: Option<u64>,
+    },
+}
+
+/// A source job's ranges, chained in order ([`crate::transform::range`]):
+/// each range's first record must start where the one before it ended, and
+/// its lines are counted after that one's.
+#[derive(Clone, Debug)]
+pub struct RangeChain {
+    /// What every range's request holds besides its bytes: `source`, `spec`, `pin`.
+    request: serde_json::Map<String, Value>,
+    size: u64,
+    /// Where the next range's first record starts: unknown after a range
+    /// with no answer, until a range certain of its start.
+    begin: Option<u64>,
+    /// The lines before it: unknown after a range with no answer.
+    lines: Option<u64>,
+}
+
+impl RangeChain {
+    /// The ranges of a source of `size` bytes whose records start at
+    /// `data_start`, after `header_lines` lines; `request` is what every range's request holds.
+    pub fn new(request: serde_json::Map<String, Value>, size: u64, data_start: u64, header_lines: u64) -> RangeChain {
+        RangeChain { request, size, begin: Some(data_start), lines: Some(header_lines) }
+    }
+
+    /// The request for range `bytes`, whose first record starts at `begin` when that is known.
+    pub fn request(&self, bytes: &Range<u64>, begin: Option<u64>) -> Vec<u8> {
+        let mut request = self.request.clone();
+        request.insert("start".into(), json!(bytes.start));
+        request.insert("end".into(), json!(bytes.end));
+        if let Some(begin) = begin {
+            request.insert("begin".into(), json!(begin));
+        }
+        serde_json::to_vec(&request).expect("values serialise")
+    }
 }
 
 impl ChunkMeta {
@@ -86,6 +126,8 @@ fn per_second(items: u64, report: &Report) -> u64 {
 #[derive(Debug)]
 pub struct CheckedChunk {
     body: Vec<u8>,
+    /// In range mode: where the range's records are.
+    range: Option<RangeSpan>,
     records: Records,
     /// In aggregate mode: merged when the chunk's turn comes, so that a job
     /// that fails before then leaves it out.
@@ -163,6 +205,8 @@ struct CountedAnswer {
     records: CountedObjects,
     errors: Vec<RowError>,
     stats: Stats,
+    #[serde(default)]
+    range: Option<RangeSpan>,
     #[serde(default, rename = "timing")]
     _timing: Option<Timing>,
 }
@@ -189,6 +233,8 @@ struct ChunkAnswer<'a> {
     partial: Option<Partial>,
     errors: Vec<RowError>,
     stats: Stats,
+    #[serde(default)]
+    range: Option<RangeSpan>,
     #[serde(default, rename = "timing")]
     _timing: Option<Timing>,
 }
@@ -238,6 +284,7 @@ pub struct TableMerge {
     /// Error records of a JSON answer wait for the end, at most [`MAX_ERROR_RECORDS`] of them.
     errors: Vec<RowError>,
     stats: Stats,
+    ranges: Option<RangeChain>,
 }
 
 impl TableMerge {
@@ -251,7 +298,13 @@ impl TableMerge {
             first_record: true,
             errors: Vec::new(),
             stats: Stats::default(),
+            ranges: None,
         }
+    }
+
+    /// The same merge, for a source job's ranges.
+    pub fn with_ranges(self, chain: RangeChain) -> TableMerge {
+        TableMerge { ranges: Some(chain), ..self }
     }
 
     /// Opens a JSON answer at the first unit, so the caller's response starts
@@ -292,6 +345,7 @@ impl TableMerge {
             "retries": c.retries,
             "timeouts": c.timeouts,
             "rejected_answers": c.rejected_answers,
+            "ranges_read_again": c.redone,
             "elapsed_ms": report.elapsed_ms,
             "rows_per_s": per_second(self.stats.rows_in, report),
             "mb_per_s": (c.bytes_done as f64 / 10.0 / report.elapsed_ms.max(1) as f64).round() / 100.0,
@@ -309,16 +363,17 @@ struct Spanned {
     span: Range<usize>,
     errors: Vec<RowError>,
     stats: Stats,
+    range: Option<RangeSpan>,
 }
 
 /// The fast way for records out as JSON: the answer is checked in one pass
 /// that counts its records without keeping them, and the records are kept as
 /// the one span of the body that holds them, commas included. `None` when the
 /// answer is not laid out as a worker writes it (then the full way decides).
-fn accept_span(meta: &ChunkMeta, body: &[u8], filter: bool) -> Result<Option<Spanned>, String> {
+fn accept_span(meta: &ChunkMeta, body: &[u8], filter: bool, size: Option<u64>) -> Result<Option<Spanned>, String> {
     let answer: CountedAnswer =
         serde_json::from_slice(body).map_err(|e| format!("it is not a transform answer: {e}"))?;
-    check_counts(meta, &answer.stats, &answer.errors, filter)?;
+    check_counts(meta, &answer.stats, &answer.errors, filter, answer.range.as_ref(), size)?;
     if answer.records.0 != answer.stats.rows_out {
         return Err(format!("it has {} records for {} rows out", answer.records.0, answer.stats.rows_out));
     }
@@ -336,7 +391,7 @@ fn accept_span(meta: &ChunkMeta, body: &[u8], filter: bool) -> Result<Option<Spa
     if (answer.records.0 == 0) != records.is_empty() || (!records.is_empty() && !records.ends_with(b"}")) {
         return Ok(None);
     }
-    Ok(Some(Spanned { span, errors: answer.errors, stats: answer.stats }))
+    Ok(Some(Spanned { span, errors: answer.errors, stats: answer.stats, range: answer.range }))
 }
 
 /// What follows the records in a worker's answer.
@@ -347,14 +402,24 @@ struct AnswerTail {
     _errors: Vec<serde::de::IgnoredAny>,
     #[serde(rename = "stats")]
     _stats: Stats,
+    #[serde(default, rename = "range")]
+    _range: Option<RangeSpan>,
     #[serde(default, rename = "timing")]
     _timing: Option<Timing>,
 }
 
 /// Checks an answer's counts against themselves, against what its unit holds
 /// and against the spec: without a filter, no row is filtered; each error
-/// record names a row inside the unit, each row once, in order.
-fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError], filter: bool) -> Result<(), String> {
+/// record names a row inside the unit, each row once, in order. A range's
+/// answer must say where its records are (`range`), within a file of `size`.
+fn check_counts(
+    meta: &ChunkMeta,
+    s: &Stats,
+    errors: &[RowError],
+    filter: bool,
+    range: Option<&RangeSpan>,
+    size: Option<u64>,
+) -> Result<(), String> {
     s.check()?;
     if !filter && s.rows_filtered > 0 {
         return Err(format!("it counts {} rows as filtered, but the spec has no filter", s.rows_filtered));
@@ -385,11 +450,24 @@ fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError], filter: bool) 
                 ));
             }
         }
-        ChunkMeta::Range(range) => {
-            if let Some(e) = errors.iter().find(|e| !e.byte.is_some_and(|b| range.contains(&b))) {
+        ChunkMeta::Range { bytes, begin } => {
+            let r = range.ok_or("it does not say where the range's records are (range)")?;
+            check_span(bytes, *begin, r, size)?;
+            if r.begin == r.end && s.rows_in > 0 {
+                return Err(format!("it read {} rows from no bytes", s.rows_in));
+            }
+            let owned = r.begin..r.end;
+            if let Some(e) = errors.iter().find(|e| !e.byte.is_some_and(|b| owned.contains(&b))) {
                 return Err(format!(
-                    "an error record names byte {:?}, outside the range {}-{}",
-                    e.byte, range.start, range.end
+                    "an error record names byte {:?}, outside the range's records at {}-{}",
+                    e.byte, r.begin, r.end
+                ));
+            }
+            if let Some(e) = errors.iter().find(|e| e.line == 0 || e.line > r.newlines.saturating_add(1)) {
+                return Err(format!(
+                    "an error record names line {}, outside the range's {} lines",
+                    e.line,
+                    r.newlines + 1
                 ));
             }
             if let Some(w) = errors.windows(2).find(|w| w[1].byte <= w[0].byte) {
@@ -403,22 +481,51 @@ fn check_counts(meta: &ChunkMeta, s: &Stats, errors: &[RowError], filter: bool) 
     Ok(())
 }
 
+/// Checks where a range's answer says its records are: from a record start at
+/// or after the range's start (`begin` when the request named it) to the first
+/// record start at or after its end, within the file.
+fn check_span(bytes: &Range<u64>, begin: Option<u64>, r: &RangeSpan, size: Option<u64>) -> Result<(), String> {
+    let (from, to) = (r.begin, r.end);
+    if from < bytes.start || to < from {
+        return Err(format!(
+            "it says its records are at bytes {from}-{to}, for the range {}-{}",
+            bytes.start, bytes.end
+        ));
+    }
+    if let Some(b) = begin.filter(|&b| b != from) {
+        return Err(format!("its records start at byte {from}, where byte {b} was asked for"));
+    }
+    let owns_records = from < bytes.end;
+    if (owns_records && to < bytes.end) || (!owns_records && to != from) {
+        return Err(format!("its records end at byte {to}, which no range {}-{} ends at", bytes.start, bytes.end));
+    }
+    match size {
+        Some(size) if to > size || (bytes.end == size && to != size) => {
+            Err(format!("its records end at byte {to} of a file of {size} bytes"))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Merge for TableMerge {
     type Meta = ChunkMeta;
     type Accepted = CheckedChunk;
 
     fn accept(&mut self, meta: &ChunkMeta, body: Vec<u8>) -> Result<CheckedChunk, String> {
         if self.format == Format::Json && matches!(self.mode, TableMode::Records) && body.starts_with(RECORDS_OPEN) {
-            if let Some(checked) = accept_span(meta, &body, self.filter)? {
+            let size = self.ranges.as_ref().map(|c| c.size);
+            if let Some(checked) = accept_span(meta, &body, self.filter, size)? {
                 let body = if checked.span.is_empty() { Vec::new() } else { body };
-                let (errors, stats) = (checked.errors, checked.stats);
-                return Ok(CheckedChunk { body, records: Records::Span(checked.span), partial: None, errors, stats });
+                let (errors, stats, range) = (checked.errors, checked.stats, checked.range);
+                let records = Records::Span(checked.span);
+                return Ok(CheckedChunk { body, range, records, partial: None, errors, stats });
             }
         }
         let answer: ChunkAnswer<'_> =
             serde_json::from_slice(&body).map_err(|e| format!("it is not a transform answer: {e}"))?;
-        check_counts(meta, &answer.stats, &answer.errors, self.filter)?;
-        let ChunkAnswer { records, partial, errors, stats: s, .. } = answer;
+        let size = self.ranges.as_ref().map(|c| c.size);
+        check_counts(meta, &answer.stats, &answer.errors, self.filter, answer.range.as_ref(), size)?;
+        let ChunkAnswer { records, partial, errors, stats: s, range, .. } = answer;
         let records = match (&mut self.mode, records, &partial) {
             (TableMode::Records, Some(records), None) => {
                 if records.len() as u64 != s.rows_out {
@@ -447,7 +554,27 @@ impl Merge for TableMerge {
             }
         };
         let body = if records.is_empty() { Vec::new() } else { body };
-        Ok(CheckedChunk { body, records: Records::Each(records), partial, errors, stats: s })
+        Ok(CheckedChunk { body, range, records: Records::Each(records), partial, errors, stats: s })
+    }
+
+    fn turn(&mut self, meta: &mut ChunkMeta, c: &CheckedChunk) -> Turn {
+        let (ChunkMeta::Range { bytes, begin }, Some(chain), Some(span)) = (meta, &self.ranges, c.range) else {
+            return Turn::Stands;
+        };
+        match chain.begin {
+            Some(expected) if span.begin == expected => Turn::Stands,
+            Some(expected) => {
+                *begin = Some(expected);
+                Turn::Redo(chain.request(bytes, Some(expected)))
+            }
+            None if span.certain => Turn::Stands,
+            None => Turn::Fails(Failure {
+                kind: FailureKind::Worker,
+                reason: "where its first record starts is not known: the range before it has no answer, and a \
+                         quoted field could span the cut"
+                    .into(),
+            }),
+        }
     }
 
     fn held_bytes(&self, c: &CheckedChunk) -> usize {
@@ -500,7 +627,15 @@ impl Merge for TableMerge {
         }
         let omitted = c.stats.errors_omitted;
         self.stats.add(&Stats { errors_omitted: 0, ..c.stats });
-        for err in c.errors {
+        let mut errors = c.errors;
+        if let (Some(chain), Some(span)) = (&mut self.ranges, c.range) {
+            // A range counts lines from its first record's; after a range
+            // with no answer, the lines before are unknown (0), the bytes exact.
+            errors.iter_mut().for_each(|e| e.line = chain.lines.map_or(0, |l| l + e.line));
+            chain.begin = Some(span.end);
+            chain.lines = chain.lines.map(|l| l + span.newlines);
+        }
+        for err in errors {
             self.error(err, out);
         }
         self.stats.errors_omitted += omitted;
@@ -528,18 +663,25 @@ impl Merge for TableMerge {
                     ),
                 }
             }
-            ChunkMeta::Range(range) => RowError {
-                line: 0,
-                byte: Some(range.start),
-                column: None,
-                kind,
-                message: format!(
-                    "the rows starting in bytes {} to {} of the source were not processed: {}",
-                    range.start,
-                    range.end.saturating_sub(1),
-                    failure.reason
-                ),
-            },
+            ChunkMeta::Range { bytes, .. } => {
+                // Where its records start is known when the range before had an answer.
+                let (begin, lines) = match self.ranges.as_mut() {
+                    Some(chain) => (chain.begin.take(), chain.lines.take()),
+                    None => (None, None),
+                };
+                RowError {
+                    line: lines.map_or(0, |l| l + 1),
+                    byte: Some(begin.unwrap_or(bytes.start)),
+                    column: None,
+                    kind,
+                    message: format!(
+                        "the rows starting in bytes {} to {} of the source were not processed: {}",
+                        bytes.start,
+                        bytes.end.saturating_sub(1),
+                        failure.reason
+                    ),
+                }
+            }
         };
         self.error(err, out);
     }
@@ -931,8 +1073,10 @@ mod tests {
         let backwards = r#"{"records":[],"errors":[{"line":3,"kind":"field_count","message":"m"},{"line":2,"kind":"field_count","message":"m"}],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2}}"#;
         assert!(accept(Format::Ndjson, backwards, 2).unwrap_err().contains("not one per row"));
         let mut ranges = TableMerge::new(Format::Json, TableMode::Records, false);
-        let same_byte = r#"{"records":[],"errors":[{"line":0,"byte":5,"kind":"field_count","message":"m"},{"line":0,"byte":5,"kind":"field_count","message":"m"}],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2}}"#;
-        let err = ranges.accept(&ChunkMeta::Range(0..10), same_byte.as_bytes().to_vec()).unwrap_err();
+        let same_byte = r#"{"records":[],"errors":[{"line":1,"byte":5,"kind":"field_count","message":"m"},{"line":1,"byte":5,"kind":"field_count","message":"m"}],"stats":{"rows_in":2,"rows_out":0,"rows_filtered":0,"rows_errored":2}}"#;
+        let same_byte = same_byte.replace(r#","stats""#, r#","range":{"begin":0,"end":10,"newlines":2},"stats""#);
+        let meta = ChunkMeta::Range { bytes: 0..10, begin: None };
+        let err = ranges.accept(&meta, same_byte.into_bytes()).unwrap_err();
         assert!(err.contains("not one per row"), "{err}");
     }
 
@@ -993,6 +1137,7 @@ mod tests {
                 retries: 4,
                 timeouts: 2,
                 rejected_answers: 1,
+                redone: 0,
                 items_done: 500,
                 items_failed: 70,
                 items_not_attempted: 30,
@@ -1026,7 +1171,7 @@ mod tests {
         let summary = json!({"status": "stopped", "reason": "the deadline passed", "rows_in": 600, "rows_out": 500,
             "rows_filtered": 40, "rows_errored": 60, "rows_not_attempted": 30, "bytes": 4_000_000,
             "bytes_not_processed": 900_000, "chunks": 11, "chunks_failed": 3, "invocations": 14, "retries": 4,
-            "timeouts": 2, "rejected_answers": 1, "elapsed_ms": 2_000, "rows_per_s": 300, "mb_per_s": 1.5,
+            "timeouts": 2, "rejected_answers": 1, "ranges_read_again": 0, "elapsed_ms": 2_000, "rows_per_s": 300, "mb_per_s": 1.5,
             "peak_held_bytes": 12_345});
         assert_eq!(lines[1], json!({"stats": stats, "summary": summary}));
         assert_eq!(lines.len(), 2);

@@ -5,6 +5,7 @@
 use super::aggregate::{Aggregator, Groups, Shape};
 use super::output::{RowError, RowErrorKind, Stats, MAX_ERROR_RECORDS};
 use super::program::{Program, Verdict};
+use super::range::Span;
 use super::spec::{AggregateSpec, Dialect, OnError, Spec};
 use super::value::Value;
 use crate::framing::Format;
@@ -45,10 +46,15 @@ pub enum Progress {
 pub struct Placement {
     /// Added to line numbers counted in the chunk (the header's lines, say).
     pub line_offset: u64,
-    /// In range mode, the file offset of the chunk's first byte: error records
-    /// then carry `byte`, and a record with a line break inside a quoted field
-    /// halts the chunk, since ranges cannot be cut safely in such files.
-    pub range_start: Option<u64>,
+    /// In range mode, where the range's records are: error records carry
+    /// `byte`, the answer says where the records began and ended, and an
+    /// oversized last record is the last error record.
+    pub range: Option<Span>,
+    /// Halt at a record with a line break inside a quoted field: a durable
+    /// job's units are not checked against each other's boundaries
+    /// ([`crate::transform::range`]), so a record that spans lines could have
+    /// been cut at a wrong place.
+    pub one_line_records: bool,
 }
 
 /// The header of a chunk: column names, and where the data starts.
@@ -178,7 +184,7 @@ impl<'a> Transformer<'a> {
             program,
             aggregate,
             data,
-            quote: spec.dialect.quote.as_bytes().first().copied().unwrap_or(b'"'),
+            quote: spec.dialect.bytes().1,
             reader: reader(&spec.dialect, data)?,
             format,
             placement,
@@ -222,6 +228,7 @@ impl<'a> Transformer<'a> {
                 message: format!("the CSV could not be read: {e}"),
             })?;
             if !more {
+                self.oversized(out)?;
                 self.finish(out).map_err(|message| Halt { line: 0, byte: None, message })?;
                 self.done = true;
                 return Ok(Progress::Done);
@@ -237,8 +244,8 @@ impl<'a> Transformer<'a> {
         self.stats.rows_in += 1;
         let (start, line) = record_start(self.data, record.position().expect("the csv reader sets positions"));
         let line = self.placement.line_offset.saturating_add(line);
-        let byte = self.placement.range_start.map(|s| s.saturating_add(start as u64));
-        if let Some(byte) = byte {
+        let byte = self.placement.range.map(|r| r.begin.saturating_add(start as u64));
+        if let Some(byte) = byte.filter(|_| self.placement.one_line_records) {
             // Raw bytes, not fields: trimming could hide the line break.
             let raw = &self.data[start..end.max(start)];
             let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
@@ -282,6 +289,24 @@ impl<'a> Transformer<'a> {
             }
         }
         self.values = reuse(values);
+        Ok(())
+    }
+
+    /// A range's oversized last record: counted, and an error record at its line.
+    fn oversized(&mut self, out: &mut Vec<u8>) -> Result<(), Halt> {
+        let Some(o) = self.placement.range.and_then(|r| r.oversized) else { return Ok(()) };
+        let line = self.placement.line_offset.saturating_add(o.line);
+        let message = format!(
+            "the record is larger than the {} bytes a worker reads at once (FANOUT_MAX_REQUEST_BYTES)",
+            o.limit
+        );
+        if self.program.on_error == OnError::Fail {
+            return Err(Halt { line, byte: Some(o.byte), message });
+        }
+        self.stats.rows_in += 1;
+        self.stats.rows_errored += 1;
+        let err = RowError { line, byte: Some(o.byte), column: None, kind: RowErrorKind::TooLarge, message };
+        self.write_error(err, out);
         Ok(())
     }
 
@@ -340,44 +365,48 @@ impl<'a> Transformer<'a> {
             }
             return Ok(());
         }
-        match (self.format, groups) {
-            (Format::Json, None) => {
-                out.extend_from_slice(b"],\"errors\":");
-                serde_json::to_writer(&mut *out, &self.errors).expect("writing to memory");
-                out.extend_from_slice(b",\"stats\":");
-                serde_json::to_writer(&mut *out, &stats).expect("writing to memory");
-                out.extend_from_slice(b",\"timing\":");
-                serde_json::to_writer(&mut *out, &timing).expect("writing to memory");
-                out.push(b'}');
+        // The keys after the records (or groups): errors, counts, where a range's records are, timing.
+        let mut tail = serde_json::Map::new();
+        if self.format == Format::Json {
+            tail.insert("errors".into(), serde_json::to_value(&self.errors).expect("errors serialise"));
+        }
+        tail.insert("stats".into(), stats);
+        if let Some(range) = self.placement.range {
+            tail.insert("range".into(), serde_json::to_value(range).expect("spans serialise"));
+        }
+        tail.insert("timing".into(), timing);
+        let body = match groups {
+            None => None,
+            Some((spec, groups)) if spec.partial => {
+                Some(("partial", serde_json::to_value(groups.to_partial()).expect("partials serialise")))
             }
-            (Format::Ndjson, None) => line(out, serde_json::json!({ "stats": stats, "timing": timing })),
-            (format, Some((spec, groups))) => {
-                let (key, body) = if spec.partial {
-                    ("partial", serde_json::to_value(groups.to_partial()).expect("partials serialise"))
-                } else {
-                    (
-                        "groups",
-                        serde_json::Value::Array(
-                            groups.finish(spec)?.into_iter().map(serde_json::Value::Object).collect(),
-                        ),
-                    )
-                };
-                match format {
-                    Format::Json => {
-                        let answer =
-                            serde_json::json!({ key: body, "errors": self.errors, "stats": stats, "timing": timing });
-                        serde_json::to_writer(&mut *out, &answer).expect("writing to memory");
+            Some((spec, groups)) => Some((
+                "groups",
+                serde_json::Value::Array(groups.finish(spec)?.into_iter().map(serde_json::Value::Object).collect()),
+            )),
+        };
+        match (self.format, body) {
+            (Format::Json, None) => {
+                out.extend_from_slice(b"],");
+                let tail = serde_json::to_vec(&serde_json::Value::Object(tail)).expect("writing to memory");
+                // Its opening brace is the answer's, already out.
+                out.extend_from_slice(&tail[1..]);
+            }
+            (Format::Json, Some((key, body))) => {
+                let mut answer = serde_json::Map::new();
+                answer.insert(key.into(), body);
+                answer.extend(tail);
+                serde_json::to_writer(&mut *out, &answer).expect("writing to memory");
+            }
+            (Format::Ndjson, body) => {
+                match body {
+                    Some((_, serde_json::Value::Array(groups))) => {
+                        groups.into_iter().for_each(|g| line(out, serde_json::json!({ "group": g })))
                     }
-                    Format::Ndjson => {
-                        match body {
-                            serde_json::Value::Array(groups) => {
-                                groups.into_iter().for_each(|g| line(out, serde_json::json!({ "group": g })))
-                            }
-                            partial => line(out, serde_json::json!({ "partial": partial })),
-                        }
-                        line(out, serde_json::json!({ "stats": stats, "timing": timing }));
-                    }
+                    Some((_, partial)) => line(out, serde_json::json!({ "partial": partial })),
+                    None => {}
                 }
+                line(out, serde_json::Value::Object(tail));
             }
         }
         Ok(())
@@ -402,7 +431,7 @@ fn line(out: &mut Vec<u8>, value: serde_json::Value) {
 pub fn run_to_end(spec: &Spec, data: &[u8], format: Format) -> Result<Vec<u8>, RunError> {
     let header = read_header(&spec.dialect, data).map_err(RunError::Spec)?;
     let program = prepare(spec, &header.names).map_err(RunError::Spec)?;
-    let placement = Placement { line_offset: header.lines, range_start: None };
+    let placement = Placement { line_offset: header.lines, ..Placement::default() };
     run_compiled(spec, &program, &data[header.data_start..], format, placement)
 }
 

@@ -60,6 +60,15 @@ pub struct Dialect {
     pub null_values: Option<Vec<String>>,
 }
 
+impl Dialect {
+    /// The delimiter and quote bytes, once the dialect has been checked
+    /// ([`crate::transform::engine::reader`] refuses one that is not a single byte).
+    pub fn bytes(&self) -> (u8, u8) {
+        let first = |s: &str, default| s.as_bytes().first().copied().unwrap_or(default);
+        (first(&self.delimiter, b','), first(&self.quote, b'"'))
+    }
+}
+
 impl Default for Dialect {
     fn default() -> Dialect {
         Dialect {

@@ -12,7 +12,9 @@
 //! | `/hang` | never answers (holds the connection for 60 s) |
 //! | `/text` | a `text/plain` body |
 //! | `/nested/<depth>` | a hostile page: `depth` nested `<div>`s around 64 KiB of text |
-//! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b`; `HEAD` gives its length and `accept-ranges: bytes` |
+//! | `/files/<name>` | content put with [`Site::put`], honouring `Range: bytes=a-b` and `If-Match` (its `ETag` changes with each put); `HEAD` gives its length and `accept-ranges: bytes` |
+//! | `/headsays/<n>/<name>` | the same, but `HEAD` says the file is `n` bytes (a size that is wrong, or out of date) |
+//! | `/changing/<name>` | the same, but its `ETag` is new at every request (a file being rewritten) |
 //! | `/nohead/<name>` | the same as `/files/<name>`, but `HEAD` is 405 (a server that does not allow it) |
 //! | `/whole/<name>` | the same content, ignoring `Range` (a server without range support) |
 //! | `/redirect/<n>?delay_ms=M&to=<path>` | a chain of n relative redirects ending at `to`, each after M ms |
@@ -340,45 +342,65 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             Some((content_type, body)) => respond(&mut stream, 200, &[], &content_type, &body),
             None => respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>"),
         },
-        [route @ ("files" | "nohead" | "shifted"), name] => {
-            let head = req.method == "HEAD";
-            if head && *route == "nohead" {
-                return respond_head(&mut stream, 405, &[("allow", "GET".into())], "text/plain", 0);
-            }
-            let file = state.lock().unwrap().files.get(*name).cloned();
-            let Some((content_type, body)) = file else {
-                return if head {
-                    respond_head(&mut stream, 404, &[], HTML, 0)
-                } else {
-                    respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>")
-                };
-            };
-            if head {
-                return respond_head(&mut stream, 200, &[("accept-ranges", "bytes".into())], &content_type, body.len());
-            }
-            match req.headers.get("range").and_then(|r| parse_range(r, body.len())) {
-                None if req.headers.contains_key("range") => respond(
-                    &mut stream,
-                    416,
-                    &[("content-range", format!("bytes */{}", body.len()))],
-                    "text/plain",
-                    b"range not satisfiable",
-                ),
-                None => respond(&mut stream, 200, &[("accept-ranges", "bytes".into())], &content_type, &body),
-                Some((a, b)) => {
-                    // `/shifted/` answers one byte later than asked, as a server that miscounts would.
-                    let a = if *route == "shifted" { (a + 1).min(b) } else { a };
-                    respond(
-                        &mut stream,
-                        206,
-                        &[("content-range", format!("bytes {a}-{b}/{}", body.len()))],
-                        &content_type,
-                        &body[a..=b],
-                    )
-                }
-            }
+        [route @ ("files" | "nohead" | "shifted" | "changing"), name] => {
+            serve_file(&mut stream, &req, state, route, name, None)
         }
+        ["headsays", says, name] => serve_file(&mut stream, &req, state, "headsays", name, says.parse().ok()),
         _ => respond(&mut stream, 404, &[], HTML, b"<title>Not Found</title>"),
+    }
+}
+
+/// A file put with [`Site::put`], as `route` serves it; `head_says` is the length a lying `HEAD` gives.
+fn serve_file(
+    stream: &mut TcpStream,
+    req: &Req,
+    state: &Mutex<State>,
+    route: &str,
+    name: &str,
+    head_says: Option<usize>,
+) -> std::io::Result<()> {
+    let head = req.method == "HEAD";
+    if head && route == "nohead" {
+        return respond_head(stream, 405, &[("allow", "GET".into())], "text/plain", 0);
+    }
+    let (file, hits) = {
+        let state = state.lock().unwrap();
+        (state.files.get(name).cloned(), state.hits.get(&req.path).copied().unwrap_or(0))
+    };
+    let Some((content_type, body)) = file else {
+        return if head {
+            respond_head(stream, 404, &[], HTML, 0)
+        } else {
+            respond(stream, 404, &[], HTML, b"<title>Not Found</title>")
+        };
+    };
+    // `/changing/` is a new version at every request.
+    let etag = match route {
+        "changing" => format!("\"v{hits}\""),
+        _ => format!("\"{:x}-{:x}\"", body.len(), Arc::as_ptr(&body) as usize),
+    };
+    if req.headers.get("if-match").is_some_and(|m| m.trim() != "*" && m.trim() != etag) {
+        return respond(stream, 412, &[("etag", etag)], "text/plain", b"precondition failed");
+    }
+    if head {
+        let headers = [("accept-ranges", "bytes".into()), ("etag", etag)];
+        return respond_head(stream, 200, &headers, &content_type, head_says.unwrap_or(body.len()));
+    }
+    match req.headers.get("range").and_then(|r| parse_range(r, body.len())) {
+        None if req.headers.contains_key("range") => respond(
+            stream,
+            416,
+            &[("content-range", format!("bytes */{}", body.len()))],
+            "text/plain",
+            b"range not satisfiable",
+        ),
+        None => respond(stream, 200, &[("accept-ranges", "bytes".into()), ("etag", etag)], &content_type, &body),
+        Some((a, b)) => {
+            // `/shifted/` answers one byte later than asked, as a server that miscounts would.
+            let a = if route == "shifted" { (a + 1).min(b) } else { a };
+            let headers = [("content-range", format!("bytes {a}-{b}/{}", body.len())), ("etag", etag)];
+            respond(stream, 206, &headers, &content_type, &body[a..=b])
+        }
     }
 }
 

@@ -173,7 +173,7 @@ impl JobHost for HttpHost {
 
     async fn read_url(&self, url: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
         let last = range.end.saturating_sub(1);
-        match fetch_range(url, range.start, last, self.config.source_timeout, 0).await {
+        match fetch_range(url, range.start, last, self.config.source_timeout, 0, None).await {
             Ok(piece) => Ok(piece.bytes),
             Err(e) if e.transient => Err(StoreError::Transient(e.message)),
             Err(e) => Err(StoreError::Permanent(e.message)),

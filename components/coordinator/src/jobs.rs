@@ -11,6 +11,7 @@ use crate::scrape::{open_list, template};
 use crate::transform::{prepare_spec, source_request, SourceJob};
 use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::config::Config;
+use fanout::content::Pin;
 use fanout::fanout::jobs::layout::{Layout, ACTIVE};
 use fanout::fanout::jobs::plan::MAX_UNITS;
 use fanout::fanout::jobs::plan::{Limits, ListCutter, ListFormat, Plan, ScrapeWork, Source, TransformWork, Work};
@@ -190,12 +191,21 @@ async fn submit_transform(req: Request) -> Result<Reply, ApiError> {
             (Source::Url(url.to_string()), url)
         }
     };
-    let size = source::size(&config, &url).await.map_err(|e| named(e, &url, &given_source))?;
+    let pin = source::pin(&config, &url).await.map_err(|e| named(e, &url, &given_source))?;
     let header = source::header(&config, &url, &spec.dialect).await.map_err(|e| named(e, &url, &given_source))?;
     prepare_spec(&spec, &header.names)?;
     let id = JobId::new(random_u64(), random_u64());
-    let units = units_within(size.div_ceil(chunk_bytes as u64), "chunk_bytes")?;
-    let work = TransformWork { source, size, chunk_bytes: chunk_bytes as u64, spec, columns: header.names };
+    let units = units_within(pin.size.div_ceil(chunk_bytes as u64), "chunk_bytes")?;
+    let Pin { size, etag, last_modified } = pin;
+    let work = TransformWork {
+        source,
+        size,
+        etag,
+        last_modified,
+        chunk_bytes: chunk_bytes as u64,
+        spec,
+        columns: header.names,
+    };
     create(&host, &Plan { id, created_ms: wall_ms(), units, limits, work: Work::Transform(work) }).await
 }
 

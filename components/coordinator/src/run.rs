@@ -225,8 +225,8 @@ pub async fn call_worker<Meta>(
         Ok(resp) => {
             let message = worker_message(&resp.body);
             match resp.status {
-                // `on_error: fail` met a bad row (or range mode a file it cannot cut): the job fails.
-                422 => Err(CallError::Fatal(message)),
+                // `on_error: fail` met a bad row, or the source is not the file planned: the job fails.
+                412 | 422 => Err(CallError::Fatal(message)),
                 413 => {
                     Err(CallError::Permanent(format!("the worker refused the request as too large (413): {message}")))
                 }

@@ -13,7 +13,7 @@ use fanout::api::{parse_json, ApiError};
 use fanout::config::Config;
 use fanout::content::media_type;
 use fanout::fanout::driver::{Driver, Expected, Input, Unit};
-use fanout::fanout::merge::{ChunkMeta, TableMerge, TableMode};
+use fanout::fanout::merge::{ChunkMeta, RangeChain, TableMerge, TableMode};
 use fanout::fanout::options::{self, JobOptions};
 use fanout::fanout::plan;
 use fanout::fanout::split::Splitter;
@@ -77,7 +77,7 @@ async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let limits = options.limits(&config, config.max_request_bytes.min(unit_bytes))?;
     // The dialect's mistakes are found here, before the body is read.
     engine::reader(&spec.dialect, &[]).map_err(ApiError::bad_request)?;
-    let (delimiter, quote) = (spec.dialect.delimiter.as_bytes()[0], spec.dialect.quote.as_bytes()[0]);
+    let (delimiter, quote) = spec.dialect.bytes();
     let mut body = req.body_stream(config.max_job_bytes)?;
     let mut splitter = Splitter::new(delimiter, quote, spec.dialect.header, chunk_bytes, config.max_request_bytes);
 
@@ -102,7 +102,7 @@ async fn body_job(req: Request, format: Format) -> Result<Reply, ApiError> {
         move |meta| match meta {
             // The worker counts lines from its chunk's header; this makes them the file's.
             ChunkMeta::Lines { line_offset, .. } => format!("{url}&line_offset={line_offset}"),
-            ChunkMeta::Range(_) => url.clone(),
+            ChunkMeta::Range { .. } => url.clone(),
         },
         "text/csv",
     );
@@ -186,23 +186,29 @@ async fn source_job(req: Request, format: Format) -> Result<Reply, ApiError> {
     let SourceJob { source, spec, chunk_bytes, options, .. } = source_request(given, &req.body().await?, &config, &[])?;
     let limits = options.limits(&config, 4096)?;
     let url = source::check("source", &source, &config)?;
-    let size = source::size(&config, &url).await?;
+    let pin = source::pin(&config, &url).await?;
+    let size = pin.size;
     let header = source::header(&config, &url, &spec.dialect).await?;
     let prepared = prepare_spec(&spec, &header.names)?;
     let base = base.to_string();
     let worker = Worker::new(&config, move |_| base.clone(), "application/json");
-    let mut driver = Driver::new(TableMerge::new(format, prepared.mode, spec.filter.is_some()), limits, random_u64());
-    driver.expect(Expected { units: Some(size.div_ceil(chunk_bytes as u64)), items: None, bytes: Some(size) });
-    let source = url.to_string();
-    let spec = prepared.worker_spec;
+    // Every range's request: the file as it is now, and the spec.
+    let mut request = Map::new();
+    request.insert("source".into(), Value::String(url.to_string()));
+    request.insert("spec".into(), prepared.worker_spec);
+    request.insert("pin".into(), serde_json::to_value(&pin).expect("pins serialise"));
+    let chain = RangeChain::new(request, size, header.data_start as u64, header.lines);
+    let planned = chain.clone();
     let units = plan::byte_ranges(size, chunk_bytes as u64).map(move |range| {
-        let payload = serde_json::json!({ "source": source, "start": range.start, "end": range.end, "spec": spec });
         Ok(Input::Unit(Unit {
-            payload: Rc::new(serde_json::to_vec(&payload).expect("values serialise")),
+            payload: Rc::new(planned.request(&range, None)),
             items: None,
             bytes: range.end - range.start,
-            meta: ChunkMeta::Range(range),
+            meta: ChunkMeta::Range { bytes: range, begin: None },
         }))
     });
+    let merge = TableMerge::new(format, prepared.mode, spec.filter.is_some()).with_ranges(chain);
+    let mut driver = Driver::new(merge, limits, random_u64());
+    driver.expect(Expected { units: Some(size.div_ceil(chunk_bytes as u64)), items: None, bytes: Some(size) });
     Job::new(driver, Box::pin(stream::iter(units)), worker, format == Format::Json).respond(format.content_type()).await
 }

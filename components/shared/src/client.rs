@@ -8,6 +8,7 @@
 use crate::body::Pieces;
 use crate::time::timeout;
 use fanout::api::host_message;
+use fanout::content::Pin;
 use spin_sdk::http::Method;
 use std::fmt;
 use std::future::poll_fn;
@@ -264,6 +265,8 @@ pub struct RangeError {
     pub message: String,
     /// Whether it is worth another try.
     pub transient: bool,
+    /// Whether the file is not the one pinned: changed, or of another size.
+    pub changed: bool,
 }
 
 impl fmt::Display for RangeError {
@@ -281,13 +284,17 @@ pub async fn fetch_range(
     last: u64,
     time: Duration,
     slack: usize,
+    pin: Option<&Pin>,
 ) -> Result<RangePiece, RangeError> {
     let wanted = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(usize::MAX);
-    let permanent = |message: String| RangeError { message, transient: false };
+    let permanent = |message: String| RangeError { message, transient: false, changed: false };
+    let changed = |message: String| RangeError { message, transient: false, changed: true };
+    let mut headers = vec![("range", format!("bytes={first}-{last}"))];
+    headers.extend(pin.and_then(Pin::condition));
     let response = fetch(Outbound {
         method: Method::Get,
         url,
-        headers: vec![("range", format!("bytes={first}-{last}"))],
+        headers,
         body: None,
         timeout: time,
         max_bytes: wanted.saturating_add(slack),
@@ -297,6 +304,7 @@ pub async fn fetch_range(
     .map_err(|e| RangeError {
         transient: matches!(e, FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Dns(_)),
         message: e.to_string(),
+        changed: false,
     })?;
     match response.status {
         206 => {
@@ -304,6 +312,9 @@ pub async fn fetch_range(
                 .header("content-range")
                 .and_then(fanout::content::parse_content_range)
                 .ok_or_else(|| permanent("answered 206 without a usable Content-Range".into()))?;
+            if let Some(pin) = pin {
+                pin.check_size(total).map_err(changed)?;
+            }
             let length = end.checked_sub(start).and_then(|d| d.checked_add(1));
             if start != first || end > last || length != Some(response.body.len() as u64) {
                 return Err(permanent(format!("answered bytes {start}-{end} when asked for {first}-{last}")));
@@ -314,13 +325,26 @@ pub async fn fetch_range(
             // The server ignored Range and sent the whole file: cut the range from it.
             let body = response.body;
             let len = body.len() as u64;
+            if let Some(pin) = pin {
+                pin.check_size(Some(len)).map_err(changed)?;
+            }
             let (from, to) = (first.min(len), last.saturating_add(1).min(len));
             Ok(RangePiece { bytes: body[from as usize..to.max(from) as usize].to_vec(), at_eof: to == len })
         }
-        416 => Ok(RangePiece { bytes: Vec::new(), at_eof: true }),
+        412 => Err(changed("answered 412: the source changed since the job was planned".into())),
+        416 => match pin {
+            // Past the end of a file of the pinned size is a file that shrank.
+            Some(pin) if first < pin.size => Err(changed(format!(
+                "answered 416 for bytes {first}-{last}: the source is shorter than the {} bytes it had when the \
+                 job was planned",
+                pin.size
+            ))),
+            _ => Ok(RangePiece { bytes: Vec::new(), at_eof: true }),
+        },
         status => Err(RangeError {
             message: format!("answered {status}"),
             transient: fanout::fanout::retry::retryable_status(status),
+            changed: false,
         }),
     }
 }

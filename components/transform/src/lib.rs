@@ -40,7 +40,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
             let data = req.body().await?;
             let header = read_header(&spec.dialect, &data).map_err(ApiError::bad_request)?;
             let program = prepare(&spec, &header.names).map_err(ApiError::bad_request)?;
-            let placement = Placement { line_offset: header.lines + offset, range_start: None };
+            let placement = Placement { line_offset: header.lines + offset, ..Placement::default() };
             answer(spec, program, data, header.data_start, format, placement)
         }
         other => Err(ApiError::new(
@@ -60,8 +60,8 @@ fn line_offset(req: &Request) -> Result<u64, ApiError> {
 }
 
 /// Answers with the transform of `data[rows_from..]`: streamed, unless the
-/// answer must be complete first (`on_error: fail`, range mode), so that a bad
-/// row can still turn it into a 422.
+/// answer must be complete first (`on_error: fail`), so that a bad row can
+/// still turn it into a 422.
 fn answer(
     spec: Spec,
     program: Program,
@@ -70,7 +70,7 @@ fn answer(
     format: Format,
     placement: Placement,
 ) -> Result<Reply, ApiError> {
-    if spec.on_error == OnError::Fail || placement.range_start.is_some() {
+    if spec.on_error == OnError::Fail {
         return match run_compiled(&spec, &program, &data[rows_from..], format, placement) {
             Ok(out) => Ok(Reply::bytes(format.content_type(), out)),
             Err(RunError::Spec(m)) => Err(ApiError::bad_request(m)),
@@ -81,7 +81,7 @@ fn answer(
         let Ok(mut t) = Transformer::new(&spec, &program, &data[rows_from..], format, placement) else { return };
         let mut piece = Vec::with_capacity(PIECE_BYTES * 2);
         loop {
-            // Without `fail` and outside range mode nothing halts a chunk.
+            // Without `fail` nothing halts a chunk.
             let progress = t.fill(&mut piece, PIECE_BYTES).unwrap_or(Progress::Done);
             let full = std::mem::replace(&mut piece, Vec::with_capacity(PIECE_BYTES * 2));
             if !body.write(full).await || progress == Progress::Done {

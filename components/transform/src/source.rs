@@ -1,7 +1,11 @@
 //! Range mode: `{"source": URL, "start": A, "end": B, "spec": {...}}`. The
 //! worker fetches bytes A to B of the file itself (HTTP `Range`), a little more
 //! to finish the record crossing B, and the header row when the range does
-//! not start the file; [`fanout::transform::range`] says which records it owns.
+//! not start the file; [`fanout::transform::range`] says which records it owns
+//! and where they began and ended, which the answer reports (`range`). With
+//! `"begin": C` it reads from C, a record boundary the caller knows (the end
+//! of the range before); with `"pin": {...}` every read checks that the file
+//! is still the one the job was planned on.
 //!
 //! In a durable job the request also has a `sink`: the records and error
 //! records go to the bucket through its presigned URLs
@@ -9,19 +13,22 @@
 
 use crate::answer;
 use fanout::api::{parse_json, ApiError, ErrorKind};
+use fanout::content::Pin;
 use fanout::fanout::jobs::commit::{Adopt, Output, SinkUrls};
 use fanout::fanout::jobs::receipt::{Outcome, Tally};
 use fanout::framing::Format;
 use fanout::transform::engine::{prepare, run_parts, Placement, RunError};
 use fanout::transform::program::Program;
-use fanout::transform::range::{self, NeedMore};
+use fanout::transform::range::{Cutter, Entry, Step};
 use fanout::transform::spec::{self, Spec};
 use fanout_spin::sink::HttpSink;
 use fanout_spin::{now, source, Reply, Request};
 use serde::Deserialize;
 
-/// Bytes fetched past the range's end, at first, to finish its last record.
+/// Bytes fetched past the range's end, at first, to finish its last record;
+/// each later fetch doubles, up to [`MAX_FETCH`].
 const OVERSHOOT: u64 = 64 * 1024;
+const MAX_FETCH: u64 = 4 * 1024 * 1024;
 
 /// A range-mode request body.
 #[derive(Deserialize)]
@@ -30,6 +37,12 @@ struct RangeJob {
     source: String,
     start: u64,
     end: u64,
+    /// Where the range's first record starts, when the caller knows.
+    #[serde(default)]
+    begin: Option<u64>,
+    /// The file as planned.
+    #[serde(default)]
+    pin: Option<Pin>,
     #[serde(default)]
     spec: Option<serde_json::Value>,
     /// In a durable job: where the unit's objects go.
@@ -45,6 +58,9 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
     if job.end < job.start {
         return Err(ApiError::bad_request(format!("end ({}) is before start ({})", job.end, job.start)));
     }
+    if let Some(begin) = job.begin.filter(|&b| b < job.start) {
+        return Err(ApiError::bad_request(format!("begin ({begin}) is before start ({})", job.start)));
+    }
     if job.end - job.start > config.max_request_bytes as u64 {
         return Err(ApiError::new(
             ErrorKind::PayloadTooLarge,
@@ -58,40 +74,41 @@ pub async fn range_mode(req: Request, format: Format) -> Result<Reply, ApiError>
     let url = source::check("source", &job.source, &config)?;
     let sink = job.sink.map(|urls| HttpSink::new(urls, &config)).transpose()?;
     let header = source::header(&config, &url, &spec.dialect).await?;
-    // Lines are counted from the range's first record, except in the range that
-    // owns the file's first record, where they are the file's.
-    let data_start = header.data_start as u64;
-    let line_offset = if job.start <= data_start { header.lines } else { 0 };
     let names = header.names;
     let program = prepare(&spec, &names).map_err(ApiError::bad_request)?;
 
-    let from = range::fetch_from(job.start);
-    let mut buf = Vec::new();
-    let mut upto = job.end.saturating_add(OVERSHOOT);
-    let cut = loop {
-        let piece = source::range(&config, &url, from + buf.len() as u64, upto.max(from + buf.len() as u64)).await?;
-        buf.extend_from_slice(&piece.bytes);
-        match range::cut(&buf, job.start, job.end, data_start, piece.at_eof) {
-            Ok(cut) => break cut,
-            Err(NeedMore) if buf.len() > config.max_request_bytes => {
-                return Err(ApiError::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!(
-                        "the record crossing the end of the range does not end within {} bytes",
-                        config.max_request_bytes
-                    ),
-                ))
-            }
-            Err(NeedMore) => upto = upto.saturating_add(OVERSHOOT.max(upto - job.end)),
+    let data_start = header.data_start as u64;
+    let entry = job.begin.map_or(Entry::Guess, Entry::At);
+    let (delimiter, quote) = spec.dialect.bytes();
+    let mut cutter = Cutter::new(job.start, job.end, data_start, entry, quote, delimiter, config.max_request_bytes);
+    let mut want = job.end.saturating_sub(job.start).saturating_add(OVERSHOOT);
+    let mut step = cutter.first();
+    let owned = loop {
+        let from = match step {
+            Step::Done(owned) => break owned,
+            Step::More(from) => from,
+        };
+        let piece = source::range(&config, &url, from, from.saturating_add(want - 1), job.pin.as_ref()).await?;
+        if piece.bytes.is_empty() && !piece.at_eof {
+            return Err(ApiError::new(ErrorKind::BadGateway, format!("source {url}: answered no bytes from {from}")));
         }
+        step = cutter.push(&piece.bytes, piece.at_eof);
+        want = want.saturating_mul(2).clamp(OVERSHOOT, MAX_FETCH);
     };
-    buf.truncate(cut.end);
-    let placement = Placement { line_offset, range_start: Some(from.saturating_add(cut.begin as u64)) };
     match sink {
         Some(sink) => {
-            conclude(spec, program, &buf[cut.begin..], placement, sink, config.max_worker_response_bytes).await
+            // A durable job's units are not checked against each other's
+            // boundaries: its records must each be one line, and its line
+            // numbers are the file's only in the range that starts the file.
+            let line_offset = if owned.span.begin == data_start { header.lines } else { 0 };
+            let placement = Placement { line_offset, range: Some(owned.span), one_line_records: true };
+            conclude(spec, program, &owned.records, placement, sink, config.max_worker_response_bytes).await
         }
-        None => answer(spec, program, buf, cut.begin, format, placement),
+        None => {
+            // Lines are counted from the first record's line as 1; the caller adds the lines before it.
+            let placement = Placement { line_offset: 0, range: Some(owned.span), one_line_records: false };
+            answer(spec, program, owned.records, 0, format, placement)
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! offsets, so that a tick reads one batch's lines and nothing more.
 
 use super::JobId;
+use crate::content::Pin;
 use crate::fanout::driver::Tolerance;
 use crate::fanout::plan::{url_of_line, MAX_URL_LINE_BYTES};
 use crate::scrape::ScrapeRequest;
@@ -79,6 +80,11 @@ pub struct TransformWork {
     pub source: Source,
     /// Its size in bytes, when planned.
     pub size: u64,
+    /// Its validators when planned, which every ranged read of it sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
     /// Bytes per unit (the last one shorter).
     pub chunk_bytes: u64,
     /// The spec, as the caller gave it (presets written out).
@@ -137,6 +143,11 @@ pub struct Batch {
 }
 
 impl Plan {
+    /// A transform job's source as planned: what every ranged read checks.
+    pub fn pin(work: &TransformWork) -> Pin {
+        Pin { size: work.size, etag: work.etag.clone(), last_modified: work.last_modified.clone() }
+    }
+
     /// Bytes `unit` covers of a transform job's source.
     pub fn range(work: &TransformWork, unit: u64) -> Range<u64> {
         let start = unit.saturating_mul(work.chunk_bytes).min(work.size);
@@ -422,6 +433,8 @@ mod tests {
         let work = TransformWork {
             source: Source::Url("https://x/".into()),
             size: 25,
+            etag: None,
+            last_modified: None,
             chunk_bytes: 10,
             spec: Spec::default(),
             columns: vec![],

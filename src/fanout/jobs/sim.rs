@@ -35,7 +35,7 @@ use crate::fanout::retry::RetryPolicy;
 use crate::scrape::ScrapeRequest;
 use crate::store::{Cond, Listing};
 use crate::transform::engine::{prepare, read_header, run_parts, run_to_end, Placement};
-use crate::transform::range;
+use crate::transform::range::{Cutter, Entry};
 use crate::transform::spec::{self, Spec};
 use fanout_testkit::rng::Rng;
 use futures::future::{select, Either};
@@ -746,12 +746,11 @@ fn transform_unit(world: &World, request: &Value) -> Output {
 fn honest_parts(file: &[u8], spec: &Spec, start: u64, end: u64) -> crate::transform::engine::Parts {
     let header = read_header(&spec.dialect, file).unwrap();
     let program = prepare(spec, &header.names).unwrap();
-    let from = range::fetch_from(start);
-    let buf = &file[from as usize..];
-    let cut = range::cut(buf, start, end, header.data_start as u64, true).unwrap();
-    let line_offset = if start <= header.data_start as u64 { header.lines } else { 0 };
-    let placement = Placement { line_offset, range_start: Some(from + cut.begin as u64) };
-    run_parts(spec, &program, &buf[cut.begin..cut.end], placement).unwrap()
+    let data_start = header.data_start as u64;
+    let owned = Cutter::new(start, end, data_start, Entry::Guess, b'"', b',', usize::MAX).over(file);
+    let line_offset = if owned.span.begin == data_start { header.lines } else { 0 };
+    let placement = Placement { line_offset, range: Some(owned.span), one_line_records: true };
+    run_parts(spec, &program, &owned.records, placement).unwrap()
 }
 
 /// A scrape unit's results: some pages, some errors, each with a nonce, so two runs differ.
@@ -847,6 +846,8 @@ fn scenario(seed: u64, rng: &mut Rng) -> (Scenario, Vec<u8>, Objects) {
             Work::Transform(TransformWork {
                 source: Source::Url("sim://file".into()),
                 size,
+                etag: None,
+                last_modified: None,
                 chunk_bytes: chunk,
                 spec,
                 columns,
@@ -1297,7 +1298,15 @@ fn job_of_spec(
     let size = file.len() as u64;
     let chunk_bytes = size.div_ceil(units);
     assert_eq!(size.div_ceil(chunk_bytes), units);
-    let work = TransformWork { source: Source::Url("sim://file".into()), size, chunk_bytes, spec, columns };
+    let work = TransformWork {
+        source: Source::Url("sim://file".into()),
+        size,
+        etag: None,
+        last_modified: None,
+        chunk_bytes,
+        spec,
+        columns,
+    };
     let plan = Plan { id: id.clone(), created_ms, units, limits, work: Work::Transform(work) };
     let objects = BTreeMap::from([
         (layout.plan(), (serde_json::to_vec(&plan).unwrap(), "\"p\"".to_owned())),

@@ -372,6 +372,8 @@ mod tests {
             work: Work::Transform(TransformWork {
                 source: Source::Url("https://x/".into()),
                 size: units * 10,
+                etag: None,
+                last_modified: None,
                 chunk_bytes: 10,
                 spec: Spec::default(),
                 columns: vec!["a".into()],

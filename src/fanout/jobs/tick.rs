@@ -973,7 +973,7 @@ impl<H: JobHost> Run<'_, H> {
                     first_index: None,
                 };
                 let body = serde_json::json!({
-                    "source": source, "start": range.start, "end": range.end,
+                    "source": source, "start": range.start, "end": range.end, "pin": Plan::pin(w),
                     "spec": self.worker_spec, "sink": sink,
                 });
                 Ok((WorkerKind::Transform, serde_json::to_vec(&body).expect("requests serialise")))
