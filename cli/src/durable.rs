@@ -81,7 +81,8 @@ pub struct FetchArgs {
     /// Write to this file instead of stdout, e.g. -o out.json.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// json: one document, as the HTTP API answers; ndjson: one JSON value a line. E.g. --format ndjson.
+    /// json: one document, as the HTTP API answers; ndjson: one record (or result) a line, the error
+    /// records and the summary on stderr. E.g. --format ndjson.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
 }
@@ -360,19 +361,18 @@ fn fetch(args: &FetchArgs) -> Result<i32> {
         |body: &[u8]| body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>();
     match args.format {
         Format::Ndjson => {
-            // An aggregate's parts are partial states: its groups come from the result, after the errors, as
-            // /coordinate writes them.
+            // One record (result, group, the partial state) a line; the error records and the summary to stderr.
+            let mut side = std::io::stderr();
             if manifest.result.is_none() {
-                let wrap = if scrape { None } else { Some("record") };
                 for part in &manifest.parts {
                     for line in lines(&read(part)?) {
-                        write_line(&mut out, wrap, &line)?;
+                        write_line(&mut out, None, &line)?;
                     }
                 }
             }
             for errors in &manifest.errors {
                 for line in lines(&read(errors)?) {
-                    write_line(&mut out, Some("error"), &line)?;
+                    write_line(&mut side, Some("error"), &line)?;
                 }
             }
             if let Some(stored) = &manifest.result {
@@ -381,15 +381,16 @@ fn fetch(args: &FetchArgs) -> Result<i32> {
                 match (&result["groups"], &result["partial"]) {
                     (Value::Array(groups), _) => {
                         for group in groups {
-                            writeln!(out, "{}", json!({ "group": group }))?;
+                            writeln!(out, "{group}")?;
                         }
                     }
-                    (_, partial @ Value::Object(_)) => writeln!(out, "{}", json!({ "partial": partial }))?,
+                    (_, partial @ Value::Object(_)) => writeln!(out, "{partial}")?,
                     _ => bail!("{} has neither groups nor a partial state", stored.key),
                 }
             }
-            writeln!(out, "{}", json!({ "summary": manifest.summary }))?;
+            writeln!(side, "{}", json!({ "summary": manifest.summary }))?;
         }
+        Format::Csv => bail!("fanout job fetch writes json or ndjson"),
         Format::Json => {
             let field = if scrape { "results" } else { "records" };
             match &manifest.result {
@@ -435,7 +436,7 @@ fn fetch(args: &FetchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn write_line(out: &mut Output, wrap: Option<&str>, line: &[u8]) -> Result<()> {
+fn write_line(out: &mut impl Write, wrap: Option<&str>, line: &[u8]) -> Result<()> {
     match wrap {
         Some(key) => {
             write!(out, "{{\"{key}\":")?;

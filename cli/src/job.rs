@@ -155,6 +155,7 @@ impl Coordinator {
         request = match body {
             Payload::Bytes(bytes) => request.body(bytes),
             Payload::File(file) => request.body(reqwest::Body::wrap_stream(read_in_pieces(file))),
+            Payload::Stream(reader) => request.body(reqwest::Body::wrap_stream(read_in_pieces(reader))),
         };
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -247,11 +248,13 @@ pub enum Payload {
     Bytes(Vec<u8>),
     /// A file, sent as it is read.
     File(File),
+    /// Bytes read once, in order (standard input, a pipe, a decompressed file), sent as they come.
+    Stream(Box<dyn Read + Send>),
 }
 
 /// `file` in pieces. The reads block, which is fine on the client's own
-/// runtime thread: a local file answers at once.
-fn read_in_pieces(file: File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+/// runtime thread: a local file answers at once, and a pipe is what the job waits for.
+fn read_in_pieces<R: Read + Send + 'static>(file: R) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
     futures::stream::unfold(file, |mut file| async move {
         let mut piece = vec![0; 256 * 1024];
         match file.read(&mut piece) {

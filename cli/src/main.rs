@@ -14,6 +14,7 @@ mod bucket;
 mod bundle;
 mod durable;
 mod files;
+mod input;
 mod job;
 mod output;
 mod progress;
@@ -113,9 +114,15 @@ struct JobArgs {
     /// Write the output to this file instead of stdout, e.g. -o out.json.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// json: one document, as the HTTP API answers; ndjson: one JSON value a line. E.g. --format ndjson.
-    #[arg(long, value_enum, default_value_t = answer::Format::Json)]
-    format: answer::Format,
+    /// json: one document, as the HTTP API answers; ndjson: one record (or result) a line; csv: the
+    /// records' columns (transform). Default: from -o's extension (.json, .ndjson, .jsonl, .csv), else json.
+    /// E.g. --format csv.
+    #[arg(long, value_enum)]
+    format: Option<answer::Format>,
+    /// With --format ndjson or csv: write the error records and the summary (NDJSON) to this file
+    /// instead of stderr, e.g. --errors errors.ndjson.
+    #[arg(long, value_name = "FILE")]
+    errors: Option<PathBuf>,
     /// Worker calls at once, e.g. --concurrency 4 (default and limit: the coordinator's).
     #[arg(long)]
     concurrency: Option<u64>,
@@ -133,6 +140,25 @@ struct JobArgs {
 }
 
 impl JobArgs {
+    /// The output's format: `--format`, else `-o`'s extension, else JSON.
+    fn format(&self) -> Result<answer::Format> {
+        Ok(self
+            .format
+            .or_else(|| self.output.as_deref().and_then(answer::Format::of_path))
+            .unwrap_or(answer::Format::Json))
+    }
+
+    /// Where error records and the summary go apart from the output: `--errors FILE`, else stderr.
+    fn side_output(&self) -> Result<Box<dyn Write>> {
+        match &self.errors {
+            Some(path) => {
+                let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(Box::new(std::io::BufWriter::new(file)))
+            }
+            None => Ok(Box::new(std::io::stderr())),
+        }
+    }
+
     /// The job options, as the coordinator's JSON job fields.
     fn options(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut options = serde_json::Map::new();

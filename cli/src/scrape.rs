@@ -62,7 +62,8 @@ pub fn run(args: ScrapeArgs) -> Result<i32> {
     // An empty list draws the same refusal of the job's fields as the whole one.
     let response = coordinator.post_refusable(url, "text/plain", &headers, Payload::File(file), || Ok(Vec::new()))?;
     let mut progress = Progress::new(Some(urls), Unit::Urls);
-    let summary = answer::pages(response, urls, args.job.format, &mut out, &mut progress);
+    let mut side = args.job.side_output()?;
+    let summary = answer::pages(response, urls, args.job.format()?, &mut out, &mut side, &mut progress);
     progress.finish();
     let summary = summary?;
     out.finish()?;

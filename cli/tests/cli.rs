@@ -147,10 +147,23 @@ fn transform_output_is_what_the_http_api_answers_in_every_mode() {
     assert!(cli_json["records"].as_array().unwrap().len() > 2500);
     assert_eq!(cli_json, api_json);
 
-    // A streamed body, NDJSON: every line the API sends but its progress lines.
+    // A streamed body, NDJSON: the records the API sends, one a line; its error records and summary on stderr.
     let out = dir.path("stream.ndjson");
+    let errors = dir.path("stream-errors.ndjson");
     let cli = run_job(
-        &["transform", file, "--preset", "vat", "--chunk-bytes", "8192", "--stream", "--format", "ndjson"],
+        &[
+            "transform",
+            file,
+            "--preset",
+            "vat",
+            "--chunk-bytes",
+            "8192",
+            "--stream",
+            "--format",
+            "ndjson",
+            "--errors",
+            errors.to_str().unwrap(),
+        ],
         &endpoint,
         out.to_str().unwrap(),
     );
@@ -166,10 +179,13 @@ fn transform_output_is_what_the_http_api_answers_in_every_mode() {
     .filter(|v: &Value| v.get("progress").is_none())
     .map(untimed)
     .collect();
-    let cli: Vec<Value> =
-        std::fs::read_to_string(&out).unwrap().lines().map(|l| untimed(serde_json::from_str(l).unwrap())).collect();
-    assert_eq!(cli.len(), api.len());
-    assert_eq!(cli, api);
+    let lines = |path: &Path| -> Vec<Value> {
+        std::fs::read_to_string(path).unwrap().lines().map(|l| untimed(serde_json::from_str(l).unwrap())).collect()
+    };
+    let records: Vec<Value> = api.iter().filter_map(|v| v.get("record").cloned()).collect();
+    let apart: Vec<Value> = api.iter().filter(|v| v.get("record").is_none()).cloned().collect();
+    assert_eq!(lines(&out), records);
+    assert_eq!(lines(&errors), apart);
 
     // An aggregate, streamed: the groups merged from every chunk.
     let spec = r#"{"columns": ["region", {"from": "amount", "type": "float"}], "aggregate": {"group_by": ["region"], "metrics": [{"name": "total", "op": "sum", "column": "amount"}, {"op": "rows"}]}}"#;
@@ -287,6 +303,136 @@ fn a_record_over_the_workers_limit_costs_only_itself() {
     assert_eq!(answer["summary"]["bytes_not_processed"], 0, "{}", answer["summary"]);
 }
 
+/// `fanout ARGS` with `input` on its standard input.
+fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = fanout(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn every_input_a_user_has_reads_as_the_file_does() {
+    let b = bundle(true);
+    let site = Site::start();
+    let dir = Dir::new("inputs");
+    let csv = sales_with_a_bad_row();
+    let endpoint = b.coordinator.url("/");
+    let file = dir.file("sales.csv", &csv);
+    let want = dir.path("want.json");
+    let cli = run_job(&["transform", file.to_str().unwrap(), "--preset", "vat"], &endpoint, &want);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    let want = rows_of(&json_file(&want));
+    assert!(want.0.as_array().unwrap().len() > 2500);
+    let same_as_file = |name: &str, cli: Output, out: &Path| {
+        assert_eq!(cli.status.code(), Some(2), "{name}: {}", stderr(&cli));
+        assert_eq!(rows_of(&json_file(out)), want, "{name}");
+    };
+
+    // Standard input, a gzip file (by its name, and by its magic bytes), a pipe, a URL.
+    let out = dir.path("stdin.json");
+    let args = ["transform", "-", "--preset", "vat", "--endpoint", &endpoint, "-o", out.to_str().unwrap()];
+    same_as_file("stdin", run_with_stdin(&args, &csv), &out);
+    let gz = dir.file("sales.csv.gz", &gzip(&csv));
+    let out = dir.path("gz.json");
+    same_as_file("gz", run_job(&["transform", gz.to_str().unwrap(), "--preset", "vat"], &endpoint, &out), &out);
+    let renamed = dir.file("sales.dat", &gzip(&csv));
+    let cli = run_job(&["transform", renamed.to_str().unwrap(), "--preset", "vat", "--local"], &endpoint, &out);
+    same_as_file("gzip magic, --local", cli, &out);
+    let fifo = dir.path("pipe.csv");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) only creates a FIFO at a path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let writer = {
+        let (fifo, csv) = (fifo.clone(), csv.clone());
+        std::thread::spawn(move || std::fs::write(fifo, csv))
+    };
+    let out = dir.path("fifo.json");
+    same_as_file("fifo", run_job(&["transform", fifo.to_str().unwrap(), "--preset", "vat"], &endpoint, &out), &out);
+    writer.join().unwrap().unwrap();
+    site.put("sales.csv", "text/csv", csv.clone());
+    let out = dir.path("url.json");
+    let url = site.url("/files/sales.csv");
+    same_as_file("url", run_job(&["transform", &url, "--preset", "vat"], &endpoint, &out), &out);
+
+    // A TSV by its extension, a delimiter given, no spec (every column a string), Latin-1.
+    let tsv = dir.file("s.tsv", b"id\tname\n1\tann\n2\tbob\n");
+    let out = dir.path("tsv.json");
+    let cli = run_job(&["transform", tsv.to_str().unwrap()], &endpoint, &out);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert_eq!(json_file(&out)["records"], json!([{"id": "1", "name": "ann"}, {"id": "2", "name": "bob"}]));
+    let semi = dir.file("s.txt", b"id;name\n1;Caf\xe9\n");
+    let cli =
+        run_job(&["transform", semi.to_str().unwrap(), "--delimiter", ";", "--encoding", "latin1"], &endpoint, &out);
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert_eq!(json_file(&out)["records"], json!([{"id": "1", "name": "Café"}]));
+    let cli = run(&["transform", semi.to_str().unwrap(), "--delimiter", ";;", "--local"]);
+    fails_with_one_line(&cli, "not one character");
+    let cli = run(&["transform", semi.to_str().unwrap(), "--encoding", "klingon", "--local"]);
+    fails_with_one_line(&cli, "not an encoding label");
+
+    // A directory is one line saying so, whatever the environment's RUST_BACKTRACE.
+    let cli = fanout(&["transform", dir.0.to_str().unwrap(), "--local"]).env("RUST_BACKTRACE", "1").output().unwrap();
+    fails_with_one_line(&cli, "is a directory");
+}
+
+#[test]
+fn outputs_take_their_format_from_the_flag_or_the_file_name() {
+    let b = bundle(true);
+    let dir = Dir::new("outputs");
+    let csv = b"id,amount,note\n1,2.5,\"a, b\"\n2,x,c\n3,4,\n";
+    let file = dir.file("t.csv", csv);
+    let file = file.to_str().unwrap();
+    let endpoint = b.coordinator.url("/");
+    let spec = r#"{"columns": [{"from": "note"}, {"from": "amount", "type": "float"}, "id"]}"#;
+    for local in [false, true] {
+        let mode = if local { "--local" } else { "--stream" };
+        // CSV, from -o's extension: the spec's column order, quoted as RFC 4180 says, nulls empty.
+        let out = dir.path("out.csv");
+        let errors = dir.path("errors.ndjson");
+        let args = ["transform", file, "--spec-json", spec, mode, "--errors", errors.to_str().unwrap()];
+        let cli = run_job(&args, &endpoint, &out);
+        assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "note,amount,id\n\"a, b\",2.5,1\n,4.0,3\n", "{mode}");
+        let side = std::fs::read_to_string(&errors).unwrap();
+        assert_eq!(side.lines().count(), 2, "{mode}: the error record and the summary: {side}");
+        assert!(side.lines().next().unwrap().contains("\"line\":3"), "{side}");
+        // NDJSON: one record a line and nothing else; the rest on stderr.
+        let out = dir.path("out.jsonl");
+        let cli = run_job(&["transform", file, "--spec-json", spec, mode], &endpoint, &out);
+        assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+        let lines: Vec<Value> =
+            std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(
+            lines,
+            [json!({"note": "a, b", "amount": 2.5, "id": "1"}), json!({"note": "", "amount": 4.0, "id": "3"})]
+        );
+        assert!(stderr(&cli).contains("\"summary\""), "{}", stderr(&cli));
+        // JSON ends with a line break; --format wins over the extension.
+        let out = dir.path("out.csv");
+        let cli = run_job(&["transform", file, "--spec-json", spec, mode, "--format", "json"], &endpoint, &out);
+        assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.starts_with('{') && text.ends_with("}\n"), "{mode}: {text}");
+    }
+    let partial = r#"{"aggregate": {"metrics": [{"op": "rows"}], "partial": true}}"#;
+    fails_with_one_line(
+        &run(&["transform", file, "--spec-json", partial, "--local", "--format", "csv"]),
+        "no CSV form",
+    );
+}
+
 #[test]
 fn scrape_output_is_what_the_http_api_answers() {
     let b = bundle(true);
@@ -350,8 +496,8 @@ fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
     assert!(!progress.is_empty() && progress[0].starts_with("fanout: ") && progress[0].contains("% · "), "{err}");
     assert!(err.lines().last().unwrap().starts_with("fanout: complete: 8 URLs, 8 pages, 0 errors"), "{err}");
     let lines = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(lines.lines().count(), 9, "a result a URL and the summary, no progress: {lines}");
-    assert!(!lines.contains("\"progress\""));
+    assert_eq!(lines.lines().count(), 8, "a result a URL, no progress, the summary apart: {lines}");
+    assert!(!lines.contains("\"progress\"") && !lines.contains("\"summary\""));
 }
 
 #[test]
@@ -441,7 +587,7 @@ fn exit_codes_say_how_the_job_went_and_errors_take_one_line() {
     }
 
     // A mistake in the arguments fails the run (1), unlike item errors (2); help is an answer (0).
-    let cli = run(&["transform", good]);
+    let cli = run(&["transform", good, "--preset", "vat", "--spec-json", "{}"]);
     assert_eq!(cli.status.code(), Some(1), "{}", stderr(&cli));
     assert!(stderr(&cli).contains("--preset"), "{}", stderr(&cli));
     assert_eq!(run(&["transform", "--help"]).status.code(), Some(0));
@@ -467,10 +613,13 @@ fn a_large_file_streams_in_while_its_answer_streams_out() {
         out.to_str().unwrap(),
     );
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    // One record a line and nothing else; the summary on stderr.
     let text = std::fs::read_to_string(&out).unwrap();
-    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let err = stderr(&cli);
+    let last: Value = serde_json::from_str(err.lines().find(|l| l.contains("\"summary\"")).unwrap()).unwrap();
     assert_eq!(last["summary"]["rows_in"], 1_000_000);
-    assert_eq!(text.lines().count() as u64, last["summary"]["rows_out"].as_u64().unwrap() + 1);
+    assert_eq!(text.lines().count() as u64, last["summary"]["rows_out"].as_u64().unwrap());
+    assert!(text.ends_with("}\n") && !text.contains("\"summary\""));
 }
 
 #[test]
@@ -854,10 +1003,11 @@ fn a_durable_transform_job_from_a_terminal() {
     let key = String::from_utf8(cli.stdout).unwrap();
     let id = key.trim().strip_prefix("jobs/").and_then(|k| k.strip_suffix("/manifest.json")).unwrap();
     let out = dir.path("groups.ndjson");
-    let fetched = with_bucket(fanout(&["job", "fetch", id, "--format", "ndjson", "-o", out.to_str().unwrap()]), &s3)
-        .output()
-        .unwrap();
-    assert_eq!(fetched.status.code(), Some(0), "{}", stderr(&fetched));
+    let fetched_cli =
+        with_bucket(fanout(&["job", "fetch", id, "--format", "ndjson", "-o", out.to_str().unwrap()]), &s3)
+            .output()
+            .unwrap();
+    assert_eq!(fetched_cli.status.code(), Some(0), "{}", stderr(&fetched_cli));
     let job = json!({"source": site.url("/files/sales.csv"), "spec": serde_json::from_str::<Value>(spec).unwrap(), "chunk_bytes": 8192});
     let api = request(
         "POST",
@@ -870,13 +1020,17 @@ fn a_durable_transform_job_from_a_terminal() {
         text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l.get(kind).is_some()).collect()
     };
     let (api, fetched) = (String::from_utf8(api.body).unwrap(), std::fs::read_to_string(&out).unwrap());
-    assert!(!kinds(&fetched, "group").is_empty(), "{fetched}");
-    assert_eq!(kinds(&fetched, "group"), kinds(&api, "group"));
+    // One group a line and nothing else (the error records and the summary on stderr).
+    let groups: Vec<Value> = kinds(&api, "group").into_iter().map(|g| g["group"].clone()).collect();
+    let fetched: Vec<Value> = fetched.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!groups.is_empty());
+    assert_eq!(fetched, groups);
     // A durable job's units count lines from their first record; `byte` is exact.
     let by_byte =
         |text: &str| -> Vec<Value> { kinds(text, "error").iter().map(|e| e["error"]["byte"].clone()).collect() };
-    assert_eq!(by_byte(&fetched), by_byte(&api));
-    assert!(kinds(&fetched, "record").is_empty() && kinds(&fetched, "partial").is_empty(), "{fetched}");
+    let fetch_errors: String =
+        stderr(&fetched_cli).lines().filter(|l| l.starts_with('{')).map(|l| format!("{l}\n")).collect();
+    assert_eq!(by_byte(&fetch_errors), by_byte(&api));
 }
 
 /// Ctrl-C stops the ticking, not the job: `fanout job resume` finishes it.
