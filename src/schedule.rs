@@ -6,6 +6,12 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+/// The host a URL's pages are counted under (as a parsed URL names it:
+/// lower case, IDNA); `None` for what does not parse, which is never fetched.
+pub fn host_of(url: &str) -> Option<String> {
+    Some(url::Url::parse(url.trim()).ok()?.host_str()?.to_owned())
+}
+
 /// A queue of items (by input index) grouped by host.
 #[derive(Debug)]
 pub struct HostQueue {

@@ -17,10 +17,25 @@ use std::path::PathBuf;
 pub struct ScrapeArgs {
     /// A file of URLs, one a line; blank lines and lines starting with # are skipped. E.g. urls.txt.
     urls_file: PathBuf,
-    /// A value to extract from every page, NAME=CSS: the text of the first match,
-    /// e.g. --select title=h1 --select price=.price (repeatable).
-    #[arg(long, value_name = "NAME=CSS", value_parser = crate::parse_env)]
+    /// A value to extract from every page, NAME=CSS: the text of the first match, or NAME=CSS@ATTR:
+    /// that attribute, e.g. --select title=h1 --select image=img.main@src (repeatable).
+    #[arg(long, value_name = "NAME=CSS[@ATTR]", value_parser = crate::parse_env)]
     select: Vec<(String, String)>,
+    /// Take every match of each --select, as a list, e.g. --select links=a@href --select-all.
+    #[arg(long)]
+    select_all: bool,
+    /// Obey each site's robots.txt, e.g. --robots.
+    #[arg(long)]
+    robots: bool,
+    /// The User-Agent sent, e.g. --user-agent 'acme-bot/1.0 (+https://acme.example/bot)'.
+    #[arg(long, value_name = "TEXT")]
+    user_agent: Option<String>,
+    /// Time allowed for one page, redirects included, in seconds, e.g. --timeout 5 (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Pages fetched at once from one host, across the whole job, e.g. --per-host 2 (default 8).
+    #[arg(long, value_name = "N")]
+    per_host: Option<u64>,
     /// Collect every page's links, e.g. --links.
     #[arg(long)]
     links: bool,
@@ -37,14 +52,67 @@ pub struct ScrapeArgs {
     job: JobArgs,
 }
 
+impl ScrapeArgs {
+    /// The job's `select`: each `--select` in its short form, or the full one for an attribute or every match.
+    fn select(&self) -> Map<String, Value> {
+        let spec = |css: &str| -> Value {
+            let (css, attr) = split_attr(css);
+            match (attr, self.select_all) {
+                (None, false) => json!(css),
+                (attr, all) => json!({ "css": css, "attr": attr, "all": all }),
+            }
+        };
+        self.select.iter().map(|(name, css)| (name.clone(), spec(css))).collect()
+    }
+
+    /// The job's `options`.
+    fn options(&self) -> Result<Map<String, Value>> {
+        let mut options = Map::new();
+        let mut put = |key: &str, value: Value| drop(options.insert(key.into(), value));
+        if self.links {
+            put("links", json!(true));
+        }
+        if self.robots {
+            put("robots", json!(true));
+        }
+        if let Some(agent) = &self.user_agent {
+            put("user_agent", json!(agent));
+        }
+        if let Some(seconds) = self.timeout {
+            if !(seconds > 0.0 && seconds <= 86_400.0) {
+                anyhow::bail!("--timeout {seconds} is not a number of seconds between 0 and 86400");
+            }
+            put("timeout_ms", json!((seconds * 1000.0).ceil() as u64));
+        }
+        if let Some(n) = self.per_host {
+            put("per_host", json!(n));
+        }
+        Ok(options)
+    }
+}
+
+/// `CSS@ATTR` as the selector and the attribute; an `@` followed by anything but an attribute name is CSS.
+fn split_attr(css: &str) -> (&str, Option<&str>) {
+    match css.rsplit_once('@') {
+        Some((css, attr))
+            if !css.is_empty()
+                && !attr.is_empty()
+                && attr.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':')) =>
+        {
+            (css, Some(attr))
+        }
+        _ => (css, None),
+    }
+}
+
 pub fn run(args: ScrapeArgs) -> Result<i32> {
     let mut job = args.job.options();
     if !args.select.is_empty() {
-        let select: Map<String, Value> = args.select.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        job.insert("select".into(), select.into());
+        job.insert("select".into(), args.select().into());
     }
-    if args.links {
-        job.insert("options".into(), json!({ "links": true }));
+    let options = args.options()?;
+    if !options.is_empty() {
+        job.insert("options".into(), options.into());
     }
     if let Some(n) = args.batch_size {
         job.insert("batch_size".into(), n.into());
@@ -80,6 +148,20 @@ fn count_urls(args: &ScrapeArgs) -> Result<u64> {
         n += u64::from(plan::url_of_line(&line).is_some());
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_attr;
+
+    #[test]
+    fn an_attribute_follows_the_last_at_sign() {
+        assert_eq!(split_attr("img.main@src"), ("img.main", Some("src")));
+        assert_eq!(split_attr("a[href$='@x.org']"), ("a[href$='@x.org']", None));
+        assert_eq!(split_attr("h1"), ("h1", None));
+        assert_eq!(split_attr("@src"), ("@src", None));
+        assert_eq!(split_attr("meta@data-x"), ("meta", Some("data-x")));
+    }
 }
 
 /// `value` as JSON with every non-ASCII character escaped, as a header value must be.

@@ -478,6 +478,50 @@ fn scrape_output_is_what_the_http_api_answers() {
 }
 
 #[test]
+fn scrape_flags_reach_every_page_and_a_host_never_has_more_than_per_host_pages_at_once() {
+    let b = bundle(true);
+    let site = Site::start();
+    site.set_robots("User-agent: *\nDisallow: /page/secret\n");
+    let dir = Dir::new("scrape-flags");
+    let mut urls: String = (0..24).map(|i| format!("{}/page/{i}?delay_ms=150\n", site.url(""))).collect();
+    urls.push_str(&format!("{0}/page/secret\n{0}/echo-ua\n{0}/page/slow?delay_ms=2000\n", site.url("")));
+    let file = dir.file("urls.txt", urls.as_bytes());
+    let out = dir.path("pages.json");
+    let args = [
+        "scrape",
+        file.to_str().unwrap(),
+        "--select",
+        "canonical=link[rel=canonical]@href",
+        "--select",
+        "h=h1",
+        "--select-all",
+        "--robots",
+        "--user-agent",
+        "acme-bot/1.0",
+        "--timeout",
+        "0.5",
+        "--per-host",
+        "2",
+        "--batch-size",
+        "3",
+        "--concurrency",
+        "8",
+    ];
+    let cli = run_job(&args, &b.coordinator.url("/"), &out);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    let results = json_file(&out)["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 27);
+    let select = &results[0]["page"]["select"];
+    assert_eq!(select["h"], json!(["Heading 0"]), "{select}");
+    assert!(select["canonical"][0].as_str().unwrap().ends_with("/page/0"), "{select}");
+    assert_eq!(results[24]["error"]["kind"], "robots", "{}", results[24]);
+    assert_eq!(results[25]["page"]["title"], "acme-bot/1.0", "{}", results[25]);
+    assert_eq!(results[26]["error"]["kind"], "timeout", "{}", results[26]);
+    // Nine batches could run at once, but the site never had more than two pages at once.
+    assert_eq!(site.peak(), 2, "the most /page/ requests the site had at once");
+}
+
+#[test]
 fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
     let b = bundle(true);
     let site = Site::start();

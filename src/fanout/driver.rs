@@ -7,7 +7,9 @@
 //! that makes fan-out hard lives here, where `cargo test` can drive it with a
 //! simulated worker and clock:
 //!
-//! * at most `concurrency` calls at once, the earliest unit first;
+//! * at most `concurrency` calls at once, the earliest unit first, and at
+//!   most the merge's limit of each key (a host's pages) in use across the
+//!   calls running ([`Merge::claims`]);
 //! * retries with backoff for transient failures, a time limit per call, a
 //!   deadline for the whole job;
 //! * answers checked by the [`Merge`] before they are used, and merged in input
@@ -54,6 +56,16 @@ pub trait Merge {
     /// be placed at all fails. May update `meta` to say what was asked.
     fn turn(&mut self, _meta: &mut Self::Meta, _accepted: &Self::Accepted) -> Turn {
         Turn::Stands
+    }
+    /// What a unit's call takes of each key (a host: the pages it may fetch
+    /// from it at once) while it runs; a call starts only while every key it
+    /// claims has room under [`Merge::claim_limit`].
+    fn claims(&self, _meta: &Self::Meta) -> Vec<(String, usize)> {
+        Vec::new()
+    }
+    /// The most of one key in use at once, across every call.
+    fn claim_limit(&self) -> usize {
+        usize::MAX
     }
     /// Writes the error records of a unit that produced no answer.
     fn fail(&mut self, meta: &Self::Meta, failure: &Failure, out: &mut Vec<u8>);
@@ -326,6 +338,9 @@ pub struct Driver<M: Merge> {
     queued: BTreeSet<u64>,
     backoff: BTreeSet<(Duration, u64)>,
     calls: HashMap<CallId, u64>,
+    /// What each running call claims, and each key's total.
+    claimed: HashMap<CallId, Vec<(String, usize)>>,
+    in_use: HashMap<String, usize>,
     next_call: CallId,
     cancels: Vec<CallId>,
     held: usize,
@@ -369,6 +384,8 @@ impl<M: Merge> Driver<M> {
             queued: BTreeSet::new(),
             backoff: BTreeSet::new(),
             calls: HashMap::new(),
+            claimed: HashMap::new(),
+            in_use: HashMap::new(),
             next_call: 0,
             cancels: Vec::new(),
             held: 0,
@@ -489,6 +506,7 @@ impl<M: Merge> Driver<M> {
     pub fn answered(&mut self, call: CallId, outcome: Result<Vec<u8>, CallError>, now: Duration) {
         self.now = self.now.max(now);
         let Some(seq) = self.calls.remove(&call) else { return };
+        self.release_claims(call);
         let i = (seq - self.emitted) as usize;
         let checked = match outcome {
             Ok(answer) => {
@@ -592,6 +610,7 @@ impl<M: Merge> Driver<M> {
             .collect();
         for (call, seq, timeout) in late {
             self.calls.remove(&call);
+            self.release_claims(call);
             self.cancels.push(call);
             self.attempt_failed(seq, CallError::Timeout(timeout));
         }
@@ -615,14 +634,24 @@ impl<M: Merge> Driver<M> {
         if self.status != Status::Complete || self.calls.len() >= self.limits.concurrency.max(1) {
             return None;
         }
-        let &seq = self.queued.first()?;
         // Past the window only the earliest unit starts: it is what the others wait for.
-        if seq != self.emitted && self.held >= self.limits.window_bytes {
-            return None;
-        }
-        self.queued.pop_first();
+        let window_full = self.held >= self.limits.window_bytes;
+        let limit = self.merge.claim_limit();
+        let (seq, claims) =
+            self.queued.iter().take_while(|&&seq| seq == self.emitted || !window_full).find_map(|&seq| {
+                let claims = self.merge.claims(&self.slots[(seq - self.emitted) as usize].meta);
+                let fits = claims.iter().all(|(key, n)| self.in_use.get(key).copied().unwrap_or(0) + n <= limit);
+                fits.then_some((seq, claims))
+            })?;
+        self.queued.remove(&seq);
         let id = self.next_call;
         self.next_call += 1;
+        for (key, n) in &claims {
+            *self.in_use.entry(key.clone()).or_default() += n;
+        }
+        if !claims.is_empty() {
+            self.claimed.insert(id, claims);
+        }
         let left = self.limits.deadline.saturating_sub(now);
         let timeout = self.limits.call_timeout.min(left).max(Duration::from_millis(1));
         let slot = &mut self.slots[(seq - self.emitted) as usize];
@@ -763,7 +792,11 @@ impl<M: Merge> Driver<M> {
     fn stop(&mut self, status: Status, reason: String) {
         self.status = status.clone();
         self.reason = Some(reason);
-        self.cancels.extend(self.calls.drain().map(|(call, _)| call));
+        let running: Vec<CallId> = self.calls.drain().map(|(call, _)| call).collect();
+        for &call in &running {
+            self.release_claims(call);
+        }
+        self.cancels.extend(running);
         self.queued.clear();
         self.backoff.clear();
         let failure = self.not_attempted();
@@ -858,6 +891,18 @@ impl<M: Merge> Driver<M> {
         self.conclude(0, Phase::Failed(failure));
         self.check_tolerance();
         false
+    }
+
+    /// Gives back what a call that ended claimed.
+    fn release_claims(&mut self, call: CallId) {
+        for (key, n) in self.claimed.remove(&call).unwrap_or_default() {
+            let left = self.in_use.get(&key).copied().unwrap_or(0).saturating_sub(n);
+            if left == 0 {
+                self.in_use.remove(&key);
+            } else {
+                self.in_use.insert(key, left);
+            }
+        }
     }
 
     fn random(&mut self) -> u64 {

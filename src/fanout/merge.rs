@@ -21,6 +21,7 @@ use crate::transform::spec::{AggregateSpec, Spec};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::rc::Rc;
 
@@ -766,6 +767,8 @@ pub struct CheckedBatch {
 /// Merges scrape answers. See the module documentation.
 pub struct PageMerge {
     format: Format,
+    /// Pages fetched at once from one host, across every batch.
+    per_host: usize,
     started: bool,
     first: bool,
     results: u64,
@@ -776,7 +779,15 @@ pub struct PageMerge {
 impl PageMerge {
     /// A merge writing `format`: JSON in input order, NDJSON as batches finish.
     pub fn new(format: Format) -> PageMerge {
-        PageMerge { format, started: false, first: true, results: 0, pages: 0, errors: 0 }
+        PageMerge { format, per_host: usize::MAX, started: false, first: true, results: 0, pages: 0, errors: 0 }
+    }
+
+    /// The same merge, keeping the pages fetched at once from one host to
+    /// `per_host` across the whole job: a batch takes, of each host it
+    /// holds, as many as it may fetch at once (its URLs there, at most
+    /// `per_host`), and starts only when every one of its hosts has that room.
+    pub fn with_per_host(self, per_host: usize) -> PageMerge {
+        PageMerge { per_host: per_host.max(1), ..self }
     }
 
     fn write(&mut self, result: &PageResult, out: &mut Vec<u8>) {
@@ -806,6 +817,21 @@ impl PageMerge {
 
 impl Merge for PageMerge {
     type Meta = BatchMeta;
+
+    fn claims(&self, meta: &BatchMeta) -> Vec<(String, usize)> {
+        if self.per_host == usize::MAX {
+            return Vec::new();
+        }
+        let mut hosts: HashMap<String, usize> = HashMap::new();
+        for host in meta.urls.iter().filter_map(|u| crate::schedule::host_of(u)) {
+            *hosts.entry(host).or_default() += 1;
+        }
+        hosts.into_iter().map(|(host, n)| (host, n.min(self.per_host))).collect()
+    }
+
+    fn claim_limit(&self) -> usize {
+        self.per_host
+    }
     type Accepted = CheckedBatch;
 
     fn accept(&mut self, meta: &BatchMeta, body: Vec<u8>) -> Result<CheckedBatch, String> {

@@ -186,12 +186,28 @@ enum Next<Meta> {
 fn simulate<M: Merge>(
     seed: u64,
     driver: &mut Driver<M>,
-    mut input: impl FnMut() -> Next<M::Meta>,
-    mut worker: impl FnMut(&Call, &M::Meta) -> Option<(Duration, Result<Vec<u8>, CallError>)>,
+    input: impl FnMut() -> Next<M::Meta>,
+    worker: impl FnMut(&Call, &M::Meta) -> Option<(Duration, Result<Vec<u8>, CallError>)>,
 ) -> Run<M::Meta>
 where
     M::Meta: Clone,
 {
+    simulate_watching(seed, driver, input, worker, |_| {})
+}
+
+/// [`simulate`], telling `watch` the units of the calls running each time one starts (itself included).
+fn simulate_watching<M: Merge>(
+    seed: u64,
+    driver: &mut Driver<M>,
+    mut input: impl FnMut() -> Next<M::Meta>,
+    mut worker: impl FnMut(&Call, &M::Meta) -> Option<(Duration, Result<Vec<u8>, CallError>)>,
+    mut watch: impl FnMut(&[&M::Meta]),
+) -> Run<M::Meta>
+where
+    M::Meta: Clone,
+{
+    // Calls running, as the workers see them: started, neither answered nor cancelled.
+    let mut running: BTreeMap<u64, M::Meta> = BTreeMap::new();
     // Answers in flight: when they arrive, for which call.
     let mut pending: BTreeMap<(Duration, u64), Result<Vec<u8>, CallError>> = BTreeMap::new();
     let mut calls = BTreeMap::new();
@@ -210,11 +226,16 @@ where
             Action::Call(call) => {
                 let meta = driver.meta(call.seq).expect("a unit being called is not yet written");
                 calls.entry(call.seq).or_insert_with(|| (meta.clone(), 0)).1 += 1;
+                running.insert(call.id, meta.clone());
+                watch(&running.values().collect::<Vec<_>>());
                 if let Some((after, outcome)) = worker(&call, meta) {
                     pending.insert((now + after, call.id), outcome);
                 }
             }
-            Action::Cancel(id) => pending.retain(|&(_, call), _| call != id),
+            Action::Cancel(id) => {
+                running.remove(&id);
+                pending.retain(|&(_, call), _| call != id);
+            }
             Action::Emit(bytes) => out.extend_from_slice(&bytes),
             Action::Done => break,
             // Input the driver wants is an event too: it comes before time moves on.
@@ -232,6 +253,7 @@ where
                         break;
                     }
                     let ((_, call), outcome) = entry.remove_entry();
+                    running.remove(&call);
                     driver.answered(call, outcome, now);
                 }
             }
@@ -798,11 +820,14 @@ fn scrape_jobs_keep_every_url_under_faults() {
     for seed in 1..=1500u64 {
         let mut rng = Rng::new(seed);
         let limits = limits(&mut rng);
-        let urls: Vec<String> = (0..rng.below(60)).map(|i| format!("https://example.com/{i}")).collect();
+        let hosts = 1 + rng.below(4);
+        let urls: Vec<String> =
+            (0..rng.below(60)).map(|i| format!("https://h{}.example/{i}", rng.below(hosts))).collect();
         let batch = 1 + rng.below(8) as usize;
         let format = if rng.below(2) == 0 { Format::Json } else { Format::Ndjson };
         let fault_rate = [0, 20, 60][rng.below(3) as usize];
-        let mut driver = Driver::new(PageMerge::new(format), limits.clone(), seed);
+        let per_host = [1, 2, 3, usize::MAX][rng.below(4) as usize];
+        let mut driver = Driver::new(PageMerge::new(format).with_per_host(per_host), limits.clone(), seed);
         let mut plan = super::plan::batches(urls.len(), batch).into_iter();
         let input = || match plan.next() {
             Some(range) => Next::Unit(Unit {
@@ -814,43 +839,64 @@ fn scrape_jobs_keep_every_url_under_faults() {
             None => Next::End,
         };
         let (mut late, mut refused) = (0, 0);
-        let run = simulate(seed, &mut driver, input, |call, meta| {
-            let mut results: Vec<PageResult> = meta
-                .urls
-                .iter()
-                .enumerate()
-                .map(|(index, url)| PageResult {
-                    index,
-                    url: url.clone(),
-                    outcome: Outcome::Error(ItemError::new(crate::scrape::FailureKind::HttpStatus, "404")),
-                })
-                .collect();
-            let honest = serde_json::to_vec(&ScrapeResponse { results: results.clone() }).unwrap();
-            let f = fault(&mut rng, fault_rate);
-            match f {
-                Fault::DropRecord { .. } => drop(results.pop()),
-                Fault::DuplicateRecord { .. } if !results.is_empty() => results.push(results[0].clone()),
-                Fault::AddRecord { .. } | Fault::BadErrorLine if !results.is_empty() => results[0].index = 7,
-                _ => {}
+        // The pages of one host a worker may fetch at once, over every call running, are never over per_host.
+        let watch = |running: &[&BatchMeta]| {
+            let mut at_once: HashMap<String, usize> = HashMap::new();
+            for meta in running {
+                let mut batch: HashMap<String, usize> = HashMap::new();
+                meta.urls
+                    .iter()
+                    .filter_map(|u| crate::schedule::host_of(u))
+                    .for_each(|h| *batch.entry(h).or_default() += 1);
+                batch.into_iter().for_each(|(h, n)| *at_once.entry(h).or_default() += n.min(per_host));
             }
-            let answer = serde_json::to_vec(&ScrapeResponse { results }).unwrap();
-            let latency = MS * (1 + rng.below(40) as u32);
-            let outcome = match f {
-                Fault::Transient => {
-                    Some((latency, Err(CallError::Transient { message: "503".into(), retry_after: Some(MS) })))
+            if let Some((host, n)) = at_once.iter().find(|(_, &n)| n > per_host) {
+                panic!("seed {seed}: {n} pages of {host} may be fetched at once, over {per_host}");
+            }
+        };
+        let run = simulate_watching(
+            seed,
+            &mut driver,
+            input,
+            |call, meta| {
+                let mut results: Vec<PageResult> = meta
+                    .urls
+                    .iter()
+                    .enumerate()
+                    .map(|(index, url)| PageResult {
+                        index,
+                        url: url.clone(),
+                        outcome: Outcome::Error(ItemError::new(crate::scrape::FailureKind::HttpStatus, "404")),
+                    })
+                    .collect();
+                let honest = serde_json::to_vec(&ScrapeResponse { results: results.clone() }).unwrap();
+                let f = fault(&mut rng, fault_rate);
+                match f {
+                    Fault::DropRecord { .. } => drop(results.pop()),
+                    Fault::DuplicateRecord { .. } if !results.is_empty() => results.push(results[0].clone()),
+                    Fault::AddRecord { .. } | Fault::BadErrorLine if !results.is_empty() => results[0].index = 7,
+                    _ => {}
                 }
-                Fault::Permanent => Some((latency, Err(CallError::Permanent("400".into())))),
-                Fault::Hang => None,
-                Fault::Late => Some((limits.call_timeout + latency, Ok(answer))),
-                Fault::Truncate => Some((latency, Ok(answer[..answer.len() / 2].to_vec()))),
-                _ => Some((latency, Ok(answer))),
-            };
-            let timed_out = times_out(call, &outcome);
-            late += u64::from(timed_out);
-            let bad = matches!(&outcome, Some((_, Ok(sent))) if *sent != honest);
-            refused += u64::from(bad && !timed_out);
-            outcome
-        });
+                let answer = serde_json::to_vec(&ScrapeResponse { results }).unwrap();
+                let latency = MS * (1 + rng.below(40) as u32);
+                let outcome = match f {
+                    Fault::Transient => {
+                        Some((latency, Err(CallError::Transient { message: "503".into(), retry_after: Some(MS) })))
+                    }
+                    Fault::Permanent => Some((latency, Err(CallError::Permanent("400".into())))),
+                    Fault::Hang => None,
+                    Fault::Late => Some((limits.call_timeout + latency, Ok(answer))),
+                    Fault::Truncate => Some((latency, Ok(answer[..answer.len() / 2].to_vec()))),
+                    _ => Some((latency, Ok(answer))),
+                };
+                let timed_out = times_out(call, &outcome);
+                late += u64::from(timed_out);
+                let bad = matches!(&outcome, Some((_, Ok(sent))) if *sent != honest);
+                refused += u64::from(bad && !timed_out);
+                outcome
+            },
+            watch,
+        );
         let (results, summary): (Vec<Value>, Value) = match format {
             Format::Json => {
                 let v: Value = serde_json::from_slice(&run.out).unwrap_or_else(|e| panic!("seed {seed}: {e}"));

@@ -96,7 +96,8 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     }
     let url = base.to_string();
     let worker = Worker::new(&config, move |_| url.clone(), "application/json");
-    let mut driver = Driver::new(PageMerge::new(format), limits, random_u64());
+    let merge = PageMerge::new(format).with_per_host(t.per_host);
+    let mut driver = Driver::new(merge, limits, random_u64());
     let units = match list {
         UrlList::Given(urls) => {
             let count = urls.len() as u64;
@@ -116,6 +117,8 @@ pub struct Template {
     pub batch_size: u64,
     /// The job's options.
     pub options: JobOptions,
+    /// Pages fetched at once from one host, across every batch of the job.
+    pub per_host: usize,
     /// How long a batch may run.
     pub batch_deadline: Duration,
     /// Time between a batch's end and its call's.
@@ -160,7 +163,7 @@ pub fn template(
     let margin = (time / 10).max(Duration::from_secs(1)).min(time / 2);
     let batch_deadline = settings.deadline.min(time - margin);
     template.options.deadline_ms = Some(batch_deadline.as_millis().max(1) as u64);
-    Ok(Template { request: template, batch_size, options, batch_deadline, margin })
+    Ok(Template { request: template, batch_size, options, batch_deadline, margin, per_host: settings.per_host })
 }
 
 fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchMeta> {
