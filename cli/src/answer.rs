@@ -272,7 +272,10 @@ impl<O: Write, S: Write> Write for TableSink<'_, O, S> {
                 let line = std::mem::take(&mut self.line);
                 let text = &line[..line.len() - 1];
                 if !text.iter().all(u8::is_ascii_whitespace) {
-                    self.answer.line(text, self.out, self.side, None).map_err(std::io::Error::other)?;
+                    // A failed write stays the I/O error it was (a reader gone away is not a bad answer).
+                    self.answer
+                        .line(text, self.out, self.side, None)
+                        .map_err(|e| e.downcast::<std::io::Error>().unwrap_or_else(std::io::Error::other))?;
                 }
             }
         }

@@ -64,7 +64,7 @@ pub struct IdArgs {
     /// The job's id, as `--job` printed it.
     id: String,
     /// The coordinator, e.g. --endpoint https://fanout.example.org (default: the local bundle at FANOUT_LOCAL_ADDR).
-    #[arg(long, env = "FANOUT_ENDPOINT")]
+    #[arg(long, env = "FANOUT_ENDPOINT", value_parser = crate::parse_endpoint)]
     endpoint: Option<url::Url>,
     /// The coordinator's token (its FANOUT_TOKEN), e.g. --token "$FANOUT_TOKEN".
     #[arg(long, env = "FANOUT_TOKEN", hide_env_values = true)]

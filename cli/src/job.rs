@@ -27,7 +27,7 @@ pub struct Coordinator {
     /// Sent as `Authorization: Bearer`: the one given, or the served bundle's own.
     token: Option<String>,
     /// Kept to be stopped when the job is done.
-    _bundle: Option<Bundle>,
+    bundle: Option<Bundle>,
     /// The client of [`Coordinator::call`], made on its first use.
     http: std::cell::OnceCell<crate::bucket::Http>,
 }
@@ -77,7 +77,7 @@ impl Coordinator {
         };
         let bundle = Bundle::start(&options)?;
         let base = Url::parse(&format!("{}/", bundle.coordinator())).context("the bundle's address")?;
-        Ok(Coordinator { base, token: Some(token), _bundle: Some(bundle), http: std::cell::OnceCell::new() })
+        Ok(Coordinator { base, token: Some(token), bundle: Some(bundle), http: std::cell::OnceCell::new() })
     }
 
     /// The coordinator at `base`, called with `token`.
@@ -86,7 +86,7 @@ impl Coordinator {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        Coordinator { base, token, _bundle: None, http: std::cell::OnceCell::new() }
+        Coordinator { base, token, bundle: None, http: std::cell::OnceCell::new() }
     }
 
     /// Sends a small JSON request to `route` and reads its JSON answer; any
@@ -119,6 +119,11 @@ impl Coordinator {
             bail!("the coordinator's answer to {method} {url} is not JSON");
         }
         Ok(value)
+    }
+
+    /// Whether this job started the bundle it goes to.
+    pub fn served(&self) -> bool {
+        self.bundle.is_some()
     }
 
     /// Whether the coordinator runs on this machine, so that a file served on loopback reaches it.

@@ -66,6 +66,12 @@ enum Command {
         fanout transform sales.csv --spec-json '{\"filter\": {\"column\": \"amount\", \"op\": \">\", \"value\": 0}}' --local\n\n\
         Every row ends up in the output: as a record, in the filtered count, or as an error record.")]
     Transform(transform::TransformArgs),
+    /// List the preset specs, with what each does (as JSON), e.g. fanout presets.
+    Presets,
+    /// Check a spec (a preset name, a JSON file or JSON text), and against a CSV file's header when given.
+    #[command(after_help = "Examples:\n  fanout validate summary.json\n  fanout validate summary.json sales.csv\n  \
+        fanout validate '{\"columns\": [\"id\"]}' sales.csv")]
+    Validate(ValidateArgs),
     /// Follow a durable job: its status, resume ticking it, cancel it, fetch its results.
     #[command(
         subcommand,
@@ -91,6 +97,14 @@ struct UpArgs {
     runtime: RuntimeArg,
 }
 
+#[derive(Args)]
+struct ValidateArgs {
+    /// The spec: a preset's name, a JSON file, or JSON text, e.g. summary.json.
+    spec: String,
+    /// A CSV file whose header the spec must fit (read up to its first record), e.g. sales.csv.
+    csv_file: Option<PathBuf>,
+}
+
 /// The runtime of a bundle the CLI serves.
 #[derive(Args)]
 struct RuntimeArg {
@@ -103,9 +117,9 @@ struct RuntimeArg {
 /// Where a job goes and where its output goes: shared by `scrape` and `transform`.
 #[derive(Args)]
 struct JobArgs {
-    /// The coordinator, e.g. --endpoint http://127.0.0.1:3000. Default: the local bundle at
+    /// The coordinator, e.g. --endpoint http://127.0.0.1:3000 (or 127.0.0.1:3000). Default: the local bundle at
     /// FANOUT_LOCAL_ADDR (127.0.0.1:3000), served for the job (and stopped after) when nothing answers there.
-    #[arg(long, env = "FANOUT_ENDPOINT")]
+    #[arg(long, env = "FANOUT_ENDPOINT", value_parser = parse_endpoint)]
     endpoint: Option<Url>,
     /// The token of a coordinator that requires one (its FANOUT_TOKEN), sent as
     /// `Authorization: Bearer`, e.g. --token "$FANOUT_TOKEN".
@@ -207,6 +221,62 @@ fn local_addr() -> Result<SocketAddr> {
     addr.parse().with_context(|| format!("FANOUT_LOCAL_ADDR={addr:?} is not an address like 127.0.0.1:3000"))
 }
 
+/// `fanout presets`: each preset's name and spec.
+fn presets() -> Result<i32> {
+    for name in fanout::transform::spec::PRESETS {
+        let spec = fanout::transform::spec::preset(name).expect("the presets are named");
+        println!("{name}\t{}", serde_json::to_string(&spec)?);
+    }
+    Ok(0)
+}
+
+/// `fanout validate SPEC [CSV_FILE]`: the spec parses and compiles, and fits the file's header.
+fn validate(args: ValidateArgs) -> Result<i32> {
+    use fanout::transform::{engine, spec};
+    let text = if spec::preset(&args.spec).is_some() {
+        serde_json::json!({ "preset": args.spec }).to_string()
+    } else if args.spec.trim_start().starts_with('{') {
+        args.spec.clone()
+    } else {
+        std::fs::read_to_string(&args.spec).with_context(|| format!("cannot read the spec file {}", args.spec))?
+    };
+    let parsed = spec::parse(text.as_bytes()).map_err(|m| anyhow::anyhow!("the spec is not valid: {m}"))?;
+    let Some(path) = args.csv_file else {
+        eprintln!(
+            "fanout: the spec is valid (its columns are checked against a file's header: fanout validate SPEC FILE)"
+        );
+        return Ok(0);
+    };
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(open(&path)?, 1024 * 1024), &mut head)?;
+    let header = engine::read_header(&parsed.dialect, &head).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+    engine::prepare(&parsed, &header.names)
+        .map_err(|m| anyhow::anyhow!("the spec does not fit {}: {m}", path.display()))?;
+    eprintln!(
+        "fanout: the spec is valid for {} ({} columns: {})",
+        path.display(),
+        header.names.len(),
+        header.names.join(", ")
+    );
+    Ok(0)
+}
+
+/// A coordinator's URL; `host:port` alone means `http://host:port`.
+fn parse_endpoint(text: &str) -> Result<Url, String> {
+    let text = text.trim();
+    let full = if text.contains("://") { text.to_owned() } else { format!("http://{text}") };
+    let url = Url::parse(&full).map_err(|e| format!("{text:?} is not a URL like http://127.0.0.1:3000: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err(format!("{text:?} is not an http(s) URL like http://127.0.0.1:3000")),
+    }
+}
+
+/// Whether `e` is the reader of our output going away (`| head`): not a failure of the job's.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn parse_env(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
@@ -266,10 +336,14 @@ fn main() {
         Command::Up(args) => up(args),
         Command::Scrape(args) => scrape::run(args),
         Command::Transform(args) => transform::run(args),
+        Command::Presets => presets(),
+        Command::Validate(args) => validate(args),
         Command::Job(command) => durable::command(command),
     });
     match result {
         Ok(code) => std::process::exit(code),
+        // As other tools do when `| head` has read enough: stop quietly.
+        Err(e) if is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             // One line, whatever the causes hold.
             let message = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");

@@ -124,6 +124,12 @@ pub fn run(args: ScrapeArgs) -> Result<i32> {
     let urls = count_urls(&args)?;
     let mut out = Output::create(args.job.output.as_deref(), &args.urls_file)?;
     let coordinator = args.job.coordinator(false, args.allow_private_hosts)?;
+    if args.allow_private_hosts && !coordinator.served() {
+        eprintln!(
+            "fanout: --allow-private-hosts applies to a bundle this command serves; the running one keeps its own \
+             setting (fanout up --allow-private-hosts)"
+        );
+    }
     let header = ascii_json(&Value::Object(job));
     let headers = [("x-fanout-job", header)];
     let url = coordinator.url("coordinate/scrape");

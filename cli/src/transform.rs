@@ -159,7 +159,10 @@ pub fn run(args: TransformArgs) -> Result<i32> {
             match post_source(&coordinator, served.url(), &given, &options) {
                 // The coordinator may not read from loopback (FANOUT_ALLOW_PRIVATE_HOSTS): send the file instead.
                 Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 403) => {
-                    eprintln!("fanout: the coordinator may not read files on loopback ({e}); sending the file as the request body");
+                    eprintln!(
+                        "fanout: the coordinator may not read files on this machine (its FANOUT_ALLOW_PRIVATE_HOSTS); \
+                         sending the file as the request body"
+                    );
                     (post_body(&coordinator, Body::File(&path), &given, &options)?, Some(size))
                 }
                 other => (other?, Some(size)),

@@ -644,6 +644,47 @@ fn exit_codes_say_how_the_job_went_and_errors_take_one_line() {
 }
 
 #[test]
+fn the_small_things_a_user_reaches_for() {
+    let b = bundle(true);
+    let dir = Dir::new("small");
+    let file = dir.file("sales.csv", &sales_with_a_bad_row());
+    let file = file.to_str().unwrap();
+    // An endpoint as host:port.
+    let out = dir.path("out.json");
+    let port = b.coordinator.url("/").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let cli = run_job(&["transform", file, "--preset", "vat"], &port, &out);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    let cli = run(&["transform", file, "--endpoint", "ftp://x", "--local"]);
+    assert_eq!(cli.status.code(), Some(1), "{}", stderr(&cli));
+    assert!(stderr(&cli).contains("not an http(s) URL"), "{}", stderr(&cli));
+    // A reader that has read enough (| head) ends the run quietly.
+    let mut child = fanout(&["transform", file, "--preset", "vat", "--local", "--format", "ndjson"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let cli = child.wait_with_output().unwrap();
+    assert!(first.starts_with("{\"id\":"), "{first}");
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert!(!stderr(&cli).contains("Broken pipe"), "{}", stderr(&cli));
+    // The presets, and a spec checked against a file's header without running it.
+    let presets = run(&["presets"]);
+    assert_eq!(presets.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&presets.stdout).starts_with("vat\t{"), "{:?}", presets.stdout);
+    let ok = run(&["validate", "vat", file]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stderr(&ok).contains("the spec is valid for"), "{}", stderr(&ok));
+    fails_with_one_line(&run(&["validate", r#"{"columns": ["price"]}"#, file]), "does not fit");
+    fails_with_one_line(&run(&["validate", r#"{"columns": 3}"#]), "not valid");
+    // --allow-private-hosts says that a bundle already running keeps its own setting.
+    let urls = dir.file("urls.txt", b"http://127.0.0.1:9/\n");
+    let cli = run_job(&["scrape", urls.to_str().unwrap(), "--allow-private-hosts"], &b.coordinator.url("/"), &out);
+    assert!(stderr(&cli).contains("keeps its own setting"), "{}", stderr(&cli));
+}
+
+#[test]
 fn a_large_file_streams_in_while_its_answer_streams_out() {
     // 46 MB in and 67 MB out: more than the socket buffers hold, so a client that sent the
     // whole body before reading the answer would stall with the coordinator.

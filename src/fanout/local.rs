@@ -39,7 +39,14 @@ impl std::fmt::Display for LocalError {
     }
 }
 
-impl std::error::Error for LocalError {}
+impl std::error::Error for LocalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LocalError::Spec(_) => None,
+            LocalError::Io(e) => Some(e),
+        }
+    }
+}
 
 impl From<io::Error> for LocalError {
     fn from(e: io::Error) -> LocalError {

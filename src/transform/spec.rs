@@ -379,13 +379,17 @@ impl Spec {
     /// The spec with its preset's parts filled in where it has none of its own.
     pub fn with_preset(mut self) -> Result<Spec, String> {
         let Some(name) = self.preset.take() else { return Ok(self) };
-        let preset = preset(&name).ok_or_else(|| format!("preset: unknown preset {name:?} (vat, sales-summary)"))?;
+        let preset =
+            preset(&name).ok_or_else(|| format!("preset: unknown preset {name:?} ({})", PRESETS.join(", ")))?;
         self.columns = self.columns.or(preset.columns);
         self.filter = self.filter.or(preset.filter);
         self.aggregate = self.aggregate.or(preset.aggregate);
         Ok(self)
     }
 }
+
+/// The built-in specs' names.
+pub const PRESETS: [&str; 2] = ["vat", "sales-summary"];
 
 /// A built-in spec by name.
 pub fn preset(name: &str) -> Option<Spec> {
