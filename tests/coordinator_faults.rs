@@ -797,7 +797,7 @@ fn a_plain_text_url_list_is_read_line_by_line() {
 }
 
 #[test]
-fn a_url_list_cut_mid_line_keeps_every_url_and_a_too_long_line_is_refused() {
+fn a_url_list_cut_mid_line_keeps_every_url_and_a_too_long_line_is_one_error() {
     let site = Site::start();
     let worker = scrape_worker();
     let c = scrape_coordinator(&worker.url(""), &[]);
@@ -810,15 +810,41 @@ fn a_url_list_cut_mid_line_keeps_every_url_and_a_too_long_line_is_refused() {
     assert_urls_accounted(&v, &urls);
     assert_eq!(v["summary"]["status"], "complete", "{}", v["summary"]);
 
-    let long = format!("{}\nhttp://127.0.0.1/{}\n", urls[0], "a".repeat(70_000));
-    let pieces: Vec<Vec<u8>> = long.as_bytes().chunks(4096).map(<[u8]>::to_vec).collect();
-    let resp = request_chunked("POST", &url, &headers, pieces).unwrap();
-    assert_eq!(resp.status, 400, "{}", resp.text());
-    let v = json_of(&resp, &c);
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("line 2 of the URL list is longer than 65536 bytes"),
-        "{v}"
-    );
+    // A line over 64 KiB (the last one without a line break, too) is one error result at its place;
+    // the URLs around it are scraped.
+    for end in ["\n", ""] {
+        let long = format!("http://127.0.0.1/{}", "a".repeat(70_000));
+        let body = format!("{}\n{long}\n{}\n{long}{end}", urls[..5].join("\n"), urls[5]);
+        let pieces: Vec<Vec<u8>> = body.as_bytes().chunks(4096).map(<[u8]>::to_vec).collect();
+        let v = ok_json(&request_chunked("POST", &url, &headers, pieces).unwrap(), &c);
+        let results = v["results"].as_array().unwrap();
+        assert_eq!(results.len(), 8, "{}", v["summary"]);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r["index"], i);
+            if i == 5 || i == 7 {
+                assert_eq!(r["error"]["kind"], "invalid_url", "{r}");
+                let line = if i == 5 { 6 } else { 8 };
+                let says = format!("line {line} of the URL list is longer than 65536 bytes");
+                assert!(r["error"]["message"].as_str().unwrap().contains(&says), "{r}");
+                assert!(r["url"].as_str().unwrap().len() < 200, "the result does not carry the whole line");
+            } else {
+                assert!(r["page"].is_object(), "{r}");
+            }
+        }
+    }
+
+    // Lines of control characters take six times their length as JSON: batches are sized by that, so
+    // none is refused as too large and the valid URL among them is scraped.
+    let junk = "\u{1}".repeat(60_000);
+    let body = format!("{}\n{}\n", vec![junk; 49].join("\n"), urls[0]);
+    let headers = [("content-type", "text/plain"), ("x-fanout-job", r#"{"batch_size": 50}"#)];
+    let v = ok_json(&request("POST", &url, &headers, body.as_bytes()).unwrap(), &c);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 50, "{}", v["summary"]);
+    for r in &results[..49] {
+        assert_eq!(r["error"]["kind"], "invalid_url", "{}", r["error"]["message"].as_str().unwrap_or("").len());
+    }
+    assert!(results[49]["page"].is_object(), "{}", results[49]["error"]);
 }
 
 #[test]

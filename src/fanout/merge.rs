@@ -872,7 +872,9 @@ impl Merge for PageMerge {
     fn fail(&mut self, meta: &BatchMeta, failure: &Failure, out: &mut Vec<u8>) {
         let kind = match failure.kind {
             FailureKind::NotAttempted => PageFailure::NotAttempted,
-            FailureKind::Worker | FailureKind::TooLarge => PageFailure::Worker,
+            FailureKind::Worker => PageFailure::Worker,
+            // Of a URL list, only a line too long to be a URL is too large.
+            FailureKind::TooLarge => PageFailure::InvalidUrl,
         };
         for (i, url) in meta.urls.iter().enumerate() {
             let result = PageResult {

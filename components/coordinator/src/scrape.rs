@@ -10,7 +10,7 @@ use crate::run::{worker_url, Job, Units, Worker};
 use fanout::api::{parse_json, ApiError, ErrorKind};
 use fanout::config::Config;
 use fanout::content::media_type;
-use fanout::fanout::driver::{Driver, Expected, Input, Unit};
+use fanout::fanout::driver::{Driver, Expected, Failure, FailureKind, Input, Unit};
 use fanout::fanout::merge::{BatchMeta, PageMerge};
 use fanout::fanout::options::JobOptions;
 use fanout::fanout::plan::{self, MAX_URL_LINE_BYTES};
@@ -80,8 +80,10 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
         }
     };
     let t = template(job, &config, config.max_worker_response_bytes, config.worker_timeout)?;
-    // A batch's request: about 2 KiB a URL budgeted, never more than half the workers' request limit.
-    let batch_bytes = config.max_request_bytes / 2;
+    // A batch's URLs, as JSON: about 2 KiB a URL budgeted, never more than half the workers' request
+    // limit, nor a quarter of the answer the coordinator reads (each result repeats its URL, and an
+    // invalid URL's error may quote it).
+    let batch_bytes = (config.max_request_bytes / 2).min(config.max_worker_response_bytes / 4);
     let mut limits = t.options.limits(&config, batch_bytes.min(t.batch_size as usize * 2048))?;
     limits.call_timeout = limits.call_timeout.max(t.batch_deadline + t.margin);
     let (batch_size, template) = (t.batch_size, t.request);
@@ -178,6 +180,20 @@ fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchM
     })
 }
 
+/// A line of the URL list too long to be a URL: one error result at its place, never sent.
+fn too_long(start: u64, line: u64, prefix: &[u8]) -> Input<BatchMeta> {
+    let shown = String::from_utf8_lossy(&prefix[..prefix.len().min(120)]).into_owned() + "…";
+    let unit =
+        Unit { meta: BatchMeta { start, urls: vec![shown] }, payload: Rc::new(Vec::new()), items: Some(1), bytes: 0 };
+    let reason = format!("line {line} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes: not a URL");
+    Input::Failed(unit, Failure { kind: FailureKind::TooLarge, reason })
+}
+
+/// The bytes `url` takes in a batch's JSON request: control characters are escaped six times as long.
+fn encoded_len(url: &str) -> usize {
+    serde_json::to_string(url).map_or(url.len() * 6, |s| s.len())
+}
+
 /// Whether a batch of `count` URLs taking `bytes` has room for one of `next` bytes more.
 fn room(count: usize, bytes: usize, next: usize, size: usize, max_bytes: usize) -> bool {
     count == 0 || (count < size && bytes + next <= max_bytes)
@@ -188,8 +204,8 @@ fn given_batches(urls: Vec<String>, size: usize, max_bytes: usize, template: Scr
     let mut start = 0u64;
     Box::pin(stream::iter(std::iter::from_fn(move || {
         let (mut batch, mut bytes) = (Vec::new(), 0);
-        while let Some(url) = urls.next_if(|u| room(batch.len(), bytes, u.len(), size, max_bytes)) {
-            bytes += url.len();
+        while let Some(url) = urls.next_if(|u| room(batch.len(), bytes, encoded_len(u), size, max_bytes)) {
+            bytes += encoded_len(&url);
             batch.push(url);
         }
         if batch.is_empty() {
@@ -201,7 +217,9 @@ fn given_batches(urls: Vec<String>, size: usize, max_bytes: usize, template: Scr
     })))
 }
 
-/// Batches of the lines of a URL list as it arrives (blank lines and `#` comments skipped).
+/// Batches of the lines of a URL list as it arrives (blank lines and `#`
+/// comments skipped). A line over [`MAX_URL_LINE_BYTES`] is one error result
+/// at its place, read past without being held.
 fn line_batches(
     pieces: Pieces,
     size: usize,
@@ -217,16 +235,61 @@ fn line_batches(
         ended: bool,
         start: u64,
         line: u64,
+        /// Reading past a line too long: its number and first bytes.
+        skipping: Option<(u64, Vec<u8>)>,
+        /// Units made, in order, not yet handed out.
+        ready: std::collections::VecDeque<Input<BatchMeta>>,
     }
-    let state = State { pieces, buf: Vec::new(), pos: 0, ended: false, start: 0, line: 0 };
+    let state = State {
+        pieces,
+        buf: Vec::new(),
+        pos: 0,
+        ended: false,
+        start: 0,
+        line: 0,
+        skipping: None,
+        ready: Default::default(),
+    };
     Box::pin(stream::try_unfold(state, move |mut s| {
         let template = template.clone();
         async move {
             let (mut batch, mut bytes) = (Vec::new(), 0);
             loop {
-                while batch.len() < size && bytes < max_bytes {
+                if let Some(unit) = s.ready.pop_front() {
+                    return Ok(Some((unit, s)));
+                }
+                while s.ready.is_empty() && batch.len() < size && bytes < max_bytes {
                     let rest = &s.buf[s.pos..];
-                    let Some(end) = rest.iter().position(|&b| b == b'\n').or(s.ended.then_some(rest.len())) else {
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    if let Some((line, prefix)) = s.skipping.take() {
+                        // The rest of a line too long: dropped as it comes, up to its end.
+                        match newline.or(s.ended.then_some(rest.len())) {
+                            Some(end) => {
+                                s.pos += (end + 1).min(rest.len());
+                                if !batch.is_empty() {
+                                    let at = s.start;
+                                    s.start += batch.len() as u64;
+                                    s.ready.push_back(unit(&template, at, std::mem::take(&mut batch)));
+                                }
+                                s.ready.push_back(too_long(s.start, line, &prefix));
+                                s.start += 1;
+                            }
+                            None => {
+                                s.pos = s.buf.len();
+                                s.skipping = Some((line, prefix));
+                            }
+                        }
+                        if s.skipping.is_some() || s.ended && s.pos == s.buf.len() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let Some(end) = newline.or(s.ended.then_some(rest.len())) else {
+                        if rest.len() > MAX_URL_LINE_BYTES {
+                            s.line += 1;
+                            s.skipping = Some((s.line, rest[..MAX_URL_LINE_BYTES.min(256)].to_vec()));
+                            continue;
+                        }
                         break;
                     };
                     if rest.is_empty() {
@@ -234,26 +297,24 @@ fn line_batches(
                     }
                     s.line += 1;
                     if end > MAX_URL_LINE_BYTES {
-                        return Err(ApiError::bad_request(format!(
-                            "line {} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes",
-                            s.line
-                        )));
+                        s.skipping = Some((s.line, rest[..256].to_vec()));
+                        continue;
                     }
                     let url = plan::url_of_line(&rest[..end]);
                     s.pos += (end + 1).min(rest.len());
                     if let Some(url) = url {
-                        bytes += url.len();
+                        bytes += encoded_len(&url);
                         batch.push(url);
                     }
                 }
-                if batch.len() == size || bytes >= max_bytes || (s.ended && s.pos == s.buf.len()) {
-                    break;
+                if !s.ready.is_empty() {
+                    continue;
                 }
-                if s.buf.len() - s.pos > MAX_URL_LINE_BYTES {
-                    return Err(ApiError::bad_request(format!(
-                        "line {} of the URL list is longer than {MAX_URL_LINE_BYTES} bytes",
-                        s.line + 1
-                    )));
+                if batch.len() == size
+                    || bytes >= max_bytes
+                    || (s.ended && s.pos == s.buf.len() && s.skipping.is_none())
+                {
+                    break;
                 }
                 match s.pieces.next().await {
                     Some(piece) => {
