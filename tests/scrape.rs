@@ -493,3 +493,39 @@ fn a_body_that_breaks_off_is_a_short_error() {
     assert!(message.len() <= 300 && !message.contains('\n'), "{} bytes: {message}", message.len());
     assert_eq!(v["results"][1]["page"]["title"], "Page 1");
 }
+
+/// A caller that goes away mid-batch stops the batch: under wasmtime serve and spin up the runtime
+/// drops the handler when the caller's connection closes, and where a host or proxy does not, the
+/// worker writes a space (which JSON readers skip) after a second without output, and stops when
+/// that write fails.
+#[test]
+fn a_batch_whose_caller_went_away_stops_fetching() {
+    use std::io::{Read, Write};
+    let site = Site::start();
+    let c = scraper();
+    let urls: Vec<String> = (0..40).map(|i| site.url(&format!("/page/gone-{i}?delay_ms=400"))).collect();
+    // Page 0 is slow, so that a JSON answer holds every other result back.
+    let mut urls = urls;
+    urls[0] = site.url("/page/gone-0?delay_ms=30000");
+    let body = serde_json::to_vec(&json!({"urls": urls, "options": {"concurrency": 2, "per_host": 2}})).unwrap();
+    let addr = c.url("/scrape").trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /scrape HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&body).unwrap();
+    let mut first = [0u8; 64];
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let _ = conn.read(&mut first).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    drop(conn);
+    let fetched = |site: &Site| (1..40).filter(|i| site.hits(&format!("/page/gone-{i}")) > 0).count();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let when_noticed = fetched(&site);
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    let later = fetched(&site);
+    assert!(when_noticed < 20, "{when_noticed} pages fetched 2.5 s after the caller left: it was not noticed");
+    assert_eq!(later, when_noticed, "pages fetched after the caller was gone");
+}

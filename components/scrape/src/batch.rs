@@ -12,7 +12,7 @@ use fanout_spin::{timeout, BodyWriter};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use url::Url;
 
 /// The most result bytes held back for ordering before new fetches wait.
@@ -23,6 +23,9 @@ const MAX_WAITING_BYTES: usize = 8 * 1024 * 1024;
 pub trait Results {
     /// Takes the result of URL `index`; false when nobody wants more (the caller went away).
     async fn push(&mut self, result: PageResult) -> bool;
+    /// Whether anybody still wants the results, found out by sending them
+    /// something harmless when nothing else has been sent for a while.
+    async fn heartbeat(&mut self) -> bool;
     /// Result bytes held back, waiting for an earlier one.
     fn waiting_bytes(&self) -> usize;
 }
@@ -41,10 +44,19 @@ impl Results for Streamed<'_> {
         self.body.write(bytes).await
     }
 
+    /// A space: whitespace between JSON tokens (or before a line's value), which
+    /// every reader skips; a write to a caller that has gone away fails.
+    async fn heartbeat(&mut self) -> bool {
+        self.body.write(b" ".to_vec()).await
+    }
+
     fn waiting_bytes(&self) -> usize {
         self.framer.waiting_bytes()
     }
 }
+
+/// How long a batch goes without writing anything before it checks that its caller is still there.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Scrapes `urls` and gives one result per URL to `results`; stops early only if nobody wants more.
 pub async fn run(settings: &FetchSettings, extract: &ExtractOptions, urls: Vec<String>, results: &mut impl Results) {
@@ -92,7 +104,8 @@ pub async fn run(settings: &FetchSettings, extract: &ExtractOptions, urls: Vec<S
             running.push(async move { (index, host, page::scrape(ctx, target).await) });
         }
         let left = settings.deadline.saturating_sub(started.elapsed());
-        match timeout(left, running.next()).await {
+        let wait = left.min(HEARTBEAT);
+        match timeout(wait, running.next()).await {
             Ok(Some((index, host, outcome))) => {
                 queue.finish(&host);
                 in_flight.remove(&index);
@@ -105,6 +118,13 @@ pub async fn run(settings: &FetchSettings, extract: &ExtractOptions, urls: Vec<S
                 }
             }
             Ok(None) => break,
+            // A results writer that holds results back (JSON keeps input order) writes nothing for a
+            // while: a caller that went away is found out here, and the fetches stop.
+            Err(_) if wait < left => {
+                if !results.heartbeat().await {
+                    return;
+                }
+            }
             Err(_) => {
                 // Dropping the running fetches cancels them.
                 drop(running);
