@@ -3,8 +3,8 @@
 # sample job through the coordinator: examples/sales.csv through the transform
 # worker (the vat preset, and a per-region summary) and examples/urls.txt
 # (pages of a local fixture site) through the scrape worker, with curl, then
-# the same transform with the `fanout` CLI. Prints the merged JSON and writes
-# it to out/.
+# the same transform with the `fanout` CLI. Writes the merged JSON to out/ and
+# ends with a short summary of each job.
 #
 # `fanout up` serves the bundle with `spin up` when the Spin CLI is installed,
 # otherwise each component under `wasmtime serve`, the coordinator wired to
@@ -13,6 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/toolchain.sh
 source "$root/scripts/toolchain.sh"
+echo "run: checking the toolchain and building the components (the first run takes a few minutes)" >&2
 fanout_ready "$root"
 cd "$root"
 out="$root/out"
@@ -35,6 +36,7 @@ except Exception: sys.exit(1)' "$1" 2>/dev/null; then return 0; fi
 }
 
 # The fixture site stands in for the web: it serves generated pages on loopback.
+echo "run: building the fixture site and the fanout CLI" >&2
 cargo build --quiet --release --locked -p fanout-testkit --bin fixture-site
 site_log="$out/fixture-site.log"
 "$root/target/release/fixture-site" examples > "$site_log" &
@@ -79,8 +81,25 @@ status=0
   -o "$out/transform-cli.json" || status=$?
 [ "$status" -eq 2 ] || { echo "run: fanout transform exited with $status, not 2" >&2; exit 1; }
 
-for f in transform summary scrape; do
-  echo "== $out/$f.json"
-  python3 -m json.tool "$out/$f.json"
-done
-echo "run: merged JSON written to $out/transform.json, $out/summary.json, $out/scrape.json and $out/transform-cli.json" >&2
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+load = lambda name: json.load(open(f"{out}/{name}.json"))
+t = load("transform")["summary"]
+print(f"transform   {t['rows_in']} rows: {t['rows_out']} out, {t['rows_filtered']} filtered, "
+      f"{t['rows_errored']} with errors ({t['status']}, {t['chunks']} chunks)")
+for e in load("transform")["errors"]:
+    print(f"            line {e['line']}: {e['message']}")
+s = load("summary")
+print("summary     " + ", ".join(f"{g['region']} {g['total']:.2f} ({g['orders']} orders)" for g in s["groups"]))
+p = load("scrape")
+titles = [r["page"].get("title") for r in p["results"] if "page" in r]
+print(f"scrape      {p['summary']['urls']} URLs: {p['summary']['pages']} pages, {p['summary']['errors']} errors; "
+      f"first titles: {', '.join(map(str, titles[:3]))}")
+cli = load("transform-cli")
+same = cli["records"] == load("transform")["records"]
+verdict = "the same records as the transform job above" if same else "NOT the records of the transform job above"
+print(f"cli         {cli['summary']['rows_in']} rows, {cli['summary']['rows_out']} out: {verdict}")
+sys.exit(0 if same else 1)
+PY
+echo "run: done; the merged JSON is in $out/ (transform.json, summary.json, scrape.json, transform-cli.json)" >&2

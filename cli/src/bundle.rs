@@ -88,6 +88,12 @@ struct Process {
 impl Bundle {
     /// Builds what is missing and serves the bundle; returns once every component listens.
     pub fn start(options: &Options) -> Result<Bundle> {
+        if options.listen.port() != 0 {
+            if let Err(e) = std::net::TcpListener::bind(options.listen) {
+                let next = SocketAddr::new(options.listen.ip(), options.listen.port().wrapping_add(1).max(1024));
+                bail!("cannot listen on {}: {e}; serve on another address with --listen {next}", options.listen);
+            }
+        }
         let spin = match options.runtime {
             Runtime::Spin => true,
             Runtime::Wasmtime => false,
@@ -197,6 +203,8 @@ impl Bundle {
         ready: Option<mpsc::Sender<String>>,
     ) -> Result<()> {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+        // A runtime that fails says why in a line or two, not with its own backtrace.
+        cmd.env("RUST_BACKTRACE", "0");
         let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = cmd.spawn().with_context(|| format!("cannot start {program}"))?;
         let stderr = child.stderr.take().expect("stderr is piped");

@@ -920,6 +920,10 @@ fn a_bundle_is_served_for_the_job_when_none_runs_and_up_serves_one_until_interru
     );
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert!(!stderr(&cli).contains("serving the local bundle"));
+    // A second `fanout up` on the same address says so in one line, and how to choose another.
+    let busy =
+        fanout(&["up", "--listen", &local, "--runtime", "wasmtime"]).env("RUST_BACKTRACE", "1").output().unwrap();
+    fails_with_one_line(&busy, "serve on another address with --listen 127.0.0.1:");
 
     let status = stop_up(up);
     assert_eq!(status.code(), Some(0));
