@@ -68,6 +68,11 @@ enum Command {
     Transform(transform::TransformArgs),
     /// List the preset specs, with what each does (as JSON), e.g. fanout presets.
     Presets,
+    /// Print a shell's completion script, e.g. fanout completions bash > ~/.local/share/bash-completion/completions/fanout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Check a spec (a preset name, a JSON file or JSON text), and against a CSV file's header when given.
     #[command(after_help = "Examples:\n  fanout validate summary.json\n  fanout validate summary.json sales.csv\n  \
         fanout validate '{\"columns\": [\"id\"]}' sales.csv")]
@@ -337,6 +342,15 @@ fn main() {
         Command::Scrape(args) => scrape::run(args),
         Command::Transform(args) => transform::run(args),
         Command::Presets => presets(),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "fanout",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
         Command::Validate(args) => validate(args),
         Command::Job(command) => durable::command(command),
     });

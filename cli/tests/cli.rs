@@ -669,6 +669,11 @@ fn the_small_things_a_user_reaches_for() {
     assert!(first.starts_with("{\"id\":"), "{first}");
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     assert!(!stderr(&cli).contains("Broken pipe"), "{}", stderr(&cli));
+    // Shell completions.
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(script.contains("_fanout()") && script.contains("--per-host"), "{script}");
     // The presets, and a spec checked against a file's header without running it.
     let presets = run(&["presets"]);
     assert_eq!(presets.status.code(), Some(0));
