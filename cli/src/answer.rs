@@ -568,7 +568,7 @@ mod tests {
     fn table_sides(lines: &[String], shape: Table, format: Format) -> Result<(Value, String, String)> {
         let answer = lines.join("\n");
         let (mut out, mut side) = (Vec::new(), Vec::new());
-        let mut progress = Progress::new(None, crate::progress::Unit::Bytes);
+        let mut progress = Progress::new(None, crate::progress::Unit::Bytes, false);
         let summary = table(answer.as_bytes(), shape, format, &mut out, &mut side, &mut progress)?;
         Ok((summary, String::from_utf8(out).unwrap(), String::from_utf8(side).unwrap()))
     }
@@ -650,7 +650,7 @@ mod tests {
     fn pages_of(lines: &[&str], urls: u64, format: Format) -> Result<String> {
         let answer = lines.join("\n");
         let (mut out, mut side) = (Vec::new(), Vec::new());
-        let mut progress = Progress::new(None, crate::progress::Unit::Urls);
+        let mut progress = Progress::new(None, crate::progress::Unit::Urls, false);
         pages(answer.as_bytes(), urls, format, &mut out, &mut side, &mut progress)?;
         Ok(String::from_utf8(out).unwrap())
     }

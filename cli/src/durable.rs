@@ -165,7 +165,7 @@ fn upload(store: &Store, input: &Path) -> Result<String> {
     let name = input.file_name().map_or("input".into(), |n| n.to_string_lossy().into_owned());
     let key = format!("uploads/{}/{name}", crate::random_token().context("cannot make a name for the upload")?);
     eprintln!("fanout: uploading {} ({size} bytes) to {}", input.display(), store.uri(&key));
-    let mut progress = Progress::new(Some(size), Unit::Bytes);
+    let mut progress = Progress::new(Some(size), Unit::Bytes, false);
     let started = std::time::Instant::now();
     store.upload(&key, file, |sent| {
         progress.update(&Update {
@@ -226,7 +226,7 @@ fn drive(coordinator: &Coordinator, id: &str) -> Result<Value> {
     let _on_signal = signals::on_signal(move || eprintln!("{hint}"));
     let first = coordinator.call("GET", &format!("jobs/{id}"), None)?;
     let unit = if first["kind"] == "scrape" { Unit::Urls } else { Unit::Bytes };
-    let mut progress = Progress::new(None, unit);
+    let mut progress = Progress::new(None, unit, false);
     let mut last = first;
     let mut failed_in_a_row = 0;
     while last["finished"] != true {

@@ -19,14 +19,22 @@ pub struct Output {
     writer: BufWriter<Box<dyn Write>>,
     /// The temporary file, the path it becomes, and its removal on a signal.
     pending: Option<(NamedTempFile, PathBuf, signals::Guard)>,
+    /// Whether it is written to the terminal (stdout, where a progress bar on stderr would draw over it).
+    terminal: bool,
 }
 
 impl Output {
+    /// Whether the output goes to the terminal: no progress bar may draw over it.
+    pub fn on_terminal(&self) -> bool {
+        self.terminal
+    }
+
     /// Output to `path` (stdout when `None`), which must not be `input`: the
     /// job reads its input while the output is written.
     pub fn create(path: Option<&Path>, input: &Path) -> Result<Output> {
         let Some(path) = path else {
-            return Ok(Output { writer: BufWriter::new(Box::new(std::io::stdout())), pending: None });
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            return Ok(Output { writer: BufWriter::new(Box::new(std::io::stdout())), pending: None, terminal });
         };
         let existing = std::fs::metadata(path).ok();
         if let (Some(a), Ok(b)) = (&existing, std::fs::metadata(input)) {
@@ -39,7 +47,7 @@ impl Output {
                 .write(true)
                 .open(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            return Ok(Output { writer: BufWriter::new(Box::new(file)), pending: None });
+            return Ok(Output { writer: BufWriter::new(Box::new(file)), pending: None, terminal: false });
         }
         let target = match &existing {
             Some(_) => path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))?,
@@ -66,6 +74,7 @@ impl Output {
         Ok(Output {
             writer: BufWriter::with_capacity(256 * 1024, Box::new(handle)),
             pending: Some((file, target, on_signal)),
+            terminal: false,
         })
     }
 

@@ -77,7 +77,7 @@ impl Update {
 
     fn describe(&self) -> String {
         let (noun, items, rate) = self.items();
-        format!("{items} {noun} · {rate} {noun}/s · {} failed", self.failed)
+        format!("{items} {noun} · {rate}/s · {} failed", self.failed)
     }
 }
 
@@ -100,15 +100,17 @@ pub struct Progress {
 
 impl Progress {
     /// A display for a job whose size is `total_hint` (the file's bytes, or
-    /// the list's URLs: `unit` says which), when known.
-    pub fn new(total_hint: Option<u64>, unit: Unit) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    /// the list's URLs: `unit` says which), when known. A bar on a terminal's
+    /// stderr, unless the output goes to that terminal (`output_on_terminal`):
+    /// redrawn, it would draw over the output's last line, so lines it is.
+    pub fn new(total_hint: Option<u64>, unit: Unit, output_on_terminal: bool) -> Progress {
+        let bar = (std::io::stderr().is_terminal() && !output_on_terminal).then(|| {
             let done = match unit {
                 Unit::Bytes => "{bytes}/{total_bytes}",
                 Unit::Urls => "{pos}/{len} URLs",
             };
-            let template =
-                format!("{{spinner}} [{{elapsed_precise}}] [{{wide_bar}}] {done} {{percent}}% ETA {{eta}} {{msg}}");
+            // Within 80 columns: a bar of 20, and the message cut to what is left.
+            let template = format!("{{spinner}} {{percent:>3}}% [{{bar:20}}] {done} · {{wide_msg}}");
             let bar = ProgressBar::with_draw_target(total_hint, ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(&template).expect("the template is valid").progress_chars("=> "),

@@ -135,7 +135,7 @@ pub fn run(args: ScrapeArgs) -> Result<i32> {
     let url = coordinator.url("coordinate/scrape");
     // An empty list draws the same refusal of the job's fields as the whole one.
     let response = coordinator.post_refusable(url, "text/plain", &headers, Payload::File(file), || Ok(Vec::new()))?;
-    let mut progress = Progress::new(Some(urls), Unit::Urls);
+    let mut progress = Progress::new(Some(urls), Unit::Urls, out.on_terminal());
     let mut side = args.job.side_output()?;
     let summary = answer::pages(response, urls, args.job.format()?, &mut out, &mut side, &mut progress);
     progress.finish();

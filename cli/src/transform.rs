@@ -170,7 +170,7 @@ pub fn run(args: TransformArgs) -> Result<i32> {
         }
     };
     let mut side = args.job.side_output()?;
-    let mut progress = Progress::new(size, Unit::Bytes);
+    let mut progress = Progress::new(size, Unit::Bytes, out.on_terminal());
     let summary = answer::table(answer, shape, format, &mut out, &mut side, &mut progress);
     progress.finish();
     drop(server);
@@ -283,8 +283,8 @@ fn run_local(args: &TransformArgs, spec: &Spec, input: Input) -> Result<i32> {
     let mut out = Output::create(args.job.output.as_deref(), Path::new(&args.input))?;
     let mut side = args.job.side_output()?;
     // The run writes what a coordinator answers (NDJSON), read into the output as a coordinator's answer is.
+    let mut progress = Progress::new(size, Unit::Bytes, out.on_terminal());
     let mut sink = TableSink::new(TableAnswer::new(shape, format)?, &mut out, &mut side);
-    let mut progress = Progress::new(size, Unit::Bytes);
     let report = local::transform(
         spec,
         BufReader::new(reader),

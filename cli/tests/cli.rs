@@ -536,7 +536,7 @@ fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
     );
     assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
     let err = stderr(&cli);
-    let progress: Vec<&str> = err.lines().filter(|l| l.contains("pages/s")).collect();
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains(" pages · ")).collect();
     assert!(!progress.is_empty() && progress[0].starts_with("fanout: ") && progress[0].contains("% · "), "{err}");
     assert!(err.lines().last().unwrap().starts_with("fanout: complete: 8 URLs, 8 pages, 0 errors"), "{err}");
     let lines = std::fs::read_to_string(&out).unwrap();
@@ -552,21 +552,53 @@ fn progress_is_a_bar_on_a_terminal() {
     let urls: String = (0..8).map(|i| format!("{}\n", site.url(&format!("/page/{i}?delay_ms=400")))).collect();
     let file = dir.file("urls.txt", urls.as_bytes());
     let out = dir.path("pages.json");
-    let command = format!(
-        "{} scrape {} --batch-size 1 --concurrency 2 --endpoint {} -o {}",
-        env!("CARGO_BIN_EXE_fanout"),
-        file.display(),
-        b.coordinator.url("/"),
-        out.display()
-    );
+    let command = |output: &str| {
+        format!(
+            "stty cols 80 rows 24; {} scrape {} --batch-size 1 --concurrency 2 --endpoint {} {output}",
+            env!("CARGO_BIN_EXE_fanout"),
+            file.display(),
+            b.coordinator.url("/"),
+        )
+    };
     // `script` (util-linux) runs the command on a pseudo-terminal and copies what it shows.
-    let shown = Command::new("script").args(["-qefc", &command, "/dev/null"]).env_remove("FANOUT_ENDPOINT").output();
-    let shown = shown.expect("script (util-linux) runs the CLI on a terminal");
-    let text = String::from_utf8_lossy(&shown.stdout);
-    assert_eq!(shown.status.code(), Some(0), "{text}");
-    assert!(text.contains("/8 URLs") && text.contains("ETA") && text.contains("pages/s"), "{text}");
+    let on_terminal = |command: String| {
+        let shown =
+            Command::new("script").args(["-qefc", &command, "/dev/null"]).env_remove("FANOUT_ENDPOINT").output();
+        let shown = shown.expect("script (util-linux) runs the CLI on a terminal");
+        assert_eq!(shown.status.code(), Some(0), "{}", String::from_utf8_lossy(&shown.stdout));
+        String::from_utf8_lossy(&shown.stdout).into_owned()
+    };
+    let text = on_terminal(command(&format!("-o {}", out.display())));
+    assert!(text.contains("/8 URLs") && text.contains("/s · "), "{text}");
     assert!(!text.contains("fanout: 0%") && !text.contains("% · "), "no progress lines on a terminal: {text}");
     assert_eq!(json_file(&out)["results"].as_array().unwrap().len(), 8);
+    // Every state of the bar fits 80 columns, with room for the bar itself.
+    let plain = strip_ansi(&text);
+    for state in plain.split(['\r', '\n']).filter(|l| l.contains("/8 URLs")) {
+        assert!(state.chars().count() <= 80, "{} columns: {state:?}", state.chars().count());
+        assert!(!state.contains("[]"), "the bar has room: {state:?}");
+    }
+    // Output on the terminal itself: no bar draws over it.
+    let text = on_terminal(command(""));
+    assert!(text.contains("\"results\"") && !text.contains("/8 URLs"), "{text}");
+}
+
+/// `text` without its terminal escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Exit code 1 with exactly one line on stderr, holding `says`.
