@@ -79,6 +79,10 @@ pub struct ScrapeOptions {
     /// The `User-Agent` sent (default `FANOUT_USER_AGENT`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Time between the starts of two requests to one host, in milliseconds
+    /// (default 0, at most 60000); the first request to a host waits it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
     /// Obey robots.txt (default false; always on when the deployment says so).
     pub robots: bool,
     /// Parse bodies that are not HTML instead of reporting `not_html`.
@@ -107,6 +111,8 @@ pub struct FetchSettings {
     pub max_redirects: usize,
     /// The `User-Agent` sent.
     pub user_agent: String,
+    /// Time between the starts of two requests to one host.
+    pub delay: Duration,
     /// Obey robots.txt.
     pub robots: bool,
     /// Parse non-HTML bodies.
@@ -114,6 +120,9 @@ pub struct FetchSettings {
     /// Which hosts may be fetched (first URLs and every redirect).
     pub egress: Egress,
 }
+
+/// The longest `options.delay_ms`.
+pub const MAX_DELAY_MS: u64 = 60_000;
 
 /// `options.NAME` of a scrape request: see [`config::within`].
 fn option<T>(name: &str, requested: Option<T>, default: T, limit: T, variable: &str) -> Result<T, ApiError>
@@ -194,6 +203,10 @@ impl ScrapeRequest {
             )?,
             max_redirects,
             user_agent,
+            delay: Duration::from_millis(match o.delay_ms {
+                None | Some(0) => 0,
+                given => option("delay_ms", given, 0, MAX_DELAY_MS, "60000 ms")?,
+            }),
             robots: o.robots || config.respect_robots,
             allow_non_html: o.allow_non_html,
             egress: config.egress(),
@@ -414,6 +427,7 @@ mod tests {
             (r#"{"timeout_ms": 3600000}"#, "FANOUT_FETCH_TIMEOUT_MS"),
             (r#"{"max_redirects": 99}"#, "FANOUT_MAX_REDIRECTS"),
             (r#"{"user_agent": "bad\nua"}"#, "user_agent"),
+            (r#"{"delay_ms": 60001}"#, "options.delay_ms=60001 is over this deployment's limit of 60000"),
         ] {
             let err = req(options).unwrap_err();
             assert_eq!(err.status(), 400);

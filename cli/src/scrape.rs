@@ -36,6 +36,9 @@ pub struct ScrapeArgs {
     /// Pages fetched at once from one host, across the whole job, e.g. --per-host 2 (default 8).
     #[arg(long, value_name = "N")]
     per_host: Option<u64>,
+    /// Seconds between the starts of two requests to one host, across the whole job, e.g. --delay 0.5.
+    #[arg(long, value_name = "SECONDS")]
+    delay: Option<f64>,
     /// Collect every page's links, e.g. --links.
     #[arg(long)]
     links: bool,
@@ -86,6 +89,12 @@ impl ScrapeArgs {
         }
         if let Some(n) = self.per_host {
             put("per_host", json!(n));
+        }
+        if let Some(seconds) = self.delay {
+            if !(0.0..=60.0).contains(&seconds) {
+                anyhow::bail!("--delay {seconds} is not a number of seconds between 0 and 60");
+            }
+            put("delay_ms", json!((seconds * 1000.0).round() as u64));
         }
         Ok(options)
     }

@@ -522,6 +522,26 @@ fn scrape_flags_reach_every_page_and_a_host_never_has_more_than_per_host_pages_a
 }
 
 #[test]
+fn a_delay_spaces_the_requests_to_a_host_across_the_whole_job() {
+    let b = bundle(true);
+    let site = Site::start();
+    let dir = Dir::new("delay");
+    // Six pages of one host, a batch each: two at once would fit --per-host 2.
+    let urls: String = (0..6).map(|i| format!("{}\n", site.url(&format!("/page/d{i}")))).collect();
+    let file = dir.file("urls.txt", urls.as_bytes());
+    let out = dir.path("pages.json");
+    let started = Instant::now();
+    let args = ["scrape", file.to_str().unwrap(), "--delay", "0.3", "--per-host", "2", "--batch-size", "1"];
+    let cli = run_job(&[&args[..], &["--concurrency", "8"]].concat(), &b.coordinator.url("/"), &out);
+    let took = started.elapsed();
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert_eq!(json_file(&out)["results"].as_array().unwrap().len(), 6);
+    // Each request starts 0.3 s after the one before it (the first too): at least 1.8 s in all.
+    assert!(took >= Duration::from_millis(1800), "six requests 0.3 s apart took {took:?}");
+    assert_eq!(site.peak(), 1, "pages this fast are never two at once when 0.3 s apart");
+}
+
+#[test]
 fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
     let b = bundle(true);
     let site = Site::start();

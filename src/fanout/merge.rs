@@ -769,6 +769,8 @@ pub struct PageMerge {
     format: Format,
     /// Pages fetched at once from one host, across every batch.
     per_host: usize,
+    /// One batch at a time per host (a delay between its requests is kept across batches).
+    whole_hosts: bool,
     started: bool,
     first: bool,
     results: u64,
@@ -779,7 +781,16 @@ pub struct PageMerge {
 impl PageMerge {
     /// A merge writing `format`: JSON in input order, NDJSON as batches finish.
     pub fn new(format: Format) -> PageMerge {
-        PageMerge { format, per_host: usize::MAX, started: false, first: true, results: 0, pages: 0, errors: 0 }
+        PageMerge {
+            format,
+            per_host: usize::MAX,
+            whole_hosts: false,
+            started: false,
+            first: true,
+            results: 0,
+            pages: 0,
+            errors: 0,
+        }
     }
 
     /// The same merge, keeping the pages fetched at once from one host to
@@ -788,6 +799,13 @@ impl PageMerge {
     /// `per_host`), and starts only when every one of its hosts has that room.
     pub fn with_per_host(self, per_host: usize) -> PageMerge {
         PageMerge { per_host: per_host.max(1), ..self }
+    }
+
+    /// The same merge, running one batch at a time for each host (each takes
+    /// all of `per_host` of its hosts): the spacing a worker keeps between its
+    /// requests to a host then holds across the job.
+    pub fn one_batch_per_host(self) -> PageMerge {
+        PageMerge { whole_hosts: true, ..self }
     }
 
     fn write(&mut self, result: &PageResult, out: &mut Vec<u8>) {
@@ -826,7 +844,8 @@ impl Merge for PageMerge {
         for host in meta.urls.iter().filter_map(|u| crate::schedule::host_of(u)) {
             *hosts.entry(host).or_default() += 1;
         }
-        hosts.into_iter().map(|(host, n)| (host, n.min(self.per_host))).collect()
+        let claim = |n: usize| if self.whole_hosts { self.per_host } else { n.min(self.per_host) };
+        hosts.into_iter().map(|(host, n)| (host, claim(n))).collect()
     }
 
     fn claim_limit(&self) -> usize {

@@ -827,7 +827,10 @@ fn scrape_jobs_keep_every_url_under_faults() {
         let format = if rng.below(2) == 0 { Format::Json } else { Format::Ndjson };
         let fault_rate = [0, 20, 60][rng.below(3) as usize];
         let per_host = [1, 2, 3, usize::MAX][rng.below(4) as usize];
-        let mut driver = Driver::new(PageMerge::new(format).with_per_host(per_host), limits.clone(), seed);
+        let whole_hosts = per_host != usize::MAX && rng.below(3) == 0;
+        let merge = PageMerge::new(format).with_per_host(per_host);
+        let merge = if whole_hosts { merge.one_batch_per_host() } else { merge };
+        let mut driver = Driver::new(merge, limits.clone(), seed);
         let mut plan = super::plan::batches(urls.len(), batch).into_iter();
         let input = || match plan.next() {
             Some(range) => Next::Unit(Unit {
@@ -852,6 +855,16 @@ fn scrape_jobs_keep_every_url_under_faults() {
             }
             if let Some((host, n)) = at_once.iter().find(|(_, &n)| n > per_host) {
                 panic!("seed {seed}: {n} pages of {host} may be fetched at once, over {per_host}");
+            }
+            // With a delay between a host's requests, one batch at a time holds each host.
+            let mut holding: HashMap<String, usize> = HashMap::new();
+            for meta in running.iter().filter(|_| whole_hosts) {
+                let hosts: std::collections::BTreeSet<String> =
+                    meta.urls.iter().filter_map(|u| crate::schedule::host_of(u)).collect();
+                hosts.into_iter().for_each(|h| *holding.entry(h).or_default() += 1);
+            }
+            if let Some((host, n)) = holding.iter().find(|(_, &n)| n > 1) {
+                panic!("seed {seed}: {n} batches of {host} run at once, where one at a time may");
             }
         };
         let run = simulate_watching(

@@ -99,6 +99,7 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     let url = base.to_string();
     let worker = Worker::new(&config, move |_| url.clone(), "application/json");
     let merge = PageMerge::new(format).with_per_host(t.per_host);
+    let merge = if t.delay { merge.one_batch_per_host() } else { merge };
     let mut driver = Driver::new(merge, limits, random_u64());
     let units = match list {
         UrlList::Given(urls) => {
@@ -121,6 +122,8 @@ pub struct Template {
     pub options: JobOptions,
     /// Pages fetched at once from one host, across every batch of the job.
     pub per_host: usize,
+    /// Whether requests to one host are spaced: then one batch runs at a time for each host.
+    pub delay: bool,
     /// How long a batch may run.
     pub batch_deadline: Duration,
     /// Time between a batch's end and its call's.
@@ -165,7 +168,8 @@ pub fn template(
     let margin = (time / 10).max(Duration::from_secs(1)).min(time / 2);
     let batch_deadline = settings.deadline.min(time - margin);
     template.options.deadline_ms = Some(batch_deadline.as_millis().max(1) as u64);
-    Ok(Template { request: template, batch_size, options, batch_deadline, margin, per_host: settings.per_host })
+    let (per_host, delay) = (settings.per_host, !settings.delay.is_zero());
+    Ok(Template { request: template, batch_size, options, batch_deadline, margin, per_host, delay })
 }
 
 fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchMeta> {

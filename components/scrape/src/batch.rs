@@ -8,10 +8,10 @@ use fanout::framing::Framer;
 use fanout::html::ExtractOptions;
 use fanout::schedule::HostQueue;
 use fanout::scrape::{FailureKind, FetchSettings, ItemError, Outcome, PageResult};
-use fanout_spin::{timeout, BodyWriter};
+use fanout_spin::{sleep, timeout, BodyWriter};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -89,6 +89,9 @@ pub async fn run(settings: &FetchSettings, extract: &ExtractOptions, urls: Vec<S
     );
     let mut running = FuturesUnordered::new();
     let mut in_flight = BTreeSet::new();
+    // With a delay: when the next request to each host may start. The first waits one delay
+    // too, so that batches of one host run one after another keep the spacing.
+    let mut next_start: HashMap<String, Instant> = HashMap::new();
     loop {
         // Results waiting for a slow earlier page are held in memory (JSON keeps
         // input order): past a bound, start nothing new until they drain. With
@@ -101,7 +104,19 @@ pub async fn run(settings: &FetchSettings, extract: &ExtractOptions, urls: Vec<S
             let target = targets[index].clone().expect("only fetchable URLs are queued");
             in_flight.insert(index);
             let ctx = &ctx;
-            running.push(async move { (index, host, page::scrape(ctx, target).await) });
+            let wait = (!settings.delay.is_zero()).then(|| {
+                let now = Instant::now();
+                let slot = next_start.entry(host.clone()).or_insert(now + settings.delay);
+                let at = (*slot).max(now);
+                *slot = at + settings.delay;
+                at - now
+            });
+            running.push(async move {
+                if let Some(wait) = wait {
+                    sleep(wait).await;
+                }
+                (index, host, page::scrape(ctx, target).await)
+            });
         }
         let left = settings.deadline.saturating_sub(started.elapsed());
         let wait = left.min(HEARTBEAT);
