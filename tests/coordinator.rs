@@ -47,6 +47,22 @@ fn sales(rows: usize) -> String {
     csv
 }
 
+/// `per_host` holds for the whole job and may be larger than a batch's concurrency: batches of one host
+/// then run side by side, up to it (a batch takes of its host only what it fetches at once).
+#[test]
+fn a_job_wide_per_host_lets_batches_of_one_host_run_side_by_side_up_to_it() {
+    let site = Site::start();
+    let worker = Component::serve("scrape", &[("FANOUT_ALLOW_PRIVATE_HOSTS", "true")]);
+    let c = Component::serve("coordinator", &[("FANOUT_SCRAPE_URL", &worker.url("/scrape"))]);
+    let urls: Vec<String> = (0..40).map(|i| site.url(&format!("/page/side-{i}?delay_ms=300"))).collect();
+    let job = json!({"urls": urls, "batch_size": 10, "concurrency": 8, "options": {"concurrency": 5, "per_host": 12}});
+    let resp = post_json(&c.url("/coordinate/scrape"), &job);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["summary"]["pages"], 40);
+    // Two batches of five at once (a third would pass 12), never more.
+    assert_eq!(site.peak(), 10, "the most pages the site had at once");
+}
+
 #[test]
 fn scrape_job_is_batched_and_merged_in_order() {
     let site = Site::start();

@@ -769,6 +769,8 @@ pub struct PageMerge {
     format: Format,
     /// Pages fetched at once from one host, across every batch.
     per_host: usize,
+    /// Pages of one host one batch fetches at once, at most (its own per-host limit and concurrency).
+    per_batch: usize,
     /// One batch at a time per host (a delay between its requests is kept across batches).
     whole_hosts: bool,
     started: bool,
@@ -784,6 +786,7 @@ impl PageMerge {
         PageMerge {
             format,
             per_host: usize::MAX,
+            per_batch: usize::MAX,
             whole_hosts: false,
             started: false,
             first: true,
@@ -794,11 +797,13 @@ impl PageMerge {
     }
 
     /// The same merge, keeping the pages fetched at once from one host to
-    /// `per_host` across the whole job: a batch takes, of each host it
+    /// `per_host` across the whole job, where one batch fetches at most
+    /// `per_batch` of a host's pages at once: a batch takes, of each host it
     /// holds, as many as it may fetch at once (its URLs there, at most
-    /// `per_host`), and starts only when every one of its hosts has that room.
-    pub fn with_per_host(self, per_host: usize) -> PageMerge {
-        PageMerge { per_host: per_host.max(1), ..self }
+    /// `per_batch`), and starts only when every one of its hosts has that room.
+    pub fn with_per_host(self, per_host: usize, per_batch: usize) -> PageMerge {
+        let per_host = per_host.max(1);
+        PageMerge { per_host, per_batch: per_batch.clamp(1, per_host), ..self }
     }
 
     /// The same merge, running one batch at a time for each host (each takes
@@ -844,7 +849,7 @@ impl Merge for PageMerge {
         for host in meta.urls.iter().filter_map(|u| crate::schedule::host_of(u)) {
             *hosts.entry(host).or_default() += 1;
         }
-        let claim = |n: usize| if self.whole_hosts { self.per_host } else { n.min(self.per_host) };
+        let claim = |n: usize| if self.whole_hosts { self.per_host } else { n.min(self.per_batch) };
         hosts.into_iter().map(|(host, n)| (host, claim(n))).collect()
     }
 

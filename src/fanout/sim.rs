@@ -827,8 +827,10 @@ fn scrape_jobs_keep_every_url_under_faults() {
         let format = if rng.below(2) == 0 { Format::Json } else { Format::Ndjson };
         let fault_rate = [0, 20, 60][rng.below(3) as usize];
         let per_host = [1, 2, 3, usize::MAX][rng.below(4) as usize];
+        // What one batch fetches of a host at once: at most the job's limit.
+        let per_batch = if per_host == usize::MAX { per_host } else { 1 + rng.below(per_host as u64) as usize };
         let whole_hosts = per_host != usize::MAX && rng.below(3) == 0;
-        let merge = PageMerge::new(format).with_per_host(per_host);
+        let merge = PageMerge::new(format).with_per_host(per_host, per_batch);
         let merge = if whole_hosts { merge.one_batch_per_host() } else { merge };
         let mut driver = Driver::new(merge, limits.clone(), seed);
         let mut plan = super::plan::batches(urls.len(), batch).into_iter();
@@ -851,7 +853,7 @@ fn scrape_jobs_keep_every_url_under_faults() {
                     .iter()
                     .filter_map(|u| crate::schedule::host_of(u))
                     .for_each(|h| *batch.entry(h).or_default() += 1);
-                batch.into_iter().for_each(|(h, n)| *at_once.entry(h).or_default() += n.min(per_host));
+                batch.into_iter().for_each(|(h, n)| *at_once.entry(h).or_default() += n.min(per_batch));
             }
             if let Some((host, n)) = at_once.iter().find(|(_, &n)| n > per_host) {
                 panic!("seed {seed}: {n} pages of {host} may be fetched at once, over {per_host}");

@@ -98,7 +98,7 @@ pub async fn coordinate(req: Request) -> Result<Reply, ApiError> {
     }
     let url = base.to_string();
     let worker = Worker::new(&config, move |_| url.clone(), "application/json");
-    let merge = PageMerge::new(format).with_per_host(t.per_host);
+    let merge = PageMerge::new(format).with_per_host(t.per_host, t.per_batch);
     let merge = if t.delay { merge.one_batch_per_host() } else { merge };
     let mut driver = Driver::new(merge, limits, random_u64());
     let units = match list {
@@ -122,6 +122,8 @@ pub struct Template {
     pub options: JobOptions,
     /// Pages fetched at once from one host, across every batch of the job.
     pub per_host: usize,
+    /// Pages of one host a batch fetches at once, at most.
+    pub per_batch: usize,
     /// Whether requests to one host are spaced: then one batch runs at a time for each host.
     pub delay: bool,
     /// How long a batch may run.
@@ -163,13 +165,22 @@ pub fn template(
     let share = (answer_bytes / batch_size as usize).saturating_sub(PAGE_OVERHEAD_BYTES).max(1);
     let asked = template.options.max_output_bytes.unwrap_or(fanout::html::DEFAULT_OUTPUT_BYTES);
     template.options.max_output_bytes = Some(asked.min(share));
+    // `per_host` holds for the whole job (the driver admits batches by it); a batch fetches at most
+    // its own `concurrency` at once, so its request asks for no more than that.
+    let job_per_host = template.options.per_host.take();
+    if job_per_host == Some(0) {
+        return Err(ApiError::bad_request("options.per_host must be at least 1"));
+    }
+    let concurrency = template.settings(config)?.concurrency;
+    template.options.per_host = job_per_host.map(|n| n.min(concurrency));
     let settings = template.settings(config)?;
     // A batch ends (its pages still running become `timeout` errors) before the call waiting for it gives up.
     let margin = (time / 10).max(Duration::from_secs(1)).min(time / 2);
     let batch_deadline = settings.deadline.min(time - margin);
     template.options.deadline_ms = Some(batch_deadline.as_millis().max(1) as u64);
-    let (per_host, delay) = (settings.per_host, !settings.delay.is_zero());
-    Ok(Template { request: template, batch_size, options, batch_deadline, margin, per_host, delay })
+    let (per_host, per_batch) = (job_per_host.unwrap_or(settings.per_host), settings.per_host);
+    let delay = !settings.delay.is_zero();
+    Ok(Template { request: template, batch_size, options, batch_deadline, margin, per_host, per_batch, delay })
 }
 
 fn unit(template: &ScrapeRequest, start: u64, urls: Vec<String>) -> Input<BatchMeta> {
