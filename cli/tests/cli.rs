@@ -855,7 +855,7 @@ fn ctrl_c_stops_the_job_and_leaves_no_temporary_file() {
     // The first progress line says the job is under way.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.contains("pages/s") {
+    while !line.contains(" pages · ") {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "the job ended before its first progress line");
     }
