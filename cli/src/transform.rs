@@ -135,11 +135,7 @@ pub fn run(args: TransformArgs) -> Result<i32> {
     if args.local {
         return run_local(&args, &given.spec, input);
     }
-    let shape = match &given.spec.aggregate {
-        None => Table::Records,
-        Some(a) if a.partial => Table::Partial,
-        Some(_) => Table::Groups,
-    };
+    let shape = shape(&given.spec);
     let format = args.job.format()?;
     let mut out = Output::create(args.job.output.as_deref(), Path::new(&args.input))?;
     let coordinator = args.job.coordinator(true, false)?;
@@ -180,6 +176,15 @@ pub fn run(args: TransformArgs) -> Result<i32> {
     let outcome = Outcome::of_table(&summary);
     eprintln!("fanout: {}", outcome.message);
     Ok(outcome.code)
+}
+
+/// What the answer to `spec` holds: records, groups, or a partial aggregate.
+fn shape(spec: &Spec) -> Table {
+    match &spec.aggregate {
+        None => Table::Records,
+        Some(a) if a.partial => Table::Partial,
+        Some(_) => Table::Groups,
+    }
 }
 
 /// A job whose source the coordinator reads itself, in byte ranges.
@@ -267,11 +272,7 @@ fn run_local(args: &TransformArgs, spec: &Spec, input: Input) -> Result<i32> {
         Input::Url(url) => bail!("--local reads local files and standard input, not {url}"),
     };
     let format = args.job.format()?;
-    let shape = match &spec.aggregate {
-        None => Table::Records,
-        Some(a) if a.partial => Table::Partial,
-        Some(_) => Table::Groups,
-    };
+    let shape = shape(spec);
     let options = JobOptions {
         tolerated_failures: args.job.tolerated_failures,
         tolerated_failure_percent: args.job.tolerated_failure_percent,
