@@ -165,20 +165,6 @@ fn count_urls(args: &ScrapeArgs) -> Result<u64> {
     Ok(n)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_attr;
-
-    #[test]
-    fn an_attribute_follows_the_last_at_sign() {
-        assert_eq!(split_attr("img.main@src"), ("img.main", Some("src")));
-        assert_eq!(split_attr("a[href$='@x.org']"), ("a[href$='@x.org']", None));
-        assert_eq!(split_attr("h1"), ("h1", None));
-        assert_eq!(split_attr("@src"), ("@src", None));
-        assert_eq!(split_attr("meta@data-x"), ("meta", Some("data-x")));
-    }
-}
-
 /// `value` as JSON with every non-ASCII character escaped, as a header value must be.
 fn ascii_json(value: &Value) -> String {
     let mut out = String::new();
@@ -193,4 +179,18 @@ fn ascii_json(value: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_attr;
+
+    #[test]
+    fn an_attribute_follows_the_last_at_sign() {
+        assert_eq!(split_attr("img.main@src"), ("img.main", Some("src")));
+        assert_eq!(split_attr("a[href$='@x.org']"), ("a[href$='@x.org']", None));
+        assert_eq!(split_attr("h1"), ("h1", None));
+        assert_eq!(split_attr("@src"), ("@src", None));
+        assert_eq!(split_attr("meta@data-x"), ("meta", Some("data-x")));
+    }
 }
