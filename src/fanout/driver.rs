@@ -326,6 +326,8 @@ struct Slot<M: Merge> {
     attempts: u32,
     phase: Phase<M::Accepted>,
     held: usize,
+    /// What each of its calls claims ([`Merge::claims`]), worked out once.
+    claims: Rc<Vec<(String, usize)>>,
 }
 
 /// A running job. See the module documentation.
@@ -339,7 +341,7 @@ pub struct Driver<M: Merge> {
     backoff: BTreeSet<(Duration, u64)>,
     calls: HashMap<CallId, u64>,
     /// What each running call claims, and each key's total.
-    claimed: HashMap<CallId, Vec<(String, usize)>>,
+    claimed: HashMap<CallId, Rc<Vec<(String, usize)>>>,
     in_use: HashMap<String, usize>,
     next_call: CallId,
     cancels: Vec<CallId>,
@@ -458,7 +460,9 @@ impl<M: Merge> Driver<M> {
         self.all_items_known &= unit.items.is_some();
         self.items_read += unit.items.unwrap_or(0);
         let held = UNIT_OVERHEAD + unit.payload.len();
+        let claims = Rc::new(self.merge.claims(&unit.meta));
         self.slots.push_back(Slot {
+            claims,
             meta: unit.meta,
             payload: Some(unit.payload),
             items: unit.items,
@@ -639,14 +643,14 @@ impl<M: Merge> Driver<M> {
         let limit = self.merge.claim_limit();
         let (seq, claims) =
             self.queued.iter().take_while(|&&seq| seq == self.emitted || !window_full).find_map(|&seq| {
-                let claims = self.merge.claims(&self.slots[(seq - self.emitted) as usize].meta);
+                let claims = &self.slots[(seq - self.emitted) as usize].claims;
                 let fits = claims.iter().all(|(key, n)| self.in_use.get(key).copied().unwrap_or(0) + n <= limit);
-                fits.then_some((seq, claims))
+                fits.then(|| (seq, claims.clone()))
             })?;
         self.queued.remove(&seq);
         let id = self.next_call;
         self.next_call += 1;
-        for (key, n) in &claims {
+        for (key, n) in claims.iter() {
             *self.in_use.entry(key.clone()).or_default() += n;
         }
         if !claims.is_empty() {
@@ -895,12 +899,12 @@ impl<M: Merge> Driver<M> {
 
     /// Gives back what a call that ended claimed.
     fn release_claims(&mut self, call: CallId) {
-        for (key, n) in self.claimed.remove(&call).unwrap_or_default() {
-            let left = self.in_use.get(&key).copied().unwrap_or(0).saturating_sub(n);
+        for (key, n) in self.claimed.remove(&call).unwrap_or_default().iter() {
+            let left = self.in_use.get(key).copied().unwrap_or(0).saturating_sub(*n);
             if left == 0 {
-                self.in_use.remove(&key);
+                self.in_use.remove(key);
             } else {
-                self.in_use.insert(key, left);
+                self.in_use.insert(key.clone(), left);
             }
         }
     }
