@@ -490,6 +490,11 @@ const BODY_COMMENTS: &[&str] = &[
     "</ br>",
 ];
 
+/// Non-void elements self-closed the XHTML way (DocBook XSL, javadoc): HTML ignores the `/`, so
+/// the element stays open until an enclosing end tag closes it.
+const SELF_CLOSED: &[&str] =
+    &["<a id=\"x\"/>", "<a name=\"ch01\"/>", "<A ID=a1 />", "<span class=\"anchor\"/>", "<i/>", "<div/>"];
+
 /// Builds one hostile document, deterministically from a seed.
 struct Generator {
     rng: Rng,
@@ -738,6 +743,21 @@ impl Generator {
                 2 => self.canonical(out),
                 _ => self.meta(out),
             },
+            9 if self.chance(30) && !self.in_link => {
+                // DocBook XSL's title page: an XHTML `<a id/>` the heading's end tag closes.
+                out.push_str("<div class=\"titlepage\"><div><div><h1 class=\"title\">");
+                out.push_str(self.pick(SELF_CLOSED));
+                out.push_str(
+                    "Appendix A</h1></div></div></div><div class=\"toc\"><p><b>Table of Contents</b></p></div>",
+                );
+            }
+            9 if self.chance(30) => {
+                // A heading opened in a heading closes it.
+                let inner = self.pick(&["h1", "h2", "h5"]);
+                write!(out, "<h1>{}<{inner}>{}", self.texts(1), self.texts(1)).unwrap();
+                out.push_str(&self.end_tag(inner));
+                out.push_str(&self.end_tag("h1"));
+            }
             9 => {
                 let level = self.pick(&["h2", "h3", "h6"]);
                 let open = self.name(level);
@@ -775,12 +795,13 @@ impl Generator {
         }
     }
 
-    /// An `<h1>`: empty, blank, text, inline markup, a permalink anchor, or a raw-text element inside.
+    /// An `<h1>`: empty, blank, text, inline markup, a permalink anchor, a raw-text element, an
+    /// XHTML-style self-closed element (which HTML keeps open) or misnested inline elements inside.
     fn heading(&mut self, out: &mut String) {
         let open = self.name("h1");
         let attrs = if self.chance(30) { self.attr("id", "intro") } else { String::new() };
         write!(out, "<{open}{attrs}>").unwrap();
-        match self.below(8) {
+        match self.below(11) {
             0 => {}
             1 => out.push_str(self.pick(&[" ", "&nbsp;", "\u{a0}", "\n\t", "<br>"])),
             2 if !self.in_link => {
@@ -797,17 +818,39 @@ impl Generator {
                 let name = self.pick(&["script", "style"]);
                 self.raw_text(out, name);
             }
+            4 | 5 if !self.in_link => {
+                out.push_str(self.pick(SELF_CLOSED));
+                self.inline(out, 2);
+            }
+            6 => {
+                self.inline(out, 1);
+                self.misnested(out);
+            }
             _ => self.inline(out, 3),
         }
         out.push_str(&self.end_tag("h1"));
     }
 
-    /// A `<p>` of inline content.
+    /// Inline elements the way careless markup leaves them: overlapping, or never closed (the
+    /// enclosing element's end tag closes them).
+    fn misnested(&mut self, out: &mut String) {
+        let (outer, inner) = (self.pick(&["b", "em", "span"]), self.pick(&["i", "code", "small"]));
+        let (first, second, third) = (self.texts(1), self.texts(1), self.texts(1));
+        match self.below(3) {
+            0 => write!(out, "<{outer}>{first}<{inner}>{second}</{outer}>{third}</{inner}>").unwrap(),
+            1 => write!(out, "<{outer}>{first}").unwrap(),
+            _ => write!(out, "<{outer}>{first}<{inner}>{second}").unwrap(),
+        }
+    }
+
+    /// A `<p>` of inline content, sometimes left for the next block to close.
     fn paragraph(&mut self, out: &mut String) {
         let open = self.name("p");
         write!(out, "<{open}>").unwrap();
         self.inline(out, 4);
-        out.push_str(&self.end_tag("p"));
+        if self.chance(80) {
+            out.push_str(&self.end_tag("p"));
+        }
     }
 
     /// An `href` attribute, sometimes doubled (the first one counts) or with neighbours.
@@ -851,6 +894,9 @@ impl Generator {
                     write!(out, "<{open}{href}>").unwrap();
                     self.in_link = true;
                     self.inline(out, 2);
+                    if self.chance(15) {
+                        self.misnested(out);
+                    }
                     self.in_link = false;
                     out.push_str(&self.end_tag("a"));
                 }

@@ -7,6 +7,7 @@
 
 mod normalize;
 mod selector;
+mod tree;
 
 pub use normalize::normalize;
 pub use selector::{Document, Selector, SelectorError};
@@ -396,6 +397,21 @@ mod tests {
             vec!["https://x.org/a/b.js", "https://shop.example/catalog/item?id=1", "https://shop.example/map"]
         );
         assert_eq!(got.lang.as_deref(), Some("en"));
+    }
+
+    #[test]
+    fn end_tags_close_what_a_browser_closes() {
+        let page = concat!(
+            "<h1>Over<b>lap<i>ping</b> inline</i></h1><p>Unclosed<h1>Closes <em>the</em> p</h1>",
+            "<h1>One<h2>Two</h2></h1>",
+            // The `b` that `</p>` closed opens again around the next text, so the `h2` opens inside it.
+            "<p><b>Bold</p><h1>Re<h2>opened</h2></h1></b>",
+            // DocBook XSL's XHTML: the self-closed `a` stays open until `</h1>` closes both.
+            "<div class=\"titlepage\"><h1 class=\"title\"><a id=\"x\"/>Appendix A</h1></div>",
+            "<div class=\"toc\"><p><b>Table of Contents</b></p></div>",
+        );
+        let got = extract(page, &url(), &ExtractOptions::default());
+        assert_eq!(got.h1, vec!["Overlapping inline", "Closes the p", "One", "Reopened", "Appendix A"]);
     }
 
     #[test]

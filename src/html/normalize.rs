@@ -12,9 +12,13 @@
 //!   (`<?...>`, `</ 1>`) and declarations other than a doctype are dropped, and
 //!   a `<` that starts no tag is text.
 //!
+//! * end tags are written where `tl` needs them to close what the standard
+//!   closes (see [`tree`](super::tree)): `<h1><a id="x"/>A</h1>` closes the `a`.
+//!
 //! Everything else is left as it is, and a page that needs none of this (most
 //! pages) is not copied at all.
 
+use super::tree::{AfterStart, OpenElements};
 use memchr::memchr;
 use std::borrow::Cow;
 
@@ -25,6 +29,7 @@ struct Edits<'a> {
     copied: usize,
     /// The attributes of the tag being read, kept between tags so that reading one allocates nothing.
     attrs: Vec<(&'a str, &'a str)>,
+    open: OpenElements<'a>,
 }
 
 impl<'a> Edits<'a> {
@@ -34,6 +39,15 @@ impl<'a> Edits<'a> {
         out.push_str(&self.src[self.copied..from]);
         out.push_str(with);
         self.copied = to;
+    }
+
+    /// Text starts at `at`: the closed formatting elements open again before it.
+    fn text(&mut self, at: usize) {
+        let mut copies = String::new();
+        self.open.text(&mut copies);
+        if !copies.is_empty() {
+            self.edit(at, at, &copies);
+        }
     }
 
     fn finish(self) -> Cow<'a, str> {
@@ -55,10 +69,13 @@ const ESCAPABLE_RAW_TEXT: [&str; 2] = ["title", "textarea"];
 /// The page, rewritten. See the module documentation.
 pub fn normalize(html: &str) -> Cow<'_, str> {
     let b = html.as_bytes();
-    let mut edits = Edits { src: html, out: None, copied: 0, attrs: Vec::new() };
+    let mut edits = Edits { src: html, out: None, copied: 0, attrs: Vec::new(), open: OpenElements::new(html.len()) };
     let mut i = 0;
     while let Some(off) = memchr(b'<', &b[i..]) {
         let lt = i + off;
+        if lt > i {
+            edits.text(i);
+        }
         i = match (b.get(lt + 1), b.get(lt + 2)) {
             (Some(c), _) if c.is_ascii_alphabetic() => start_tag(html, lt, &mut edits),
             (Some(b'/'), Some(c)) if c.is_ascii_alphabetic() => end_tag(html, lt, &mut edits),
@@ -78,10 +95,14 @@ pub fn normalize(html: &str) -> Cow<'_, str> {
                 end
             }
             _ => {
+                edits.text(lt);
                 edits.edit(lt, lt + 1, "&lt;");
                 lt + 1
             }
         };
+    }
+    if i < b.len() {
+        edits.text(i);
     }
     edits.finish()
 }
@@ -210,9 +231,15 @@ fn write_start_tag<'a>(html: &'a str, lt: usize, edits: &mut Edits<'a>, attrs: &
         edits.edit(lt, end, "");
         return end;
     }
+    let mut closes = String::new();
+    edits.open.before_start(tag.name, &mut closes);
+    if !closes.is_empty() {
+        edits.edit(lt, lt, &closes);
+    }
     // tl closes an element only with an end tag of the same case, and reads `<br/>`
     // as no tag: names are lower-cased and the `/` dropped, which HTML ignores on a start tag.
     let lower = tag.name.bytes().any(|c| c.is_ascii_uppercase());
+    let mut written_tag = Cow::Borrowed(&html[lt..end]);
     if !tag.as_written || lower || tag.self_closing {
         let mut written = format!("<{}", tag.name.to_ascii_lowercase());
         for (name, value) in attrs.iter().filter(|(n, _)| plain_name(n)) {
@@ -224,6 +251,10 @@ fn write_start_tag<'a>(html: &'a str, lt: usize, edits: &mut Edits<'a>, attrs: &
         }
         written.push('>');
         edits.edit(lt, end, &written);
+        written_tag = Cow::Owned(written);
+    }
+    if edits.open.start(tag.name, written_tag) == AfterStart::Close {
+        edits.edit(end, end, &format!("</{}>", tag.name.to_ascii_lowercase()));
     }
     let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(tag.name));
     let raw = is(&RAW_TEXT);
@@ -311,6 +342,8 @@ fn end_tag<'a>(html: &'a str, lt: usize, edits: &mut Edits<'a>) -> usize {
     };
     if !plain_name(tag.name) {
         edits.edit(lt, end, "");
+    } else if let Some(closes) = edits.open.end(tag.name) {
+        edits.edit(lt, end, &closes);
     } else if end != lt + 3 + tag.name.len() || tag.name.bytes().any(|c| c.is_ascii_uppercase()) {
         // Attributes or spaces in an end tag mean nothing: write it bare, in lower case.
         edits.edit(lt, end, &format!("</{}>", tag.name.to_ascii_lowercase()));
