@@ -26,9 +26,7 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// The request conflicts with what is there: a finished job cancelled, a unit written otherwise before.
     Conflict,
-    /// A row broke a rule the request asked to be strict about (`on_error: fail`);
-    /// from the coordinator, also a job that failed before its first output
-    /// for a reason of that weight (its source changed while it was read).
+    /// A row broke a rule the request asked to be strict about (`on_error: fail`).
     BadRow,
     /// A source file read in ranges is not the file the job was planned on:
     /// rewritten, or of another size than it was said to have.

@@ -444,10 +444,11 @@ fn a_source_that_is_not_the_file_planned_fails_the_job_instead_of_losing_rows() 
         let job = json!({ "source": site.url(route), "spec": {"preset": "vat"}, "chunk_bytes": 4000 });
         let resp = post_json(&c.url("/coordinate/transform"), &job);
         // The first range's worker finds out: the job fails before any output, saying why.
-        assert_eq!(resp.status, 422, "{route}: {}", resp.text());
+        assert_eq!(resp.status, 412, "{route}: {}", resp.text());
         let says =
             if route.starts_with("/changing") { "changed since the job was planned" } else { "bytes now but was" };
         assert!(resp.text().contains(says), "{route}: {}", resp.text());
+        assert_eq!(resp.json()["error"]["kind"], "source_changed", "{route}: {}", resp.text());
         // The worker itself answers 412 for a range of a file that is not the one pinned.
         let range_job =
             json!({"source": site.url(route), "start": 0, "end": 4000, "pin": {"size": n, "etag": "\"v1\""}});

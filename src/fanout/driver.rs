@@ -23,6 +23,7 @@
 //! Time is a [`Duration`] since the job started, always passed in.
 
 use super::retry::RetryPolicy;
+use crate::api::ErrorKind;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
@@ -126,8 +127,10 @@ pub enum CallError {
     Timeout(Duration),
     /// Would fail the same way again: another 4xx, an answer over the size limit.
     Permanent(String),
-    /// Fails the whole job when its turn comes (`on_error: fail` met a bad row).
-    Fatal(String),
+    /// Fails the whole job when its turn comes: `on_error: fail` met a bad
+    /// row ([`ErrorKind::BadRow`]), or the source is not the file planned
+    /// ([`ErrorKind::SourceChanged`]).
+    Fatal(ErrorKind, String),
     /// The deployment's mistake, not the unit's: the worker refused the
     /// caller (401, 403), has no such route (404, 405), or is not configured.
     /// A streamed job fails the unit, as for [`CallError::Permanent`]; a
@@ -289,6 +292,9 @@ pub struct Report {
     /// Why the job stopped or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What kind of error failed the job, when a unit's answer did ([`CallError::Fatal`]).
+    #[serde(skip)]
+    pub halted_by: Option<ErrorKind>,
     /// Items in the whole job, once known.
     pub total: Option<u64>,
     /// Units in the whole job, once known.
@@ -313,7 +319,7 @@ enum Phase<A> {
     Backoff,
     Accepted(A),
     Failed(Failure),
-    Fatal(String),
+    Fatal(ErrorKind, String),
     /// Written out already, ahead of its turn.
     Emitted,
 }
@@ -353,6 +359,8 @@ pub struct Driver<M: Merge> {
     items_read: u64,
     status: Status,
     reason: Option<String>,
+    /// The kind of error of the unit whose answer failed the job.
+    halted_by: Option<ErrorKind>,
     finished: bool,
     counters: Counters,
     next_progress: Option<Duration>,
@@ -397,6 +405,7 @@ impl<M: Merge> Driver<M> {
             items_read: 0,
             status: Status::Complete,
             reason: None,
+            halted_by: None,
             finished: false,
             counters: Counters::default(),
             next_progress,
@@ -586,6 +595,7 @@ impl<M: Merge> Driver<M> {
         Report {
             status: self.status(),
             reason: self.reason.clone().or_else(|| self.input_error.clone()),
+            halted_by: self.halted_by,
             total: self.total(),
             units_total: self.expected.units.or(self.input_done.then_some(self.counters.units)),
             bytes_total: self.expected.bytes.or(self.input_done.then_some(self.counters.bytes)),
@@ -701,7 +711,7 @@ impl<M: Merge> Driver<M> {
             CallError::Permanent(message) | CallError::Misconfigured(message) => {
                 Phase::Failed(Failure { kind: FailureKind::Worker, reason: message })
             }
-            CallError::Fatal(message) => Phase::Fatal(message),
+            CallError::Fatal(kind, message) => Phase::Fatal(kind, message),
             CallError::Timeout(_) => unreachable!("timeouts are transient failures"),
         };
         self.conclude(i, phase);
@@ -732,7 +742,7 @@ impl<M: Merge> Driver<M> {
                     self.counters.items_failed += items.unwrap_or(1);
                 }
             }
-            Phase::Fatal(_) => {
+            Phase::Fatal(..) => {
                 self.counters.units_failed += 1;
                 self.counters.bytes_failed += bytes;
                 self.counters.items_done += items.unwrap_or(1);
@@ -742,7 +752,7 @@ impl<M: Merge> Driver<M> {
         }
         let slot = &mut self.slots[i];
         slot.payload = None;
-        if self.merge.ordered() || matches!(phase, Phase::Fatal(_)) {
+        if self.merge.ordered() || matches!(phase, Phase::Fatal(..)) {
             slot.held = held;
             slot.phase = phase;
             self.hold(held);
@@ -841,10 +851,11 @@ impl<M: Merge> Driver<M> {
             match slot.phase {
                 Phase::Accepted(accepted) => self.merge.emit(&slot.meta, accepted, &mut self.out),
                 Phase::Failed(failure) => self.merge.fail(&slot.meta, &failure, &mut self.out),
-                Phase::Fatal(reason) => {
+                Phase::Fatal(kind, reason) => {
                     // Earlier units are out; this one and every later one fail the job.
                     if self.status == Status::Complete {
                         self.stop(Status::Failed, reason.clone());
+                        self.halted_by = Some(kind);
                     }
                     let failure = Failure { kind: FailureKind::Worker, reason };
                     self.merge.fail(&slot.meta, &failure, &mut self.out);
@@ -918,7 +929,7 @@ impl<M: Merge> Driver<M> {
 }
 
 fn is_concluded<A>(phase: &Phase<A>) -> bool {
-    matches!(phase, Phase::Accepted(_) | Phase::Failed(_) | Phase::Fatal(_) | Phase::Emitted)
+    matches!(phase, Phase::Accepted(_) | Phase::Failed(_) | Phase::Fatal(..) | Phase::Emitted)
 }
 
 #[cfg(test)]

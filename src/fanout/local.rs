@@ -10,6 +10,7 @@ use super::driver::{Action, CallError, Driver, Report};
 use super::merge::{ChunkMeta, TableMerge, TableMode};
 use super::options::{self, JobOptions};
 use super::split::Splitter;
+use crate::api::ErrorKind;
 use crate::config::Config;
 use crate::framing::Format;
 use crate::transform::engine::{self, prepare, read_header, run_compiled, Placement, RunError};
@@ -141,7 +142,7 @@ fn answer(spec: &Spec, program: &Program, chunk: &[u8], line_offset: u64) -> Res
     match run_compiled(spec, program, &chunk[header.data_start..], Format::Json, placement) {
         Ok(answer) => Ok(answer),
         Err(RunError::Spec(m)) => Err(CallError::Permanent(m)),
-        Err(RunError::Halt(h)) => Err(CallError::Fatal(h.to_string())),
+        Err(RunError::Halt(h)) => Err(CallError::Fatal(ErrorKind::BadRow, h.to_string())),
     }
 }
 

@@ -1177,6 +1177,7 @@ mod tests {
         Report {
             status: Status::Stopped,
             reason: Some("the deadline passed".into()),
+            halted_by: None,
             total: Some(1_000),
             units_total: Some(20),
             bytes_total: Some(5_000_000),

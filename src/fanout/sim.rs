@@ -14,6 +14,7 @@ use super::driver::{Action, Call, CallError, Driver, Failure, Input, Limits, Mer
 use super::merge::{BatchMeta, ChunkMeta, PageMerge, RangeChain, TableMerge, TableMode};
 use super::retry::RetryPolicy;
 use super::split::Splitter;
+use crate::api::ErrorKind;
 use crate::framing::Format;
 use crate::scrape::{ItemError, Outcome, PageResult, ScrapeResponse};
 use crate::transform::engine::{prepare, read_header, record_start, run_compiled, Placement};
@@ -322,7 +323,7 @@ fn answer_unless(
         }
         Fault::Permanent => (Some((latency, Err(CallError::Permanent("worker answered 400".into())))), false),
         Fault::Hang => (None, false),
-        Fault::Fatal => (Some((latency, Err(CallError::Fatal("line 1: a bad row".into())))), false),
+        Fault::Fatal => (Some((latency, Err(CallError::Fatal(ErrorKind::BadRow, "line 1: a bad row".into())))), false),
         Fault::Late => (Some((limits.call_timeout + latency, Ok(honest()))), false),
         other => {
             let honest = honest();

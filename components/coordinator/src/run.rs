@@ -129,7 +129,8 @@ impl<M: Merge + 'static> Job<M> {
                 Action::Emit(bytes) => {
                     if !self.emitted && self.driver.status() == Status::Failed {
                         let reason = self.driver.report().reason.unwrap_or_default();
-                        return Err(self.input_error.take().unwrap_or(ApiError::new(ErrorKind::BadRow, reason)));
+                        let kind = self.driver.report().halted_by.unwrap_or(ErrorKind::BadRow);
+                        return Err(self.input_error.take().unwrap_or(ApiError::new(kind, reason)));
                     }
                     self.emitted = true;
                     self.last_output = at;
@@ -226,7 +227,8 @@ pub async fn call_worker<Meta>(
             let message = worker_message(&resp.body);
             match resp.status {
                 // `on_error: fail` met a bad row, or the source is not the file planned: the job fails.
-                412 | 422 => Err(CallError::Fatal(message)),
+                412 => Err(CallError::Fatal(ErrorKind::SourceChanged, message)),
+                422 => Err(CallError::Fatal(ErrorKind::BadRow, message)),
                 413 => {
                     Err(CallError::Permanent(format!("the worker refused the request as too large (413): {message}")))
                 }

@@ -604,7 +604,7 @@ impl<H: JobHost> Run<'_, H> {
                     }
                     return self.conclude_failed(unit, FailureKind::Worker, message, Holding::Mine(&held)).await;
                 }
-                Err(CallError::Fatal(message)) => {
+                Err(CallError::Fatal(_, message)) => {
                     self.stop_job(JobStatus::Failed, message.clone()).await?;
                     return self.conclude_failed(unit, FailureKind::Worker, message, Holding::Mine(&held)).await;
                 }
@@ -819,7 +819,7 @@ impl<H: JobHost> Run<'_, H> {
                 return Ok(UnitEnd::Left);
             };
             match self.host.call(kind, payload, timeout).await {
-                Ok(_) | Err(CallError::Permanent(_) | CallError::Fatal(_)) => {}
+                Ok(_) | Err(CallError::Permanent(_) | CallError::Fatal(..)) => {}
                 Err(CallError::Misconfigured(message)) => return Err(JobError::Config(message)),
                 // Tried again later, within the unit's attempts, by whoever holds it then.
                 Err(e) => {
@@ -1142,7 +1142,7 @@ fn call_message(e: &CallError) -> String {
     match e {
         CallError::Transient { message, .. }
         | CallError::Permanent(message)
-        | CallError::Fatal(message)
+        | CallError::Fatal(_, message)
         | CallError::Misconfigured(message) => message.clone(),
         CallError::Timeout(limit) => format!("timed out after {} ms", limit.as_millis()),
     }
