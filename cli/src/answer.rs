@@ -166,7 +166,7 @@ impl TableAnswer {
 
 /// Records (or groups) as CSV rows: the first one's columns are the header, in its order.
 #[derive(Default)]
-struct CsvRows {
+pub struct CsvRows {
     header: Option<Vec<String>>,
     writer: Option<csv::Writer<Rows>>,
     rows: Rows,
@@ -188,7 +188,8 @@ impl Write for Rows {
 }
 
 impl CsvRows {
-    fn write(&mut self, out: &mut impl Write, value: &RawValue) -> Result<()> {
+    /// Writes one record (a JSON object) as a row, after the header if it is the first.
+    pub fn write(&mut self, out: &mut impl Write, value: &RawValue) -> Result<()> {
         let Ordered(fields) = serde_json::from_str(value.get()).context("a record is not a JSON object")?;
         let writer = self.writer.get_or_insert_with(|| csv::Writer::from_writer(self.rows.clone()));
         let header = match &self.header {

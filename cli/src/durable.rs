@@ -8,7 +8,7 @@
 //! resume ID`. `fanout job fetch` streams the parts back into one file,
 //! checking each part's SHA-256 against the manifest.
 
-use crate::answer::Format;
+use crate::answer::{CsvRows, Format};
 use crate::bucket::Store;
 use crate::bundle::Env;
 use crate::job::{count, Coordinator, Outcome};
@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fanout::fanout::jobs::receipt::ObjectSum;
 use fanout::fanout::jobs::state::Manifest;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -82,9 +83,10 @@ pub struct FetchArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// json: one document, as the HTTP API answers; ndjson: one record (or result) a line, the error
-    /// records and the summary on stderr. E.g. --format ndjson.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
-    format: Format,
+    /// records and the summary on stderr; csv: a transform job's records or groups as rows, the rest on
+    /// stderr. Default: -o's extension (.csv, .ndjson, .jsonl, .json), else json. E.g. --format csv.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
 }
 
 impl IdArgs {
@@ -359,14 +361,28 @@ fn fetch(args: &FetchArgs) -> Result<i32> {
     };
     let lines =
         |body: &[u8]| body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>();
-    match args.format {
-        Format::Ndjson => {
-            // One record (result, group, the partial state) a line; the error records and the summary to stderr.
+    let format = args.format.or_else(|| args.output.as_deref().and_then(Format::of_path)).unwrap_or(Format::Json);
+    if format == Format::Csv && scrape {
+        bail!("a scrape job's results have no CSV form: use --format json or ndjson");
+    }
+    let mut csv = CsvRows::default();
+    let mut item = |out: &mut Output, line: &[u8]| -> Result<()> {
+        match format {
+            Format::Csv => {
+                let value: &RawValue = serde_json::from_slice(line).context("a part holds a line that is not JSON")?;
+                csv.write(out, value)
+            }
+            _ => write_line(out, None, line),
+        }
+    };
+    match format {
+        Format::Ndjson | Format::Csv => {
+            // One record (result, group, the partial state) a line or row; the error records and the summary to stderr.
             let mut side = std::io::stderr();
             if manifest.result.is_none() {
                 for part in &manifest.parts {
                     for line in lines(&read(part)?) {
-                        write_line(&mut out, None, &line)?;
+                        item(&mut out, &line)?;
                     }
                 }
             }
@@ -381,8 +397,11 @@ fn fetch(args: &FetchArgs) -> Result<i32> {
                 match (&result["groups"], &result["partial"]) {
                     (Value::Array(groups), _) => {
                         for group in groups {
-                            writeln!(out, "{group}")?;
+                            item(&mut out, group.to_string().as_bytes())?;
                         }
+                    }
+                    (_, Value::Object(_)) if format == Format::Csv => {
+                        bail!("a partial aggregate has no CSV form: use --format json or ndjson")
                     }
                     (_, partial @ Value::Object(_)) => writeln!(out, "{partial}")?,
                     _ => bail!("{} has neither groups nor a partial state", stored.key),
@@ -390,7 +409,6 @@ fn fetch(args: &FetchArgs) -> Result<i32> {
             }
             writeln!(side, "{}", json!({ "summary": manifest.summary }))?;
         }
-        Format::Csv => bail!("fanout job fetch writes json or ndjson"),
         Format::Json => {
             let field = if scrape { "results" } else { "records" };
             match &manifest.result {

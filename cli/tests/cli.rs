@@ -1125,6 +1125,25 @@ fn a_durable_transform_job_from_a_terminal() {
     };
     assert_eq!(by_byte(&fetched["errors"]), by_byte(&api["errors"]));
     assert_eq!(fetched["summary"]["rows_in"], 3001);
+    // As CSV, by -o's extension: the same records as rows, in order, the error records on stderr.
+    let out_csv = dir.path("fetched.csv");
+    let fetched_csv =
+        with_bucket(fanout(&["job", "fetch", &id, "-o", out_csv.to_str().unwrap()]), &s3).output().unwrap();
+    assert_eq!(fetched_csv.status.code(), Some(0), "{}", stderr(&fetched_csv));
+    let mut rows = csv::Reader::from_path(&out_csv).unwrap();
+    let header: Vec<String> = rows.headers().unwrap().iter().map(str::to_owned).collect();
+    let records = api["records"].as_array().unwrap();
+    let columns: Vec<String> = records[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(header, columns);
+    let cell = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let want: Vec<Vec<String>> = records.iter().map(|r| columns.iter().map(|c| cell(&r[c])).collect()).collect();
+    let got: Vec<Vec<String>> = rows.records().map(|r| r.unwrap().iter().map(str::to_owned).collect()).collect();
+    assert!(got == want, "the CSV rows are not the API's records ({} rows, {} records)", got.len(), want.len());
+    assert_eq!(stderr(&fetched_csv).matches("{\"error\":").count(), api["errors"].as_array().unwrap().len());
 
     let status = fanout(&["job", "status", &id, "--endpoint", &endpoint]).output().unwrap();
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
