@@ -354,13 +354,21 @@ fn every_input_a_user_has_reads_as_the_file_does() {
     let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo(3) only creates a FIFO at a path this test owns.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
-    let writer = {
-        let (fifo, csv) = (fifo.clone(), csv.clone());
-        std::thread::spawn(move || std::fs::write(fifo, csv))
-    };
+    // The pipe has no writer yet: the CLI says it waits for one, and reads what one then writes.
     let out = dir.path("fifo.json");
-    same_as_file("fifo", run_job(&["transform", fifo.to_str().unwrap(), "--preset", "vat"], &endpoint, &out), &out);
-    writer.join().unwrap().unwrap();
+    let args = ["transform", fifo.to_str().unwrap(), "--preset", "vat", "--endpoint", &endpoint];
+    let mut child = fanout(&args).args(["-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut said = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    said.read_line(&mut first).unwrap();
+    assert!(first.contains("(a pipe) until its writer closes it"), "{first}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the CLI ended before the pipe had a writer");
+    std::fs::write(&fifo, &csv).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut said, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(2), "{rest}");
+    assert_eq!(rows_of(&json_file(&out)), want, "fifo");
     site.put("sales.csv", "text/csv", csv.clone());
     let out = dir.path("url.json");
     let url = site.url("/files/sales.csv");
