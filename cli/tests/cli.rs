@@ -358,16 +358,24 @@ fn every_input_a_user_has_reads_as_the_file_does() {
     let out = dir.path("fifo.json");
     let args = ["transform", fifo.to_str().unwrap(), "--preset", "vat", "--endpoint", &endpoint];
     let mut child = fanout(&args).args(["-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
-    let mut said = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    said.read_line(&mut first).unwrap();
-    assert!(first.contains("(a pipe) until its writer closes it"), "{first}");
+    let said = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || stderr.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+        rx
+    };
+    let first = said.recv_timeout(Duration::from_secs(10));
+    if first.as_deref().map_or(true, |l| !l.contains("(a pipe) until its writer closes it")) {
+        child.kill().unwrap();
+        // Let the CLI's open of the pipe return, so that nothing is left waiting.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        panic!("the CLI did not say it waits for the pipe's writer: {first:?}");
+    }
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none(), "the CLI ended before the pipe had a writer");
     std::fs::write(&fifo, &csv).unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut said, &mut rest).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(2), "{rest}");
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(2), "{}", said.try_iter().collect::<Vec<_>>().join("\n"));
     assert_eq!(rows_of(&json_file(&out)), want, "fifo");
     site.put("sales.csv", "text/csv", csv.clone());
     let out = dir.path("url.json");
