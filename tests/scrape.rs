@@ -139,11 +139,11 @@ fn selections_and_links_come_back_per_page() {
 fn an_invalid_selector_is_a_400_before_any_fetch() {
     let site = Site::start();
     let c = scraper();
-    let body = json!({"urls": [site.url("/page/1")], "select": {"price": "span:first-child"}});
+    let body = json!({"urls": [site.url("/page/1")], "select": {"price": "span:hover"}});
     let resp = post_json(&c.url("/scrape"), &body);
     assert_eq!(resp.status, 400, "{}", resp.text());
     let msg = resp.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(msg.starts_with("select.price: invalid CSS selector"), "{msg}");
+    assert!(msg.starts_with("select.price: invalid CSS selector") && msg.contains(":hover is not supported"), "{msg}");
     assert_eq!(site.hits("/page/1"), 0);
 }
 
