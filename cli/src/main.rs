@@ -314,7 +314,11 @@ fn up(args: UpArgs) -> Result<i32> {
         echo_logs: true,
     };
     let bundle = Bundle::start(&options)?;
-    println!("fanout: serving the bundle with {} (Ctrl-C stops it)", bundle.runtime());
+    println!(
+        "fanout: serving the bundle with {} from {} (Ctrl-C stops it)",
+        bundle.runtime(),
+        bundle.components().display()
+    );
     for route in bundle.routes() {
         println!("  {:<12} {:<24} {}", route.component, route.url, route.routes);
     }

@@ -1014,6 +1014,41 @@ fn serve_up(mut up: Command) -> (std::process::Child, String) {
     (up, routes)
 }
 
+/// scripts/install.sh lays the CLI and its components out under a prefix; the installed binary serves
+/// them from there, not from the clone it was built in, and a job runs through them.
+#[test]
+fn an_installed_cli_serves_its_own_components() {
+    let dir = Dir::new("install");
+    let prefix = dir.path("prefix");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install.sh");
+    let install = Command::new(script).arg(&prefix).args(["--binary", env!("CARGO_BIN_EXE_fanout")]).output().unwrap();
+    assert!(install.status.success(), "{}", stderr(&install));
+    let share = prefix.join("share/fanout").canonicalize().unwrap();
+    let manifest = std::fs::read_to_string(share.join("spin.toml")).unwrap();
+    assert!(manifest.contains("source = \"fanout_transform.wasm\""), "{manifest}");
+    assert!(share.join("wasi/fanout_coordinator.wasm").is_file());
+
+    let local = format!("127.0.0.1:{}", free_port());
+    let mut up = Command::new(prefix.join("bin/fanout"));
+    up.args(["up", "--listen", &local, "--runtime", "wasmtime"])
+        .env_remove("FANOUT_WASM_DIR")
+        .env_remove("CARGO_TARGET_DIR")
+        .stdin(Stdio::null());
+    let (up, routes) = serve_up(up);
+    assert!(routes.contains(&format!("from {} ", share.display())), "{routes}");
+    let file = dir.file("sales.csv", b"id,amount\n1,10\n2,20\n");
+    let out = dir.path("out.json");
+    let spec = r#"{"columns": ["id", {"from": "amount", "type": "float"}]}"#;
+    let cli = run_job(
+        &["transform", file.to_str().unwrap(), "--spec-json", spec],
+        &format!("http://{local}/"),
+        out.to_str().unwrap(),
+    );
+    assert_eq!(cli.status.code(), Some(0), "{}", stderr(&cli));
+    assert_eq!(json_file(&out)["summary"]["rows_in"], 2);
+    assert!(stop_up(up).success());
+}
+
 /// Interrupts `fanout up` as Ctrl-C does: how it exited.
 fn stop_up(mut up: std::process::Child) -> std::process::ExitStatus {
     interrupt(&up);
