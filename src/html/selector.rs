@@ -18,7 +18,7 @@
 //! lists (`A, B`). Other pseudo-classes (`:hover`, ...) and pseudo-elements
 //! are refused by name.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::fmt;
 
 /// A parsed selector list.
@@ -158,13 +158,19 @@ pub struct Document<'a> {
     parent: Vec<u32>,
     /// The index of each node's last descendant (itself when it has none).
     last: Vec<u32>,
-    /// Each element's previous and next element siblings ([`NONE`] when it has none).
+    /// Computed when a selector first needs them: most extractions do not.
+    siblings: OnceCell<Siblings>,
+    budget: Cell<u64>,
+}
+
+/// Each element's place among its element siblings.
+struct Siblings {
+    /// The previous and next element siblings ([`NONE`] when there is none).
     prev: Vec<u32>,
     next: Vec<u32>,
-    /// Each element's position among its element siblings, from 1, and how many they are.
+    /// The position among its element siblings, from 1, and how many they are.
     position: Vec<u32>,
-    siblings: Vec<u32>,
-    budget: Cell<u64>,
+    count: Vec<u32>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -209,30 +215,37 @@ impl<'a> Document<'a> {
         for top in open {
             last[top as usize] = end;
         }
-        // Element siblings: the last element child seen of each parent (the
-        // roots' shared by index `len`), in document order.
-        let n = nodes.len();
-        let (mut prev, mut next, mut position, mut siblings) = (vec![NONE; n], vec![NONE; n], vec![0; n], vec![0; n]);
-        let mut last_child = vec![NONE; n + 1];
-        let group = |i: usize| match parent[i] {
-            NONE => n,
-            p => p as usize,
-        };
-        for i in (0..n).filter(|&i| nodes[i].as_tag().is_some()) {
-            let before = last_child[group(i)];
-            if before != NONE {
-                prev[i] = before;
-                next[before as usize] = i as u32;
-                position[i] = position[before as usize] + 1;
-            } else {
-                position[i] = 1;
+        Document { source, dom, parent, last, siblings: OnceCell::new(), budget: Cell::new(WORK_BUDGET) }
+    }
+
+    /// The element siblings: the last element child seen of each parent (the
+    /// roots' shared by index `len`), in document order.
+    fn siblings(&self) -> &Siblings {
+        self.siblings.get_or_init(|| {
+            let nodes = self.dom.nodes();
+            let n = nodes.len();
+            let (mut prev, mut next, mut position, mut count) = (vec![NONE; n], vec![NONE; n], vec![0; n], vec![0; n]);
+            let mut last_child = vec![NONE; n + 1];
+            let group = |i: usize| match self.parent[i] {
+                NONE => n,
+                p => p as usize,
+            };
+            for i in (0..n).filter(|&i| nodes[i].as_tag().is_some()) {
+                let before = last_child[group(i)];
+                if before != NONE {
+                    prev[i] = before;
+                    next[before as usize] = i as u32;
+                    position[i] = position[before as usize] + 1;
+                } else {
+                    position[i] = 1;
+                }
+                last_child[group(i)] = i as u32;
             }
-            last_child[group(i)] = i as u32;
-        }
-        for i in (0..n).filter(|&i| nodes[i].as_tag().is_some()) {
-            siblings[i] = position[last_child[group(i)] as usize];
-        }
-        Document { source, dom, parent, last, prev, next, position, siblings, budget: Cell::new(WORK_BUDGET) }
+            for i in (0..n).filter(|&i| nodes[i].as_tag().is_some()) {
+                count[i] = position[last_child[group(i)] as usize];
+            }
+            Siblings { prev, next, position, count }
+        })
     }
 
     /// Every tag with its node index, in document order.
@@ -257,11 +270,12 @@ impl<'a> Document<'a> {
     /// `from_end`; `None` when the work budget runs out counting.
     fn index(&self, i: usize, of_type: bool, from_end: bool) -> Option<i64> {
         if !of_type {
-            let position = self.position[i] as i64;
-            return Some(if from_end { self.siblings[i] as i64 - position + 1 } else { position });
+            let siblings = self.siblings();
+            let position = siblings.position[i] as i64;
+            return Some(if from_end { siblings.count[i] as i64 - position + 1 } else { position });
         }
         let name = self.tag(i)?.name().as_utf8_str();
-        let step = if from_end { &self.next } else { &self.prev };
+        let step = if from_end { &self.siblings().next } else { &self.siblings().prev };
         let (mut index, mut at) = (1, link(step[i]));
         while let Some(n) = at {
             if !self.spend() {
@@ -363,7 +377,7 @@ impl Complex {
 fn related(doc: &Document<'_>, combinator: Combinator, node: usize, mut test: impl FnMut(usize) -> bool) -> bool {
     let up = matches!(combinator, Combinator::Descendant | Combinator::Child);
     let once = matches!(combinator, Combinator::Child | Combinator::NextSibling);
-    let walk = |n: usize| if up { doc.parent(n) } else { link(doc.prev[n]) };
+    let walk = |n: usize| if up { doc.parent(n) } else { link(doc.siblings().prev[n]) };
     let mut at = walk(node);
     while let Some(n) = at {
         if !doc.spend() {

@@ -281,6 +281,8 @@ pub enum AfterStart {
 /// The stack of open elements; see the module documentation.
 pub struct OpenElements<'a> {
     open: Vec<Open<'a>>,
+    /// How many `p` elements are open: most start tags look for one, and most pages have none open.
+    open_p: usize,
     active: Vec<Active<'a>>,
     next_id: u32,
     budget: usize,
@@ -293,6 +295,7 @@ impl<'a> OpenElements<'a> {
     pub fn new(len: usize) -> OpenElements<'a> {
         OpenElements {
             open: Vec::new(),
+            open_p: 0,
             active: Vec::new(),
             next_id: 0,
             budget: 100_000 + 4 * len,
@@ -325,6 +328,7 @@ impl<'a> OpenElements<'a> {
     fn step_aside(&mut self) {
         self.stepped_aside = true;
         self.open = Vec::new();
+        self.open_p = 0;
         self.active = Vec::new();
     }
 
@@ -333,6 +337,7 @@ impl<'a> OpenElements<'a> {
         let id = self.next_id;
         self.next_id += 1;
         let lower = Name::of(name);
+        self.open_p += usize::from(lower.get() == b"p");
         self.open.push(Open { name, lower, kind: Kind::of(lower.get()), id });
         id
     }
@@ -340,6 +345,7 @@ impl<'a> OpenElements<'a> {
     /// Pops the open elements from `at` up, as `tl` pops them.
     fn pop_from(&mut self, at: usize) {
         for element in self.open.split_off(at).into_iter().rev() {
+            self.open_p -= usize::from(element.lower.get() == b"p");
             if marker(element.lower.get()) {
                 self.clear_to_marker();
             } else if formatting(element.lower.get()) {
@@ -426,7 +432,7 @@ impl<'a> OpenElements<'a> {
         if let Some(at) = closed {
             self.close_from(at, out);
         }
-        if closes_p(n) {
+        if self.open_p > 0 && closes_p(n) {
             if let Some(at) = self.find(|e| e.lower.get() == b"p", |e| matches!(e.kind, Kind::ScopeEnd | Kind::Button))
             {
                 self.close_from(at, out);
