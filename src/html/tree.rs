@@ -64,6 +64,7 @@ enum Kind {
 }
 
 impl Kind {
+    #[inline]
     fn of(name: &[u8]) -> Kind {
         match name {
             b"h1" | b"h2" | b"h3" | b"h4" | b"h5" | b"h6" => Kind::Heading,
@@ -95,6 +96,7 @@ struct Name {
 }
 
 impl Name {
+    #[inline]
     fn of(name: &str) -> Name {
         let mut bytes = [0u8; 12];
         let Some(lower) = bytes.get_mut(..name.len()) else { return Name { bytes, len: 0 } };
@@ -103,12 +105,14 @@ impl Name {
         Name { bytes, len: name.len() as u8 }
     }
 
+    #[inline]
     fn get(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
 }
 
 /// Start tags that close an open `p` in button scope.
+#[inline]
 fn closes_p(name: &[u8]) -> bool {
     matches!(
         name,
@@ -156,6 +160,7 @@ fn closes_p(name: &[u8]) -> bool {
 }
 
 /// Elements `tl` never pushes on its stack.
+#[inline]
 fn tl_void(name: &[u8]) -> bool {
     matches!(
         name,
@@ -178,21 +183,25 @@ fn tl_void(name: &[u8]) -> bool {
 }
 
 /// Elements void in HTML that `tl` keeps open.
+#[inline]
 fn void_only_in_html(name: &[u8]) -> bool {
     matches!(name, b"basefont" | b"bgsound" | b"frame")
 }
 
 /// Table elements whose end tags close across cells: they stop only at table scope's ends.
+#[inline]
 fn table_part(name: &[u8]) -> bool {
     matches!(name, b"table" | b"tbody" | b"tfoot" | b"thead" | b"tr" | b"td" | b"th" | b"caption")
 }
 
 /// The ends of table scope.
+#[inline]
 fn ends_table_scope(name: &[u8]) -> bool {
     matches!(name, b"html" | b"table" | b"template")
 }
 
 /// The formatting elements: closed by another element's end tag, they stay active.
+#[inline]
 fn formatting(name: &[u8]) -> bool {
     matches!(
         name,
@@ -214,11 +223,13 @@ fn formatting(name: &[u8]) -> bool {
 
 /// Elements whose start tag puts a marker on the list of active formatting
 /// elements, and whose end clears the list back to it.
+#[inline]
 fn marker(name: &[u8]) -> bool {
     matches!(name, b"applet" | b"marquee" | b"object" | b"td" | b"th" | b"caption" | b"template")
 }
 
 /// Start tags that are not ordinary yet reopen the active formatting elements first.
+#[inline]
 fn reconstructs(name: &[u8]) -> bool {
     matches!(
         name,
@@ -242,6 +253,7 @@ fn reconstructs(name: &[u8]) -> bool {
 }
 
 /// Elements whose end a `li`, `dd` or `dt` looks past for the one to close.
+#[inline]
 fn address_div_p(name: &[u8]) -> bool {
     matches!(name, b"address" | b"div" | b"p")
 }
@@ -332,11 +344,10 @@ impl<'a> OpenElements<'a> {
         self.active = Vec::new();
     }
 
-    /// Pushes element `name` on the stack.
-    fn push(&mut self, name: &'a str) -> u32 {
+    /// Pushes element `name` (`lower` in lower case) on the stack.
+    fn push(&mut self, name: &'a str, lower: Name) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
-        let lower = Name::of(name);
         self.open_p += usize::from(lower.get() == b"p");
         self.open.push(Open { name, lower, kind: Kind::of(lower.get()), id });
         id
@@ -344,7 +355,8 @@ impl<'a> OpenElements<'a> {
 
     /// Pops the open elements from `at` up, as `tl` pops them.
     fn pop_from(&mut self, at: usize) {
-        for element in self.open.split_off(at).into_iter().rev() {
+        while self.open.len() > at {
+            let Some(element) = self.open.pop() else { break };
             self.open_p -= usize::from(element.lower.get() == b"p");
             if marker(element.lower.get()) {
                 self.clear_to_marker();
@@ -387,15 +399,15 @@ impl<'a> OpenElements<'a> {
             first -= 1;
         }
         for i in first..self.active.len() {
-            let Active::Element { name, tag, .. } = &self.active[i] else { continue };
-            let (name, tag) = (*name, tag.clone());
+            let Active::Element { name, lower, tag, .. } = &self.active[i] else { continue };
+            let (name, lower, tag) = (*name, *lower, tag.clone());
             if self.copy_budget < tag.len() || self.open.len() >= MAX_DEPTH {
                 self.step_aside();
                 return;
             }
             self.copy_budget -= tag.len();
             out.push_str(&tag);
-            let id = self.push(name);
+            let id = self.push(name, lower);
             if let Active::Element { open, .. } = &mut self.active[i] {
                 *open = Some(id);
             }
@@ -479,7 +491,7 @@ impl<'a> OpenElements<'a> {
             self.step_aside();
             return AfterStart::Nothing;
         }
-        let id = self.push(name);
+        let id = self.push(name, lower);
         if formatting(n) {
             // The standard keeps at most three alike (same name and attributes) since the last marker.
             let since = self.active.iter().rposition(|a| matches!(a, Active::Marker)).map_or(0, |m| m + 1);
