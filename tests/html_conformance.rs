@@ -508,24 +508,9 @@ impl Generator {
         Generator { rng: Rng::new(seed), in_link: false }
     }
 
-    /// A number below `n`.
-    fn below(&mut self, n: usize) -> usize {
-        self.rng.below(n as u64) as usize
-    }
-
-    /// True `percent` times in a hundred.
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    /// One of `items`.
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-
     /// A tag name in a random case.
     fn name(&mut self, name: &str) -> String {
-        match self.below(6) {
+        match self.rng.index(6) {
             0 => name.to_ascii_uppercase(),
             1 => name[..1].to_ascii_uppercase() + &name[1..],
             _ => name.to_owned(),
@@ -535,7 +520,7 @@ impl Generator {
     /// An end tag in one of the forms that end an element: `</a>`, `</A >`, `</a\n>`, `</a/>`.
     fn end_tag(&mut self, name: &str) -> String {
         let name = self.name(name);
-        match self.below(8) {
+        match self.rng.index(8) {
             0 => format!("</{name} >"),
             1 => format!("</{name}\n>"),
             2 => format!("</{name}/>"),
@@ -548,13 +533,13 @@ impl Generator {
     /// can be, valueless (` name`) sometimes when it is empty.
     fn attr(&mut self, name: &str, value: &str) -> String {
         let name = self.name(name);
-        let sep = match self.below(6) {
+        let sep = match self.rng.index(6) {
             0 => "\n\t",
             1 => "  ",
             _ => " ",
         };
         let unquotable = !value.is_empty() && !value.contains(|c: char| is_html_space(c) || "\"'`<>".contains(c));
-        match self.below(3) {
+        match self.rng.index(3) {
             0 if value.is_empty() => format!("{sep}{name}"),
             0 if unquotable => format!("{sep}{name}={value}"),
             1 if !value.contains('\'') => format!("{sep}{name}='{value}'"),
@@ -565,43 +550,43 @@ impl Generator {
     /// A whole document: doctype, `<html>`, head, body, every element closed.
     fn document(&mut self) -> String {
         let mut out = String::new();
-        out.push_str(self.pick(&[
+        out.push_str(*self.rng.pick(&[
             "<!DOCTYPE html>\n",
             "<!doctype HTML>",
             "",
             "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\">\n",
         ]));
-        let explicit_html = self.chance(80);
+        let explicit_html = self.rng.chance(80);
         if explicit_html {
             let html = self.name("html");
             out.push('<');
             out.push_str(&html);
-            if self.chance(75) {
-                let lang = self.pick(LANGS);
+            if self.rng.chance(75) {
+                let lang = *self.rng.pick(LANGS);
                 out.push_str(&self.attr("lang", lang));
             }
             out.push_str(">\n");
         }
-        let explicit_head = self.chance(70);
+        let explicit_head = self.rng.chance(70);
         if explicit_head {
             out.push_str("<head>\n");
         }
-        for _ in 0..self.below(10) {
+        for _ in 0..self.rng.index(10) {
             self.head_item(&mut out);
             out.push('\n');
         }
         if explicit_head {
             out.push_str("</head>\n");
         }
-        let explicit_body = self.chance(70);
+        let explicit_body = self.rng.chance(70);
         if explicit_body {
             out.push_str("<body>\n");
         }
-        for _ in 0..1 + self.below(10) {
+        for _ in 0..1 + self.rng.index(10) {
             self.block(&mut out, 0);
             out.push('\n');
         }
-        if self.chance(5) {
+        if self.rng.chance(5) {
             // A second `<html>` start tag adds the attributes the root lacks.
             out.push_str("<html lang=late-lang>");
         }
@@ -616,16 +601,16 @@ impl Generator {
 
     /// An element `<head>` keeps: title, base, meta, link, script, style, noscript, comment.
     fn head_item(&mut self, out: &mut String) {
-        match self.below(10) {
+        match self.rng.index(10) {
             0 | 1 => self.title(out),
             2 => self.base(out),
             3 | 4 => self.meta(out),
             5 => self.canonical(out),
             6 => {
-                let name = self.pick(RAW_TEXT_IN_HEAD);
+                let name = *self.rng.pick(RAW_TEXT_IN_HEAD);
                 self.raw_text(out, name);
             }
-            7 => out.push_str(self.pick(COMMENTS)),
+            7 => out.push_str(*self.rng.pick(COMMENTS)),
             8 => out.push_str("<meta charset=\"utf-8\"><link rel=stylesheet href=/s.css>"),
             _ => out.push_str("<meta name=viewport content=\"width=device-width, initial-scale=1\">"),
         }
@@ -633,7 +618,7 @@ impl Generator {
 
     /// A `<title>`: plain text, character references, or markup-looking text.
     fn title(&mut self, out: &mut String) {
-        let text = match self.below(6) {
+        let text = match self.rng.index(6) {
             0 => String::new(),
             1 => " \n ".to_owned(),
             2 => "Docs &lt;v2&gt; <b>x</b> <!-- not a comment -->".to_owned(),
@@ -646,10 +631,10 @@ impl Generator {
 
     /// A `<base href>`, sometimes after a `<base target>` that has no `href`.
     fn base(&mut self, out: &mut String) {
-        if self.chance(20) {
+        if self.rng.chance(20) {
             out.push_str("<base target=_blank>");
         }
-        let href = self.pick(BASE_HREFS);
+        let href = *self.rng.pick(BASE_HREFS);
         let href = self.attr("href", href);
         write!(out, "<base{href}>").unwrap();
     }
@@ -657,30 +642,30 @@ impl Generator {
     /// A `<meta>`: a description, an `og:` property, both, or neither, with or without `content`.
     fn meta(&mut self, out: &mut String) {
         let mut attrs = String::new();
-        let kind = self.below(4);
+        let kind = self.rng.index(4);
         if kind != 1 {
-            let name = self.pick(META_NAMES);
+            let name = *self.rng.pick(META_NAMES);
             attrs.push_str(&self.attr("name", name));
         }
         if kind != 0 {
-            let property = self.pick(PROPERTIES);
+            let property = *self.rng.pick(PROPERTIES);
             attrs.push_str(&self.attr("property", property));
         }
-        if self.chance(85) {
+        if self.rng.chance(85) {
             let content = self.texts(2);
             attrs.push_str(&self.attr("content", &content));
         }
         let meta = self.name("meta");
-        let close = if self.chance(30) { " />" } else { ">" };
+        let close = if self.rng.chance(30) { " />" } else { ">" };
         write!(out, "<{meta}{attrs}{close}").unwrap();
     }
 
     /// A `<link>` whose `rel` may or may not name `canonical`, with or without `href`.
     fn canonical(&mut self, out: &mut String) {
-        let rel = self.pick(RELS);
+        let rel = *self.rng.pick(RELS);
         let mut attrs = self.attr("rel", rel);
-        if self.chance(85) {
-            let href = self.pick(CANONICAL_HREFS);
+        if self.rng.chance(85) {
+            let href = *self.rng.pick(CANONICAL_HREFS);
             attrs.push_str(&self.attr("href", href));
         }
         write!(out, "<link{attrs}>").unwrap();
@@ -690,22 +675,22 @@ impl Generator {
     fn raw_text(&mut self, out: &mut String, name: &str) {
         let open = self.name(name);
         write!(out, "<{open}").unwrap();
-        if name == "script" && self.chance(30) {
-            let kind = self.pick(&["module", "application/json", "text/template", "text/javascript"]);
+        if name == "script" && self.rng.chance(30) {
+            let kind = *self.rng.pick(&["module", "application/json", "text/template", "text/javascript"]);
             out.push_str(&self.attr("type", kind));
         }
         out.push('>');
-        if name == "script" && self.chance(15) {
+        if name == "script" && self.rng.chance(15) {
             out.push_str(DOUBLE_ESCAPED);
         }
-        for _ in 0..1 + self.below(3) {
-            let piece = self.pick(RAW_CONTENT);
+        for _ in 0..1 + self.rng.index(3) {
+            let piece = *self.rng.pick(RAW_CONTENT);
             if !ends_raw_text(piece, name) {
                 out.push_str(piece);
             }
-            if self.chance(30) {
+            if self.rng.chance(30) {
                 // Look-alikes of the end tag that do not end the element.
-                let fake = self.pick(&["</{}x>", "</ {}>", "<\\/{}>", "</{}-data>", "<{}>"]);
+                let fake = *self.rng.pick(&["</{}x>", "</ {}>", "<\\/{}>", "</{}-data>", "<{}>"]);
                 out.push_str(&fake.replace("{}", &self.name(name)));
             }
         }
@@ -716,50 +701,50 @@ impl Generator {
     /// A few pieces of inline text.
     fn texts(&mut self, most: usize) -> String {
         let mut out = String::new();
-        for i in 0..1 + self.below(most) {
+        for i in 0..1 + self.rng.index(most) {
             if i > 0 {
                 out.push(' ');
             }
-            out.push_str(self.pick(TEXT));
+            out.push_str(*self.rng.pick(TEXT));
         }
         out
     }
 
     /// A block-level piece of the body; containers nest up to three deep.
     fn block(&mut self, out: &mut String, depth: usize) {
-        match self.below(if depth < 3 { 14 } else { 10 }) {
+        match self.rng.index(if depth < 3 { 14 } else { 10 }) {
             0 | 1 => self.heading(out),
             2 | 3 => self.paragraph(out),
             4 => {
-                let name = self.pick(RAW_TEXT);
+                let name = *self.rng.pick(RAW_TEXT);
                 self.raw_text(out, name);
             }
-            5 if !self.in_link => out.push_str(self.pick(BODY_COMMENTS)),
-            6 => out.push_str(self.pick(COMMENTS)),
+            5 if !self.in_link => out.push_str(*self.rng.pick(BODY_COMMENTS)),
+            6 => out.push_str(*self.rng.pick(COMMENTS)),
             7 => self.image_map(out),
-            8 => match self.below(4) {
+            8 => match self.rng.index(4) {
                 0 => self.title(out),
                 1 => self.base(out),
                 2 => self.canonical(out),
                 _ => self.meta(out),
             },
-            9 if self.chance(30) && !self.in_link => {
+            9 if self.rng.chance(30) && !self.in_link => {
                 // DocBook XSL's title page: an XHTML `<a id/>` the heading's end tag closes.
                 out.push_str("<div class=\"titlepage\"><div><div><h1 class=\"title\">");
-                out.push_str(self.pick(SELF_CLOSED));
+                out.push_str(*self.rng.pick(SELF_CLOSED));
                 out.push_str(
                     "Appendix A</h1></div></div></div><div class=\"toc\"><p><b>Table of Contents</b></p></div>",
                 );
             }
-            9 if self.chance(30) => {
+            9 if self.rng.chance(30) => {
                 // A heading opened in a heading closes it.
-                let inner = self.pick(&["h1", "h2", "h5"]);
+                let inner = *self.rng.pick(&["h1", "h2", "h5"]);
                 write!(out, "<h1>{}<{inner}>{}", self.texts(1), self.texts(1)).unwrap();
                 out.push_str(&self.end_tag(inner));
                 out.push_str(&self.end_tag("h1"));
             }
             9 => {
-                let level = self.pick(&["h2", "h3", "h6"]);
+                let level = *self.rng.pick(&["h2", "h3", "h6"]);
                 let open = self.name(level);
                 write!(out, "<{open}>").unwrap();
                 self.inline(out, 2);
@@ -776,7 +761,7 @@ impl Generator {
             }
             11 => {
                 out.push_str("<ul>");
-                for _ in 0..1 + self.below(3) {
+                for _ in 0..1 + self.rng.index(3) {
                     out.push_str("<li>");
                     self.inline(out, 2);
                     out.push_str("</li>");
@@ -784,10 +769,11 @@ impl Generator {
                 out.push_str("</ul>");
             }
             _ => {
-                let name = self.pick(&["div", "section", "header", "main", "article", "nav", "footer", "blockquote"]);
+                let name =
+                    *self.rng.pick(&["div", "section", "header", "main", "article", "nav", "footer", "blockquote"]);
                 let open = self.name(name);
                 write!(out, "<{open}>").unwrap();
-                for _ in 0..1 + self.below(3) {
+                for _ in 0..1 + self.rng.index(3) {
                     self.block(out, depth + 1);
                 }
                 out.push_str(&self.end_tag(name));
@@ -799,14 +785,14 @@ impl Generator {
     /// XHTML-style self-closed element (which HTML keeps open) or misnested inline elements inside.
     fn heading(&mut self, out: &mut String) {
         let open = self.name("h1");
-        let attrs = if self.chance(30) { self.attr("id", "intro") } else { String::new() };
+        let attrs = if self.rng.chance(30) { self.attr("id", "intro") } else { String::new() };
         write!(out, "<{open}{attrs}>").unwrap();
-        match self.below(11) {
+        match self.rng.index(11) {
             0 => {}
-            1 => out.push_str(self.pick(&[" ", "&nbsp;", "\u{a0}", "\n\t", "<br>"])),
+            1 => out.push_str(*self.rng.pick(&[" ", "&nbsp;", "\u{a0}", "\n\t", "<br>"])),
             2 if !self.in_link => {
                 self.inline(out, 1);
-                let anchor = self.pick(&[
+                let anchor = *self.rng.pick(&[
                     "<a class=\"headerlink\" href=\"#section\" title=\"Permalink to this heading\">¶</a>",
                     "<span><a class=mark href=#fs_readfile id=fs_readfile>#</a></span>",
                     "<a class=anchor href=#_overview></a>",
@@ -815,11 +801,11 @@ impl Generator {
             }
             3 => {
                 self.inline(out, 1);
-                let name = self.pick(&["script", "style"]);
+                let name = *self.rng.pick(&["script", "style"]);
                 self.raw_text(out, name);
             }
             4 | 5 if !self.in_link => {
-                out.push_str(self.pick(SELF_CLOSED));
+                out.push_str(*self.rng.pick(SELF_CLOSED));
                 self.inline(out, 2);
             }
             6 => {
@@ -834,9 +820,9 @@ impl Generator {
     /// Inline elements the way careless markup leaves them: overlapping, or never closed (the
     /// enclosing element's end tag closes them).
     fn misnested(&mut self, out: &mut String) {
-        let (outer, inner) = (self.pick(&["b", "em", "span"]), self.pick(&["i", "code", "small"]));
+        let (outer, inner) = (*self.rng.pick(&["b", "em", "span"]), *self.rng.pick(&["i", "code", "small"]));
         let (first, second, third) = (self.texts(1), self.texts(1), self.texts(1));
-        match self.below(3) {
+        match self.rng.index(3) {
             0 => write!(out, "<{outer}>{first}<{inner}>{second}</{outer}>{third}</{inner}>").unwrap(),
             1 => write!(out, "<{outer}>{first}").unwrap(),
             _ => write!(out, "<{outer}>{first}<{inner}>{second}").unwrap(),
@@ -848,7 +834,7 @@ impl Generator {
         let open = self.name("p");
         write!(out, "<{open}>").unwrap();
         self.inline(out, 4);
-        if self.chance(80) {
+        if self.rng.chance(80) {
             out.push_str(&self.end_tag("p"));
         }
     }
@@ -856,18 +842,18 @@ impl Generator {
     /// An `href` attribute, sometimes doubled (the first one counts) or with neighbours.
     fn href(&mut self) -> String {
         let mut attrs = String::new();
-        if self.chance(15) {
+        if self.rng.chance(15) {
             attrs.push_str(&self.attr("class", "reference external"));
         }
-        if self.chance(90) {
-            let href = self.pick(HREFS);
+        if self.rng.chance(90) {
+            let href = *self.rng.pick(HREFS);
             attrs.push_str(&self.attr("href", href));
         }
-        if self.chance(10) {
-            let href = self.pick(HREFS);
+        if self.rng.chance(10) {
+            let href = *self.rng.pick(HREFS);
             attrs.push_str(&self.attr("href", href));
         }
-        if self.chance(15) {
+        if self.rng.chance(15) {
             attrs.push_str(&self.attr("title", "a=b/c#d"));
         }
         attrs
@@ -876,7 +862,7 @@ impl Generator {
     /// `<map>` with `<area>` links.
     fn image_map(&mut self, out: &mut String) {
         out.push_str("<map name=m>");
-        for _ in 0..1 + self.below(3) {
+        for _ in 0..1 + self.rng.index(3) {
             let href = self.href();
             write!(out, "<area shape=rect coords=0,0,10,10{href} alt=x>").unwrap();
         }
@@ -885,8 +871,8 @@ impl Generator {
 
     /// Inline content: text, phrasing elements, links, comments, script or style.
     fn inline(&mut self, out: &mut String, most: usize) {
-        for _ in 0..1 + self.below(most) {
-            match self.below(10) {
+        for _ in 0..1 + self.rng.index(most) {
+            match self.rng.index(10) {
                 0..=3 => out.push_str(&self.texts(2)),
                 4 | 5 if !self.in_link => {
                     let href = self.href();
@@ -894,23 +880,23 @@ impl Generator {
                     write!(out, "<{open}{href}>").unwrap();
                     self.in_link = true;
                     self.inline(out, 2);
-                    if self.chance(15) {
+                    if self.rng.chance(15) {
                         self.misnested(out);
                     }
                     self.in_link = false;
                     out.push_str(&self.end_tag("a"));
                 }
                 6 => {
-                    let name = self.pick(&["span", "em", "code", "b", "small", "strong"]);
+                    let name = *self.rng.pick(&["span", "em", "code", "b", "small", "strong"]);
                     let open = self.name(name);
                     write!(out, "<{open}>").unwrap();
                     out.push_str(&self.texts(2));
                     out.push_str(&self.end_tag(name));
                 }
-                7 => out.push_str(self.pick(&["<br>", "<wbr>", "<br/>", "<img src=/i.png alt=\"<h1>alt</h1>\">"])),
-                8 => out.push_str(self.pick(COMMENTS)),
+                7 => out.push_str(*self.rng.pick(&["<br>", "<wbr>", "<br/>", "<img src=/i.png alt=\"<h1>alt</h1>\">"])),
+                8 => out.push_str(*self.rng.pick(COMMENTS)),
                 _ => {
-                    let name = self.pick(&["script", "style"]);
+                    let name = *self.rng.pick(&["script", "style"]);
                     self.raw_text(out, name);
                 }
             }

@@ -36,21 +36,9 @@ struct Generator {
 }
 
 impl Generator {
-    fn below(&mut self, n: usize) -> usize {
-        self.rng.below(n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-
     fn document(&mut self) -> String {
         let mut out = String::from("<!DOCTYPE html><html><head><title>t</title></head><body>");
-        for _ in 0..1 + self.below(4) {
+        for _ in 0..1 + self.rng.index(4) {
             self.flow(&mut out, 0);
         }
         out.push_str("</body></html>");
@@ -61,37 +49,37 @@ impl Generator {
     fn open(&mut self, out: &mut String, name: &str) {
         write!(out, "<{name} data-n=\"{}\"", self.next_number).unwrap();
         self.next_number += 1;
-        if self.chance(50) {
-            let classes: Vec<&str> = (0..1 + self.below(3)).map(|_| self.pick(CLASSES)).collect();
+        if self.rng.chance(50) {
+            let classes: Vec<&str> = (0..1 + self.rng.index(3)).map(|_| *self.rng.pick(CLASSES)).collect();
             write!(out, " class=\"{}\"", classes.join(" ")).unwrap();
         }
-        if self.chance(15) {
-            write!(out, " id=\"{}\"", self.pick(IDS)).unwrap();
+        if self.rng.chance(15) {
+            write!(out, " id=\"{}\"", *self.rng.pick(IDS)).unwrap();
         }
-        if self.chance(30) {
-            write!(out, " lang=\"{}\"", self.pick(LANGS)).unwrap();
+        if self.rng.chance(30) {
+            write!(out, " lang=\"{}\"", *self.rng.pick(LANGS)).unwrap();
         }
-        if self.chance(30) {
-            write!(out, " title=\"{}\"", self.pick(TITLES)).unwrap();
+        if self.rng.chance(30) {
+            write!(out, " title=\"{}\"", *self.rng.pick(TITLES)).unwrap();
         }
         if name == "a" {
-            write!(out, " href=\"{}\"", self.pick(HREFS)).unwrap();
-            if self.chance(40) {
-                write!(out, " rel=\"{}\"", self.pick(RELS)).unwrap();
+            write!(out, " href=\"{}\"", *self.rng.pick(HREFS)).unwrap();
+            if self.rng.chance(40) {
+                write!(out, " rel=\"{}\"", *self.rng.pick(RELS)).unwrap();
             }
         }
         out.push('>');
     }
 
     fn flow(&mut self, out: &mut String, depth: usize) {
-        let name = self.pick(FLOW);
+        let name = *self.rng.pick(FLOW);
         self.open(out, name);
-        let children = if depth >= 3 { self.below(2) } else { self.below(5) };
+        let children = if depth >= 3 { self.rng.index(2) } else { self.rng.index(5) };
         for _ in 0..children {
             match name {
                 "ul" => {
                     self.open(out, "li");
-                    if self.chance(50) {
+                    if self.rng.chance(50) {
                         self.phrasing(out, false);
                     } else if depth < 3 {
                         self.flow(out, depth + 1);
@@ -99,7 +87,7 @@ impl Generator {
                     out.push_str("</li>");
                 }
                 "p" => self.phrasing(out, false),
-                _ if self.chance(60) && depth < 3 => self.flow(out, depth + 1),
+                _ if self.rng.chance(60) && depth < 3 => self.flow(out, depth + 1),
                 _ => self.phrasing(out, false),
             }
         }
@@ -108,18 +96,18 @@ impl Generator {
 
     /// Text, or a phrasing element (links never nest) that may be empty.
     fn phrasing(&mut self, out: &mut String, in_link: bool) {
-        if self.chance(25) {
-            out.push_str(self.pick(&["t", "text", "x"]));
+        if self.rng.chance(25) {
+            out.push_str(*self.rng.pick(&["t", "text", "x"]));
             return;
         }
         let name = loop {
-            let name = self.pick(PHRASING);
+            let name = *self.rng.pick(PHRASING);
             if !(in_link && name == "a") {
                 break name;
             }
         };
         self.open(out, name);
-        for _ in 0..self.below(3) {
+        for _ in 0..self.rng.index(3) {
             self.phrasing(out, in_link || name == "a");
         }
         write!(out, "</{name}>").unwrap();
@@ -127,7 +115,7 @@ impl Generator {
 
     fn selector_list(&mut self) -> String {
         let mut parts = vec![self.complex()];
-        if self.chance(15) {
+        if self.rng.chance(15) {
             parts.push(self.complex());
         }
         parts.join(", ")
@@ -135,8 +123,8 @@ impl Generator {
 
     fn complex(&mut self) -> String {
         let mut out = self.compound(0);
-        for _ in 0..self.below(3) {
-            out.push_str(self.pick(&[" ", " > ", " + ", " ~ ", ">", "  "]));
+        for _ in 0..self.rng.index(3) {
+            out.push_str(*self.rng.pick(&[" ", " > ", " + ", " ~ ", ">", "  "]));
             out.push_str(&self.compound(0));
         }
         out
@@ -144,19 +132,19 @@ impl Generator {
 
     fn compound(&mut self, nesting: usize) -> String {
         let mut out = String::new();
-        match self.below(4) {
+        match self.rng.index(4) {
             0 => {}
             1 => out.push('*'),
             _ => {
                 let names = [FLOW, PHRASING, &["li"]].concat();
-                out.push_str(self.pick(&names));
+                out.push_str(*self.rng.pick(&names));
             }
         }
-        let extras = if out.is_empty() { 1 + self.below(2) } else { self.below(3) };
+        let extras = if out.is_empty() { 1 + self.rng.index(2) } else { self.rng.index(3) };
         for _ in 0..extras {
-            match self.below(8) {
-                0 => write!(out, ".{}", self.pick(CLASSES)).unwrap(),
-                1 => write!(out, "#{}", self.pick(IDS)).unwrap(),
+            match self.rng.index(8) {
+                0 => write!(out, ".{}", *self.rng.pick(CLASSES)).unwrap(),
+                1 => write!(out, "#{}", *self.rng.pick(IDS)).unwrap(),
                 2 | 3 => out.push_str(&self.attribute()),
                 _ => out.push_str(&self.pseudo(nesting)),
             }
@@ -165,43 +153,43 @@ impl Generator {
     }
 
     fn attribute(&mut self) -> String {
-        let (name, values) = match self.below(5) {
+        let (name, values) = match self.rng.index(5) {
             0 => ("lang", LANGS),
             1 => ("title", TITLES),
             2 => ("href", HREFS),
             3 => ("rel", RELS),
             _ => ("class", CLASSES),
         };
-        if self.chance(15) {
+        if self.rng.chance(15) {
             return format!("[{name}]");
         }
-        let op = self.pick(&["=", "~=", "|=", "^=", "$=", "*="]);
-        let whole = self.pick(values);
+        let op = *self.rng.pick(&["=", "~=", "|=", "^=", "$=", "*="]);
+        let whole = *self.rng.pick(values);
         // A piece of a value as often as a whole one.
-        let value = match self.below(3) {
+        let value = match self.rng.index(3) {
             0 if !whole.is_empty() => {
-                let cut = 1 + self.below(whole.len());
+                let cut = 1 + self.rng.index(whole.len());
                 whole.get(..cut).unwrap_or(whole).to_owned()
             }
             1 if !whole.is_empty() => {
-                let cut = self.below(whole.len());
+                let cut = self.rng.index(whole.len());
                 whole.get(cut..).unwrap_or(whole).to_owned()
             }
             _ => whole.to_owned(),
         };
-        let flag = self.pick(&["", "", "", " i", " s"]);
-        let quote = if self.chance(50) { "\"" } else { "'" };
+        let flag = *self.rng.pick(&["", "", "", " i", " s"]);
+        let quote = if self.rng.chance(50) { "\"" } else { "'" };
         format!("[{name}{op}{quote}{value}{quote}{flag}]")
     }
 
     fn pseudo(&mut self, nesting: usize) -> String {
         let anb = |g: &mut Generator| {
-            g.pick(&[
+            *g.rng.pick(&[
                 "odd", "even", "1", "2", "3", "2n+1", "-n+2", "n", "3n", "2n-1", " 2n + 1 ", "-2n+5", "0n+1", "+n",
                 "-n+0",
             ])
         };
-        match self.below(if nesting < 1 { 14 } else { 12 }) {
+        match self.rng.index(if nesting < 1 { 14 } else { 12 }) {
             0 => ":first-child".into(),
             1 => ":last-child".into(),
             2 => ":only-child".into(),
@@ -216,16 +204,16 @@ impl Generator {
             11 => format!(":NTH-CHILD({})", anb(self)),
             12 => {
                 let mut inner = vec![self.compound(nesting + 1)];
-                if self.chance(30) {
+                if self.rng.chance(30) {
                     inner.push(self.compound(nesting + 1));
                 }
                 format!(":not({})", inner.join(", "))
             }
             _ => {
-                let lead = self.pick(&["", "> ", "+ ", "~ "]);
+                let lead = *self.rng.pick(&["", "> ", "+ ", "~ "]);
                 let mut inner = format!("{lead}{}", self.compound(nesting + 1));
-                if self.chance(40) {
-                    inner.push_str(self.pick(&[" ", " > "]));
+                if self.rng.chance(40) {
+                    inner.push_str(*self.rng.pick(&[" ", " > "]));
                     inner.push_str(&self.compound(nesting + 1));
                 }
                 format!(":has({inner})")

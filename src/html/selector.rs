@@ -429,21 +429,21 @@ impl Attribute {
     fn matches(&self, tag: &tl::HTMLTag<'_>) -> bool {
         // A valueless attribute (`<input disabled>`) has the empty string as its value.
         let Some(have) = attr(tag, &self.name) else { return false };
-        let have = have.unwrap_or_default();
-        let (have, want) = if self.ignore_case {
-            (have.to_ascii_lowercase(), self.value.to_ascii_lowercase())
-        } else {
-            (have, self.value.clone())
-        };
+        let mut have = have.unwrap_or_default();
+        // `value` is lower-cased when the selector is parsed if its case is ignored.
+        if self.ignore_case {
+            have.make_ascii_lowercase();
+        }
+        let want = self.value.as_str();
         // The operators that test for a piece of the value match nothing with an empty one.
         match self.op {
             AttrOp::Exists => true,
             AttrOp::Equals => have == want,
             AttrOp::Includes => !want.is_empty() && !want.contains(is_space) && have.split(is_space).any(|w| w == want),
-            AttrOp::DashMatch => have == want || have.strip_prefix(&want).is_some_and(|rest| rest.starts_with('-')),
-            AttrOp::Prefix => !want.is_empty() && have.starts_with(&want),
-            AttrOp::Suffix => !want.is_empty() && have.ends_with(&want),
-            AttrOp::Substring => !want.is_empty() && have.contains(&want),
+            AttrOp::DashMatch => have == want || have.strip_prefix(want).is_some_and(|rest| rest.starts_with('-')),
+            AttrOp::Prefix => !want.is_empty() && have.starts_with(want),
+            AttrOp::Suffix => !want.is_empty() && have.ends_with(want),
+            AttrOp::Substring => !want.is_empty() && have.contains(want),
         }
     }
 }
@@ -771,6 +771,7 @@ fn parse_attribute(inner: &str) -> Result<Attribute, String> {
         "i" | "I" => true,
         other => return Err(format!("attribute selector [{inner}]: unexpected {other:?} after the value")),
     };
+    let value = if ignore_case { value.to_ascii_lowercase() } else { value };
     Ok(Attribute { name, op, value, ignore_case })
 }
 
