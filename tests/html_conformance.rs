@@ -550,7 +550,7 @@ impl Generator {
     /// A whole document: doctype, `<html>`, head, body, every element closed.
     fn document(&mut self) -> String {
         let mut out = String::new();
-        out.push_str(*self.rng.pick(&[
+        out.push_str(self.rng.pick(&[
             "<!DOCTYPE html>\n",
             "<!doctype HTML>",
             "",
@@ -562,7 +562,7 @@ impl Generator {
             out.push('<');
             out.push_str(&html);
             if self.rng.chance(75) {
-                let lang = *self.rng.pick(LANGS);
+                let lang = self.rng.pick(LANGS);
                 out.push_str(&self.attr("lang", lang));
             }
             out.push_str(">\n");
@@ -607,10 +607,10 @@ impl Generator {
             3 | 4 => self.meta(out),
             5 => self.canonical(out),
             6 => {
-                let name = *self.rng.pick(RAW_TEXT_IN_HEAD);
+                let name = self.rng.pick(RAW_TEXT_IN_HEAD);
                 self.raw_text(out, name);
             }
-            7 => out.push_str(*self.rng.pick(COMMENTS)),
+            7 => out.push_str(self.rng.pick(COMMENTS)),
             8 => out.push_str("<meta charset=\"utf-8\"><link rel=stylesheet href=/s.css>"),
             _ => out.push_str("<meta name=viewport content=\"width=device-width, initial-scale=1\">"),
         }
@@ -634,7 +634,7 @@ impl Generator {
         if self.rng.chance(20) {
             out.push_str("<base target=_blank>");
         }
-        let href = *self.rng.pick(BASE_HREFS);
+        let href = self.rng.pick(BASE_HREFS);
         let href = self.attr("href", href);
         write!(out, "<base{href}>").unwrap();
     }
@@ -644,11 +644,11 @@ impl Generator {
         let mut attrs = String::new();
         let kind = self.rng.index(4);
         if kind != 1 {
-            let name = *self.rng.pick(META_NAMES);
+            let name = self.rng.pick(META_NAMES);
             attrs.push_str(&self.attr("name", name));
         }
         if kind != 0 {
-            let property = *self.rng.pick(PROPERTIES);
+            let property = self.rng.pick(PROPERTIES);
             attrs.push_str(&self.attr("property", property));
         }
         if self.rng.chance(85) {
@@ -662,10 +662,10 @@ impl Generator {
 
     /// A `<link>` whose `rel` may or may not name `canonical`, with or without `href`.
     fn canonical(&mut self, out: &mut String) {
-        let rel = *self.rng.pick(RELS);
+        let rel = self.rng.pick(RELS);
         let mut attrs = self.attr("rel", rel);
         if self.rng.chance(85) {
-            let href = *self.rng.pick(CANONICAL_HREFS);
+            let href = self.rng.pick(CANONICAL_HREFS);
             attrs.push_str(&self.attr("href", href));
         }
         write!(out, "<link{attrs}>").unwrap();
@@ -676,7 +676,7 @@ impl Generator {
         let open = self.name(name);
         write!(out, "<{open}").unwrap();
         if name == "script" && self.rng.chance(30) {
-            let kind = *self.rng.pick(&["module", "application/json", "text/template", "text/javascript"]);
+            let kind = self.rng.pick(&["module", "application/json", "text/template", "text/javascript"]);
             out.push_str(&self.attr("type", kind));
         }
         out.push('>');
@@ -684,13 +684,13 @@ impl Generator {
             out.push_str(DOUBLE_ESCAPED);
         }
         for _ in 0..1 + self.rng.index(3) {
-            let piece = *self.rng.pick(RAW_CONTENT);
+            let piece = self.rng.pick(RAW_CONTENT);
             if !ends_raw_text(piece, name) {
                 out.push_str(piece);
             }
             if self.rng.chance(30) {
                 // Look-alikes of the end tag that do not end the element.
-                let fake = *self.rng.pick(&["</{}x>", "</ {}>", "<\\/{}>", "</{}-data>", "<{}>"]);
+                let fake = self.rng.pick(&["</{}x>", "</ {}>", "<\\/{}>", "</{}-data>", "<{}>"]);
                 out.push_str(&fake.replace("{}", &self.name(name)));
             }
         }
@@ -705,7 +705,7 @@ impl Generator {
             if i > 0 {
                 out.push(' ');
             }
-            out.push_str(*self.rng.pick(TEXT));
+            out.push_str(self.rng.pick(TEXT));
         }
         out
     }
@@ -716,11 +716,11 @@ impl Generator {
             0 | 1 => self.heading(out),
             2 | 3 => self.paragraph(out),
             4 => {
-                let name = *self.rng.pick(RAW_TEXT);
+                let name = self.rng.pick(RAW_TEXT);
                 self.raw_text(out, name);
             }
-            5 if !self.in_link => out.push_str(*self.rng.pick(BODY_COMMENTS)),
-            6 => out.push_str(*self.rng.pick(COMMENTS)),
+            5 if !self.in_link => out.push_str(self.rng.pick(BODY_COMMENTS)),
+            6 => out.push_str(self.rng.pick(COMMENTS)),
             7 => self.image_map(out),
             8 => match self.rng.index(4) {
                 0 => self.title(out),
@@ -731,20 +731,20 @@ impl Generator {
             9 if self.rng.chance(30) && !self.in_link => {
                 // DocBook XSL's title page: an XHTML `<a id/>` the heading's end tag closes.
                 out.push_str("<div class=\"titlepage\"><div><div><h1 class=\"title\">");
-                out.push_str(*self.rng.pick(SELF_CLOSED));
+                out.push_str(self.rng.pick(SELF_CLOSED));
                 out.push_str(
                     "Appendix A</h1></div></div></div><div class=\"toc\"><p><b>Table of Contents</b></p></div>",
                 );
             }
             9 if self.rng.chance(30) => {
                 // A heading opened in a heading closes it.
-                let inner = *self.rng.pick(&["h1", "h2", "h5"]);
+                let inner = self.rng.pick(&["h1", "h2", "h5"]);
                 write!(out, "<h1>{}<{inner}>{}", self.texts(1), self.texts(1)).unwrap();
                 out.push_str(&self.end_tag(inner));
                 out.push_str(&self.end_tag("h1"));
             }
             9 => {
-                let level = *self.rng.pick(&["h2", "h3", "h6"]);
+                let level = self.rng.pick(&["h2", "h3", "h6"]);
                 let open = self.name(level);
                 write!(out, "<{open}>").unwrap();
                 self.inline(out, 2);
@@ -770,7 +770,7 @@ impl Generator {
             }
             _ => {
                 let name =
-                    *self.rng.pick(&["div", "section", "header", "main", "article", "nav", "footer", "blockquote"]);
+                    self.rng.pick(&["div", "section", "header", "main", "article", "nav", "footer", "blockquote"]);
                 let open = self.name(name);
                 write!(out, "<{open}>").unwrap();
                 for _ in 0..1 + self.rng.index(3) {
@@ -789,10 +789,10 @@ impl Generator {
         write!(out, "<{open}{attrs}>").unwrap();
         match self.rng.index(11) {
             0 => {}
-            1 => out.push_str(*self.rng.pick(&[" ", "&nbsp;", "\u{a0}", "\n\t", "<br>"])),
+            1 => out.push_str(self.rng.pick(&[" ", "&nbsp;", "\u{a0}", "\n\t", "<br>"])),
             2 if !self.in_link => {
                 self.inline(out, 1);
-                let anchor = *self.rng.pick(&[
+                let anchor = self.rng.pick(&[
                     "<a class=\"headerlink\" href=\"#section\" title=\"Permalink to this heading\">¶</a>",
                     "<span><a class=mark href=#fs_readfile id=fs_readfile>#</a></span>",
                     "<a class=anchor href=#_overview></a>",
@@ -801,11 +801,11 @@ impl Generator {
             }
             3 => {
                 self.inline(out, 1);
-                let name = *self.rng.pick(&["script", "style"]);
+                let name = self.rng.pick(&["script", "style"]);
                 self.raw_text(out, name);
             }
             4 | 5 if !self.in_link => {
-                out.push_str(*self.rng.pick(SELF_CLOSED));
+                out.push_str(self.rng.pick(SELF_CLOSED));
                 self.inline(out, 2);
             }
             6 => {
@@ -820,7 +820,7 @@ impl Generator {
     /// Inline elements the way careless markup leaves them: overlapping, or never closed (the
     /// enclosing element's end tag closes them).
     fn misnested(&mut self, out: &mut String) {
-        let (outer, inner) = (*self.rng.pick(&["b", "em", "span"]), *self.rng.pick(&["i", "code", "small"]));
+        let (outer, inner) = (self.rng.pick(&["b", "em", "span"]), self.rng.pick(&["i", "code", "small"]));
         let (first, second, third) = (self.texts(1), self.texts(1), self.texts(1));
         match self.rng.index(3) {
             0 => write!(out, "<{outer}>{first}<{inner}>{second}</{outer}>{third}</{inner}>").unwrap(),
@@ -846,11 +846,11 @@ impl Generator {
             attrs.push_str(&self.attr("class", "reference external"));
         }
         if self.rng.chance(90) {
-            let href = *self.rng.pick(HREFS);
+            let href = self.rng.pick(HREFS);
             attrs.push_str(&self.attr("href", href));
         }
         if self.rng.chance(10) {
-            let href = *self.rng.pick(HREFS);
+            let href = self.rng.pick(HREFS);
             attrs.push_str(&self.attr("href", href));
         }
         if self.rng.chance(15) {
@@ -887,16 +887,16 @@ impl Generator {
                     out.push_str(&self.end_tag("a"));
                 }
                 6 => {
-                    let name = *self.rng.pick(&["span", "em", "code", "b", "small", "strong"]);
+                    let name = self.rng.pick(&["span", "em", "code", "b", "small", "strong"]);
                     let open = self.name(name);
                     write!(out, "<{open}>").unwrap();
                     out.push_str(&self.texts(2));
                     out.push_str(&self.end_tag(name));
                 }
-                7 => out.push_str(*self.rng.pick(&["<br>", "<wbr>", "<br/>", "<img src=/i.png alt=\"<h1>alt</h1>\">"])),
-                8 => out.push_str(*self.rng.pick(COMMENTS)),
+                7 => out.push_str(self.rng.pick(&["<br>", "<wbr>", "<br/>", "<img src=/i.png alt=\"<h1>alt</h1>\">"])),
+                8 => out.push_str(self.rng.pick(COMMENTS)),
                 _ => {
-                    let name = *self.rng.pick(&["script", "style"]);
+                    let name = self.rng.pick(&["script", "style"]);
                     self.raw_text(out, name);
                 }
             }

@@ -50,29 +50,29 @@ impl Generator {
         write!(out, "<{name} data-n=\"{}\"", self.next_number).unwrap();
         self.next_number += 1;
         if self.rng.chance(50) {
-            let classes: Vec<&str> = (0..1 + self.rng.index(3)).map(|_| *self.rng.pick(CLASSES)).collect();
+            let classes: Vec<&str> = (0..1 + self.rng.index(3)).map(|_| self.rng.pick(CLASSES)).collect();
             write!(out, " class=\"{}\"", classes.join(" ")).unwrap();
         }
         if self.rng.chance(15) {
-            write!(out, " id=\"{}\"", *self.rng.pick(IDS)).unwrap();
+            write!(out, " id=\"{}\"", self.rng.pick(IDS)).unwrap();
         }
         if self.rng.chance(30) {
-            write!(out, " lang=\"{}\"", *self.rng.pick(LANGS)).unwrap();
+            write!(out, " lang=\"{}\"", self.rng.pick(LANGS)).unwrap();
         }
         if self.rng.chance(30) {
-            write!(out, " title=\"{}\"", *self.rng.pick(TITLES)).unwrap();
+            write!(out, " title=\"{}\"", self.rng.pick(TITLES)).unwrap();
         }
         if name == "a" {
-            write!(out, " href=\"{}\"", *self.rng.pick(HREFS)).unwrap();
+            write!(out, " href=\"{}\"", self.rng.pick(HREFS)).unwrap();
             if self.rng.chance(40) {
-                write!(out, " rel=\"{}\"", *self.rng.pick(RELS)).unwrap();
+                write!(out, " rel=\"{}\"", self.rng.pick(RELS)).unwrap();
             }
         }
         out.push('>');
     }
 
     fn flow(&mut self, out: &mut String, depth: usize) {
-        let name = *self.rng.pick(FLOW);
+        let name = self.rng.pick(FLOW);
         self.open(out, name);
         let children = if depth >= 3 { self.rng.index(2) } else { self.rng.index(5) };
         for _ in 0..children {
@@ -97,11 +97,11 @@ impl Generator {
     /// Text, or a phrasing element (links never nest) that may be empty.
     fn phrasing(&mut self, out: &mut String, in_link: bool) {
         if self.rng.chance(25) {
-            out.push_str(*self.rng.pick(&["t", "text", "x"]));
+            out.push_str(self.rng.pick(&["t", "text", "x"]));
             return;
         }
         let name = loop {
-            let name = *self.rng.pick(PHRASING);
+            let name = self.rng.pick(PHRASING);
             if !(in_link && name == "a") {
                 break name;
             }
@@ -124,7 +124,7 @@ impl Generator {
     fn complex(&mut self) -> String {
         let mut out = self.compound(0);
         for _ in 0..self.rng.index(3) {
-            out.push_str(*self.rng.pick(&[" ", " > ", " + ", " ~ ", ">", "  "]));
+            out.push_str(self.rng.pick(&[" ", " > ", " + ", " ~ ", ">", "  "]));
             out.push_str(&self.compound(0));
         }
         out
@@ -137,14 +137,14 @@ impl Generator {
             1 => out.push('*'),
             _ => {
                 let names = [FLOW, PHRASING, &["li"]].concat();
-                out.push_str(*self.rng.pick(&names));
+                out.push_str(self.rng.pick(&names));
             }
         }
         let extras = if out.is_empty() { 1 + self.rng.index(2) } else { self.rng.index(3) };
         for _ in 0..extras {
             match self.rng.index(8) {
-                0 => write!(out, ".{}", *self.rng.pick(CLASSES)).unwrap(),
-                1 => write!(out, "#{}", *self.rng.pick(IDS)).unwrap(),
+                0 => write!(out, ".{}", self.rng.pick(CLASSES)).unwrap(),
+                1 => write!(out, "#{}", self.rng.pick(IDS)).unwrap(),
                 2 | 3 => out.push_str(&self.attribute()),
                 _ => out.push_str(&self.pseudo(nesting)),
             }
@@ -163,8 +163,8 @@ impl Generator {
         if self.rng.chance(15) {
             return format!("[{name}]");
         }
-        let op = *self.rng.pick(&["=", "~=", "|=", "^=", "$=", "*="]);
-        let whole = *self.rng.pick(values);
+        let op = self.rng.pick(&["=", "~=", "|=", "^=", "$=", "*="]);
+        let whole = self.rng.pick(values);
         // A piece of a value as often as a whole one.
         let value = match self.rng.index(3) {
             0 if !whole.is_empty() => {
@@ -177,14 +177,14 @@ impl Generator {
             }
             _ => whole.to_owned(),
         };
-        let flag = *self.rng.pick(&["", "", "", " i", " s"]);
+        let flag = self.rng.pick(&["", "", "", " i", " s"]);
         let quote = if self.rng.chance(50) { "\"" } else { "'" };
         format!("[{name}{op}{quote}{value}{quote}{flag}]")
     }
 
     fn pseudo(&mut self, nesting: usize) -> String {
         let anb = |g: &mut Generator| {
-            *g.rng.pick(&[
+            g.rng.pick(&[
                 "odd", "even", "1", "2", "3", "2n+1", "-n+2", "n", "3n", "2n-1", " 2n + 1 ", "-2n+5", "0n+1", "+n",
                 "-n+0",
             ])
@@ -210,10 +210,10 @@ impl Generator {
                 format!(":not({})", inner.join(", "))
             }
             _ => {
-                let lead = *self.rng.pick(&["", "> ", "+ ", "~ "]);
+                let lead = self.rng.pick(&["", "> ", "+ ", "~ "]);
                 let mut inner = format!("{lead}{}", self.compound(nesting + 1));
                 if self.rng.chance(40) {
-                    inner.push_str(*self.rng.pick(&[" ", " > "]));
+                    inner.push_str(self.rng.pick(&[" ", " > "]));
                     inner.push_str(&self.compound(nesting + 1));
                 }
                 format!(":has({inner})")
